@@ -1,0 +1,60 @@
+/**
+ * The one catalogue of groupcast errors. Every error a component raises carries a stable code from
+ * here; tests and callers branch on codes, never on message text.
+ */
+export const ErrorCode = {
+  // wire: decoding bytes from the network
+  WIRE_SHORT: 'GC_ERR_WIRE_SHORT',
+  WIRE_TRAILING: 'GC_ERR_WIRE_TRAILING',
+  WIRE_MAGIC: 'GC_ERR_WIRE_MAGIC',
+  WIRE_VERSION: 'GC_ERR_WIRE_VERSION',
+  WIRE_TYPE: 'GC_ERR_WIRE_TYPE',
+  WIRE_TOO_LARGE: 'GC_ERR_WIRE_TOO_LARGE',
+  WIRE_FIELD: 'GC_ERR_WIRE_FIELD',
+  WIRE_SIGNATURE: 'GC_ERR_WIRE_SIGNATURE',
+  // control plane: datagrams that decode but are not acceptable
+  STALE: 'GC_ERR_STALE',
+  REPLAY: 'GC_ERR_REPLAY',
+  // identity and access
+  BAD_ID: 'GC_ERR_BAD_ID',
+  NOT_AUTHORIZED: 'GC_ERR_NOT_AUTHORIZED',
+  UNKNOWN_GROUP: 'GC_ERR_UNKNOWN_GROUP',
+  SERVER_NOT_PINNED: 'GC_ERR_SERVER_NOT_PINNED',
+  BAD_CODE: 'GC_ERR_BAD_CODE',
+  // configuration and state
+  CONFIG: 'GC_ERR_CONFIG',
+  STATE_DIR: 'GC_ERR_STATE_DIR',
+  // transfers
+  NAME: 'GC_ERR_NAME',
+  CHECKSUM: 'GC_ERR_CHECKSUM',
+  NO_SPACE: 'GC_ERR_NO_SPACE',
+  PROTOCOL: 'GC_ERR_PROTOCOL',
+  TIMEOUT: 'GC_ERR_TIMEOUT',
+  CLOSED: 'GC_ERR_CLOSED',
+  // operator commands
+  DAEMON_UNREACHABLE: 'GC_ERR_DAEMON_UNREACHABLE',
+  USAGE: 'GC_ERR_USAGE',
+  NOT_FOUND: 'GC_ERR_NOT_FOUND',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class GroupcastError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'GroupcastError';
+    this.code = code;
+  }
+}
+
+export function isGroupcastError(err: unknown, code?: ErrorCode): err is GroupcastError {
+  return err instanceof GroupcastError && (code === undefined || err.code === code);
+}
+
+/** The errno of a Node system error (ENOSPC, EACCES, …), if it is one. */
+export function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}

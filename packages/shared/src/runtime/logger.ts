@@ -1,0 +1,38 @@
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger };
+
+/**
+ * The root logger a CLI makes once; components take `log.child({ component })`. JSON lines on stderr,
+ * pretty when stderr is a terminal (a person is reading), unless GROUPCAST_LOG_FORMAT says otherwise.
+ */
+export function createLogger(options: { name: string; level: LevelWithSilent }): Logger {
+  const format = process.env.GROUPCAST_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
+  const base = { name: options.name, level: options.level, base: { pid: process.pid } };
+  if (format === 'pretty') {
+    return pino(base, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
+  }
+  return pino(base, pino.destination({ dest: 2, sync: true }));
+}
+
+/** Logs a recurring warning once per key per interval, counting what it held back. */
+export class RateLimitedLog {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly intervalMs = 60_000,
+  ) {}
+
+  warn(key: string, fields: object, message: string): void {
+    const now = Date.now();
+    const entry = this.last.get(key);
+    if (entry && now - entry.at < this.intervalMs) {
+      entry.suppressed++;
+      return;
+    }
+    this.last.set(key, { at: now, suppressed: 0 });
+    this.log.warn({ ...fields, suppressed: entry?.suppressed ?? 0 }, message);
+  }
+}

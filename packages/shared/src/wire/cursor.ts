@@ -1,0 +1,140 @@
+import { ErrorCode, GroupcastError } from '../errors.js';
+
+/**
+ * Byte cursors for the codecs. Every read checks the bytes remaining first, so a decoder never reads
+ * past its input and never allocates more than the input holds. Encoders run twice over the same
+ * `Sink` interface: once to measure, once to write into a buffer allocated at exactly that size.
+ */
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export interface Sink {
+  u8(value: number): void;
+  u16(value: number): void;
+  u32(value: number): void;
+  u64(value: number): void;
+  bytes(value: Uint8Array): void;
+  /** A UTF-8 string behind a one-byte length. */
+  str8(value: string): void;
+  /** A UTF-8 string behind a two-byte length. */
+  str16(value: string): void;
+}
+
+class Counter implements Sink {
+  length = 0;
+  u8(): void { this.length += 1; }
+  u16(): void { this.length += 2; }
+  u32(): void { this.length += 4; }
+  u64(): void { this.length += 8; }
+  bytes(value: Uint8Array): void { this.length += value.length; }
+  str8(value: string): void { this.length += 1 + checkedLength(value, 0xff); }
+  str16(value: string): void { this.length += 2 + checkedLength(value, 0xffff); }
+}
+
+class Writer implements Sink {
+  private offset = 0;
+  constructor(private readonly buf: Buffer) {}
+  u8(value: number): void { this.offset = this.buf.writeUInt8(value, this.offset); }
+  u16(value: number): void { this.offset = this.buf.writeUInt16BE(value, this.offset); }
+  u32(value: number): void { this.offset = this.buf.writeUInt32BE(value, this.offset); }
+  u64(value: number): void {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64 out of range: ${value}`);
+    this.offset = this.buf.writeBigUInt64BE(BigInt(value), this.offset);
+  }
+  bytes(value: Uint8Array): void {
+    this.buf.set(value, this.offset);
+    this.offset += value.length;
+  }
+  str8(value: string): void { this.u8(Buffer.byteLength(value)); this.offset += this.buf.write(value, this.offset); }
+  str16(value: string): void { this.u16(Buffer.byteLength(value)); this.offset += this.buf.write(value, this.offset); }
+}
+
+function checkedLength(value: string, max: number): number {
+  const length = Buffer.byteLength(value);
+  if (length > max) throw new RangeError(`string of ${length} bytes exceeds ${max}`);
+  return length;
+}
+
+/** Measure, allocate once (zero-filled), write. */
+export function encode(write: (sink: Sink) => void): Buffer {
+  const counter = new Counter();
+  write(counter);
+  const buf = Buffer.alloc(counter.length);
+  write(new Writer(buf));
+  return buf;
+}
+
+export class Reader {
+  private offset = 0;
+
+  constructor(private readonly buf: Uint8Array) {}
+
+  get remaining(): number {
+    return this.buf.length - this.offset;
+  }
+
+  get position(): number {
+    return this.offset;
+  }
+
+  private take(n: number, what: string): Uint8Array {
+    if (n > this.remaining) {
+      throw new GroupcastError(ErrorCode.WIRE_SHORT, `truncated ${what}: need ${n} bytes, have ${this.remaining}`);
+    }
+    const view = this.buf.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return view;
+  }
+
+  private view(n: number, what: string): DataView {
+    const bytes = this.take(n, what);
+    return new DataView(bytes.buffer, bytes.byteOffset, n);
+  }
+
+  u8(what = 'u8'): number { return this.view(1, what).getUint8(0); }
+  u16(what = 'u16'): number { return this.view(2, what).getUint16(0); }
+  u32(what = 'u32'): number { return this.view(4, what).getUint32(0); }
+
+  u64(what = 'u64'): number {
+    const value = this.view(8, what).getBigUint64(0);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new GroupcastError(ErrorCode.WIRE_FIELD, `${what} is larger than 2^53-1`);
+    }
+    return Number(value);
+  }
+
+  /** A copy, so the result never pins or aliases the input buffer. */
+  bytes(n: number, what = 'bytes'): Buffer {
+    return Buffer.from(this.take(n, what));
+  }
+
+  /** A view into the input, for bulk payloads that are consumed at once. */
+  rest(): Uint8Array {
+    return this.take(this.remaining, 'rest');
+  }
+
+  str8(what: string, max = 0xff): string {
+    return this.str(this.u8(what), what, max);
+  }
+
+  str16(what: string, max = 0xffff): string {
+    return this.str(this.u16(what), what, max);
+  }
+
+  private str(length: number, what: string, max: number): string {
+    if (length > max) throw new GroupcastError(ErrorCode.WIRE_FIELD, `${what} is ${length} bytes, limit ${max}`);
+    try {
+      return utf8.decode(this.take(length, what));
+    } catch (err) {
+      if (err instanceof GroupcastError) throw err;
+      throw new GroupcastError(ErrorCode.WIRE_FIELD, `${what} is not valid UTF-8`, { cause: err });
+    }
+  }
+
+  /** Trailing bytes are an error: a message is exactly as long as its fields. */
+  end(what: string): void {
+    if (this.remaining !== 0) {
+      throw new GroupcastError(ErrorCode.WIRE_TRAILING, `${this.remaining} trailing bytes after ${what}`);
+    }
+  }
+}
