@@ -13,3 +13,5 @@ export * from './runtime/files.js';
 export * from './runtime/keystore.js';
 export * from './runtime/logger.js';
 export * from './runtime/network.js';
+export * from './runtime/tls.js';
+export * from './runtime/format.js';

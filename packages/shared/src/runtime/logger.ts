@@ -3,12 +3,14 @@ import pretty from 'pino-pretty';
 
 export type { Logger };
 
+export type LogFormat = 'json' | 'pretty';
+
 /**
  * The root logger a CLI makes once; components take `log.child({ component })`. JSON lines on stderr,
- * pretty when stderr is a terminal (a person is reading), unless GROUPCAST_LOG_FORMAT says otherwise.
+ * pretty when stderr is a terminal (a person is reading) unless a format is given.
  */
-export function createLogger(options: { name: string; level: LevelWithSilent }): Logger {
-  const format = process.env.GROUPCAST_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
+export function createLogger(options: { name: string; level: LevelWithSilent; format?: LogFormat | undefined }): Logger {
+  const format = options.format ?? (process.stderr.isTTY ? 'pretty' : 'json');
   const base = { name: options.name, level: options.level, base: { pid: process.pid } };
   if (format === 'pretty') {
     return pino(base, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));

@@ -40,6 +40,14 @@ export const NakReason = {
 } as const;
 export type NakReason = (typeof NakReason)[keyof typeof NakReason];
 
+export const NAK_REASON_NAMES: Record<NakReason, string> = {
+  [NakReason.OTHER]: 'other',
+  [NakReason.UNKNOWN_GROUP]: 'unknown group',
+  [NakReason.NOT_AUTHORIZED]: 'not authorized',
+  [NakReason.BAD_CODE]: 'bad join code',
+  [NakReason.RATE_LIMITED]: 'rate limited',
+};
+
 export interface GroupInfo {
   name: string;
   description: string;

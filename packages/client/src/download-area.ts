@@ -1,0 +1,96 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, lstat, mkdir, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import {
+  errnoCode, ErrorCode, fsyncDir, GroupcastError, validateFileName, validateGroupName, type Logger,
+} from '@groupcast/shared';
+
+/**
+ * Where received files go: `<root>/<group>/<name>`, with partial data in `<root>/.groupcast-partial/`
+ * (a dot name no group can have). The path decisions here are pure, so they can be tested alone.
+ */
+export const PARTIAL_DIR = '.groupcast-partial';
+
+export interface Placement {
+  groupDir: string;
+  finalPath: string;
+}
+
+/**
+ * The final path for a file from the wire, or a NAME error. The names are validated first; the
+ * resolved path is then checked to sit directly in `<root>/<group>`, so no name — whatever a future
+ * validator lets through — can steer a write elsewhere.
+ */
+export function placementFor(root: string, group: string, name: string): Placement {
+  validateGroupName(group);
+  validateFileName(name);
+  const base = resolve(root);
+  const groupDir = resolve(base, group);
+  const finalPath = resolve(groupDir, name);
+  if (dirname(groupDir) !== base || dirname(finalPath) !== groupDir) {
+    throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(`${group}/${name}`)} resolves outside ${base}`);
+  }
+  return { groupDir, finalPath };
+}
+
+export function partialPathFor(root: string, transferHex: string): string {
+  if (!/^[0-9a-f]{32}$/.test(transferHex)) throw new GroupcastError(ErrorCode.PROTOCOL, `bad transfer id ${transferHex}`);
+  return join(resolve(root), PARTIAL_DIR, transferHex);
+}
+
+/**
+ * Where to resume from, given how many bytes a partial already holds. More than the file's size
+ * means the partial is not this file's: start over.
+ */
+export function resumeOffset(held: number | undefined, size: number): number {
+  return held !== undefined && held <= size ? held : 0;
+}
+
+/** A NO_SPACE message if the free space cannot take `needed` more bytes, else undefined. */
+export function spaceShortfall(stats: { bavail: number; bsize: number }, needed: number): string | undefined {
+  const have = stats.bavail * stats.bsize;
+  return have < needed ? `insufficient space: need ${needed} bytes, have ${have}` : undefined;
+}
+
+/** What is already at the final path. */
+export type Existing = { kind: 'none' } | { kind: 'file'; size: number } | { kind: 'not-a-file' };
+
+export async function existingAt(path: string): Promise<Existing> {
+  try {
+    const stats = await lstat(path);
+    return stats.isFile() ? { kind: 'file', size: stats.size } : { kind: 'not-a-file' };
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return { kind: 'none' };
+    throw err;
+  }
+}
+
+/** SHA-256 of a file, streamed: memory stays flat whatever its size. */
+export async function hashFile(path: string, signal?: AbortSignal): Promise<Buffer> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(path), hash, { ...(signal ? { signal } : {}) });
+  return hash.digest();
+}
+
+/**
+ * Moves a complete, fsynced partial to its final name. `link` refuses to replace anything (EEXIST),
+ * so a file that appeared meanwhile is never overwritten. Failures before the link throw and leave
+ * nothing final; after the link the file is delivered, and cleanup trouble is only logged.
+ */
+export async function placeFile(partialPath: string, placement: Placement, log: Logger): Promise<void> {
+  const { groupDir, finalPath } = placement;
+  await mkdir(groupDir, { recursive: true, mode: 0o755 });
+  // mkdir succeeds over a symlink to a directory; a group folder that points elsewhere is refused.
+  if (!(await lstat(groupDir)).isDirectory()) {
+    throw new GroupcastError(ErrorCode.NAME, `${groupDir} exists and is not a directory`);
+  }
+  await link(partialPath, finalPath);
+  try {
+    await unlink(partialPath);
+    await fsyncDir(groupDir);
+  } catch (err) {
+    log.warn({ err, path: finalPath }, 'file placed, but cleanup or directory fsync failed');
+  }
+}

@@ -1,0 +1,128 @@
+import { hostname, homedir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_CODE, MAX_SERVER_NAME, familyOf,
+  parseHostPort, parsePeerId, resolveInterface, validateGroupName,
+  type Family, type Logger, type MulticastInterface, type Peer, type PeerId,
+} from '@groupcast/shared';
+import { truncateUtf8 } from './text.js';
+
+/** What a caller (the CLI or a test) asks of a member daemon; everything but the directories has a default. */
+export interface ClientOptions {
+  stateDir: string;
+  downloads: string;
+  /** Groups to join. */
+  groups?: string[] | undefined;
+  /** A join code, sent in every JOIN. */
+  code?: string | undefined;
+  /** Multicast interface: an address or an interface name. */
+  interface?: string | undefined;
+  groupAddress?: string | undefined;
+  /** UDP port of the control plane. */
+  port?: number | undefined;
+  /** `HOST[:PORT]`: also send LIST and JOIN unicast there, for networks where multicast does not reach. */
+  server?: string | undefined;
+  /** The server id to trust; replaces a stored pin. */
+  serverId?: string | undefined;
+  /** Pin the first server seen, when nothing is pinned yet. */
+  trustFirstServer?: boolean | undefined;
+  /** Sent in HELLO; defaults to the host name. */
+  name?: string | undefined;
+  log?: Logger | undefined;
+  clock?: (() => number) | undefined;
+  /** A data connection silent this long is dropped (tests shorten it). */
+  heartbeatTimeoutMs?: number | undefined;
+}
+
+export interface ResolvedOptions {
+  stateDir: string;
+  downloads: string;
+  groups: string[];
+  code: string;
+  iface: MulticastInterface;
+  groupAddress: string;
+  port: number;
+  unicast: Peer | undefined;
+  serverId: PeerId | undefined;
+  trustFirstServer: boolean;
+  name: string;
+}
+
+function usage(message: string, cause?: unknown): GroupcastError {
+  return new GroupcastError(ErrorCode.USAGE, message, cause === undefined ? undefined : { cause });
+}
+
+/** The download directory when none is given: the XDG one if the desktop names it, else ~/Downloads, each with a groupcast folder. */
+export function defaultDownloadsDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_DOWNLOAD_DIR || join(homedir(), 'Downloads'), 'groupcast');
+}
+
+export function parsePort(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw usage(`${what} must be an integer 1..65535, not ${value}`);
+  return value;
+}
+
+/** "3s", "500ms", "2m" or a bare number of seconds. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!match) throw usage(`not a duration: "${text}" (try 3s or 500ms)`);
+  const scale = match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1000;
+  return Math.round(Number(match[1]) * scale);
+}
+
+/** Checks every flag-derived value up front, so a mistake is a USAGE error before anything binds. */
+export function resolveOptions(options: ClientOptions): ResolvedOptions {
+  const groups = [...new Set(options.groups ?? [])].map((group) => {
+    try {
+      return validateGroupName(group);
+    } catch (err) {
+      throw usage(`--join: ${(err as Error).message}`, err);
+    }
+  });
+  const code = options.code ?? '';
+  if (Buffer.byteLength(code) > MAX_CODE) throw usage(`--code is longer than ${MAX_CODE} bytes`);
+  const groupAddress = options.groupAddress ?? DEFAULT_GROUP_ADDRESS;
+  const port = parsePort(options.port ?? DEFAULT_UDP_PORT, '--port');
+  let family: Family;
+  try {
+    family = familyOf(groupAddress);
+  } catch (err) {
+    throw usage(`--group-address: ${(err as Error).message}`, err);
+  }
+  let iface: MulticastInterface;
+  try {
+    iface = resolveInterface(options.interface, family);
+  } catch (err) {
+    // A named interface that does not exist is a flag mistake; a host with no interface at all is not.
+    if (options.interface !== undefined) throw usage(`--interface: ${(err as Error).message}`, err);
+    throw err;
+  }
+  let unicast: Peer | undefined;
+  if (options.server !== undefined) {
+    const { host, port: serverPort } = parseHostPort(options.server, port);
+    unicast = { address: host, port: serverPort };
+  }
+  let serverId: PeerId | undefined;
+  if (options.serverId !== undefined) {
+    try {
+      serverId = parsePeerId(options.serverId);
+    } catch (err) {
+      throw usage(`--server-id: ${(err as Error).message}`, err);
+    }
+  }
+  const name = options.name ?? truncateUtf8(hostname(), MAX_SERVER_NAME);
+  if (Buffer.byteLength(name) > MAX_SERVER_NAME) throw usage(`--name is longer than ${MAX_SERVER_NAME} bytes`);
+  return {
+    stateDir: options.stateDir,
+    downloads: options.downloads,
+    groups,
+    code,
+    iface,
+    groupAddress,
+    port,
+    unicast,
+    serverId,
+    trustFirstServer: options.trustFirstServer ?? false,
+    name,
+  };
+}

@@ -1,0 +1,81 @@
+import type { RemoteInfo } from 'node:dgram';
+import {
+  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES,
+  type ControlEndpoint, type ControlMessage, type Datagram, type GroupInfo, type Logger, type MembershipOp,
+} from '@groupcast/shared';
+import type { Membership, Verdict } from './membership.js';
+
+/** Splits the group list into GROUPS pages that each fit one datagram. */
+export function groupPages(request: Buffer, tcpPort: number, groups: GroupInfo[]): ControlMessage[] {
+  const pages: GroupInfo[][] = [[]];
+  for (const group of groups) {
+    const page = pages[pages.length - 1] ?? [];
+    page.push(group);
+    const probe: ControlMessage = { type: 'groups', request, page: 0, pages: 1, tcpPort, groups: page };
+    if (page.length > 1 && (page.length > 255 || datagramLength(probe) > MAX_DATAGRAM)) {
+      page.pop();
+      pages.push([group]);
+    }
+  }
+  return pages.map((page, index) => ({ type: 'groups', request, page: index, pages: pages.length, tcpPort, groups: page }));
+}
+
+/**
+ * Answers members on the control plane: LIST with the groups, JOIN and LEAVE with ACK or NAK, each
+ * unicast back to the sender. Handlers are idempotent, since members retry until answered.
+ */
+export class ControlPlane {
+  readonly counters = { lists: 0, joins: 0, leaves: 0, naks: 0 };
+
+  constructor(
+    private readonly options: {
+      log: Logger;
+      endpoint: ControlEndpoint;
+      membership: Membership;
+      tcpPort: () => number;
+      /** Called for an accepted JOIN that names a join code, before authorization. */
+      redeemCode?: (member: Datagram['sender'], group: string, code: string, from: RemoteInfo) => Verdict | undefined;
+    },
+  ) {}
+
+  start(): void {
+    this.options.endpoint.on('message', (datagram, from) => this.handle(datagram, from));
+  }
+
+  private handle(datagram: Datagram, from: RemoteInfo): void {
+    const { message, sender } = datagram;
+    const peer = { address: from.address, port: from.port };
+    switch (message.type) {
+      case 'list':
+        this.counters.lists++;
+        for (const page of groupPages(datagram.nonce, this.options.tcpPort(), this.options.membership.groupInfo())) {
+          this.options.endpoint.send(page, peer);
+        }
+        return;
+      case 'join': {
+        this.counters.joins++;
+        const redeemed = message.code ? this.options.redeemCode?.(sender, message.group, message.code, from) : undefined;
+        const verdict = redeemed && !redeemed.ok ? redeemed : this.options.membership.join(sender, message.group, peer);
+        this.answer(datagram, 'join', message.group, verdict, peer);
+        return;
+      }
+      case 'leave':
+        this.counters.leaves++;
+        this.answer(datagram, 'leave', message.group, this.options.membership.leave(sender, message.group, peer), peer);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private answer(datagram: Datagram, op: MembershipOp, group: string, verdict: Verdict, peer: { address: string; port: number }): void {
+    const request = datagram.nonce;
+    if (verdict.ok) {
+      this.options.endpoint.send({ type: 'ack', request, op, group, tcpPort: this.options.tcpPort() }, peer);
+      return;
+    }
+    this.counters.naks++;
+    this.options.log.info({ member: datagram.sender, group, op, reason: NAK_REASON_NAMES[verdict.reason], address: peer.address }, `${op} refused`);
+    this.options.endpoint.send({ type: 'nak', request, op, group, reason: verdict.reason, message: verdict.message }, peer);
+  }
+}

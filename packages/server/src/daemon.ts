@@ -1,0 +1,151 @@
+import {
+  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, resolveInterface, shortId,
+  type Logger, type PeerId,
+} from '@groupcast/shared';
+import { Announcer } from './announcer.js';
+import type { ServerSettings } from './config.js';
+import { ControlPlane } from './control-plane.js';
+import { ControlSocket } from './control-socket.js';
+import { DataPlane } from './data-plane.js';
+import { Distributor } from './distributor.js';
+import { Membership } from './membership.js';
+import { operations } from './operations.js';
+import { Outbox } from './outbox.js';
+import { ContentStore } from './store.js';
+
+export interface RunningServer {
+  id: PeerId;
+  tcpPort: number;
+  udpPort: number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_KEEP_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * Composes the server from its parts and starts them in dependency order; close() stops them in
+ * reverse. Only an unusable state directory or a failed bind makes start fail.
+ */
+export async function startServer(settings: ServerSettings & { keepMs?: number }, log: Logger): Promise<RunningServer> {
+  const { stateDir } = settings;
+  await ensurePrivateDir(stateDir);
+  const identity = await loadOrCreateIdentity(stateDir, `group-server ${settings.name}`);
+  const id = identity.signer.id;
+  if (identity.created) log.info({ id }, 'created server identity');
+
+  const membership = new Membership({ log: log.child({ component: 'membership' }), groups: settings.groups, stateDir });
+  await membership.load();
+  const store = new ContentStore(stateDir);
+  await store.open();
+  const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }) });
+  await outbox.load();
+
+  const iface = resolveInterface(settings.interface, familyOf(settings.groupAddress));
+  const endpoint = new ControlEndpoint({
+    log: log.child({ component: 'control' }),
+    signer: identity.signer,
+    groupAddress: settings.groupAddress,
+    port: settings.port,
+    iface,
+    role: 'server',
+  });
+  await endpoint.open();
+
+  let distributor: Distributor | undefined;
+  const dataPlane = new DataPlane({
+    log: log.child({ component: 'data' }),
+    identity,
+    membership,
+    host: iface.address,
+    port: settings.tcpPort,
+    serverName: settings.name,
+    onSession: (session) => {
+      membership.setOnline(session.id, true, { name: session.name, address: session.address });
+      log.info({ member: session.id, name: session.name, address: session.address, groups: membership.joinedGroups(session.id) }, 'member online');
+      session.once('closed', () => {
+        if (dataPlane.session(session.id)) return;
+        membership.setOnline(session.id, false);
+        log.info({ member: session.id, name: session.name }, 'member offline');
+      });
+      distributor?.wake(session.id);
+    },
+  });
+  await dataPlane.start();
+
+  distributor = new Distributor({
+    log: log.child({ component: 'distributor' }),
+    outbox,
+    store,
+    membership,
+    session: (member) => dataPlane.session(member),
+    concurrency: settings.concurrency,
+    keepMs: settings.keepMs ?? DEFAULT_KEEP_MS,
+  });
+  const running = distributor;
+  membership.on('joined', (member, group) => {
+    running.memberJoined(member, group).catch((err: unknown) => log.error({ err, member, group }, 'cannot queue backlog'));
+  });
+  membership.on('revoked', (member, group) => running.revoke(member, group, `access to ${group} revoked`));
+  running.start();
+
+  const controlPlane = new ControlPlane({
+    log: log.child({ component: 'control' }),
+    endpoint,
+    membership,
+    tcpPort: () => dataPlane.port,
+  });
+  controlPlane.start();
+  const announcer = new Announcer({ endpoint, name: settings.name, tcpPort: () => dataPlane.port, groups: () => membership.groupInfo() });
+  announcer.start();
+
+  const describe = (): object => ({
+    id,
+    name: settings.name,
+    pid: process.pid,
+    interface: iface.address,
+    groupAddress: settings.groupAddress,
+    udpPort: settings.port,
+    tcpPort: dataPlane.port,
+    stateDir,
+    datagrams: endpoint.counters,
+    connections: dataPlane.counters,
+    control: controlPlane.counters,
+  });
+  const controlSocket = new ControlSocket({
+    log: log.child({ component: 'control-socket' }),
+    stateDir,
+    handlers: operations({ membership, distributor: running, outbox, dataPlane, describe }),
+  });
+  await controlSocket.start();
+
+  log.info(
+    { id, interface: `${iface.name} ${iface.address}`, group: `${settings.groupAddress}:${settings.port}`, tcpPort: dataPlane.port, stateDir, groups: membership.groupInfo().map((g) => g.name) },
+    'group-server started',
+  );
+  if (settings.defaultGroups) {
+    log.info(
+      { hint: `group-server members allow <group> <member-id> --state-dir ${stateDir}` },
+      `running on the built-in groups, which are closed: allow each member by id (a member prints it with "group-client id"); this server's id is ${shortId(id)}…`,
+    );
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    id,
+    tcpPort: dataPlane.port,
+    udpPort: settings.port,
+    close: () => {
+      closing ??= (async () => {
+        await controlSocket.close();
+        announcer.close();
+        endpoint.close();
+        await running.close();
+        await dataPlane.close();
+        await outbox.close();
+        await membership.close();
+        log.info('group-server stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,93 @@
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
+import { MemberSession } from './member-session.js';
+import type { Membership } from './membership.js';
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * The TLS listener. A connection is admitted only if the client's certificate key hashes to an id
+ * authorized in at least one group; one session per member, a newer connection replacing an older.
+ */
+export class DataPlane {
+  private server: Server | undefined;
+  private readonly sessions = new Map<PeerId, MemberSession>();
+  readonly counters = { refused: 0, admitted: 0 };
+
+  constructor(
+    private readonly options: {
+      log: Logger;
+      identity: Identity;
+      membership: Membership;
+      host: string;
+      port: number;
+      serverName: string;
+      onSession: (session: MemberSession) => void;
+    },
+  ) {}
+
+  async start(): Promise<void> {
+    const { identity } = this.options;
+    const server = createServer({
+      cert: identity.certPem,
+      key: identity.keyPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      ciphers: TLS_CIPHERS,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    });
+    server.on('secureConnection', (socket) => this.admit(socket));
+    server.on('tlsClientError', (err, socket) => {
+      this.counters.refused++;
+      this.options.log.debug({ err, address: socket.remoteAddress }, 'tls handshake failed');
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.options.log.error({ err }, 'data plane listener error'));
+  }
+
+  get port(): number {
+    const address = this.server?.address();
+    return typeof address === 'object' && address ? address.port : 0;
+  }
+
+  session(id: PeerId): MemberSession | undefined {
+    return this.sessions.get(id);
+  }
+
+  private admit(socket: TLSSocket): void {
+    const { log, membership } = this.options;
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined);
+    const id = peerIdOf(socket);
+    if (!id || !membership.isAdmissible(id)) {
+      this.counters.refused++;
+      log.warn({ member: id, address: socket.remoteAddress }, 'refused connection from unauthorized id');
+      socket.destroy();
+      return;
+    }
+    this.counters.admitted++;
+    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName);
+    this.sessions.get(id)?.close(new Error('replaced by a newer connection'));
+    this.sessions.set(id, session);
+    session.once('ready', () => this.options.onSession(session));
+    session.once('closed', () => {
+      if (this.sessions.get(id) === session) this.sessions.delete(id);
+    });
+    session.start();
+  }
+
+  async close(): Promise<void> {
+    for (const session of this.sessions.values()) session.close();
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

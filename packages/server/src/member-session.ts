@@ -1,0 +1,203 @@
+import { EventEmitter, once } from 'node:events';
+import { open } from 'node:fs/promises';
+import type { TLSSocket } from 'node:tls';
+import {
+  allocDataFrame, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_TIMEOUT_MS, Outcome, OUTCOME_NAMES, PROTOCOL_VERSION,
+  type Frame, type Logger, type PeerId,
+} from '@groupcast/shared';
+import type { TransferRecord } from './outbox.js';
+
+export interface DeliveryOutcome {
+  outcome: Outcome;
+  message: string;
+  /** Where the member resumed from. */
+  offset: number;
+  bytesSent: number;
+}
+
+type Reply = Extract<Frame, { type: 'accept' | 'decline' | 'result' }>;
+
+const REPLY_TIMEOUT_MS = 30_000;
+/** After the last byte the member fsyncs and renames; allow for a slow disk. */
+const RESULT_TIMEOUT_MS = 120_000;
+
+export interface MemberSessionEvents {
+  ready: [];
+  closed: [];
+  /** A DATA frame went out: the position reached and the payload bytes it carried. */
+  progress: [transfer: string, position: number, bytes: number];
+}
+
+/**
+ * One member's data connection, after TLS has proven who it is. Runs one delivery at a time:
+ * OFFER → ACCEPT(offset) | DECLINE → DATA… → RESULT. Heartbeats find a dead link within
+ * HEARTBEAT_TIMEOUT_MS. Anything that violates the protocol closes the connection.
+ */
+export class MemberSession extends EventEmitter<MemberSessionEvents> {
+  name = '';
+  private readonly waiting = new Map<string, { resolve: (frame: Reply) => void; reject: (err: Error) => void }>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private lastHeard = Date.now();
+  private closed = false;
+
+  constructor(
+    readonly id: PeerId,
+    private readonly socket: TLSSocket,
+    private readonly log: Logger,
+    private readonly serverName: string,
+  ) {
+    super();
+  }
+
+  get address(): string {
+    return this.socket.remoteAddress ?? '';
+  }
+
+  start(): void {
+    const reader = new FrameReader((frame) => this.onFrame(frame));
+    this.socket.pipe(reader);
+    reader.on('error', (err) => this.close(err));
+    this.socket.on('error', (err) => this.close(err));
+    this.socket.on('close', () => this.close());
+    this.socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.serverName }));
+    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
+    this.heartbeat.unref();
+  }
+
+  private beat(): void {
+    if (Date.now() - this.lastHeard > HEARTBEAT_TIMEOUT_MS) {
+      this.close(new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout'));
+      return;
+    }
+    this.socket.write(encodeFrame({ type: 'ping', time: Date.now() }));
+  }
+
+  private onFrame(frame: Frame): void {
+    this.lastHeard = Date.now();
+    switch (frame.type) {
+      case 'hello':
+        this.name = frame.name;
+        this.emit('ready');
+        return;
+      case 'ping':
+        this.socket.write(encodeFrame({ type: 'pong', time: frame.time }));
+        return;
+      case 'pong':
+        return;
+      case 'accept':
+      case 'decline':
+      case 'result': {
+        const waiter = this.waiting.get(frame.transfer.toString('hex'));
+        if (!waiter) throw new GroupcastError(ErrorCode.PROTOCOL, `unexpected ${frame.type}`);
+        waiter.resolve(frame);
+        return;
+      }
+      default:
+        throw new GroupcastError(ErrorCode.PROTOCOL, `member sent ${frame.type}`);
+    }
+  }
+
+  private reply(transfer: string, timeoutMs: number): Promise<Reply> {
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(transfer);
+        reject(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
+      }, timeoutMs);
+      this.waiting.set(transfer, {
+        resolve: (frame) => {
+          clearTimeout(timer);
+          this.waiting.delete(transfer);
+          resolve(frame);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          this.waiting.delete(transfer);
+          reject(err);
+        },
+      });
+    });
+  }
+
+  /** Offers a file and streams it from the offset the member holds. Rejects if the link fails. */
+  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
+    if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed');
+    const id = Buffer.from(transfer.id, 'hex');
+    const answer = this.reply(transfer.id, REPLY_TIMEOUT_MS);
+    this.socket.write(encodeFrame({
+      type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
+      sha256: Buffer.from(transfer.sha256, 'hex'),
+    }));
+    const first = await answer;
+    if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
+    if (first.type !== 'accept' || first.offset > transfer.size) {
+      throw this.violation(`bad answer to offer: ${first.type}`);
+    }
+    const result = this.reply(transfer.id, RESULT_TIMEOUT_MS);
+    result.catch(() => undefined);
+    const bytesSent = await this.stream(transfer, id, path, first.offset, signal);
+    const last = await result;
+    if (last.type !== 'result') throw this.violation(`expected result, got ${last.type}`);
+    return { outcome: last.outcome, message: last.message, offset: first.offset, bytesSent };
+  }
+
+  private async stream(transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal): Promise<number> {
+    const file = await open(path, 'r');
+    let position = from;
+    try {
+      while (position < transfer.size) {
+        if (signal.aborted) {
+          const reason = String(signal.reason ?? 'cancelled');
+          this.cancel(transfer.id, reason);
+          throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
+        }
+        if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
+        const length = Math.min(DATA_CHUNK, transfer.size - position);
+        const { frame, payload } = allocDataFrame(id, position, length);
+        const { bytesRead } = await file.read(payload, 0, length, position);
+        if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${path} is shorter than recorded`);
+        position += length;
+        if (!this.socket.write(frame)) await this.drained();
+        this.emit('progress', transfer.id, position, length);
+      }
+    } finally {
+      await file.close();
+    }
+    return position - from;
+  }
+
+  private async drained(): Promise<void> {
+    if (this.closed) return;
+    await Promise.race([once(this.socket, 'drain'), once(this, 'closed')]);
+  }
+
+  cancel(transfer: string, reason: string): void {
+    const waiter = this.waiting.get(transfer);
+    waiter?.reject(new GroupcastError(ErrorCode.CLOSED, reason));
+    if (!this.closed) {
+      this.socket.write(encodeFrame({ type: 'cancel', transfer: Buffer.from(transfer, 'hex'), message: reason }));
+    }
+  }
+
+  private violation(message: string): GroupcastError {
+    const err = new GroupcastError(ErrorCode.PROTOCOL, message);
+    this.close(err);
+    return err;
+  }
+
+  close(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    if (err) this.log.warn({ err }, 'member connection closed');
+    else this.log.info('member connection closed');
+    for (const waiter of this.waiting.values()) waiter.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
+    this.socket.destroy();
+    this.emit('closed');
+  }
+}
+
+export function describeOutcome(outcome: Outcome, message: string): string {
+  const name = OUTCOME_NAMES[outcome];
+  return message ? `${name}: ${message}` : name;
+}
