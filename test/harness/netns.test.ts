@@ -139,7 +139,7 @@ describe.skipIf(!availability.ok)('netns harness', () => {
   it('delivers IPv4 multicast from h0 to h1 and h2', async () => {
     for (const a of [h1, h2]) a.send({ op: 'udp-listen', id: 'm4', family: 4, port: 47720, group: GROUP4, iface: a.host.ipv4 });
     await Promise.all([h1.ready('m4'), h2.ready('m4')]);
-    h0.send({ op: 'udp-send', id: 's4', family: 4, host: GROUP4, port: 47720, iface: h0.host.ipv4, data: 'mc4', count: 100, intervalMs: 20 });
+    h0.send({ op: 'udp-send', id: 's4', family: 4, host: GROUP4, port: 47720, iface: h0.host.ipv4, data: 'mc4', count: 250, intervalMs: 20 });
     await Promise.all([h1.waitFor(h1.received('m4', 'mc4'), 'mc4'), h2.waitFor(h2.received('m4', 'mc4'), 'mc4')]);
     h0.send({ op: 'close', id: 's4' });
   });
@@ -148,7 +148,7 @@ describe.skipIf(!availability.ok)('netns harness', () => {
     const iface = `::%${h0.host.ifname}`;
     for (const a of [h1, h2]) a.send({ op: 'udp-listen', id: 'm6', family: 6, port: 47721, group: GROUP6, iface });
     await Promise.all([h1.ready('m6'), h2.ready('m6')]);
-    h0.send({ op: 'udp-send', id: 's6', family: 6, host: GROUP6, port: 47721, iface, data: 'mc6', count: 100, intervalMs: 20 });
+    h0.send({ op: 'udp-send', id: 's6', family: 6, host: GROUP6, port: 47721, iface, data: 'mc6', count: 250, intervalMs: 20 });
     await Promise.all([h1.waitFor(h1.received('m6', 'mc6'), 'mc6'), h2.waitFor(h2.received('m6', 'mc6'), 'mc6')]);
     h0.send({ op: 'close', id: 's6' });
   });
@@ -166,7 +166,7 @@ describe.skipIf(!availability.ok)('netns harness', () => {
     await h1.host.cutLink();
     h0.send({ op: 'tcp-write', id: 'c', data: 'during-cut' });
     for (const a of [h1, h2]) {
-      h0.send({ op: 'udp-send', id: `cut-${a.host.name}`, family: 4, host: a.host.ipv4, port: 47731, data: 'cut', count: 100, intervalMs: 20 });
+      h0.send({ op: 'udp-send', id: `cut-${a.host.name}`, family: 4, host: a.host.ipv4, port: 47731, data: 'cut', count: 250, intervalMs: 20 });
     }
     // h2 hearing 15 datagrams is the clock: h1 heard none in the same time, nor did the echo come back.
     await h2.waitFor(h2.received('u', 'cut', 15), 'control datagrams to h2');
@@ -178,6 +178,7 @@ describe.skipIf(!availability.ok)('netns harness', () => {
     await h1.waitFor(h1.received('u', 'cut'), 'datagrams after restoreLink');
     h0.send({ op: 'tcp-write', id: 'c', data: 'after-restore' });
     await h0.waitFor(tcpData('c', 'after-restore'), 'echo after restore');
+    for (const a of [h1, h2]) h0.send({ op: 'close', id: `cut-${a.host.name}` });
   }, 20_000);
 
   it('blockMulticast drops multicast to and from a host while unicast still flows', async () => {
@@ -187,7 +188,7 @@ describe.skipIf(!availability.ok)('netns harness', () => {
 
     const iface6 = (a: Agent): string => `::%${a.host.ifname}`;
     const send = (a: Agent, id: string, extra: Record<string, unknown>): void =>
-      a.send({ op: 'udp-send', id, count: 100, intervalMs: 20, ...extra });
+      a.send({ op: 'udp-send', id, count: 250, intervalMs: 20, ...extra });
     // inbound: h0 multicasts; h2 is the positive control, h1 unicast proves h1 is reachable
     send(h0, 'bin4', { family: 4, host: GROUP4, port: 47720, iface: h0.host.ipv4, data: 'in4' });
     send(h0, 'bin6', { family: 6, host: GROUP6, port: 47721, iface: iface6(h0), data: 'in6' });

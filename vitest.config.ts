@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Integration tests start real daemons that share loopback ports and multicast groups.
+    fileParallelism: false,
+    reporters: ['default'],
+  },
+});
