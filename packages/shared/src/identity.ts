@@ -70,7 +70,14 @@ export function parsePeerId(text: string): PeerId {
     }
     plain += block;
   }
-  return formatId(Buffer.from(base32nopad.decode(plain)));
+  let digest: Uint8Array;
+  try {
+    digest = base32nopad.decode(plain);
+  } catch (err) {
+    // Luhn-valid but not canonical: the last data character carries padding bits that are not zero.
+    throw new GroupcastError(ErrorCode.BAD_ID, `not a groupcast id: "${text.slice(0, 80)}"`, { cause: err });
+  }
+  return formatId(Buffer.from(digest));
 }
 
 /** The first block: enough to tell peers apart in logs and tables. */

@@ -244,7 +244,8 @@ export function decodeDatagram(buf: Uint8Array): Datagram {
   if (buf.length > MAX_DATAGRAM) {
     throw new GroupcastError(ErrorCode.WIRE_TOO_LARGE, `datagram of ${buf.length} bytes exceeds ${MAX_DATAGRAM}`);
   }
-  if (buf.length < 2 || buf[0] !== DATAGRAM_MAGIC[0] || buf[1] !== DATAGRAM_MAGIC[1]) {
+  // A prefix of the magic ("", "G") is a truncated datagram, not a foreign one.
+  if ((buf.length > 0 && buf[0] !== DATAGRAM_MAGIC[0]) || (buf.length > 1 && buf[1] !== DATAGRAM_MAGIC[1])) {
     throw new GroupcastError(ErrorCode.WIRE_MAGIC, 'not a groupcast datagram');
   }
   if (buf.length < HEADER_LENGTH + SIGNATURE_LENGTH) {

@@ -6,7 +6,8 @@ import { ErrorCode, GroupcastError } from '../errors.js';
  * `Sink` interface: once to measure, once to write into a buffer allocated at exactly that size.
  */
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in the string: stripping it would make decode(encode(s)) !== s.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export interface Sink {
   u8(value: number): void;

@@ -1,0 +1,84 @@
+import { createHash } from 'node:crypto';
+import type { Signer } from '../../packages/shared/src/identity.js';
+import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
+import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
+import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
+import { counting, memberSigner, serverSigner } from './helpers.js';
+
+/** 2026-01-01T00:00:00.000Z, the worked examples' clock. */
+export const T0 = Date.UTC(2026, 0, 1);
+
+export const FILE_CONTENT = Buffer.from('hello world\n');
+export const TRANSFER = counting(0x10, 16);
+
+export interface DatagramExample {
+  kind: 'datagram';
+  signer: Signer;
+  timestamp: number;
+  nonce: Buffer;
+  message: ControlMessage;
+}
+
+export interface FrameExample {
+  kind: 'frame';
+  frame: Frame;
+}
+
+/**
+ * The worked examples of docs/PROTOCOL.md, by the name of their `<!-- golden:NAME -->` marker.
+ * A conversation: the server announces, a member lists and joins, then receives one file.
+ */
+export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
+  announce: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0, nonce: counting(0xa0, 16),
+    message: {
+      type: 'announce', name: 'Office server', instance: Buffer.from('1122334455667788', 'hex'), tcpPort: 47701,
+      groupCount: 2, groups: ['Developers', 'Designers'],
+    },
+  },
+  list: {
+    kind: 'datagram', signer: memberSigner, timestamp: T0 + 1_000, nonce: counting(0xb0, 16),
+    message: { type: 'list' },
+  },
+  groups: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_002, nonce: counting(0xc0, 16),
+    message: {
+      type: 'groups', request: counting(0xb0, 16), page: 0, pages: 1, tcpPort: 47701,
+      groups: [
+        { name: 'Developers', description: 'Build machines', open: false },
+        { name: 'Designers', description: '', open: true },
+      ],
+    },
+  },
+  join: {
+    kind: 'datagram', signer: memberSigner, timestamp: T0 + 2_000, nonce: counting(0xd0, 16),
+    message: { type: 'join', group: 'Developers', code: '' },
+  },
+  ack: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 2_003, nonce: counting(0xe0, 16),
+    message: { type: 'ack', request: counting(0xd0, 16), op: 'join', group: 'Developers', tcpPort: 47701 },
+  },
+  nak: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 2_004, nonce: counting(0xf0, 16),
+    message: {
+      type: 'nak', request: counting(0xd0, 16), op: 'join', group: 'Developers', reason: NakReason.NOT_AUTHORIZED,
+      message: 'not authorized',
+    },
+  },
+  'hello-server': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server' } },
+  'hello-member': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07' } },
+  offer: {
+    kind: 'frame',
+    frame: {
+      type: 'offer', transfer: TRANSFER, group: 'Developers', name: 'notes.txt', size: FILE_CONTENT.length,
+      sha256: createHash('sha256').update(FILE_CONTENT).digest(),
+    },
+  },
+  accept: { kind: 'frame', frame: { type: 'accept', transfer: TRANSFER, offset: 0 } },
+  data: { kind: 'frame', frame: { type: 'data', transfer: TRANSFER, offset: 0, payload: FILE_CONTENT } },
+  result: { kind: 'frame', frame: { type: 'result', transfer: TRANSFER, outcome: Outcome.OK, message: '' } },
+  ping: { kind: 'frame', frame: { type: 'ping', time: T0 + 5_000 } },
+};
+
+/** The ids of the examples' keys, as `<!-- golden-id:NAME -->` shows them. */
+export const GOLDEN_IDS: Record<string, Signer> = { server: serverSigner, member: memberSigner };
