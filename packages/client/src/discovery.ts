@@ -117,7 +117,7 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
     const moved = !previous || previous.address !== server.address || previous.tcpPort !== server.tcpPort;
     const restarted = announce && previous?.instance && !previous.instance.equals(announce.instance);
     if (!previous) {
-      this.options.log.info({ server: id, name: server.name, address: server.address, tcpPort }, 'server found');
+      this.options.log.info({ server: id, serverName: server.name, address: server.address, tcpPort }, 'server found');
     } else if (moved) {
       this.options.log.info({ server: id, address: server.address, tcpPort }, 'server address changed');
     }

@@ -73,10 +73,6 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return state !== undefined && state.status !== 'refused';
   }
 
-  isJoined(group: string): boolean {
-    return this.groups.get(group)?.status === 'joined';
-  }
-
   private joinWaiting(): void {
     for (const [group, state] of this.groups) if (state.status === 'waiting') this.join(group, state);
   }

@@ -2,10 +2,9 @@ import { hostname, homedir } from 'node:os';
 import { join } from 'node:path';
 import {
   DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_CODE, MAX_SERVER_NAME, familyOf,
-  parseHostPort, parsePeerId, resolveInterface, validateGroupName,
+  parseHostPort, parsePeerId, resolveInterface, truncateUtf8, validateGroupName,
   type Family, type Logger, type MulticastInterface, type Peer, type PeerId,
 } from '@groupcast/shared';
-import { truncateUtf8 } from './text.js';
 
 /** What a caller (the CLI or a test) asks of a member daemon; everything but the directories has a default. */
 export interface ClientOptions {

@@ -86,7 +86,7 @@ export class ServerPin {
     if (!this.options.trustFirstServer) return 'unpinned';
     this.id = sender;
     this.options.log.warn(
-      { server: sender, name, path: this.path },
+      { server: sender, serverName: name, path: this.path },
       'TRUSTING FIRST SERVER SEEN: pinned it; check this id with the server operator',
     );
     this.persisting = this.write(sender, 'first-seen', name).catch((err: unknown) => {

@@ -37,6 +37,7 @@ export interface MemberSessionEvents {
 export class MemberSession extends EventEmitter<MemberSessionEvents> {
   name = '';
   private readonly waiting = new Map<string, { resolve: (frame: Reply) => void; reject: (err: Error) => void }>();
+  private readonly unclaimed = new Map<string, Reply>();
   private heartbeat: NodeJS.Timeout | undefined;
   private lastHeard = Date.now();
   private closed = false;
@@ -88,9 +89,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       case 'accept':
       case 'decline':
       case 'result': {
-        const waiter = this.waiting.get(frame.transfer.toString('hex'));
-        if (!waiter) throw new GroupcastError(ErrorCode.PROTOCOL, `unexpected ${frame.type}`);
-        waiter.resolve(frame);
+        // RESULT can arrive in the same chunk as ACCEPT, before deliver() asks for it: keep it until
+        // asked. A reply to a transfer already cancelled is kept too, and dropped at the next offer.
+        const transfer = frame.transfer.toString('hex');
+        const waiter = this.waiting.get(transfer);
+        if (waiter) waiter.resolve(frame);
+        else this.unclaimed.set(transfer, frame);
         return;
       }
       default:
@@ -98,54 +102,74 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
   }
 
-  private reply(transfer: string, timeoutMs: number): Promise<Reply> {
-    return new Promise<Reply>((resolve, reject) => {
-      const timer = setTimeout(() => {
+  /** Registers for the member's next reply about a transfer; the timeout starts when armed. */
+  private expect(transfer: string): { reply: Promise<Reply>; arm: (timeoutMs: number) => void; received: () => boolean } {
+    let timer: NodeJS.Timeout | undefined;
+    let received = false;
+    const reply = new Promise<Reply>((resolve, reject) => {
+      const settle = (): void => {
+        received = true;
+        clearTimeout(timer);
         this.waiting.delete(transfer);
-        reject(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
-      }, timeoutMs);
+      };
       this.waiting.set(transfer, {
         resolve: (frame) => {
-          clearTimeout(timer);
-          this.waiting.delete(transfer);
+          settle();
           resolve(frame);
         },
         reject: (err) => {
-          clearTimeout(timer);
-          this.waiting.delete(transfer);
+          settle();
           reject(err);
         },
       });
     });
+    reply.catch(() => undefined);
+    const early = this.unclaimed.get(transfer);
+    if (early) {
+      this.unclaimed.delete(transfer);
+      this.waiting.get(transfer)?.resolve(early);
+    }
+    const arm = (timeoutMs: number): void => {
+      if (received) return;
+      timer = setTimeout(() => {
+        this.waiting.get(transfer)?.reject(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
+      }, timeoutMs);
+    };
+    return { reply, arm, received: () => received };
   }
 
   /** Offers a file and streams it from the offset the member holds. Rejects if the link fails. */
   async deliver(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
     if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     const id = Buffer.from(transfer.id, 'hex');
-    const answer = this.reply(transfer.id, REPLY_TIMEOUT_MS);
+    this.unclaimed.clear();
+    const answer = this.expect(transfer.id);
+    answer.arm(REPLY_TIMEOUT_MS);
     this.socket.write(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),
     }));
-    const first = await answer;
+    const first = await answer.reply;
     if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
     if (first.type !== 'accept' || first.offset > transfer.size) {
       throw this.violation(`bad answer to offer: ${first.type}`);
     }
-    const result = this.reply(transfer.id, RESULT_TIMEOUT_MS);
-    result.catch(() => undefined);
-    const bytesSent = await this.stream(transfer, id, path, first.offset, signal);
-    const last = await result;
+    // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
+    const result = this.expect(transfer.id);
+    const bytesSent = await this.stream(transfer, id, path, first.offset, signal, result.received);
+    result.arm(RESULT_TIMEOUT_MS);
+    const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`expected result, got ${last.type}`);
     return { outcome: last.outcome, message: last.message, offset: first.offset, bytesSent };
   }
 
-  private async stream(transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal): Promise<number> {
+  private async stream(
+    transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal, answered: () => boolean,
+  ): Promise<number> {
     const file = await open(path, 'r');
     let position = from;
     try {
-      while (position < transfer.size) {
+      while (position < transfer.size && !answered()) {
         if (signal.aborted) {
           const reason = String(signal.reason ?? 'cancelled');
           this.cancel(transfer.id, reason);

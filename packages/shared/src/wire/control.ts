@@ -6,7 +6,7 @@ import { ErrorCode, GroupcastError } from '../errors.js';
 import {
   PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, peerIdFromRawPublicKey, verifySignature, type PeerId, type Signer,
 } from '../identity.js';
-import { encode, Reader, type Sink } from './cursor.js';
+import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
 
 /**
  * Control-plane datagrams (UDP multicast and unicast replies). Layout, all integers big-endian:
@@ -126,7 +126,7 @@ function writeBody(sink: Sink, message: ControlMessage): void {
       sink.u8(OP_CODES[message.op]);
       sink.str8(message.group);
       sink.u8(message.reason);
-      sink.str8(message.message);
+      sink.str8(truncateUtf8(message.message, MAX_REASON));
       return;
   }
 }

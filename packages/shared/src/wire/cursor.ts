@@ -56,6 +56,23 @@ function checkedLength(value: string, max: number): number {
   return length;
 }
 
+/**
+ * Cuts human-readable text (reasons, messages) to a byte budget on a character boundary, so an
+ * encoder never emits a field its peer's decoder would refuse.
+ */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let out = '';
+  let bytes = 0;
+  for (const char of text) {
+    const size = Buffer.byteLength(char);
+    if (bytes + size > maxBytes - 3) break;
+    out += char;
+    bytes += size;
+  }
+  return `${out}...`;
+}
+
 /** Measure, allocate once (zero-filled), write. */
 export function encode(write: (sink: Sink) => void): Buffer {
   const counter = new Counter();

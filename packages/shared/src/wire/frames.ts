@@ -1,6 +1,6 @@
 import { MAX_GROUP_NAME, MAX_WIRE_NAME, MAX_REASON, MAX_SERVER_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
-import { encode, Reader, type Sink } from './cursor.js';
+import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
 
 /**
  * Data-plane frames, carried over the mutual-TLS connection between the server and a member:
@@ -107,7 +107,7 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'result':
       sink.bytes(frame.transfer);
       sink.u8(frame.outcome);
-      sink.str8(frame.message);
+      sink.str8(truncateUtf8(frame.message, MAX_REASON));
       return;
     case 'data':
       sink.bytes(frame.transfer);
@@ -120,7 +120,7 @@ function writeBody(sink: Sink, frame: Frame): void {
       return;
     case 'cancel':
       sink.bytes(frame.transfer);
-      sink.str8(frame.message);
+      sink.str8(truncateUtf8(frame.message, MAX_REASON));
       return;
   }
 }

@@ -1,0 +1,159 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import {
+  ControlEndpoint, createLogger, ensurePrivateDir, loadOrCreateIdentity,
+  type Logger, type NakReason, type PeerId,
+} from '@groupcast/shared';
+import { ServerConnection } from './connection.js';
+import { Discovery, type ServerInfo } from './discovery.js';
+import { Membership } from './membership.js';
+import { resolveOptions, type ClientOptions } from './options.js';
+import { ServerPin } from './pinning.js';
+import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
+
+export interface ClientEvents {
+  server: [server: ServerInfo];
+  joined: [group: string];
+  refused: [group: string, reason: NakReason, message: string];
+  connected: [server: PeerId, name: string];
+  disconnected: [];
+  received: [event: ReceivedEvent];
+  declined: [event: UndeliveredEvent];
+  failed: [event: UndeliveredEvent];
+}
+
+/** A running member daemon. */
+export interface GroupClient extends EventEmitter<ClientEvents> {
+  readonly id: PeerId;
+  /** The directory files land in (symlinks resolved). */
+  readonly downloads: string;
+  /** Stops every component, last started first. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+interface Closable {
+  close(): void | Promise<void>;
+}
+
+class RunningClient extends EventEmitter<ClientEvents> implements GroupClient {
+  readonly started: Closable[] = [];
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    readonly id: PeerId,
+    readonly downloads: string,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get closed(): boolean {
+    return this.closing !== undefined;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const component of [...this.started].reverse()) {
+        try {
+          await component.close();
+        } catch (err) {
+          this.log.warn({ err }, 'component failed to close');
+        }
+      }
+      this.log.info('stopped');
+    })();
+    return this.closing;
+  }
+}
+
+function forward<K extends keyof ClientEvents>(from: EventEmitter, to: EventEmitter<ClientEvents>, event: K): void {
+  from.on(event, (...args: unknown[]) => (to.emit as (event: K, ...rest: unknown[]) => boolean)(event, ...args));
+}
+
+/**
+ * Starts a member daemon: state and identity, the pin, the download area, the control plane
+ * (discovery, then joins), and — after the first ACK — the data connection. A failure while starting
+ * closes whatever had started and rethrows: STATE_DIR / CONFIG / a bind error are the fatal ones.
+ */
+export async function startClient(options: ClientOptions): Promise<GroupClient> {
+  const resolved = resolveOptions(options);
+  const log = options.log ?? createLogger({ name: 'group-client', level: 'silent' });
+  const clock = options.clock ?? Date.now;
+
+  await ensurePrivateDir(resolved.stateDir);
+  const identity = await loadOrCreateIdentity(resolved.stateDir, `group-client ${hostname()}`);
+  const id = identity.signer.id;
+  if (identity.created) log.info({ id }, 'created a new identity');
+
+  const pin = new ServerPin({ log: log.child({ component: 'pinning' }), stateDir: resolved.stateDir, trustFirstServer: resolved.trustFirstServer });
+  await pin.load(resolved.serverId);
+
+  const endpoint = new ControlEndpoint({
+    log: log.child({ component: 'control' }),
+    signer: identity.signer,
+    groupAddress: resolved.groupAddress,
+    port: resolved.port,
+    iface: resolved.iface,
+    role: 'client',
+    clock,
+  });
+  const discovery = new Discovery({ log: log.child({ component: 'discovery' }), endpoint, pin, unicast: resolved.unicast });
+  const membership = new Membership({
+    log: log.child({ component: 'membership' }),
+    endpoint,
+    discovery,
+    groups: resolved.groups,
+    code: resolved.code,
+    unicast: resolved.unicast,
+  });
+  const receiver = new Receiver({
+    log: log.child({ component: 'receiver' }),
+    downloads: resolved.downloads,
+    stateDir: resolved.stateDir,
+    wants: (group) => membership.wants(group),
+  });
+  const connection = new ServerConnection({
+    log: log.child({ component: 'connection' }),
+    identity,
+    name: resolved.name,
+    pin,
+    discovery,
+    receiver,
+    clock,
+    heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+  });
+
+  await receiver.start();
+  const client = new RunningClient(id, receiver.root, log);
+  for (const event of ['received', 'declined', 'failed'] as const) forward(receiver, client, event);
+  for (const event of ['joined', 'refused'] as const) forward(membership, client, event);
+  for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
+  forward(discovery, client, 'server');
+
+  client.started.push(pin, receiver);
+  try {
+    await endpoint.open();
+    client.started.push(endpoint);
+    log.info(
+      { id, interface: resolved.iface.name, address: resolved.iface.address, group: `${resolved.groupAddress}:${resolved.port}`, downloads: receiver.root },
+      'control plane open',
+    );
+    membership.start();
+    client.started.push(membership);
+    discovery.on('server', () => connection.nudge());
+    discovery.start();
+    client.started.push(discovery);
+    // The data plane waits for the first ACK: until then the server would not admit us anyway.
+    membership.once('joined', () => {
+      if (client.closed) return;
+      connection.start();
+      client.started.push(connection);
+    });
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  if (resolved.groups.length === 0) log.warn('no groups to join (use --join); only discovering');
+  if (!pin.pinned && !resolved.trustFirstServer) log.warn('no server pinned; will report servers found but not join them');
+  return client;
+}

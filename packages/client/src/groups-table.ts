@@ -1,0 +1,19 @@
+import type { GroupListing } from './list-groups.js';
+import { printable } from './text.js';
+
+/** `groups` output for people. Everything from the wire goes through printable(): no escape sequences reach the terminal. */
+export function formatGroupListing(listing: GroupListing): string {
+  const { server, groups } = listing;
+  const name = server.name === undefined ? '(name not announced yet)' : printable(server.name);
+  const lines = [
+    `server  ${name}  ${server.id}  ${server.address}:${server.tcpPort}  ${server.pinned ? 'pinned' : 'NOT PINNED'}`,
+    '',
+  ];
+  if (groups.length === 0) return [...lines, 'no groups'].join('\n');
+  const rows = groups.map((group) => [printable(group.name), group.open ? 'open' : 'closed', printable(group.description)]);
+  const header = ['GROUP', 'ACCESS', 'DESCRIPTION'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ').trimEnd();
+  return [...lines, line(header), ...rows.map(line)].join('\n');
+}

@@ -1,0 +1,413 @@
+import { EventEmitter } from 'node:events';
+import { chmod, lstat, mkdir, realpath, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, OUTCOME_NAMES, truncateUtf8,
+  type Frame, type Logger, type Offer, type PeerId,
+} from '@groupcast/shared';
+import {
+  existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, resumeOffset, spaceShortfall,
+  type Placement,
+} from './download-area.js';
+import { CHECKPOINT_BYTES, IncomingFile, partialLength } from './incoming-file.js';
+import { ReceivedLog } from './received-log.js';
+
+export interface TransferEvent {
+  transfer: string;
+  group: string;
+  name: string;
+}
+export interface ReceivedEvent extends TransferEvent {
+  path: string;
+  sha256: string;
+  size: number;
+}
+export interface UndeliveredEvent extends TransferEvent {
+  outcome: Outcome;
+  message: string;
+}
+
+export interface ReceiverEvents {
+  received: [event: ReceivedEvent];
+  declined: [event: UndeliveredEvent];
+  failed: [event: UndeliveredEvent];
+}
+
+/** The connection a session answers over. */
+export interface Link {
+  send(frame: Frame): void;
+}
+
+export interface ReceiverOptions {
+  log: Logger;
+  downloads: string;
+  stateDir: string;
+  /** Whether this member is (or is becoming) a member of a group; offers for any other are declined. */
+  wants: (group: string) => boolean;
+  checkpointBytes?: number | undefined;
+}
+
+/**
+ * Turns OFFERs into files. Owns the download directory and the received log; each data connection
+ * gets a ReceiveSession that runs the per-transfer state machine.
+ */
+export class Receiver extends EventEmitter<ReceiverEvents> {
+  readonly received: ReceivedLog;
+  private rootDir: string | undefined;
+  private readonly sessions = new Set<ReceiveSession>();
+  private settled: Promise<void> = Promise.resolve();
+
+  constructor(readonly options: ReceiverOptions) {
+    super();
+    this.received = new ReceivedLog(options.stateDir, options.log);
+  }
+
+  /** The download directory, resolved through symlinks once at start. */
+  get root(): string {
+    if (!this.rootDir) throw new GroupcastError(ErrorCode.CLOSED, 'receiver not started');
+    return this.rootDir;
+  }
+
+  async start(): Promise<void> {
+    const { downloads } = this.options;
+    try {
+      await mkdir(downloads, { recursive: true, mode: 0o755 });
+      this.rootDir = await realpath(downloads);
+      const partials = join(this.rootDir, PARTIAL_DIR);
+      await mkdir(partials, { recursive: true, mode: 0o700 });
+      await chmod(partials, 0o700);
+    } catch (err) {
+      throw new GroupcastError(ErrorCode.CONFIG, `cannot use download directory ${downloads}`, { cause: err });
+    }
+    await this.received.load();
+  }
+
+  openSession(link: Link, server: PeerId): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }));
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** A closing session registers here; the next session's work waits until it has let go of its partial. */
+  sessionClosing(session: ReceiveSession, done: Promise<void>): void {
+    this.sessions.delete(session);
+    this.settled = Promise.all([this.settled, done.catch(() => undefined)]).then(() => undefined);
+  }
+
+  whenSettled(): Promise<void> {
+    return this.settled;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.sessions].map((session) => session.close()));
+    await this.settled;
+    await this.received.close();
+  }
+}
+
+type State =
+  | { kind: 'idle' }
+  | { kind: 'preparing'; hex: string; abort: AbortController; done: Promise<void> }
+  | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger }
+  /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
+  | { kind: 'discarding'; hex: string };
+
+const IDLE: State = { kind: 'idle' };
+/** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
+const CANCEL = 'cancel';
+const CLOSED = 'closed';
+
+function violation(message: string): GroupcastError {
+  return new GroupcastError(ErrorCode.PROTOCOL, message);
+}
+
+function outcomeOfError(err: unknown): Outcome {
+  const code = errnoCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT' ? Outcome.NO_SPACE : Outcome.IO_ERROR;
+}
+
+function describeError(err: unknown): string {
+  const code = errnoCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  return code && !message.includes(code) ? `${code}: ${message}` : message;
+}
+
+/**
+ * One data connection's receiving state machine: idle → preparing (checks, resume, ACCEPT) →
+ * receiving (DATA, in order) → verify and place → RESULT → idle. One transfer at a time, as the
+ * protocol says. Anything from the server that breaks the protocol throws PROTOCOL, which closes the
+ * connection; a disk or input problem becomes a DECLINE or RESULT, never an exception.
+ */
+export class ReceiveSession {
+  private state: State = IDLE;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private handling: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly receiver: Receiver,
+    private readonly link: Link,
+    private readonly log: Logger,
+  ) {}
+
+  /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
+  handle(frame: Frame): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const work = this.dispatch(frame);
+    this.handling = work.catch(() => undefined);
+    return work;
+  }
+
+  private async dispatch(frame: Frame): Promise<void> {
+    switch (frame.type) {
+      case 'offer':
+        return this.offer(frame);
+      case 'data':
+        return this.data(frame);
+      case 'cancel':
+        return this.cancel(frame.transfer.toString('hex'), frame.message);
+      default:
+        throw violation(`server sent ${frame.type} to a member`);
+    }
+  }
+
+  private send(frame: Frame): void {
+    if (!this.closed) this.link.send(frame);
+  }
+
+  // ---- OFFER ----
+
+  private offer(offer: Offer): Promise<void> {
+    if (this.state.kind === 'preparing' || this.state.kind === 'receiving') {
+      throw violation('OFFER while another transfer is in flight');
+    }
+    const hex = offer.transfer.toString('hex');
+    // `file`, not `name`: pino already writes the logger's name under `name`.
+    const log = this.log.child({ transfer: hex, group: offer.group, file: truncateUtf8(offer.name, 255) });
+    log.info({ size: offer.size }, 'offer');
+    if (!this.receiver.options.wants(offer.group)) {
+      this.decline(offer, log, Outcome.NOT_MEMBER, `not a member of ${offer.group}`);
+      return Promise.resolve();
+    }
+    let placement: Placement;
+    try {
+      placement = placementFor(this.receiver.root, offer.group, offer.name);
+    } catch (err) {
+      this.decline(offer, log, Outcome.BAD_NAME, (err as Error).message);
+      return Promise.resolve();
+    }
+    // Preparing can take long (rehashing a large partial), so it runs beside the frame stream:
+    // PINGs keep being answered meanwhile. Only CANCEL and close interact with it, via the abort.
+    const abort = new AbortController();
+    const done = this.prepare(offer, placement, log, abort.signal)
+      .catch((err: unknown) => this.prepareFailed(offer, log, abort.signal, err))
+      .catch((err: unknown) => log.error({ err }, 'receiver failed while preparing'));
+    this.state = { kind: 'preparing', hex, abort, done };
+    return Promise.resolve();
+  }
+
+  private async prepare(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<void> {
+    const hex = offer.transfer.toString('hex');
+    // A session from a dropped connection may still hold this transfer's partial.
+    await this.receiver.whenSettled();
+    signal.throwIfAborted();
+    if (this.receiver.received.has(hex)) {
+      this.haveItAll(offer, log, 'already received');
+      return;
+    }
+    if (await this.alreadyPresent(offer, placement, log, signal)) return;
+    const partialPath = partialPathFor(this.receiver.root, hex);
+    const offset = resumeOffset(await partialLength(partialPath), offer.size);
+    if (offset < offer.size) {
+      const shortfall = spaceShortfall(await statfs(this.receiver.root), offer.size - offset);
+      if (shortfall) {
+        this.decline(offer, log, Outcome.NO_SPACE, shortfall);
+        return;
+      }
+    }
+    const file = await IncomingFile.open(partialPath, offer.size, signal, this.receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    if (signal.aborted) {
+      await file.release();
+      signal.throwIfAborted();
+    }
+    const receiving = { kind: 'receiving', hex, offer, placement, file, log } as const;
+    log.info({ offset: file.offset, size: offer.size }, file.offset > 0 ? 'resuming' : 'accepted');
+    if (file.complete) {
+      // Nothing more to come (empty file, or a partial finished before a crash): verify now.
+      this.send({ type: 'accept', transfer: offer.transfer, offset: file.offset });
+      await this.finish(receiving);
+      return;
+    }
+    this.state = receiving;
+    this.send({ type: 'accept', transfer: offer.transfer, offset: file.offset });
+  }
+
+  /** The final path already holds this exact file → "have it"; anything else there → NAME_CLASH. */
+  private async alreadyPresent(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<boolean> {
+    const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (groupDir && !groupDir.isDirectory()) {
+      this.decline(offer, log, Outcome.NAME_CLASH, `${offer.group} exists and is not a directory`);
+      return true;
+    }
+    const existing = await existingAt(placement.finalPath);
+    if (existing.kind === 'none') return false;
+    if (existing.kind === 'file' && existing.size === offer.size) {
+      const digest = await hashFile(placement.finalPath, signal);
+      if (digest.equals(offer.sha256)) {
+        this.haveItAll(offer, log, 'already present');
+        return true;
+      }
+    }
+    const what = existing.kind === 'file' ? 'with different content' : 'and is not a regular file';
+    this.decline(offer, log, Outcome.NAME_CLASH, `${offer.name} exists ${what}`);
+    return true;
+  }
+
+  private haveItAll(offer: Offer, log: Logger, why: string): void {
+    this.state = IDLE;
+    this.send({ type: 'accept', transfer: offer.transfer, offset: offer.size });
+    this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: why });
+    log.info({ bytes: offer.size }, why);
+  }
+
+  private async prepareFailed(offer: Offer, log: Logger, signal: AbortSignal, err: unknown): Promise<void> {
+    this.state = IDLE;
+    if (signal.aborted) {
+      if (signal.reason === CANCEL) await this.cancelled(offer, log, undefined);
+      return;
+    }
+    log.error({ err }, 'could not prepare to receive');
+    this.decline(offer, log, outcomeOfError(err), `cannot receive: ${describeError(err)}`);
+  }
+
+  private decline(offer: Offer, log: Logger, outcome: Outcome, message: string): void {
+    this.state = IDLE;
+    this.send({ type: 'decline', transfer: offer.transfer, outcome, message });
+    log.warn({ outcome: OUTCOME_NAMES[outcome], reason: message }, 'declined');
+    this.receiver.emit('declined', { ...this.describe(offer), outcome, message });
+  }
+
+  // ---- DATA ----
+
+  private async data(frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    const hex = frame.transfer.toString('hex');
+    const state = this.state;
+    if (state.kind === 'discarding' && state.hex === hex) return;
+    if (state.kind !== 'receiving' || state.hex !== hex) throw violation(`DATA for ${hex}, which is not being received`);
+    const { file } = state;
+    if (frame.offset !== file.offset) throw violation(`DATA at offset ${frame.offset}, expected ${file.offset}`);
+    if (frame.offset + frame.payload.length > file.size) throw violation(`DATA past the end of a ${file.size}-byte file`);
+    try {
+      await file.write(frame.payload);
+    } catch (err) {
+      await this.writeFailed(state, err);
+      return;
+    }
+    if (file.complete) await this.finish(state);
+  }
+
+  /** A disk error mid-transfer: the partial is deleted so its space comes back, and the server is told why. */
+  private async writeFailed(state: Extract<State, { kind: 'receiving' }>, err: unknown): Promise<void> {
+    await this.drop(state.file, state.log);
+    this.state = { kind: 'discarding', hex: state.hex };
+    this.fail(state.offer, state.log, outcomeOfError(err), `write failed: ${describeError(err)}`, err);
+  }
+
+  /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. */
+  private async finish(state: Extract<State, { kind: 'receiving' }>): Promise<void> {
+    const { offer, placement, file, log } = state;
+    const digest = file.digest();
+    if (!digest.equals(offer.sha256)) {
+      await this.drop(file, log);
+      this.state = IDLE;
+      this.fail(offer, log, Outcome.CHECKSUM, `sha256 mismatch: expected ${offer.sha256.toString('hex')}, got ${digest.toString('hex')}`);
+      return;
+    }
+    try {
+      await file.seal();
+      await placeFile(file.path, placement, log);
+    } catch (err) {
+      await this.drop(file, log);
+      this.state = IDLE;
+      const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
+      if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
+      else this.fail(offer, log, outcomeOfError(err), `cannot place file: ${describeError(err)}`, err);
+      return;
+    }
+    this.state = IDLE;
+    const sha256 = digest.toString('hex');
+    const record = { ...this.describe(offer), sha256, size: offer.size, path: placement.finalPath };
+    try {
+      await this.receiver.received.append({ ...record, time: new Date().toISOString() });
+    } catch (err) {
+      // The file is in place; a missing log line only means a re-offer is answered by "already present".
+      log.error({ err, path: this.receiver.received.path }, 'could not record the transfer as received');
+    }
+    this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
+    log.info({ bytes: offer.size, sha256, path: placement.finalPath }, 'received');
+    this.receiver.emit('received', record);
+  }
+
+  private fail(offer: Offer, log: Logger, outcome: Outcome, message: string, err?: unknown): void {
+    this.send({ type: 'result', transfer: offer.transfer, outcome, message });
+    log.error({ outcome: OUTCOME_NAMES[outcome], reason: message, ...(err ? { err } : {}) }, 'transfer failed');
+    this.receiver.emit('failed', { ...this.describe(offer), outcome, message });
+  }
+
+  // ---- CANCEL ----
+
+  private async cancel(hex: string, message: string): Promise<void> {
+    const state = this.state;
+    if (state.kind === 'idle' || state.hex !== hex) {
+      this.log.debug({ transfer: hex }, 'cancel for a transfer not in flight');
+      return;
+    }
+    if (state.kind === 'preparing') {
+      state.abort.abort(CANCEL);
+      await state.done;
+      return;
+    }
+    this.state = IDLE;
+    if (state.kind === 'receiving') {
+      await this.drop(state.file, state.log);
+      await this.cancelled(state.offer, state.log, message);
+    }
+  }
+
+  private async cancelled(offer: Offer, log: Logger, message: string | undefined): Promise<void> {
+    const partial = partialPathFor(this.receiver.root, offer.transfer.toString('hex'));
+    await rm(partial, { force: true }).catch((err: unknown) => log.warn({ err, path: partial }, 'could not delete a partial'));
+    log.info({ reason: message }, 'cancelled by the server');
+    this.receiver.emit('failed', { ...this.describe(offer), outcome: Outcome.CANCELLED, message: message ?? 'cancelled' });
+  }
+
+  /** Deletes a partial; a failure to delete is logged, never allowed to stop the answer to the server. */
+  private async drop(file: IncomingFile, log: Logger): Promise<void> {
+    await file.discard().catch((err: unknown) => log.warn({ err, path: file.path }, 'could not delete a partial'));
+  }
+
+  private describe(offer: Offer): TransferEvent {
+    return { transfer: offer.transfer.toString('hex'), group: offer.group, name: offer.name };
+  }
+
+  /** The link is gone: stop, and keep any partial for a resume on the next connection. Idempotent. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    const state = this.state;
+    if (state.kind === 'preparing') state.abort.abort(CLOSED);
+    this.closing = (async () => {
+      await this.handling;
+      const current = this.state;
+      if (current.kind === 'preparing') await current.done;
+      const last = this.state;
+      this.state = IDLE;
+      if (last.kind === 'receiving') await last.file.release();
+    })();
+    this.receiver.sessionClosing(this, this.closing);
+    return this.closing;
+  }
+}
