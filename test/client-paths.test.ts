@@ -100,7 +100,7 @@ describe('options', () => {
     expect(options.groupAddress).toBe('239.255.77.77');
     expect(options.port).toBe(47700);
     expect(options.iface.address).toBe('127.0.0.1');
-    expect(options.code).toBe('');
+    expect(options.code).toBeUndefined();
     expect(Buffer.byteLength(options.name)).toBeLessThanOrEqual(64);
   });
 
@@ -119,8 +119,16 @@ describe('options', () => {
     [{ interface: 'no-such-interface0' }],
     [{ name: 'n'.repeat(65) }],
     [{ code: 'c'.repeat(65) }],
+    [{ code: 'UBIIK-7Q2MX-4PNRA' }],
+    [{ code: 'UBIIK-7Q2MX-4PNRO', trustFirstServer: true }],
+    [{ code: 'UBIIK-7Q2MX-4PNRO', serverId: 'QJGITKU-O7OK67Q-E3CTNCR-SWMRFHF-FM4SW2Z-GTBQDN2-LUMOO5V-A6Z3TAT' }],
   ])('refuses %j with USAGE', (bad) => {
     expect(codeOf(() => resolveOptions({ ...base, ...bad }))).toBe(ErrorCode.USAGE);
+  });
+
+  it('reads a join code as a person types it', () => {
+    const { code } = resolveOptions({ ...base, code: 'ubiik 7q2mx 4pnr0', serverId: 'UBIIG7M-FA4CYFG-THXHFFQ-TCEEPTV-BRFS4IE-WNYSSE4-Z63ZDTT-YXSGSQX' });
+    expect(code).toEqual({ text: 'UBIIK-7Q2MX-4PNRO', serverPrefix: 'UBII', secret: 'K7Q2MX4PNR' });
   });
 
   it('de-duplicates groups', () => {

@@ -65,6 +65,9 @@ export interface Host {
   /** Drops multicast UDP to and from this host at the bridge, and removes the host's 224.0.0.0/4 route. */
   blockMulticast(): Promise<void>;
   unblockMulticast(): Promise<void>;
+  /** Caps traffic towards this host at the bridge (HTB), e.g. so that a transfer lasts long enough to cut. */
+  limitRate(mbit: number): Promise<void>;
+  unlimitRate(): Promise<void>;
 }
 
 export interface Topology {
@@ -410,6 +413,8 @@ async function createHost(p: HostParams): Promise<Host> {
     restoreLink: () => link.restore(),
     blockMulticast: () => link.blockMulticast(),
     unblockMulticast: () => link.unblockMulticast(),
+    limitRate: (mbit) => link.limitRate(mbit),
+    unlimitRate: () => link.unlimitRate(),
   };
 }
 
@@ -514,6 +519,7 @@ export function waitForLine(
 class HostLink {
   private cutState = false;
   private mcastBlocked = false;
+  private rateLimited = false;
 
   constructor(
     private readonly bridgeNs: string,
@@ -556,6 +562,21 @@ class HostLink {
     await inNs(this.bridgeNs, 'tc', ['qdisc', 'del', 'dev', this.port, 'clsact']);
     if (this.hasIpv4) await addMulticastRoute(this.hostNs);
     this.mcastBlocked = false;
+  }
+
+  async limitRate(mbit: number): Promise<void> {
+    if (!(mbit > 0) || !Number.isFinite(mbit)) throw new RangeError(`rate must be a positive number of Mbit/s, got ${mbit}`);
+    const tc = (args: readonly string[]): Promise<string> => inNs(this.bridgeNs, 'tc', args);
+    // The port's egress is the direction towards the host; the root qdisc is apart from blockMulticast's clsact.
+    await tc(['qdisc', 'replace', 'dev', this.port, 'root', 'handle', '1:', 'htb', 'default', '1']);
+    await tc(['class', 'replace', 'dev', this.port, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', `${mbit}mbit`]);
+    this.rateLimited = true;
+  }
+
+  async unlimitRate(): Promise<void> {
+    if (!this.rateLimited) return;
+    await inNs(this.bridgeNs, 'tc', ['qdisc', 'del', 'dev', this.port, 'root']);
+    this.rateLimited = false;
   }
 }
 

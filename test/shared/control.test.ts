@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  MAX_CODE, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME, NONCE_LENGTH, PROTOCOL_VERSION,
+  INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME, NONCE_LENGTH, PROTOCOL_VERSION,
 } from '../../packages/shared/src/constants.js';
 import { ErrorCode, GroupcastError } from '../../packages/shared/src/errors.js';
 import { SIGNATURE_LENGTH } from '../../packages/shared/src/identity.js';
@@ -32,9 +32,9 @@ const examples: Record<ControlMessage['type'], ControlMessage> = {
       { name: 'Everyone', description: '', open: true },
     ],
   },
-  join: { type: 'join', group: 'Developers', code: 'K7Q2-MX4P' },
+  join: { type: 'join', group: 'Developers', proof: counting(0x70, INVITE_PROOF_LENGTH) },
   leave: { type: 'leave', group: 'Designers' },
-  ack: { type: 'ack', request: REQUEST, op: 'join', group: 'Developers', tcpPort: 47701 },
+  ack: { type: 'ack', request: REQUEST, op: 'join', group: 'Developers', tcpPort: 47701, proof: counting(0x90, INVITE_PROOF_LENGTH) },
   nak: { type: 'nak', request: REQUEST, op: 'leave', group: 'Ops', reason: NakReason.UNKNOWN_GROUP, message: 'no group named "Ops"' },
 };
 const exampleList = Object.values(examples);
@@ -96,7 +96,7 @@ describe('control datagrams: round trips', () => {
     const messages: ControlMessage[] = [
       { type: 'announce', name: max(MAX_SERVER_NAME), instance: counting(0, 8), tcpPort: 1, groupCount: 1, groups: [max(MAX_GROUP_NAME)] },
       { type: 'groups', request: REQUEST, page: 0, pages: 1, tcpPort: 1, groups: [{ name: max(MAX_GROUP_NAME), description: max(MAX_DESCRIPTION), open: true }] },
-      { type: 'join', group: max(MAX_GROUP_NAME), code: max(MAX_CODE) },
+      { type: 'join', group: max(MAX_GROUP_NAME), proof: counting(0, INVITE_PROOF_LENGTH) },
       { type: 'nak', request: REQUEST, op: 'join', group: max(MAX_GROUP_NAME), reason: NakReason.OTHER, message: max(MAX_REASON) },
     ];
     for (const message of messages) expect(plain(decodeDatagram(encodeExample(message)).message)).toEqual(plain(message));
@@ -159,7 +159,7 @@ describe('control datagrams: rejection', () => {
   });
 
   it('a signed body cut short is WIRE_SHORT', () => {
-    const body = Buffer.concat([REQUEST, Buffer.from([1]), str8('Developers')]); // ACK missing its tcp port
+    const body = Buffer.concat([REQUEST, Buffer.from([1]), str8('Developers')]); // ACK missing its tcp port and proof
     expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.ACK, body))), ErrorCode.WIRE_SHORT);
     expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.JOIN, Buffer.from([5, 0x41])))), ErrorCode.WIRE_SHORT);
   });
@@ -248,8 +248,7 @@ describe('control datagrams: rejection', () => {
   ])('invalid UTF-8 (%s) in a string field is WIRE_FIELD', (_what, bytes) => {
     const bad = rawStr8(Buffer.from(bytes));
     const bodies: [number, Buffer][] = [
-      [DatagramType.JOIN, Buffer.concat([bad, str8('')])],
-      [DatagramType.JOIN, Buffer.concat([str8('Developers'), bad])],
+      [DatagramType.JOIN, Buffer.concat([bad, Buffer.from([0])])],
       [DatagramType.LEAVE, bad],
       [DatagramType.ANNOUNCE, Buffer.concat([bad, counting(0, 8), Buffer.from([0, 1, 0, 0, 0])])],
       [DatagramType.NAK, Buffer.concat([REQUEST, Buffer.from([1]), str8('g'), Buffer.from([1]), bad])],
@@ -266,8 +265,7 @@ describe('control datagrams: rejection', () => {
       ['announced group', DatagramType.ANNOUNCE, Buffer.concat([str8('s'), counting(0, 8), Buffer.from([0, 1, 0, 1, 1]), over(MAX_GROUP_NAME)])],
       ['listed group', DatagramType.GROUPS, groupsEntry(over(MAX_GROUP_NAME), str8(''))],
       ['description', DatagramType.GROUPS, groupsEntry(str8('g'), over(MAX_DESCRIPTION))],
-      ['join group', DatagramType.JOIN, Buffer.concat([over(MAX_GROUP_NAME), str8('')])],
-      ['join code', DatagramType.JOIN, Buffer.concat([str8('g'), over(MAX_CODE)])],
+      ['join group', DatagramType.JOIN, Buffer.concat([over(MAX_GROUP_NAME), Buffer.from([0])])],
       ['leave group', DatagramType.LEAVE, over(MAX_GROUP_NAME)],
       ['ack group', DatagramType.ACK, Buffer.concat([REQUEST, Buffer.from([1]), over(MAX_GROUP_NAME), Buffer.from([0, 1])])],
       ['nak message', DatagramType.NAK, Buffer.concat([REQUEST, Buffer.from([1]), str8('g'), Buffer.from([1]), over(MAX_REASON)])],
@@ -276,6 +274,19 @@ describe('control datagrams: rejection', () => {
       const err = wireError(() => decodeDatagram(signRaw(unsigned(type, body))));
       expect(err.code, what).toBe(ErrorCode.WIRE_FIELD);
     }
+  });
+
+  it('a proof is 0 or 16 bytes: any other length is WIRE_FIELD, and the encoder refuses it', () => {
+    for (const length of [1, 15, 17, 255]) {
+      const proof = Buffer.concat([Buffer.from([length]), Buffer.alloc(Math.min(length, 20))]);
+      expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.JOIN, Buffer.concat([str8('g'), proof])))), ErrorCode.WIRE_FIELD);
+      const ack = Buffer.concat([REQUEST, Buffer.from([1]), str8('g'), Buffer.from([0, 1]), proof]);
+      expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.ACK, ack))), ErrorCode.WIRE_FIELD);
+      expect(() => encodeExample({ type: 'join', group: 'g', proof: Buffer.alloc(length) })).toThrow(RangeError);
+    }
+    const empty = decodeDatagram(signRaw(unsigned(DatagramType.JOIN, Buffer.concat([str8('g'), Buffer.from([0])])))).message;
+    expect(empty).toMatchObject({ type: 'join', group: 'g' });
+    expect(empty.type === 'join' && empty.proof.length).toBe(0);
   });
 
   it('other bad fields are WIRE_FIELD: page not below pages, unknown op, timestamp past 2^53-1', () => {

@@ -6,7 +6,7 @@ import {
 import { ErrorCode, GroupcastError } from '../../packages/shared/src/errors.js';
 import { encode } from '../../packages/shared/src/wire/cursor.js';
 import {
-  DATA_HEADER_LENGTH, FrameType, HELLO_MAGIC, Outcome, allocDataFrame, decodeFrame, encodeFrame, type Frame,
+  DATA_HEADER_LENGTH, FrameType, HELLO_MAGIC, Outcome, allocDataFrame, dataFrameIn, decodeFrame, encodeFrame, type Frame,
 } from '../../packages/shared/src/wire/frames.js';
 import { WIRE_CODES, counting, expectCode, frame as frameArb, plain } from './helpers.js';
 
@@ -67,6 +67,20 @@ describe('frames: round trips', () => {
       }),
       { numRuns: 100 },
     );
+  });
+
+  it('dataFrameIn lays the same frame into a reused buffer, whatever was in it before', () => {
+    const reused = Buffer.alloc(DATA_HEADER_LENGTH + 600, 0xee);
+    fc.assert(
+      fc.property(frameArb.filter((f) => f.type === 'data'), (frame) => {
+        if (frame.type !== 'data') return;
+        const { frame: buf, payload } = dataFrameIn(reused, frame.transfer, frame.offset, frame.payload.length);
+        payload.set(frame.payload);
+        expect(buf.equals(encodeFrame(frame))).toBe(true);
+      }),
+      { numRuns: 100 },
+    );
+    expect(() => dataFrameIn(reused, TRANSFER, 0, 601)).toThrow(RangeError);
   });
 
   it('fields at their caps are accepted', () => {

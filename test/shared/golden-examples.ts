@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Signer } from '../../packages/shared/src/identity.js';
+import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
 import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
 import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
@@ -9,6 +10,11 @@ import { counting, memberSigner, serverSigner } from './helpers.js';
 export const T0 = Date.UTC(2026, 0, 1);
 
 export const FILE_CONTENT = Buffer.from('hello world\n');
+
+/** The join code of the worked examples (issued by the example server) and the key both ends stretch it into. */
+export const GOLDEN_CODE = 'UBIIK-7Q2MX-4PNRO';
+export const GOLDEN_INVITE_KEY = Buffer.from('e3b72d4af6fc7347438894a78cb99382bc4022ace73f77af58043f63d8f40c8f', 'hex');
+const CODE_JOIN_NONCE = counting(0x40, 16);
 export const TRANSFER = counting(0x10, 16);
 
 export interface DatagramExample {
@@ -52,17 +58,28 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   },
   join: {
     kind: 'datagram', signer: memberSigner, timestamp: T0 + 2_000, nonce: counting(0xd0, 16),
-    message: { type: 'join', group: 'Developers', code: '' },
+    message: { type: 'join', group: 'Developers', proof: Buffer.alloc(0) },
   },
   ack: {
     kind: 'datagram', signer: serverSigner, timestamp: T0 + 2_003, nonce: counting(0xe0, 16),
-    message: { type: 'ack', request: counting(0xd0, 16), op: 'join', group: 'Developers', tcpPort: 47701 },
+    message: { type: 'ack', request: counting(0xd0, 16), op: 'join', group: 'Developers', tcpPort: 47701, proof: Buffer.alloc(0) },
   },
   nak: {
     kind: 'datagram', signer: serverSigner, timestamp: T0 + 2_004, nonce: counting(0xf0, 16),
     message: {
       type: 'nak', request: counting(0xd0, 16), op: 'join', group: 'Developers', reason: NakReason.NOT_AUTHORIZED,
       message: 'not authorized',
+    },
+  },
+  'join-code': {
+    kind: 'datagram', signer: memberSigner, timestamp: T0 + 3_000, nonce: CODE_JOIN_NONCE,
+    message: { type: 'join', group: 'Developers', proof: joinProof(GOLDEN_INVITE_KEY, memberSigner.publicKey, 'Developers') },
+  },
+  'ack-code': {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 3_003, nonce: counting(0x60, 16),
+    message: {
+      type: 'ack', request: CODE_JOIN_NONCE, op: 'join', group: 'Developers', tcpPort: 47701,
+      proof: ackProof(GOLDEN_INVITE_KEY, serverSigner.publicKey, memberSigner.publicKey, CODE_JOIN_NONCE, 'Developers'),
     },
   },
   'hello-server': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server' } },

@@ -2,9 +2,10 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parsePeerId } from '../../packages/shared/src/identity.js';
+import { deriveInviteKey, parseJoinCode } from '../../packages/shared/src/invite.js';
 import { decodeDatagram, encodeDatagram } from '../../packages/shared/src/wire/control.js';
 import { decodeFrame, encodeFrame } from '../../packages/shared/src/wire/frames.js';
-import { GOLDEN, GOLDEN_IDS } from './golden-examples.js';
+import { GOLDEN, GOLDEN_CODE, GOLDEN_IDS, GOLDEN_INVITE_KEY } from './golden-examples.js';
 import { plain } from './helpers.js';
 
 /**
@@ -36,6 +37,7 @@ function hexOf(block: string): string {
 
 const examples = blocks('golden');
 const ids = blocks('golden-id');
+const invite = blocks('golden-invite');
 
 describe('docs/PROTOCOL.md worked examples', () => {
   it('has every example and no unknown ones', () => {
@@ -63,6 +65,14 @@ describe('docs/PROTOCOL.md worked examples', () => {
     const shown = (ids.get(name) ?? '').trim();
     expect(shown).toBe(signer.id);
     expect(parsePeerId(shown)).toBe(signer.id);
+  });
+
+  it('the join code shown is for the example server and stretches to the key shown', async () => {
+    const code = parseJoinCode((invite.get('code') ?? '').trim());
+    expect(code.text).toBe(GOLDEN_CODE);
+    expect(GOLDEN_IDS.server!.id.startsWith(code.serverPrefix)).toBe(true);
+    expect((invite.get('key') ?? '').trim()).toBe(GOLDEN_INVITE_KEY.toString('hex'));
+    expect((await deriveInviteKey(code)).toString('hex')).toBe(GOLDEN_INVITE_KEY.toString('hex'));
   });
 
   it('shows the raw public keys of the example keys', () => {

@@ -2,7 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import {
-  INSTANCE_LENGTH, MAX_CODE, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
+  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
   MAX_WIRE_NAME, NONCE_LENGTH, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
 } from '../../packages/shared/src/constants.js';
 import { GroupcastError, type ErrorCode } from '../../packages/shared/src/errors.js';
@@ -111,6 +111,8 @@ export const u64 = fc.oneof(
 const nakReason = fc.constantFrom(...(Object.values(NakReason) as NakReason[]));
 const outcome = fc.constantFrom(...(Object.values(Outcome) as Outcome[]));
 const op = fc.constantFrom('join' as const, 'leave' as const);
+/** A join-code proof: absent, or exactly INVITE_PROOF_LENGTH bytes. */
+const proof = fc.oneof(fc.constant(Buffer.alloc(0)), bytes(INVITE_PROOF_LENGTH));
 
 const groupInfo: fc.Arbitrary<GroupInfo> = fc.record({
   name: utf8String(MAX_GROUP_NAME),
@@ -138,10 +140,10 @@ export const controlMessage: fc.Arbitrary<ControlMessage> = fc
       tcpPort: u16,
       groups: fc.array(groupInfo, { maxLength: 4 }),
     }).map((m) => ({ ...m, page: m.page % m.pages })),
-    fc.record({ type: fc.constant('join' as const), group: utf8String(MAX_GROUP_NAME), code: utf8String(MAX_CODE) }),
+    fc.record({ type: fc.constant('join' as const), group: utf8String(MAX_GROUP_NAME), proof }),
     fc.record({ type: fc.constant('leave' as const), group: utf8String(MAX_GROUP_NAME) }),
     fc.record({
-      type: fc.constant('ack' as const), request: bytes(NONCE_LENGTH), op, group: utf8String(MAX_GROUP_NAME), tcpPort: u16,
+      type: fc.constant('ack' as const), request: bytes(NONCE_LENGTH), op, group: utf8String(MAX_GROUP_NAME), tcpPort: u16, proof,
     }),
     fc.record({
       type: fc.constant('nak' as const),

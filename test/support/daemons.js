@@ -117,12 +117,12 @@ export function harness() {
       return daemon;
     },
     /**
-     * @param {string} bin @param {string[]} args
+     * @param {string} bin @param {string[]} args @param {Record<string, string>} [env]
      * @returns {Promise<{ code: number | null, stdout: string, stderr: string }>}
      */
-    run(bin, args, timeoutMs = 60_000) {
+    run(bin, args, timeoutMs = 60_000, env = {}) {
       return new Promise((resolveRun, reject) => {
-        const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
         proc.stdout.on('data', (chunk) => (stdout += chunk.toString()));

@@ -1,15 +1,20 @@
 import yargs, { type ArgumentsCamelCase, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
-  ControlEndpoint, createLogger, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ensurePrivateDir,
-  ErrorCode, isGroupcastError, loadOrCreateIdentity, type Logger,
+  configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
+  ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress,
+  writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { readClientConfig, STARTER_CLIENT_CONFIG } from './config.js';
 import { startClient } from './daemon.js';
 import { formatGroupListing } from './groups-table.js';
 import { listGroups } from './list-groups.js';
 import { defaultDownloadsDir, parseDuration, parsePort, resolveOptions, type ClientOptions } from './options.js';
 import { ServerPin } from './pinning.js';
+import { statusText } from './status-view.js';
+import { readStatus } from './status-file.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -20,7 +25,7 @@ const SHUTDOWN_GRACE_MS = 5_000;
  */
 const OPTIONS = {
   join: { type: 'string', array: true, describe: 'group to join (repeatable)', group: 'Daemon:' },
-  code: { type: 'string', describe: 'join code, sent with every JOIN', group: 'Daemon:' },
+  code: { type: 'string', describe: 'join code from "group-server invite": enrolls this id and pins that server', group: 'Daemon:' },
   downloads: { type: 'string', describe: `where files land (default ${defaultDownloadsDir()})`, group: 'Daemon:' },
   name: { type: 'string', describe: 'name sent to the server (default: host name)', group: 'Daemon:' },
   'trust-first-server': { type: 'boolean', default: false, describe: 'pin the first server seen and store it', group: 'Daemon:' },
@@ -32,14 +37,24 @@ const OPTIONS = {
   'server-id': { type: 'string', describe: 'the server id to trust (pins it)' },
   'log-level': { choices: LOG_LEVELS, default: 'info' as (typeof LOG_LEVELS)[number], describe: 'log level' },
   'log-format': { choices: ['json', 'pretty'] as const, describe: 'log format (default: pretty on a terminal)' },
+  'on-receive': { type: 'string', describe: 'run this (sh -c) after each verified file; see GROUPCAST_FILE etc. below', group: 'Daemon:' },
+  'on-receive-timeout': { type: 'string', default: '60s', describe: 'stop an --on-receive command after this long', coerce: parseDuration, group: 'Daemon:' },
+  'on-receive-jobs': { type: 'number', default: 2, describe: '--on-receive commands running at once', coerce: integerOption('--on-receive-jobs', 1, 64), group: 'Daemon:' },
+  metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checked(parseMetricsAddress), group: 'Daemon:' },
 } as const satisfies Record<string, Options>;
+
+/** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
+function checked(check: (text: string) => unknown): (text: string) => string {
+  return (text) => {
+    check(text);
+    return text;
+  };
+}
 
 type Args = ArgumentsCamelCase<InferredOptionTypes<typeof OPTIONS>>;
 
 function rootLogger(argv: Args): Logger {
-  // The shared logger reads its format from the environment; the flag only sets that.
-  if (argv.logFormat) process.env.GROUPCAST_LOG_FORMAT = argv.logFormat;
-  return createLogger({ name: 'group-client', level: argv.logLevel });
+  return createLogger({ name: 'group-client', level: argv.logLevel, format: argv.logFormat });
 }
 
 function clientOptions(argv: Args, log: Logger): ClientOptions {
@@ -55,6 +70,8 @@ function clientOptions(argv: Args, log: Logger): ClientOptions {
     serverId: argv.serverId,
     trustFirstServer: argv.trustFirstServer,
     name: argv.name,
+    onReceive: argv.onReceive === undefined ? undefined : { command: argv.onReceive, timeoutMs: argv.onReceiveTimeout, concurrency: argv.onReceiveJobs },
+    metrics: argv.metrics,
     log,
   };
 }
@@ -137,12 +154,58 @@ async function printGroups(argv: Args & { json: boolean; timeout: number }): Pro
   }
 }
 
-await yargs(hideBin(process.argv))
+async function printStatus(argv: Args & { json: boolean; recent: number }): Promise<void> {
+  try {
+    const report = await readStatus(argv.stateDir, argv.recent);
+    process.stdout.write(argv.json ? `${JSON.stringify(report, null, 2)}\n` : `${statusText(report, Date.now())}\n`);
+    process.exit(report.running ? 0 : 3);
+  } catch (err) {
+    die(err);
+  }
+}
+
+async function init(argv: Args & { force: boolean; config?: string }): Promise<void> {
+  try {
+    const path = resolve(argv.config ?? defaultInitPath('client'));
+    await writeStarterConfig(path, STARTER_CLIENT_CONFIG, argv.force);
+    const found = configSearchPath('client').includes(path);
+    process.stdout.write(`wrote ${path}\nnext: set "join" (and "serverId", or pass a join code once with --code), then start the member:\n  group-client${found ? '' : ` --config ${path}`}\n`);
+  } catch (err) {
+    die(err);
+  }
+}
+
+const args = hideBin(process.argv);
+// `init` writes the file --config names, so that file is not read first (it may not exist yet).
+const initializing = args[0] === 'init';
+
+await yargs(args)
   .scriptName('group-client')
   .usage('$0 [command] [options]\n\nThe groupcast member daemon: finds the server, joins groups, receives files.')
   .env('GROUPCAST')
   .options(OPTIONS)
-  .command(['start', '$0'], 'run the member daemon (default)', {}, (argv) => runDaemon(argv as Args))
+  .config('config', `config file (JSON with comments) [default: the first of ${configSearchPath('client').join(', ')} that exists]`, (path) => (initializing ? {} : readClientConfig(path)))
+  .default('config', findConfigFile('client', undefined))
+  .command(['start', '$0'], 'run the member daemon (default)', (y) => y
+    .example('$0 --join Developers --code CODE', 'first start with a join code from "group-server invite Developers"')
+    .example('$0 --join Developers --server-id ID --downloads ~/incoming', 'join with the server id pinned by hand')
+    .example('$0 --join Lab --server 10.0.0.5 --trust-first-server', 'a server multicast does not reach')
+    .example('$0 --join Developers --on-receive \'logger "got $GROUPCAST_FILE"\'', 'run a command for each file'), (argv) => runDaemon(argv as Args))
+  .command(
+    'status',
+    "show this member's server, groups and recent files (read from its state directory)",
+    {
+      json: { type: 'boolean', default: false, describe: 'print JSON' },
+      recent: { type: 'number', default: 10, describe: 'how many recent files to list', coerce: integerOption('--recent', 0, 10_000) },
+    },
+    (argv) => printStatus(argv as unknown as Args & { json: boolean; recent: number }),
+  )
+  .command(
+    'init',
+    'write a commented starter config file',
+    { force: { type: 'boolean', default: false, describe: 'replace an existing file' } },
+    (argv) => init(argv as unknown as Args & { force: boolean; config?: string }),
+  )
   .command(
     'groups',
     'list the groups the server offers',
@@ -153,6 +216,14 @@ await yargs(hideBin(process.argv))
     (argv) => printGroups(argv as unknown as Args & { json: boolean; timeout: number }),
   )
   .command('id', "print this member's id (made on first use)", {}, (argv) => printId(argv as Args))
+  .epilog([
+    'Every option can also be set as GROUPCAST_<OPTION> (GROUPCAST_DOWNLOADS=/srv/in) or in the config file; '
+      + 'a flag beats the environment, which beats the file, which beats the default.',
+    '--on-receive commands get GROUPCAST_FILE, GROUPCAST_GROUP, GROUPCAST_NAME, GROUPCAST_SHA256, GROUPCAST_SIZE '
+      + 'and GROUPCAST_TRANSFER; a failure or timeout is logged and the file stays.',
+    'Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (status) the daemon is not running.',
+    'Guide: docs/OPERATIONS.md',
+  ].join('\n\n'))
   .strict()
   .fail((message, err) => {
     // Parsing and validation problems only; command handlers report their own errors.

@@ -1,15 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import {
-  ControlEndpoint, createLogger, ensurePrivateDir, loadOrCreateIdentity,
+  ControlEndpoint, createLogger, ensurePrivateDir, loadOrCreateIdentity, serveMetrics,
   type Logger, type NakReason, type PeerId,
 } from '@groupcast/shared';
 import { ServerConnection } from './connection.js';
 import { Discovery, type ServerInfo } from './discovery.js';
+import { Invitation } from './invitation.js';
 import { Membership } from './membership.js';
+import { ClientMetrics } from './metrics.js';
+import { OnReceive } from './on-receive.js';
 import { resolveOptions, type ClientOptions } from './options.js';
 import { ServerPin } from './pinning.js';
 import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
+import { StatusFile } from './status-file.js';
 
 export interface ClientEvents {
   server: [server: ServerInfo];
@@ -85,8 +89,14 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
   const id = identity.signer.id;
   if (identity.created) log.info({ id }, 'created a new identity');
 
-  const pin = new ServerPin({ log: log.child({ component: 'pinning' }), stateDir: resolved.stateDir, trustFirstServer: resolved.trustFirstServer });
+  const pin = new ServerPin({
+    log: log.child({ component: 'pinning' }),
+    stateDir: resolved.stateDir,
+    trustFirstServer: resolved.trustFirstServer,
+    codePrefix: resolved.code?.serverPrefix,
+  });
   await pin.load(resolved.serverId);
+  const invitation = resolved.code ? await Invitation.open(resolved.code, identity.signer) : undefined;
 
   const endpoint = new ControlEndpoint({
     log: log.child({ component: 'control' }),
@@ -97,13 +107,13 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
     role: 'client',
     clock,
   });
-  const discovery = new Discovery({ log: log.child({ component: 'discovery' }), endpoint, pin, unicast: resolved.unicast });
+  const discovery = new Discovery({ log: log.child({ component: 'discovery' }), endpoint, pin, unicast: resolved.unicast, invitation });
   const membership = new Membership({
     log: log.child({ component: 'membership' }),
     endpoint,
     discovery,
     groups: resolved.groups,
-    code: resolved.code,
+    invitation,
     unicast: resolved.unicast,
   });
   const receiver = new Receiver({
@@ -131,16 +141,31 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
   forward(discovery, client, 'server');
 
   client.started.push(pin, receiver);
+  const status = new StatusFile({
+    stateDir: resolved.stateDir, id, name: resolved.name, downloads: receiver.root, groups: resolved.groups, log: log.child({ component: 'status' }),
+  });
+  await status.watch(client);
+  client.started.push(status);
+  const onReceive = resolved.onReceive && new OnReceive({ ...resolved.onReceive, log: log.child({ component: 'on-receive' }) });
+  if (onReceive) {
+    client.on('received', (event) => onReceive.run(event));
+    client.started.push(onReceive);
+  }
   try {
     await endpoint.open();
     client.started.push(endpoint);
+    if (resolved.metrics) {
+      client.started.push(await serveMetrics(new ClientMetrics(endpoint, client, onReceive), resolved.metrics, log.child({ component: 'metrics' })));
+    }
     log.info(
       { id, interface: resolved.iface.name, address: resolved.iface.address, group: `${resolved.groupAddress}:${resolved.port}`, downloads: receiver.root },
       'control plane open',
     );
     membership.start();
     client.started.push(membership);
+    // Dial as soon as the server is found, moves or restarts, instead of sitting out a backoff grown while it was away.
     discovery.on('server', () => connection.nudge());
+    discovery.on('restart', () => connection.nudge());
     discovery.start();
     client.started.push(discovery);
     // The data plane waits for the first ACK: until then the server would not admit us anyway.
@@ -154,6 +179,7 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
     throw err;
   }
   if (resolved.groups.length === 0) log.warn('no groups to join (use --join); only discovering');
-  if (!pin.pinned && !resolved.trustFirstServer) log.warn('no server pinned; will report servers found but not join them');
+  if (!pin.pinned && invitation) log.info({ serverPrefix: invitation.serverPrefix }, 'no server pinned yet: will pin the server that proves it issued the join code');
+  else if (!pin.pinned && !resolved.trustFirstServer) log.warn('no server pinned; will report servers found but not join them');
   return client;
 }

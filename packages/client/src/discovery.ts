@@ -4,6 +4,7 @@ import {
   backoffDelay, RateLimitedLog,
   type ControlEndpoint, type ControlMessage, type Datagram, type Logger, type Peer, type PeerId,
 } from '@groupcast/shared';
+import type { Invitation } from './invitation.js';
 import type { ServerPin } from './pinning.js';
 
 /** What the member knows about its (pinned) server. */
@@ -29,6 +30,8 @@ export interface DiscoveryEvents {
   restart: [server: ServerInfo];
   ack: [ack: Ack, server: ServerInfo];
   nak: [nak: Nak, server: ServerInfo];
+  /** Nothing is pinned, and a server whose id matches the join code spoke: join, so that it can prove itself. */
+  candidate: [server: PeerId];
 }
 
 export interface DiscoveryOptions {
@@ -37,6 +40,21 @@ export interface DiscoveryOptions {
   pin: ServerPin;
   /** --server: LIST goes there too. */
   unicast: Peer | undefined;
+  /** --code: how a candidate server proves, in its ACK, that it issued the code. */
+  invitation?: Invitation | undefined;
+}
+
+/** What a datagram from a server says about it, on top of what was known. */
+function serverInfo(id: PeerId, message: ControlMessage, from: RemoteInfo, previous: ServerInfo | undefined): ServerInfo {
+  const announce = message.type === 'announce' ? message : undefined;
+  return {
+    id,
+    name: announce?.name ?? previous?.name,
+    address: from.address,
+    controlPort: from.port,
+    tcpPort: 'tcpPort' in message ? message.tcpPort : (previous?.tcpPort ?? 0),
+    instance: announce?.instance ?? previous?.instance,
+  };
 }
 
 const LIST_BASE_MS = 250;
@@ -95,23 +113,42 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
       this.limited.warn(`other:${sender}`, { ...fields, pinned: this.options.pin.pinned }, 'ignoring a server that is not the pinned one');
       return;
     }
+    if (verdict === 'candidate' && !this.vouched(datagram, from, fields)) return;
     const server = this.learn(sender, message, from);
     if (message.type === 'ack') this.emit('ack', message, server);
     else if (message.type === 'nak') this.emit('nak', message, server);
   }
 
+  /**
+   * A candidate is pinned only by an ACK carrying the proof that it issued the join code. Anything
+   * else from it is not trusted; its announcements only prompt the JOIN that asks for that proof,
+   * and its NAK (a used or expired code) is passed on so the member can say why it was refused.
+   */
+  private vouched(datagram: Datagram, from: RemoteInfo, fields: object): boolean {
+    const { message, sender, publicKey } = datagram;
+    if (message.type === 'ack' && this.options.invitation?.verifyAck(message, publicKey)) {
+      this.options.pin.confirm(sender);
+      return true;
+    }
+    if (message.type === 'nak') {
+      this.limited.warn(`refused:${sender}:${message.reason}`, { ...fields, reason: message.message }, 'a server matching the join code refused it');
+      this.emit('nak', message, serverInfo(sender, message, from, undefined));
+      return false;
+    }
+    if (message.type === 'ack') {
+      this.limited.warn(`unproven:${sender}`, fields, 'ignoring an ACK without proof that this server issued the join code');
+      return false;
+    }
+    this.limited.warn(`candidate:${sender}`, fields, 'found a server matching the join code; joining to verify it');
+    this.emit('candidate', sender);
+    return false;
+  }
+
   private learn(id: PeerId, message: ControlMessage, from: RemoteInfo): ServerInfo {
     const previous = this.known;
     const announce = message.type === 'announce' ? message : undefined;
-    const tcpPort = 'tcpPort' in message ? message.tcpPort : (previous?.tcpPort ?? 0);
-    const server: ServerInfo = {
-      id,
-      name: announce?.name ?? previous?.name,
-      address: from.address,
-      controlPort: from.port,
-      tcpPort,
-      instance: announce?.instance ?? previous?.instance,
-    };
+    const server = serverInfo(id, message, from, previous);
+    const { tcpPort } = server;
     this.known = server;
     clearTimeout(this.listTimer);
     const moved = !previous || previous.address !== server.address || previous.tcpPort !== server.tcpPort;

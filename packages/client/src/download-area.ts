@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, lstat, mkdir, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -46,6 +46,26 @@ export function partialPathFor(root: string, transferHex: string): string {
  */
 export function resumeOffset(held: number | undefined, size: number): number {
   return held !== undefined && held <= size ? held : 0;
+}
+
+/**
+ * A partial untouched this long belongs to a transfer no server will offer again (it expired while
+ * this member was away, or access was revoked): far past any sensible retention, so safe to reclaim.
+ */
+export const PARTIAL_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+/** Deletes partials not written to for `maxAgeMs`; returns their names (transfer ids). */
+export async function reclaimStalePartials(root: string, now: number, maxAgeMs = PARTIAL_MAX_AGE_MS): Promise<string[]> {
+  const dir = join(resolve(root), PARTIAL_DIR);
+  const removed: string[] = [];
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name);
+    const stats = await lstat(path);
+    if (now - stats.mtimeMs < maxAgeMs) continue;
+    await rm(path, { force: true, recursive: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 /** A NO_SPACE message if the free space cannot take `needed` more bytes, else undefined. */

@@ -1,5 +1,5 @@
+import { printable } from '@groupcast/shared';
 import type { GroupListing } from './list-groups.js';
-import { printable } from './text.js';
 
 /** `groups` output for people. Everything from the wire goes through printable(): no escape sequences reach the terminal. */
 export function formatGroupListing(listing: GroupListing): string {

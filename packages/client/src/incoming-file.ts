@@ -68,12 +68,11 @@ export class IncomingFile {
 
   async write(payload: Uint8Array): Promise<void> {
     const handle = this.openHandle();
-    let done = 0;
-    while (done < payload.length) {
-      const { bytesWritten } = await handle.write(payload, done, payload.length - done, this.position + done);
-      done += bytesWritten;
-    }
+    // The write runs on libuv's thread pool; hashing the same bytes meanwhile on this thread overlaps
+    // the two. If the write fails the digest is never used: the partial is discarded.
+    const written = writeFully(handle, payload, this.position);
     this.hash.update(payload);
+    await written;
     this.position += payload.length;
     this.sinceCheckpoint += payload.length;
     if (this.sinceCheckpoint >= this.checkpointBytes) {
@@ -114,6 +113,14 @@ export class IncomingFile {
   private openHandle(): FileHandle {
     if (!this.handle) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is closed`);
     return this.handle;
+  }
+}
+
+async function writeFully(handle: FileHandle, payload: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < payload.length) {
+    const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
+    done += bytesWritten;
   }
 }
 

@@ -4,6 +4,7 @@ import {
   type ControlEndpoint, type ControlMessage, type Logger, type Peer,
 } from '@groupcast/shared';
 import type { Discovery, ServerInfo } from './discovery.js';
+import type { Invitation } from './invitation.js';
 
 type Ack = Extract<ControlMessage, { type: 'ack' }>;
 type Nak = Extract<ControlMessage, { type: 'nak' }>;
@@ -28,7 +29,8 @@ export interface MembershipOptions {
   endpoint: ControlEndpoint;
   discovery: Discovery;
   groups: string[];
-  code: string;
+  /** --code: every JOIN carries its proof. */
+  invitation: Invitation | undefined;
   /** --server: JOINs go there too. */
   unicast: Peer | undefined;
 }
@@ -37,9 +39,11 @@ const JOIN_BASE_MS = 250;
 const JOIN_CAP_MS = 10_000;
 /** Enough to match a late answer to any recent retry, without growing while the server is away. */
 const MAX_NONCES = 32;
+const NO_PROOF = Buffer.alloc(0);
 
 /**
- * Joins the configured groups once the pinned server is known: JOIN, retried with backoff until the
+ * Joins the configured groups once the pinned server is known (or, with a join code and no pin yet,
+ * once a server matching the code is heard): JOIN, retried with backoff until the
  * server ACKs or refuses. Every handler is idempotent — UDP duplicates and reorders, and a server
  * that restarts (new ANNOUNCE instance) is simply asked again.
  */
@@ -61,6 +65,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   start(): void {
     const { discovery } = this.options;
     discovery.on('server', this.onServer);
+    discovery.on('candidate', this.onServer);
     discovery.on('restart', this.onRestart);
     discovery.on('ack', this.onAck);
     discovery.on('nak', this.onNak);
@@ -92,8 +97,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private sendJoin(group: string, state: GroupState): void {
     if (this.closed || state.status !== 'joining') return;
-    const { endpoint, unicast, code } = this.options;
-    const message: ControlMessage = { type: 'join', group, code };
+    const { endpoint, unicast, invitation } = this.options;
+    const message: ControlMessage = { type: 'join', group, proof: invitation?.joinProof(group) ?? NO_PROOF };
     this.remember(state, endpoint.send(message));
     if (unicast) this.remember(state, endpoint.send(message, unicast));
     const delay = backoffDelay(state.attempt++, JOIN_BASE_MS, JOIN_CAP_MS);
@@ -144,6 +149,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.closed = true;
     const { discovery } = this.options;
     discovery.off('server', this.onServer);
+    discovery.off('candidate', this.onServer);
     discovery.off('restart', this.onRestart);
     discovery.off('ack', this.onAck);
     discovery.off('nak', this.onNak);

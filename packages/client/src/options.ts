@@ -1,9 +1,9 @@
 import { hostname, homedir } from 'node:os';
 import { join } from 'node:path';
 import {
-  DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_CODE, MAX_SERVER_NAME, familyOf,
-  parseHostPort, parsePeerId, resolveInterface, truncateUtf8, validateGroupName,
-  type Family, type Logger, type MulticastInterface, type Peer, type PeerId,
+  codeIsForServer, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_SERVER_NAME, familyOf,
+  parseHostPort, parseJoinCode, parseMetricsAddress, parsePeerId, resolveInterface, truncateUtf8, validateGroupName,
+  type Family, type JoinCode, type Logger, type MulticastInterface, type Peer, type PeerId,
 } from '@groupcast/shared';
 
 /** What a caller (the CLI or a test) asks of a member daemon; everything but the directories has a default. */
@@ -12,7 +12,7 @@ export interface ClientOptions {
   downloads: string;
   /** Groups to join. */
   groups?: string[] | undefined;
-  /** A join code, sent in every JOIN. */
+  /** A join code from `group-server invite`: proven (never sent) in every JOIN; pins the server that issued it. */
   code?: string | undefined;
   /** Multicast interface: an address or an interface name. */
   interface?: string | undefined;
@@ -31,13 +31,17 @@ export interface ClientOptions {
   clock?: (() => number) | undefined;
   /** A data connection silent this long is dropped (tests shorten it). */
   heartbeatTimeoutMs?: number | undefined;
+  /** A command (`sh -c`) to run after each verified delivery; see on-receive.ts. */
+  onReceive?: { command: string; timeoutMs: number; concurrency: number } | undefined;
+  /** `PORT` or `ADDR:PORT` for the Prometheus endpoint; off when undefined. */
+  metrics?: string | undefined;
 }
 
 export interface ResolvedOptions {
   stateDir: string;
   downloads: string;
   groups: string[];
-  code: string;
+  code: JoinCode | undefined;
   iface: MulticastInterface;
   groupAddress: string;
   port: number;
@@ -45,6 +49,8 @@ export interface ResolvedOptions {
   serverId: PeerId | undefined;
   trustFirstServer: boolean;
   name: string;
+  onReceive: { command: string; timeoutMs: number; concurrency: number } | undefined;
+  metrics: { host: string; port: number } | undefined;
 }
 
 function usage(message: string, cause?: unknown): GroupcastError {
@@ -61,13 +67,8 @@ export function parsePort(value: number, what: string): number {
   return value;
 }
 
-/** "3s", "500ms", "2m" or a bare number of seconds. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!match) throw usage(`not a duration: "${text}" (try 3s or 500ms)`);
-  const scale = match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1000;
-  return Math.round(Number(match[1]) * scale);
-}
+/** "3s", "500ms", "2m" or a bare number of seconds: the one parser both daemons use. */
+export { parseDuration } from '@groupcast/shared';
 
 /** Checks every flag-derived value up front, so a mistake is a USAGE error before anything binds. */
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -78,8 +79,15 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
       throw usage(`--join: ${(err as Error).message}`, err);
     }
   });
-  const code = options.code ?? '';
-  if (Buffer.byteLength(code) > MAX_CODE) throw usage(`--code is longer than ${MAX_CODE} bytes`);
+  let code: JoinCode | undefined;
+  if (options.code !== undefined) {
+    try {
+      code = parseJoinCode(options.code);
+    } catch (err) {
+      throw usage(`--code: ${(err as Error).message}`, err);
+    }
+    if (options.trustFirstServer) throw usage('--code pins the server that issued it; leave out --trust-first-server');
+  }
   const groupAddress = options.groupAddress ?? DEFAULT_GROUP_ADDRESS;
   const port = parsePort(options.port ?? DEFAULT_UDP_PORT, '--port');
   let family: Family;
@@ -108,6 +116,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     } catch (err) {
       throw usage(`--server-id: ${(err as Error).message}`, err);
     }
+    if (code && !codeIsForServer(code, serverId)) throw usage(`--code is for a server whose id starts ${code.serverPrefix}, not ${serverId}`);
   }
   const name = options.name ?? truncateUtf8(hostname(), MAX_SERVER_NAME);
   if (Buffer.byteLength(name) > MAX_SERVER_NAME) throw usage(`--name is longer than ${MAX_SERVER_NAME} bytes`);
@@ -123,5 +132,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     serverId,
     trustFirstServer: options.trustFirstServer ?? false,
     name,
+    onReceive: options.onReceive?.command ? options.onReceive : undefined,
+    metrics: options.metrics === undefined ? undefined : parseMetricsAddress(options.metrics),
   };
 }

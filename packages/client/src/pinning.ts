@@ -4,20 +4,25 @@ import {
   errnoCode, ErrorCode, GroupcastError, parsePeerId, writeFileAtomic, type Logger, type PeerId,
 } from '@groupcast/shared';
 
-/** How a datagram's sender relates to the pin. */
-export type PinVerdict = 'pinned' | 'other' | 'unpinned';
+/**
+ * How a datagram's sender relates to the pin. 'candidate': nothing is pinned yet, and the sender's id
+ * starts as the join code says; it is pinned only once it proves it issued the code (confirm()).
+ */
+export type PinVerdict = 'pinned' | 'other' | 'unpinned' | 'candidate';
 
 interface PinFile {
   serverId: string;
   name?: string;
   pinnedAt: string;
-  how: 'flag' | 'first-seen';
+  how: 'flag' | 'first-seen' | 'join-code';
 }
 
 export interface ServerPinOptions {
   log: Logger;
   stateDir: string;
   trustFirstServer: boolean;
+  /** With a join code: the start of the id of the server that issued it. */
+  codePrefix?: string | undefined;
 }
 
 /**
@@ -48,6 +53,13 @@ export class ServerPin {
       this.id = override;
       if (stored !== override) await this.write(override, 'flag');
       return;
+    }
+    const { codePrefix } = this.options;
+    if (stored && codePrefix && !stored.startsWith(codePrefix)) {
+      throw new GroupcastError(
+        ErrorCode.USAGE,
+        `the join code is for a server whose id starts ${codePrefix}, but ${stored} is pinned (${this.path}); remove that file to follow the code`,
+      );
     }
     this.id = stored;
     if (stored) this.options.log.info({ server: stored }, 'server pinned');
@@ -83,16 +95,30 @@ export class ServerPin {
    */
   consider(sender: PeerId, name?: string): PinVerdict {
     if (this.id) return sender === this.id ? 'pinned' : 'other';
+    if (this.options.codePrefix) return sender.startsWith(this.options.codePrefix) ? 'candidate' : 'other';
     if (!this.options.trustFirstServer) return 'unpinned';
-    this.id = sender;
+    this.adopt(sender, 'first-seen', name);
     this.options.log.warn(
       { server: sender, serverName: name, path: this.path },
       'TRUSTING FIRST SERVER SEEN: pinned it; check this id with the server operator',
     );
-    this.persisting = this.write(sender, 'first-seen', name).catch((err: unknown) => {
+    return 'pinned';
+  }
+
+  /** A candidate proved it issued the join code: it becomes the pin (logged once stored). */
+  confirm(sender: PeerId): void {
+    if (this.id) return;
+    this.adopt(sender, 'join-code', undefined, () => {
+      this.options.log.info({ server: sender, path: this.path }, 'pinned the server that issued the join code');
+    });
+  }
+
+  /** Pins in memory at once and on disk shortly after. */
+  private adopt(sender: PeerId, how: PinFile['how'], name?: string, stored?: () => void): void {
+    this.id = sender;
+    this.persisting = this.write(sender, how, name).then(stored, (err: unknown) => {
       this.options.log.error({ err, path: this.path }, 'could not store the server pin; it holds until restart');
     });
-    return 'pinned';
   }
 
   /** Waits for a pending write of the pin, so shutdown does not cut it short. */

@@ -2,6 +2,8 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, type Logger } from '@groupcast/shared';
 
+export const RECEIVED_LOG = 'received.jsonl';
+
 /** One completed transfer, one JSON line in `<stateDir>/received.jsonl`. */
 export interface ReceivedRecord {
   transfer: string;
@@ -52,7 +54,7 @@ export class ReceivedLog {
   private needsNewline = false;
 
   constructor(stateDir: string, private readonly log: Logger) {
-    this.path = join(stateDir, 'received.jsonl');
+    this.path = join(stateDir, RECEIVED_LOG);
   }
 
   async load(): Promise<void> {

@@ -6,7 +6,7 @@ import {
   type Frame, type Logger, type Offer, type PeerId,
 } from '@groupcast/shared';
 import {
-  existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, resumeOffset, spaceShortfall,
+  existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset, spaceShortfall,
   type Placement,
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength } from './incoming-file.js';
@@ -79,6 +79,11 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     } catch (err) {
       throw new GroupcastError(ErrorCode.CONFIG, `cannot use download directory ${downloads}`, { cause: err });
     }
+    const reclaimed = await reclaimStalePartials(this.rootDir, Date.now()).catch((err: unknown) => {
+      this.options.log.warn({ err }, 'could not look for stale partials');
+      return [];
+    });
+    if (reclaimed.length > 0) this.options.log.info({ transfers: reclaimed }, 'deleted stale partial data');
     await this.received.load();
   }
 

@@ -2,13 +2,17 @@ import { resolve } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
-  createLogger, defaultStateDir, ErrorCode, formatTable, isGroupcastError, loadOrCreateIdentity, parseDuration,
-  ensurePrivateDir, type LogFormat,
+  configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
+  GroupcastError, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './control-socket.js';
 import { startServer } from './daemon.js';
 import { runDistribute, type DistributeFlags } from './distribute-view.js';
+import { MAX_INVITE_USES, type CreatedInvite } from './invites.js';
+import type { GroupView, MemberView, StatusView } from './operations.js';
+import { STARTER_CONFIG } from './starter-config.js';
+import { groupsTable, membersTable, statusText } from './status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4 } as const;
@@ -20,16 +24,19 @@ interface CommonFlags {
   groupAddress?: string;
   port?: number;
   tcpPort?: number;
+  advertisePort?: number;
   concurrency?: number;
   name?: string;
   logLevel?: ServerSettings['logLevel'];
   logFormat?: LogFormat;
   keep?: string;
+  metrics?: string;
   json?: boolean;
 }
 
 async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
-  const file: ConfigFile = flags.config ? await loadConfigFile(resolve(flags.config)) : {};
+  const path = findConfigFile('server', flags.config === undefined ? undefined : resolve(flags.config));
+  const file: ConfigFile = path ? await loadConfigFile(path) : {};
   return resolveSettings(file, {
     name: flags.name,
     stateDir: flags.stateDir,
@@ -37,15 +44,19 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     groupAddress: flags.groupAddress,
     port: flags.port,
     tcpPort: flags.tcpPort,
+    advertisePort: flags.advertisePort,
     concurrency: flags.concurrency,
     logLevel: flags.logLevel,
-  }, defaultStateDir('server'));
+    logFormat: flags.logFormat,
+    keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
+    metrics: flags.metrics,
+  }, defaultStateDir('server'), path);
 }
 
 async function start(flags: CommonFlags): Promise<void> {
   const settings = await settingsFrom(flags);
-  const log = createLogger({ name: 'group-server', level: settings.logLevel, format: flags.logFormat });
-  const server = await startServer({ ...settings, keepMs: parseDuration(flags.keep ?? '7d') }, log);
+  const log = createLogger({ name: 'group-server', level: settings.logLevel, format: settings.logFormat });
+  const server = await startServer(settings, log);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -69,116 +80,173 @@ function print(json: boolean | undefined, value: unknown, human: () => string): 
   process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
 }
 
-function common<T>(argv: Argv<T>) {
+const DAEMON = 'Daemon options (start):';
+
+/**
+ * Every option is global: each may also come from a GROUPCAST_<NAME> variable, and with strict
+ * parsing a variable meant for the daemon (GROUPCAST_INTERFACE) must not make `status` fail.
+ */
+function options<T>(argv: Argv<T>) {
   return argv
-    .option('config', { type: 'string', describe: 'JSON config file (keys as these flags in camelCase, plus "groups")' })
+    .option('config', { type: 'string', describe: `config file (JSON with comments) [default: the first of ${configSearchPath('server').join(', ')} that exists]` })
     .option('state-dir', { type: 'string', describe: `state directory [default: ${defaultStateDir('server')}]` })
     .option('log-level', { choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, describe: 'log level [default: info]' })
     .option('log-format', { choices: ['json', 'pretty'] as const, describe: 'log format [default: pretty on a terminal, else json]' })
-    .option('json', { type: 'boolean', describe: 'machine-readable output' });
+    .option('json', { type: 'boolean', describe: 'machine-readable output' })
+    .option('interface', { type: 'string', group: DAEMON, describe: 'multicast interface (address or name) [default: first non-loopback]' })
+    .option('group-address', { type: 'string', group: DAEMON, describe: 'multicast group [default: 239.255.77.77]' })
+    .option('port', { group: DAEMON, coerce: integerOption('--port', 1, 65535), describe: 'UDP control port [default: 47700]' })
+    .option('tcp-port', { group: DAEMON, coerce: integerOption('--tcp-port', 0, 65535), describe: 'TLS data port, 0 for any free one [default: 47701]' })
+    .option('advertise-port', { type: 'number', group: DAEMON, coerce: integerOption('--advertise-port', 1, 65535), describe: 'TCP port members are told to connect to, when a port forward sits in front of --tcp-port [default: the --tcp-port in use]' })
+    .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
+    .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
+    .option('keep', { type: 'string', group: DAEMON, coerce: checked(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
+    .option('metrics', { type: 'string', group: DAEMON, coerce: checked(parseMetricsAddress), describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT [default: off]' });
 }
 
-function network<T>(argv: Argv<T>) {
-  return argv
-    .option('interface', { type: 'string', describe: 'multicast interface (address or name) [default: first non-loopback]' })
-    .option('group-address', { type: 'string', describe: 'multicast group [default: 239.255.77.77]' })
-    .option('port', { type: 'number', describe: 'UDP control port [default: 47700]' })
-    .option('tcp-port', { type: 'number', describe: 'TLS data port [default: 47701]' })
-    .option('concurrency', { type: 'number', describe: 'transfers in flight at once [default: 8]' })
-    .option('name', { type: 'string', describe: 'server name in announcements [default: host name]' })
-    .option('keep', { type: 'string', describe: 'how long undelivered files wait for offline members [default: 7d]' });
+// Every option in the DAEMON group, so that it stays out of the other commands' help.
+const DAEMON_OPTIONS = ['interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'metrics'] as const;
+
+/** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
+function operatorCommand<T>(argv: Argv<T>): Argv<T> {
+  return DAEMON_OPTIONS.reduce((y, key) => y.hide(key), argv);
+}
+
+/** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
+function checked(check: (text: string) => unknown): (text: string) => string {
+  return (text) => {
+    check(text);
+    return text;
+  };
 }
 
 async function stateDirOf(flags: CommonFlags): Promise<string> {
   return (await settingsFrom(flags)).stateDir;
 }
 
-interface MemberRow { id: string; name: string; address: string; online: boolean; joined: string[]; allowedIn: string[]; lastSeen: number }
-interface GroupRow { name: string; description: string; open: boolean; members: number; online: number }
+const now = (): number => Date.now();
 
-const cli = yargs(hideBin(process.argv))
+const cli = options(yargs(hideBin(process.argv)))
   .scriptName('group-server')
   .env('GROUPCAST')
   .strict()
-  .usage('$0 [command]\n\nAnnounces groups on the LAN and pushes files to their members.')
-  .command(['start', '$0'], 'run the server daemon', (y) => network(common(y)), (flags) => start(flags as CommonFlags))
+  .usage('$0 [command] [options]\n\nAnnounces groups on the LAN and pushes files to their members. Without a command, runs the daemon.')
+  .command(['start', '$0'], 'run the server daemon (default)', (y) => y
+    .example('$0 --interface 192.168.1.10', 'run on the defaults, multicast on that interface')
+    .example('$0 --config /etc/groupcast/server.json --metrics 9477', 'run from a config file, metrics on 127.0.0.1:9477'), (flags) => start(flags as CommonFlags))
+  .command(
+    'init',
+    'write a commented starter config file',
+    (y) => operatorCommand(y)
+      .option('force', { type: 'boolean', describe: 'replace an existing file' })
+      .example('$0 init', `write ${defaultInitPath('server')}`)
+      .example('sudo $0 init --config /etc/groupcast/server.json', 'the file the systemd unit reads'),
+    async (flags) => {
+      const path = resolve(flags.config ?? defaultInitPath('server'));
+      await writeStarterConfig(path, STARTER_CONFIG, flags.force ?? false);
+      const found = configSearchPath('server').includes(path);
+      print(flags.json, { path }, () => [
+        `wrote ${path}`,
+        'next: set "interface", list member ids in "groups" (or invite members later), then start the server:',
+        `  group-server${found ? '' : ` --config ${path}`}`,
+      ].join('\n'));
+    },
+  )
   .command(
     'distribute <group> <files..>',
     'send files to every member of a group (talks to the running daemon)',
-    (y) => common(y)
+    (y) => operatorCommand(y)
       .positional('group', { type: 'string', demandOption: true })
       .positional('files', { type: 'string', array: true, demandOption: true })
       .option('wait-all', { type: 'boolean', describe: 'also wait for members that are offline now' })
-      .option('timeout', { type: 'string', describe: 'stop waiting after this long (e.g. 10m)' })
+      .option('timeout', { type: 'string', coerce: checked(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
+      .option('progress-interval', { type: 'string', default: '5s', coerce: checked(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
       .example('$0 distribute Developers ./build.tar.gz', 'push a file to every member of Developers')
-      .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members'),
+      .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members')
+      .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts'),
     async (flags) => {
       const options: DistributeFlags = {
         group: flags.group,
         files: flags.files.map((file) => resolve(file)),
         waitAll: flags.waitAll ?? false,
         json: flags.json ?? false,
+        progressIntervalMs: parseDuration(flags.progressInterval),
         ...(flags.timeout ? { timeoutMs: parseDuration(flags.timeout) } : {}),
       };
       process.exitCode = await runDistribute(await stateDirOf(flags as CommonFlags), options);
     },
   )
-  .command('status', 'show groups, members and transfers', (y) => common(y), async (flags) => {
-    const status = await callDaemon<{ server: Record<string, unknown>; groups: GroupRow[]; members: MemberRow[]; transfers: Array<{ id: string; name: string; group: string; deliveries: Array<{ state: string }> }> }>(await stateDirOf(flags as CommonFlags), 'status', {});
-    print(flags.json, status, () => [
-      `server ${String(status.server.name)}  id ${String(status.server.id)}`,
-      `  interface ${String(status.server.interface)}  group ${String(status.server.groupAddress)}:${String(status.server.udpPort)}  tcp ${String(status.server.tcpPort)}`,
-      '',
-      formatTable(['GROUP', 'OPEN', 'MEMBERS'], status.groups.map((g) => [g.name, g.open ? 'open' : 'closed', String(g.members)])),
-      '',
-      formatTable(['MEMBER', 'NAME', 'ONLINE', 'JOINED'], status.members.map((m) => [m.id, m.name, m.online ? 'online' : 'offline', m.joined.join(',')])),
-      '',
-      formatTable(['TRANSFER', 'FILE', 'GROUP', 'DELIVERED', 'PENDING', 'FAILED'], status.transfers.map((t) => {
-        const count = (state: string): string => String(t.deliveries.filter((d) => d.state === state).length);
-        return [t.id.slice(0, 12), t.name, t.group, count('delivered'), String(t.deliveries.filter((d) => d.state === 'pending' || d.state === 'sending').length), count('failed')];
-      })),
-    ].join('\n'));
+  .command('status', 'show the server, its groups, members and recent transfers', (y) => operatorCommand(y)
+    .example('$0 status', 'an overview for people')
+    .example('$0 status --json | jq \'.members[] | select(.online | not) | .id\'', 'ids of offline members'), async (flags) => {
+    const status = await callDaemon<StatusView>(await stateDirOf(flags as CommonFlags), 'status', {});
+    print(flags.json, status, () => statusText(status, now()));
   })
-  .command('groups', 'list the groups and their members', (y) => common(y), async (flags) => {
-    const groups = await callDaemon<GroupRow[]>(await stateDirOf(flags as CommonFlags), 'groups', {});
-    print(flags.json, groups, () => formatTable(['GROUP', 'OPEN', 'MEMBERS', 'ONLINE', 'DESCRIPTION'], groups.map((g) => [g.name, g.open ? 'open' : 'closed', String(g.members), String(g.online), g.description])));
+  .command('groups', 'list the groups, with how many members joined and are online', (y) => operatorCommand(y)
+    .example('$0 groups --json', 'the same as JSON'), async (flags) => {
+    const groups = await callDaemon<GroupView[]>(await stateDirOf(flags as CommonFlags), 'groups', {});
+    print(flags.json, groups, () => groupsTable(groups));
   })
-  .command('members [action] [group] [id]', 'list members, or allow / revoke one in a group', (y) => common(y)
+  .command('members [action] [group] [id]', 'list members, or allow / revoke one in a group', (y) => operatorCommand(y)
     .positional('action', { choices: ['list', 'allow', 'revoke'] as const, default: 'list' as const })
     .positional('group', { type: 'string' })
     .positional('id', { type: 'string' })
-    .example('$0 members allow Developers ABCDEFG-…', 'let a member id into Developers'), async (flags) => {
+    .example('$0 members', 'every known member: id, name, address, online since / last seen, groups, pending and failed deliveries')
+    .example('$0 members allow Developers ABCDEFG-…', 'let a member id into Developers')
+    .example('$0 members revoke Developers ABCDEFG-…', 'take it out again (queued files for it fail)'), async (flags) => {
     const stateDir = await stateDirOf(flags as CommonFlags);
     if (flags.action === 'list') {
-      const members = await callDaemon<MemberRow[]>(stateDir, 'members', {});
-      print(flags.json, members, () => formatTable(['MEMBER', 'NAME', 'ADDRESS', 'ONLINE', 'JOINED', 'ALLOWED IN'], members.map((m) => [m.id, m.name, m.address, m.online ? 'online' : 'offline', m.joined.join(','), m.allowedIn.join(',')])));
+      const members = await callDaemon<MemberView[]>(stateDir, 'members', {});
+      print(flags.json, members, () => membersTable(members, now()));
       return;
     }
-    if (!flags.group || !flags.id) throw Object.assign(new Error(`members ${flags.action} needs <group> <id>`), { usage: true });
+    if (!flags.group || !flags.id) throw new GroupcastError(ErrorCode.USAGE, `members ${flags.action} needs <group> <id>`);
     const result = await callDaemon(stateDir, flags.action, { group: flags.group, id: flags.id });
     print(flags.json, result, () => `${flags.action === 'allow' ? 'allowed' : 'revoked'} ${flags.id} in ${flags.group}`);
   })
-  .command('id', "print this server's id", (y) => common(y), async (flags) => {
+  .command('invite <group>', 'make a one-time join code for a group (enrolls the member that uses it, and pins this server for it)', (y) => y
+    .positional('group', { type: 'string', demandOption: true })
+    .option('uses', { type: 'number', default: 1, coerce: integerOption('--uses', 1, MAX_INVITE_USES), describe: 'how many members may use the code' })
+    .option('ttl', { type: 'string', default: '1h', coerce: checked(parseDuration), describe: 'how long the code is valid (at most 30d)' })
+    .example('$0 invite Developers', 'a code for one member, valid for an hour')
+    .example('$0 invite Lab --uses 20 --ttl 1d', 'one code for a room of 20 machines'), async (flags) => {
+    const invite = await callDaemon<CreatedInvite & { server: string }>(await stateDirOf(flags as CommonFlags), 'invite', {
+      group: flags.group, uses: flags.uses, ttlMs: parseDuration(flags.ttl),
+    });
+    print(flags.json, invite, () => [
+      `join code for ${invite.group}: ${invite.code}`,
+      `  ${invite.uses === 1 ? 'one member' : `up to ${invite.uses} members`}, until ${new Date(invite.expiresAt).toISOString()}; this server is ${invite.server}`,
+      'on the member:',
+      `  group-client --join ${invite.group} --code ${invite.code} --downloads DIR`,
+    ].join('\n'));
+  })
+  .command('id', "print this server's id (members pin it with --server-id)", (y) => operatorCommand(y), async (flags) => {
     const stateDir = await stateDirOf(flags as CommonFlags);
     await ensurePrivateDir(stateDir);
     const identity = await loadOrCreateIdentity(stateDir, 'group-server');
     print(flags.json, { id: identity.signer.id }, () => identity.signer.id);
   })
+  .epilog([
+    'Every option can also be set as GROUPCAST_<OPTION> (GROUPCAST_STATE_DIR=/var/lib/groupcast-server) or in the '
+      + 'config file; a flag beats the environment, which beats the file, which beats the default.',
+    'Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (distribute) members still pending, 4 nobody to send to.',
+    'Guide: docs/OPERATIONS.md',
+  ].join('\n\n'))
   .demandCommand(0)
   .help()
   .alias('h', 'help')
   .version(false)
   .fail((message, err) => {
-    if (err) throw err;
-    process.stderr.write(`group-server: ${message}\nRun "group-server --help" for usage.\n`);
+    // Errors from a command's handler go to the catch below; yargs' own (parsing, coerce) are usage.
+    if (err && err.name !== 'YError') throw err;
+    process.stderr.write(`group-server: ${message || err?.message}\nRun "group-server --help" for usage.\n`);
     process.exit(EXIT.USAGE);
   });
 
 try {
   await cli.parseAsync();
 } catch (err) {
-  const usage = (isGroupcastError(err) && (err.code === ErrorCode.CONFIG || err.code === ErrorCode.USAGE || err.code === ErrorCode.BAD_ID))
-    || (err as { usage?: boolean }).usage === true;
+  const usage = isGroupcastError(err) && (err.code === ErrorCode.CONFIG || err.code === ErrorCode.USAGE || err.code === ErrorCode.BAD_ID);
   process.stderr.write(`group-server: ${(err as Error).message}\n`);
   process.exit(usage ? EXIT.USAGE : EXIT.FAILED);
 }

@@ -1,32 +1,30 @@
-import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import {
-  DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_DESCRIPTION, MAX_SERVER_NAME,
-  parsePeerId, validateGroupName,
+  absolutePath, definedOnly, DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, loadConfigFile as loadConfig,
+  MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, validateGroupName,
+  type LogFormat,
 } from '@groupcast/shared';
 
 /**
  * The server's settings. Precedence: flags > GROUPCAST_* environment > config file > built-in
- * defaults. The config file is JSON; its keys are the flags' names in camelCase, plus `groups`.
+ * defaults. The config file is JSON with comments (starter-config.ts holds the one `init` writes); its keys are
+ * the flags' names in camelCase, plus `groups`.
  */
-const peerId = z.string().transform((text, ctx) => {
-  try {
-    return parsePeerId(text);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+/** A zod string checked by one of shared's validators, so the rule lives in one place. */
+function validated<T>(check: (text: string) => T) {
+  return z.string().transform((text, ctx) => {
+    try {
+      return check(text);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+}
 
-const groupName = z.string().transform((text, ctx) => {
-  try {
-    return validateGroupName(text);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const peerId = validated(parsePeerId);
+const groupName = validated(validateGroupName);
 
 const port = z.number().int().min(1).max(65535);
 
@@ -44,13 +42,17 @@ const fileSchema = z.strictObject({
     .min(1)
     .refine((groups) => new Set(groups.map((g) => g.name)).size === groups.length, 'group names must be unique')
     .optional(),
-  stateDir: z.string().min(1).optional(),
+  stateDir: absolutePath.optional(),
   interface: z.string().min(1).optional(),
   groupAddress: z.string().min(1).optional(),
   port: port.optional(),
   tcpPort: z.number().int().min(0).max(65535).optional(),
+  advertisePort: port.optional(),
   concurrency: z.number().int().min(1).max(1024).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+  logFormat: z.enum(['json', 'pretty']).optional(),
+  keep: validated(parseDuration).optional(),
+  metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
 });
 
 export type GroupConfig = z.output<typeof groupSchema>;
@@ -69,43 +71,31 @@ export interface ServerSettings {
   groupAddress: string;
   port: number;
   tcpPort: number;
+  /** The TCP port members are told to connect to, when a forwarder or NAT sits in front of tcpPort. */
+  advertisePort: number | undefined;
   concurrency: number;
   logLevel: NonNullable<ConfigFile['logLevel']>;
+  logFormat: LogFormat | undefined;
+  /** How long undelivered files wait for offline members; the daemon's default when undefined. */
+  keepMs: number | undefined;
+  /** `--metrics` listen address, when the Prometheus endpoint is wanted. */
+  metrics: string | undefined;
+  /** The file the settings came from, if any (named or found in the search path). */
+  configFile: string | undefined;
   /** True when no config file named the groups, so the server runs on the built-in ones. */
   defaultGroups: boolean;
 }
 
-function describeIssues(error: z.ZodError): string {
-  return error.issues.map((issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`).join('; ');
+/** Reads and validates a server config file (JSON with comments); errors name the file and the field. */
+export function loadConfigFile(path: string): Promise<ConfigFile> {
+  return loadConfig(path, fileSchema);
 }
 
-export async function loadConfigFile(path: string): Promise<ConfigFile> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new GroupcastError(ErrorCode.CONFIG, `cannot read config ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new GroupcastError(ErrorCode.CONFIG, `config ${path} is not JSON: ${(err as Error).message}`, { cause: err });
-  }
-  const parsed = fileSchema.safeParse(json);
-  if (!parsed.success) throw new GroupcastError(ErrorCode.CONFIG, `config ${path}: ${describeIssues(parsed.error)}`);
-  return parsed.data;
-}
-
-function definedOnly<T extends object>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as never;
-}
-
-type Overrides = { [K in keyof Omit<ServerSettings, 'groups' | 'defaultGroups'>]?: ServerSettings[K] | undefined };
+type Overrides = { [K in keyof Omit<ServerSettings, 'groups' | 'defaultGroups' | 'configFile'>]?: ServerSettings[K] | undefined };
 
 /** Merges the layers; `flags` holds only what was given on the command line or in the environment. */
-export function resolveSettings(file: ConfigFile, flags: Overrides, defaultStateDir: string): ServerSettings {
-  const { groups, ...fileRest } = file;
+export function resolveSettings(file: ConfigFile, flags: Overrides, defaultStateDir: string, configFile?: string): ServerSettings {
+  const { groups, keep, ...fileRest } = file;
   return {
     name: hostname().slice(0, MAX_SERVER_NAME),
     stateDir: defaultStateDir,
@@ -113,11 +103,16 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     groupAddress: DEFAULT_GROUP_ADDRESS,
     port: DEFAULT_UDP_PORT,
     tcpPort: DEFAULT_TCP_PORT,
+    advertisePort: undefined,
     concurrency: 8,
     logLevel: 'info',
+    logFormat: undefined,
+    keepMs: keep,
+    metrics: undefined,
     ...definedOnly(fileRest),
     ...definedOnly(flags),
     groups: groups ?? DEFAULT_GROUPS,
     defaultGroups: groups === undefined,
+    configFile,
   };
 }

@@ -1,8 +1,9 @@
 import type { RemoteInfo } from 'node:dgram';
 import {
-  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES,
-  type ControlEndpoint, type ControlMessage, type Datagram, type GroupInfo, type Logger, type MembershipOp,
+  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES, NakReason,
+  type ControlEndpoint, type ControlMessage, type Datagram, type GroupInfo, type Logger, type MembershipOp, type Peer,
 } from '@groupcast/shared';
+import type { Invites } from './invites.js';
 import type { Membership, Verdict } from './membership.js';
 
 /** Splits the group list into GROUPS pages that each fit one datagram. */
@@ -20,6 +21,8 @@ export function groupPages(request: Buffer, tcpPort: number, groups: GroupInfo[]
   return pages.map((page, index) => ({ type: 'groups', request, page: index, pages: pages.length, tcpPort, groups: page }));
 }
 
+const NO_PROOF: Buffer = Buffer.alloc(0);
+
 /**
  * Answers members on the control plane: LIST with the groups, JOIN and LEAVE with ACK or NAK, each
  * unicast back to the sender. Handlers are idempotent, since members retry until answered.
@@ -33,8 +36,8 @@ export class ControlPlane {
       endpoint: ControlEndpoint;
       membership: Membership;
       tcpPort: () => number;
-      /** Called for an accepted JOIN that names a join code, before authorization. */
-      redeemCode?: (member: Datagram['sender'], group: string, code: string, from: RemoteInfo) => Verdict | undefined;
+      /** Checks a JOIN's join-code proof, before authorization. */
+      invites: Invites;
     },
   ) {}
 
@@ -52,13 +55,13 @@ export class ControlPlane {
           this.options.endpoint.send(page, peer);
         }
         return;
-      case 'join': {
+      case 'join':
         this.counters.joins++;
-        const redeemed = message.code ? this.options.redeemCode?.(sender, message.group, message.code, from) : undefined;
-        const verdict = redeemed && !redeemed.ok ? redeemed : this.options.membership.join(sender, message.group, peer);
-        this.answer(datagram, 'join', message.group, verdict, peer);
+        this.join(datagram, message.group, message.proof, peer).catch((err: unknown) => {
+          this.options.log.error({ err, member: sender, group: message.group }, 'cannot record a join');
+          this.answer(datagram, 'join', message.group, { ok: false, reason: NakReason.OTHER, message: 'server error' }, peer);
+        });
         return;
-      }
       case 'leave':
         this.counters.leaves++;
         this.answer(datagram, 'leave', message.group, this.options.membership.leave(sender, message.group, peer), peer);
@@ -68,10 +71,25 @@ export class ControlPlane {
     }
   }
 
-  private answer(datagram: Datagram, op: MembershipOp, group: string, verdict: Verdict, peer: { address: string; port: number }): void {
+  /** A join-code proof is checked first (it may enroll the id); then the usual authorization. */
+  private async join(datagram: Datagram, group: string, proof: Buffer, peer: Peer): Promise<void> {
+    const { membership, invites } = this.options;
+    let answerProof: Buffer = NO_PROOF;
+    if (proof.length > 0 && membership.hasGroup(group)) {
+      const checked = await invites.check(datagram, group, peer.address);
+      if (!checked.ok) {
+        this.answer(datagram, 'join', group, checked, peer);
+        return;
+      }
+      answerProof = checked.proof;
+    }
+    this.answer(datagram, 'join', group, membership.join(datagram.sender, group, peer), peer, answerProof);
+  }
+
+  private answer(datagram: Datagram, op: MembershipOp, group: string, verdict: Verdict, peer: Peer, proof = NO_PROOF): void {
     const request = datagram.nonce;
     if (verdict.ok) {
-      this.options.endpoint.send({ type: 'ack', request, op, group, tcpPort: this.options.tcpPort() }, peer);
+      this.options.endpoint.send({ type: 'ack', request, op, group, tcpPort: this.options.tcpPort(), proof }, peer);
       return;
     }
     this.counters.naks++;

@@ -96,7 +96,11 @@ export async function callDaemon<T>(
   const socket = createConnection(path);
   return new Promise<T>((resolve, reject) => {
     socket.once('error', (err) => {
-      reject(new GroupcastError(ErrorCode.DAEMON_UNREACHABLE, `no group-server running with state dir ${stateDir} (${(err as NodeJS.ErrnoException).code ?? err.message})`, { cause: err }));
+      const code = (err as NodeJS.ErrnoException).code;
+      const message = code === 'EACCES'
+        ? `permission denied on ${path}: run this as the user the server runs as (under systemd: sudo -u groupcast …)`
+        : `no group-server is running with state dir ${stateDir} (${code ?? err.message}): start one with "group-server", or name its state dir with --state-dir (the systemd unit uses /var/lib/groupcast-server)`;
+      reject(new GroupcastError(ErrorCode.DAEMON_UNREACHABLE, message, { cause: err }));
     });
     let settled = false;
     socket.once('connect', () => {

@@ -1,6 +1,6 @@
 import {
-  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, resolveInterface, shortId,
-  type Logger, type PeerId,
+  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  shortId, type Logger, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
 import type { ServerSettings } from './config.js';
@@ -8,8 +8,10 @@ import { ControlPlane } from './control-plane.js';
 import { ControlSocket } from './control-socket.js';
 import { DataPlane } from './data-plane.js';
 import { Distributor } from './distributor.js';
+import { Invites } from './invites.js';
 import { Membership } from './membership.js';
-import { operations } from './operations.js';
+import { ServerMetrics } from './metrics.js';
+import { operations, type ServerDescription } from './operations.js';
 import { Outbox } from './outbox.js';
 import { ContentStore } from './store.js';
 
@@ -26,7 +28,7 @@ export const DEFAULT_KEEP_MS = 7 * 24 * 3600 * 1000;
  * Composes the server from its parts and starts them in dependency order; close() stops them in
  * reverse. Only an unusable state directory or a failed bind makes start fail.
  */
-export async function startServer(settings: ServerSettings & { keepMs?: number }, log: Logger): Promise<RunningServer> {
+export async function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
   const { stateDir } = settings;
   await ensurePrivateDir(stateDir);
   const identity = await loadOrCreateIdentity(stateDir, `group-server ${settings.name}`);
@@ -35,11 +37,15 @@ export async function startServer(settings: ServerSettings & { keepMs?: number }
 
   const membership = new Membership({ log: log.child({ component: 'membership' }), groups: settings.groups, stateDir });
   await membership.load();
+  const invites = new Invites({ log: log.child({ component: 'invites' }), stateDir, signer: identity.signer, membership });
+  await invites.load();
   const store = new ContentStore(stateDir);
   await store.open();
   const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }) });
   await outbox.load();
 
+  const startedAt = Date.now();
+  const metrics = settings.metrics ? new ServerMetrics() : undefined;
   const iface = resolveInterface(settings.interface, familyOf(settings.groupAddress));
   const endpoint = new ControlEndpoint({
     log: log.child({ component: 'control' }),
@@ -60,6 +66,7 @@ export async function startServer(settings: ServerSettings & { keepMs?: number }
     port: settings.tcpPort,
     serverName: settings.name,
     onSession: (session) => {
+      metrics?.watchSession(session);
       membership.setOnline(session.id, true, { name: session.name, address: session.address });
       log.info({ member: session.id, name: session.name, address: session.address, groups: membership.joinedGroups(session.id) }, 'member online');
       session.once('closed', () => {
@@ -86,22 +93,33 @@ export async function startServer(settings: ServerSettings & { keepMs?: number }
     running.memberJoined(member, group).catch((err: unknown) => log.error({ err, member, group }, 'cannot queue backlog'));
   });
   membership.on('revoked', (member, group) => running.revoke(member, group, `access to ${group} revoked`));
-  running.start();
+  await running.start();
 
+  // What members are told to dial: the data plane's own port unless a forwarder sits in front of it.
+  const advertisedPort = (): number => settings.advertisePort ?? dataPlane.port;
   const controlPlane = new ControlPlane({
     log: log.child({ component: 'control' }),
     endpoint,
     membership,
-    tcpPort: () => dataPlane.port,
+    tcpPort: advertisedPort,
+    invites,
   });
   controlPlane.start();
-  const announcer = new Announcer({ endpoint, name: settings.name, tcpPort: () => dataPlane.port, groups: () => membership.groupInfo() });
+  const announcer = new Announcer({ endpoint, name: settings.name, tcpPort: advertisedPort, groups: () => membership.groupInfo() });
   announcer.start();
 
-  const describe = (): object => ({
+  metrics?.register({ endpoint, dataPlane, controlPlane, membership, outbox, distributor: running });
+  const metricsEndpoint = metrics && settings.metrics
+    ? await serveMetrics(metrics, parseMetricsAddress(settings.metrics), log.child({ component: 'metrics' }))
+    : undefined;
+
+  const describe = (): ServerDescription => ({
     id,
     name: settings.name,
     pid: process.pid,
+    startedAt,
+    configFile: settings.configFile ?? null,
+    metrics: metricsEndpoint ? `${metricsEndpoint.address}:${metricsEndpoint.port}` : null,
     interface: iface.address,
     groupAddress: settings.groupAddress,
     udpPort: settings.port,
@@ -110,22 +128,26 @@ export async function startServer(settings: ServerSettings & { keepMs?: number }
     datagrams: endpoint.counters,
     connections: dataPlane.counters,
     control: controlPlane.counters,
+    invites: invites.counters,
   });
   const controlSocket = new ControlSocket({
     log: log.child({ component: 'control-socket' }),
     stateDir,
-    handlers: operations({ membership, distributor: running, outbox, dataPlane, describe }),
+    handlers: operations({ membership, distributor: running, outbox, dataPlane, invites, describe }),
   });
   await controlSocket.start();
 
   log.info(
-    { id, interface: `${iface.name} ${iface.address}`, group: `${settings.groupAddress}:${settings.port}`, tcpPort: dataPlane.port, stateDir, groups: membership.groupInfo().map((g) => g.name) },
+    { id, interface: `${iface.name} ${iface.address}`, group: `${settings.groupAddress}:${settings.port}`, tcpPort: dataPlane.port, stateDir, config: settings.configFile, groups: membership.groupInfo().map((g) => g.name) },
     'group-server started',
   );
   if (settings.defaultGroups) {
     log.info(
-      { hint: `group-server members allow <group> <member-id> --state-dir ${stateDir}` },
-      `running on the built-in groups, which are closed: allow each member by id (a member prints it with "group-client id"); this server's id is ${shortId(id)}…`,
+      {
+        invite: `group-server invite <group> --state-dir ${stateDir}`,
+        allow: `group-server members allow <group> <member-id> --state-dir ${stateDir}`,
+      },
+      `running on the built-in groups, which are closed: invite a member with a one-time code ("group-server invite Developers", then "group-client --join Developers --code <code>" on the member), or allow its id (printed by "group-client id"); this server's id is ${shortId(id)}…`,
     );
   }
 
@@ -136,6 +158,7 @@ export async function startServer(settings: ServerSettings & { keepMs?: number }
     udpPort: settings.port,
     close: () => {
       closing ??= (async () => {
+        await metricsEndpoint?.close();
         await controlSocket.close();
         announcer.close();
         endpoint.close();

@@ -1,5 +1,8 @@
+import { stat } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
-import { formatBytes, formatDuration, formatTable, shortId, type PeerId } from '@groupcast/shared';
+import {
+  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, isGroupcastError, printable, shortId, type PeerId,
+} from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
 
@@ -8,6 +11,8 @@ export interface DistributeFlags {
   files: string[];
   waitAll: boolean;
   json: boolean;
+  /** Without a terminal: at most one progress line per delivery this often (0: every update). */
+  progressIntervalMs: number;
   timeoutMs?: number;
 }
 
@@ -19,88 +24,207 @@ export function exitCodeFor(result: DistributeResult): number {
   return 0;
 }
 
-const memberLabel = (d: { member: PeerId; memberName: string }): string => d.memberName ? `${d.memberName} (${shortId(d.member)})` : shortId(d.member);
+const memberLabel = (member: PeerId, name: string): string => (name ? `${printable(name)} (${shortId(member)})` : shortId(member));
 
-function summary(result: DistributeResult, started: Map<string, number>): string {
-  const rows = result.deliveries.map((d) => {
-    const began = started.get(`${d.transfer}/${d.member}`);
-    return [
-      memberLabel(d), d.file, d.state, formatBytes(d.bytesSent),
-      began && d.state === 'delivered' ? formatDuration(d.updatedAt - began) : '', d.state === 'delivered' ? '' : d.reason || (d.online ? '' : 'offline'),
-    ];
+/** The rate over the last few seconds, so the ETA follows the link as it is now, not its average. */
+export class RateMeter {
+  private readonly samples: Array<{ at: number; position: number }> = [];
+
+  constructor(private readonly windowMs = 5_000) {}
+
+  add(at: number, position: number): void {
+    this.samples.push({ at, position });
+    while (this.samples.length > 2 && at - (this.samples[0]?.at ?? at) > this.windowMs) this.samples.shift();
+  }
+
+  /** Bytes per second, or 0 until two samples are apart in time. */
+  get rate(): number {
+    const first = this.samples[0];
+    const last = this.samples.at(-1);
+    if (!first || !last || last.at <= first.at) return 0;
+    return Math.max(0, (last.position - first.position) / ((last.at - first.at) / 1_000));
+  }
+
+  /** Milliseconds left for `remaining` bytes at the current rate, or undefined while unknown. */
+  eta(remaining: number): number | undefined {
+    const rate = this.rate;
+    return rate > 0 ? (remaining / rate) * 1_000 : undefined;
+  }
+}
+
+/** What the view tracks of one delivery (a member and a file). */
+interface Row {
+  label: string;
+  file: string;
+  size: number;
+  position: number;
+  meter: RateMeter;
+  startedAt: number | undefined;
+  finishedAt: number | undefined;
+  lastLineAt: number;
+  bar: cliProgress.SingleBar | undefined;
+}
+
+/** `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s` */
+export function progressLine(row: Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter'>): string {
+  const percent = row.size > 0 ? Math.floor((row.position / row.size) * 100) : 100;
+  const eta = row.meter.eta(row.size - row.position);
+  return `${row.label}  ${row.file}  ${percent}%  ${formatBytes(row.position)} of ${formatBytes(row.size)}  `
+    + `${formatBytes(row.meter.rate)}/s  eta ${eta === undefined ? '?' : formatDuration(eta)}`;
+}
+
+function summary(result: DistributeResult, rows: Map<string, Row>): string {
+  const table = result.deliveries.map((d) => {
+    const row = rows.get(`${d.transfer}/${d.member}`);
+    const took = row?.startedAt !== undefined && row.finishedAt !== undefined && d.state === 'delivered' ? formatDuration(row.finishedAt - row.startedAt) : '';
+    const reason = d.state === 'delivered' ? '' : printable(d.reason || d.waiting || (d.online ? '' : 'member offline'));
+    return [memberLabel(d.member, d.memberName), printable(d.file), d.state, formatBytes(d.bytesSent), took, reason];
   });
   const count = (state: string): number => result.deliveries.filter((d) => d.state === state).length;
   const pending = result.deliveries.length - count('delivered') - count('failed');
   return [
-    formatTable(['MEMBER', 'FILE', 'STATE', 'SENT', 'TIME', 'REASON'], rows),
+    formatTable(['MEMBER', 'FILE', 'STATE', 'SENT', 'TIME', 'REASON'], table),
     '',
-    `${count('delivered')} delivered, ${pending} pending, ${count('failed')} failed${result.timedOut ? ' (timed out waiting)' : ''}`,
+    `${count('delivered')} delivered, ${pending} pending, ${count('failed')} failed${result.timedOut ? ' (timed out waiting)' : ''}`
+      + (pending > 0 && !result.timedOut ? ': pending deliveries go out when those members come back (group-server status shows them)' : ''),
   ].join('\n');
 }
 
+/** Files that do not exist here are a usage error before anything is sent to the daemon. */
+async function checkFiles(files: string[]): Promise<number> {
+  let total = 0;
+  for (const file of files) {
+    const info = await stat(file).catch((err: unknown) => {
+      throw new GroupcastError(ErrorCode.USAGE, `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
+    });
+    if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${file} is not a regular file`);
+    total += info.size;
+  }
+  return total;
+}
+
 /**
- * Runs `distribute` against the daemon and shows it: progress bars on a terminal, one line per
- * finished delivery otherwise, a summary table at the end, or one JSON document with --json.
+ * Runs `distribute` against the daemon and shows it. On a terminal: a progress bar per delivery in
+ * flight (bytes, rate, ETA), a line as each one ends. Otherwise: the same lines, plus a progress line
+ * per delivery every `progressIntervalMs`. Then a summary table; or, with --json, one JSON document.
+ * Ctrl-C stops watching, not the distribution: the daemon carries on with it.
  */
 export async function runDistribute(stateDir: string, flags: DistributeFlags): Promise<number> {
-  const tty = process.stdout.isTTY && !flags.json;
+  const total = await checkFiles(flags.files);
+  const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
-    format: '{member} {file} [{bar}] {percentage}% {sent} {speed}/s eta {eta_formatted}',
+    format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}',
+    barsize: 20,
     hideCursor: true,
     clearOnComplete: false,
+    autopadding: true,
   }, cliProgress.Presets.shades_classic) : undefined;
-  const barFor = new Map<string, cliProgress.SingleBar>();
-  const started = new Map<string, number>();
-  const sizes = new Map<string, number>();
-  const names = new Map<string, string>();
+  const rows = new Map<string, Row>();
+  let labelWidth = 0;
   const say = (line: string): void => {
     if (flags.json) return;
-    if (bars) bars.log(`${line}\n`);
+    if (bars?.isActive) bars.log(`${line}\n`);
     else process.stdout.write(`${line}\n`);
+  };
+  const rowFor = (transfer: string, member: PeerId, name: string, file: string, size: number): Row => {
+    const key = `${transfer}/${member}`;
+    let row = rows.get(key);
+    if (!row) {
+      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined };
+      rows.set(key, row);
+    }
+    return row;
+  };
+  const closeBar = (row: Row): void => {
+    if (row.bar) bars?.remove(row.bar);
+    row.bar = undefined;
   };
 
   const onEvent = (raw: unknown): void => {
     const event = raw as DistributeEvent;
+    const now = Date.now();
     if (event.kind === 'start') {
       for (const t of event.transfers) {
-        sizes.set(t.id, t.size);
-        names.set(t.id, t.name);
-        say(`distributing ${t.name} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
+        say(`distributing ${printable(t.name)} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
+        for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
       }
       const offline = event.members.filter((m) => !m.online);
-      say(`${event.members.length} member(s), ${offline.length} offline${offline.length ? `: ${offline.map((m) => memberLabel({ member: m.id, memberName: m.name })).join(', ')}` : ''}`);
-    } else if (event.kind === 'progress') {
-      const k = `${event.transfer}/${event.member}`;
-      if (!started.has(k)) started.set(k, Date.now());
-      if (!bars) return;
-      let bar = barFor.get(k);
-      if (!bar) {
-        bar = bars.create(event.size, 0, { member: shortId(event.member), file: names.get(event.transfer) ?? '', sent: '', speed: '' });
-        barFor.set(k, bar);
+      say(`${event.members.length} member(s), ${offline.length} offline${offline.length ? `: ${offline.map((m) => memberLabel(m.id, m.name)).join(', ')}` : ''}`);
+      return;
+    }
+    if (event.kind === 'progress') {
+      const row = rows.get(`${event.transfer}/${event.member}`);
+      if (!row) return;
+      row.startedAt ??= now;
+      row.position = event.position;
+      row.meter.add(now, event.position);
+      if (bars) {
+        const eta = row.meter.eta(row.size - row.position);
+        const payload = { label: row.label.padEnd(labelWidth), file: row.file, sent: formatBytes(row.position), rate: formatBytes(row.meter.rate), left: eta === undefined ? '?' : formatDuration(eta) };
+        if (row.bar) row.bar.update(event.position, payload);
+        else {
+          row.bar = bars.create(row.size, event.position, payload);
+          // Drawn at once, so even a delivery that ends before the next redraw is seen.
+          bars.update();
+        }
+      } else if (!flags.json && now - row.lastLineAt >= flags.progressIntervalMs && now - (row.startedAt ?? now) >= flags.progressIntervalMs) {
+        row.lastLineAt = now;
+        say(progressLine(row));
       }
-      const elapsed = (Date.now() - (started.get(k) ?? Date.now())) / 1000;
-      bar.update(event.position, { sent: formatBytes(event.position), speed: formatBytes(elapsed > 0 ? event.position / elapsed : 0) });
-    } else if (event.kind === 'delivery') {
-      const d: DeliveryView = event.delivery;
-      const k = `${d.transfer}/${d.member}`;
-      if (d.state === 'sending' && !started.has(k)) started.set(k, Date.now());
-      if (d.state === 'delivered') say(`✓ ${memberLabel(d)} ${d.file} delivered`);
-      if (d.state === 'failed') say(`✗ ${memberLabel(d)} ${d.file} failed: ${d.reason}`);
-      if (d.state === 'pending' && d.reason) say(`… ${memberLabel(d)} ${d.file} will retry: ${d.reason}`);
+      return;
+    }
+    const d: DeliveryView = event.delivery;
+    const row = rowFor(d.transfer, d.member, d.memberName, d.file, d.size);
+    if (d.state === 'sending') {
+      row.startedAt ??= now;
+      return;
+    }
+    if (d.state === 'delivered') {
+      row.finishedAt = now;
+      const took = row.startedAt === undefined ? 0 : now - row.startedAt;
+      const speed = took >= 1_000 ? `, ${formatBytes((d.bytesSent / took) * 1_000)}/s` : '';
+      say(`✓ ${row.label} ${row.file} delivered ${d.bytesSent === 0 && d.size > 0 ? '(the member already had it)' : `(${formatBytes(d.bytesSent)} sent in ${formatDuration(took)}${speed})`}`);
+    } else if (d.state === 'failed') {
+      say(`✗ ${row.label} ${row.file} failed: ${printable(d.reason)}`);
+    } else if (d.reason) {
+      say(`… ${row.label} ${row.file} will retry: ${printable(d.reason)}`);
+    }
+    // After the line: removing a bar redraws, which prints what was logged.
+    closeBar(row);
+  };
+  const stopBars = (): void => {
+    if (bars?.isActive) {
+      bars.update();
+      bars.stop();
     }
   };
+  const interrupted = (): void => {
+    stopBars();
+    process.stderr.write('\ngroup-server: stopped watching; the daemon goes on with the distribution ("group-server status" shows it)\n');
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
 
+  say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
   try {
     const result = await callDaemon<DistributeResult>(stateDir, 'distribute', {
       group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs,
     }, onEvent);
-    bars?.stop();
+    stopBars();
     const code = exitCodeFor(result);
     if (flags.json) process.stdout.write(`${JSON.stringify({ ...result, exitCode: code }, null, 2)}\n`);
     else if (result.deliveries.length === 0) process.stdout.write(`no member has joined ${flags.group}; nothing was sent (the file is kept for members that join within the retention time)\n`);
-    else process.stdout.write(`${summary(result, started)}\n`);
+    else process.stdout.write(`${bars ? '' : '\n'}${summary(result, rows)}\n`);
     return code;
+  } catch (err) {
+    stopBars();
+    // This CLI could read the file (checkFiles), the daemon could not: it reads it as its own user.
+    if (isGroupcastError(err, ErrorCode.NOT_FOUND) && err.message.startsWith('cannot read ')) {
+      throw new GroupcastError(ErrorCode.NOT_FOUND, `${err.message}; the server reads the file itself, as the user it runs as: `
+        + 'give that user read access, or copy the file somewhere it can read (a service with PrivateTmp cannot see /tmp)', { cause: err });
+    }
+    throw err;
   } finally {
-    bars?.stop();
+    process.off('SIGINT', interrupted);
   }
 }

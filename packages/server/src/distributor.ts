@@ -8,17 +8,28 @@ import {
 } from '@groupcast/shared';
 import type { Membership } from './membership.js';
 import { describeOutcome, type MemberSession } from './member-session.js';
-import type { DeliveryRecord, Outbox, TransferRecord } from './outbox.js';
+import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([Outcome.BAD_NAME, Outcome.NAME_CLASH, Outcome.NOT_MEMBER, Outcome.CANCELLED]);
 /** "Disk full twice" is permanent: the member's operator has to act. */
 const NO_SPACE_ATTEMPTS = 2;
+/** Files of one distribution stored at once (see distribute). */
+const INGEST_CONCURRENCY = 8;
 const MAX_ATTEMPTS = 5;
 const RETRY_BASE_MS = 1_000;
 const RETRY_CAP_MS = 5 * 60_000;
-const SWEEP_INTERVAL_MS = 60_000;
+/** Retention is checked every quarter of the keep time, within these bounds, so expiry is never late by much. */
+const SWEEP_MIN_MS = 250;
+const SWEEP_MAX_MS = 60_000;
+/** Finished transfers past retention kept for status; older ones are forgotten, bounding memory and the journal. */
+export const HISTORY_LIMIT = 256;
+export const EXPIRED_REASON = 'expired (retention)';
+
+export function sweepInterval(keepMs: number): number {
+  return Math.min(SWEEP_MAX_MS, Math.max(SWEEP_MIN_MS, Math.floor(keepMs / 4)));
+}
 
 export interface DistributorEvents {
   /** A delivery changed state. */
@@ -47,9 +58,12 @@ const key = (transfer: string, member: PeerId): string => `${transfer}/${member}
 export class Distributor extends EventEmitter<DistributorEvents> {
   private readonly queue: PQueue;
   private readonly active = new Set<PeerId>();
-  private readonly inflight = new Map<string, AbortController>();
+  private readonly inflight = new Map<string, { controller: AbortController; member: PeerId }>();
   private readonly retryTimers = new Map<PeerId, NodeJS.Timeout>();
   private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+  /** Distributions between ingest and outbox record: their store files are not yet referenced. */
+  private recording = 0;
   private closed = false;
 
   constructor(private readonly options: DistributorOptions) {
@@ -61,10 +75,11 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     return (this.options.clock ?? Date.now)();
   }
 
-  start(): void {
-    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+  /** Applies retention once (so the store is tidy before the first distribution), then on a timer. */
+  async start(): Promise<void> {
+    await this.sweep();
+    this.sweeper = setInterval(() => void this.sweep(), sweepInterval(this.options.keepMs));
     this.sweeper.unref();
-    void this.sweep();
   }
 
   /** Stores each file, records a delivery per current member, and starts sending to those online. */
@@ -74,23 +89,36 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const names = paths.map((path) => validateFileName(basename(path)));
     const members = membership.targets(group);
     const transfers: TransferRecord[] = [];
-    for (const [index, path] of paths.entries()) {
-      const stored = await store.ingest(path);
-      const now = this.now();
-      const transfer: TransferRecord = {
-        id: randomBytes(TRANSFER_ID_LENGTH).toString('hex'),
-        group,
-        name: names[index] ?? basename(path),
-        size: stored.size,
-        sha256: stored.sha256,
-        createdAt: now,
-        expiresAt: now + this.options.keepMs,
-      };
-      await outbox.create(transfer, members);
-      transfers.push(transfer);
-      log.info({ transfer: transfer.id, group, file: transfer.name, bytes: transfer.size, members: members.length }, 'distribution recorded');
+    this.recording++;
+    try {
+      // A retention pass already pruning the store must not see this file before the outbox does.
+      await this.sweeping;
+      // Files are stored a few at a time: each ingest and each outbox record ends in an fsync, and
+      // overlapping them lets the file system commit them together instead of one flush per file.
+      for (let first = 0; first < paths.length; first += INGEST_CONCURRENCY) {
+        const batch = paths.slice(first, first + INGEST_CONCURRENCY);
+        const stored = await Promise.all(batch.map((path) => store.ingest(path)));
+        const now = this.now();
+        const recorded = stored.map((file, i): TransferRecord => ({
+          id: randomBytes(TRANSFER_ID_LENGTH).toString('hex'),
+          group,
+          name: names[first + i] ?? basename(batch[i] ?? ''),
+          size: file.size,
+          sha256: file.sha256,
+          createdAt: now,
+          expiresAt: now + this.options.keepMs,
+        }));
+        await Promise.all(recorded.map((transfer) => outbox.create(transfer, members)));
+        for (const transfer of recorded) {
+          transfers.push(transfer);
+          log.info({ transfer: transfer.id, group, file: transfer.name, bytes: transfer.size, members: members.length }, 'distribution recorded');
+        }
+        // Sending starts with the first files recorded: storing the next ones overlaps delivering these.
+        for (const member of members) this.wake(member);
+      }
+    } finally {
+      this.recording--;
     }
-    for (const member of members) this.wake(member);
     return { transfers, members };
   }
 
@@ -105,7 +133,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   revoke(member: PeerId, group: string, reason: string): void {
     for (const delivery of this.options.outbox.deliveriesFor(member)) {
       if (this.options.outbox.transfer(delivery.transfer)?.group !== group) continue;
-      this.inflight.get(key(delivery.transfer, member))?.abort(reason);
+      this.inflight.get(key(delivery.transfer, member))?.controller.abort(reason);
       if (delivery.state === 'pending') this.settle(delivery, 'failed', reason);
     }
   }
@@ -160,7 +188,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     if (!session || !transfer || delivery.state !== 'pending') return;
     const controller = new AbortController();
     const k = key(transfer.id, member);
-    this.inflight.set(k, controller);
+    this.inflight.set(k, { controller, member });
     outbox.update(delivery, { state: 'sending', attempts: delivery.attempts + 1 });
     this.emit('delivery', delivery);
     const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
@@ -187,9 +215,10 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         this.settle(delivery, 'failed', String(controller.signal.reason));
       } else {
         // A dropped link is not the member's fault: no attempt is charged, it resumes on reconnect.
-        log.warn({ ...fields, err }, 'delivery interrupted');
+        const reason = this.closed ? 'interrupted: server shutting down' : `interrupted: ${(err as Error).message}`;
+        log.warn({ ...fields, err, bytesSent: sent }, 'delivery interrupted');
         outbox.update(delivery, { attempts: Math.max(0, delivery.attempts - 1) });
-        this.settle(delivery, 'pending', (err as Error).message, this.now() + backoffDelay(0, 250, 1_000));
+        this.settle(delivery, 'pending', reason, this.now() + backoffDelay(0, 250, 1_000));
       }
     } finally {
       session.off('progress', onProgress);
@@ -211,36 +240,60 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.settle(delivery, 'pending', reason, this.now() + retryIn);
   }
 
-  /** Expires deliveries past retention and drops store files nothing needs any more. */
-  private async sweep(): Promise<void> {
+  /** Runs one retention pass; a pass still running is not started again. */
+  private sweep(): Promise<void> {
+    this.sweeping ??= this.expire()
+      .catch((err: unknown) => this.options.log.error({ err }, 'retention sweep failed'))
+      .finally(() => {
+        this.sweeping = undefined;
+      });
+    return this.sweeping;
+  }
+
+  /**
+   * Retention: a delivery still pending when its transfer expires fails (the member never came back);
+   * the store keeps only files a live transfer needs; finished transfers past retention stay visible
+   * to status up to HISTORY_LIMIT, the oldest forgotten first.
+   */
+  private async expire(): Promise<void> {
     const { outbox, store, log } = this.options;
     const now = this.now();
     const needed = new Set<string>();
-    const expired: TransferRecord[] = [];
+    const finished: TransferRecord[] = [];
     for (const transfer of outbox.listTransfers()) {
       const deliveries = outbox.deliveriesOf(transfer.id);
       if (transfer.expiresAt > now || deliveries.some((d) => d.state === 'sending')) {
         needed.add(transfer.sha256);
         continue;
       }
-      expired.push(transfer);
-      for (const delivery of deliveries) {
-        if (delivery.state === 'pending') this.settle(delivery, 'failed', 'expired (retention)');
+      for (const delivery of deliveries.filter((d) => d.state === 'pending')) {
+        log.warn({ transfer: transfer.id, member: delivery.member, group: transfer.group, file: transfer.name }, 'delivery expired');
+        this.settle(delivery, 'failed', EXPIRED_REASON);
       }
+      if (deliveries.every(isTerminal)) finished.push(transfer);
     }
-    for (const sha256 of new Set(expired.map((t) => t.sha256))) {
-      if (needed.has(sha256)) continue;
-      await store.remove(sha256).catch((err: unknown) => log.warn({ err, sha256 }, 'cannot remove expired store file'));
-    }
+    finished.sort((a, b) => b.expiresAt - a.expiresAt);
+    for (const transfer of finished.slice(HISTORY_LIMIT)) outbox.forget(transfer.id);
+    if (this.recording > 0) return;
+    const removed = await store.prune(needed);
+    if (removed.length > 0) log.info({ files: removed.length }, 'removed store files no transfer needs');
   }
 
+  /**
+   * Stops taking work and ends what is in flight by closing those members' links. To a member that is
+   * a dropped connection: it keeps its partial and resumes at the next offer (a CANCEL would make it
+   * delete the partial). Resolves once every interrupted delivery is back to pending.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
-    for (const controller of this.inflight.values()) controller.abort('server shutting down');
     this.queue.clear();
+    for (const { member } of this.inflight.values()) {
+      this.options.session(member)?.close(new GroupcastError(ErrorCode.CLOSED, 'server shutting down'));
+    }
     await this.queue.onIdle();
+    await this.sweeping;
   }
 }

@@ -1,8 +1,8 @@
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
-  allocDataFrame, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
+  DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS, Outcome, OUTCOME_NAMES, PROTOCOL_VERSION,
   type Frame, type Logger, type PeerId,
 } from '@groupcast/shared';
@@ -19,6 +19,11 @@ export interface DeliveryOutcome {
 type Reply = Extract<Frame, { type: 'accept' | 'decline' | 'result' }>;
 
 const REPLY_TIMEOUT_MS = 30_000;
+/**
+ * Before answering an OFFER the member rehashes the partial it resumes from, which for a large file
+ * takes a while: the wait grows with the size, at a slow disk's 50 MB/s. Heartbeats still find a dead link.
+ */
+const REHASH_BYTES_PER_MS = 50_000;
 /** After the last byte the member fsyncs and renames; allow for a slow disk. */
 const RESULT_TIMEOUT_MS = 120_000;
 
@@ -131,8 +136,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
     const arm = (timeoutMs: number): void => {
       if (received) return;
+      // A member that is alive (heartbeats) but does not answer is stuck mid-transfer: only a new
+      // connection resets both ends, and a re-offer on this one would break the one-at-a-time rule.
       timer = setTimeout(() => {
-        this.waiting.get(transfer)?.reject(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
+        this.close(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
       }, timeoutMs);
     };
     return { reply, arm, received: () => received };
@@ -144,7 +151,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const id = Buffer.from(transfer.id, 'hex');
     this.unclaimed.clear();
     const answer = this.expect(transfer.id);
-    answer.arm(REPLY_TIMEOUT_MS);
+    answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
     this.socket.write(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),
@@ -163,36 +170,82 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     return { outcome: last.outcome, message: last.message, offset: first.offset, bytesSent };
   }
 
+  /**
+   * Sends the file from `from` as DATA frames. Two frame buffers take turns: while one is being written
+   * to the socket, the next chunk is read into the other (read-ahead), and a buffer is refilled only
+   * once the socket has taken what it held (the write callback). The disk and the socket work at the
+   * same time, and a transfer holds two frames, allocated once, whatever the file's size.
+   */
   private async stream(
     transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal, answered: () => boolean,
   ): Promise<number> {
     const file = await open(path, 'r');
+    // Made on first use and no larger than the file needs: a small file costs one small buffer.
+    const buffers: Buffer[] = [];
+    const released = [Promise.resolve(), Promise.resolve()];
+    const fill = async (slot: number, at: number): Promise<Buffer> => {
+      await released[slot];
+      const length = Math.min(DATA_CHUNK, transfer.size - at);
+      const buffer = (buffers[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, transfer.size - from)));
+      const { frame, payload } = dataFrameIn(buffer, id, at, length);
+      const { bytesRead } = await file.read(payload, 0, length, at);
+      if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${path} is shorter than recorded`);
+      return frame;
+    };
+    // A destroyed socket may never call a write back: the session's end releases the buffers as well.
+    const unflushed = new Set<() => void>();
+    const releaseAll = (): void => unflushed.forEach((release) => release());
+    this.once('closed', releaseAll);
     let position = from;
+    let slot = 0;
+    let next = position < transfer.size ? fill(slot, position) : undefined;
     try {
-      while (position < transfer.size && !answered()) {
+      while (next && !answered()) {
         if (signal.aborted) {
           const reason = String(signal.reason ?? 'cancelled');
           this.cancel(transfer.id, reason);
           throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
         }
         if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
-        const length = Math.min(DATA_CHUNK, transfer.size - position);
-        const { frame, payload } = allocDataFrame(id, position, length);
-        const { bytesRead } = await file.read(payload, 0, length, position);
-        if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${path} is shorter than recorded`);
+        const frame = await next;
+        const length = frame.length - DATA_HEADER_LENGTH;
         position += length;
-        if (!this.socket.write(frame)) await this.drained();
+        const sent = slot;
+        slot = 1 - slot;
+        next = position < transfer.size ? fill(slot, position) : undefined;
+        next?.catch(() => undefined); // awaited on the next turn, or in finally
+        let flowing = true;
+        released[sent] = new Promise<void>((resolve) => {
+          const release = (): void => {
+            unflushed.delete(release);
+            resolve();
+          };
+          unflushed.add(release);
+          flowing = this.socket.write(frame, release);
+        });
+        if (!flowing) await this.drained();
         this.emit('progress', transfer.id, position, length);
       }
     } finally {
+      await next?.catch(() => undefined);
+      this.off('closed', releaseAll);
       await file.close();
     }
     return position - from;
   }
 
+  /** Waits for 'drain' or the session's end, and removes both listeners either way (it runs once per frame). */
   private async drained(): Promise<void> {
     if (this.closed) return;
-    await Promise.race([once(this.socket, 'drain'), once(this, 'closed')]);
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.off('closed', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      this.once('closed', done);
+    });
   }
 
   cancel(transfer: string, reason: string): void {
@@ -223,5 +276,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
 export function describeOutcome(outcome: Outcome, message: string): string {
   const name = OUTCOME_NAMES[outcome];
-  return message ? `${name}: ${message}` : name;
+  if (!message) return name;
+  // The member's message often starts with the outcome's own words ("insufficient space: need …").
+  return message.startsWith(name) ? message : `${name}: ${message}`;
 }

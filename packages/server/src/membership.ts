@@ -37,6 +37,8 @@ export interface MembershipEvents {
   left: [id: PeerId, group: string];
   /** The member lost access to the group (revoked or left): cancel what is queued for it. */
   revoked: [id: PeerId, group: string];
+  /** The member's data connection came up or went away. */
+  presence: [id: PeerId, online: boolean];
 }
 
 const PERSIST_DELAY_MS = 200;
@@ -49,7 +51,8 @@ const PERSIST_DELAY_MS = 200;
 export class Membership extends EventEmitter<MembershipEvents> {
   private readonly groups = new Map<string, Group>();
   private readonly members = new Map<PeerId, MemberRecord>();
-  private readonly online = new Set<PeerId>();
+  /** Members with a data connection now, and since when. */
+  private readonly online = new Map<PeerId, number>();
   private readonly path: string;
   private persistTimer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
@@ -192,7 +195,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   setOnline(id: PeerId, online: boolean, seen?: { name: string; address: string }): void {
     if (online) {
-      this.online.add(id);
+      if (!this.online.has(id)) this.online.set(id, this.now());
       const record = this.touch(id, seen?.address ?? '');
       if (seen?.name) record.name = seen.name;
     } else {
@@ -201,6 +204,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (record) record.lastSeen = this.now();
     }
     this.schedulePersist();
+    this.emit('presence', id, online);
   }
 
   isOnline(id: PeerId): boolean {
@@ -217,13 +221,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return this.members.get(id);
   }
 
-  listMembers(): Array<MemberRecord & { online: boolean; allowedIn: string[] }> {
+  listMembers(): Array<MemberRecord & { online: boolean; onlineSince: number | null; allowedIn: string[] }> {
     const known = new Set<PeerId>(this.members.keys());
     for (const group of this.groups.values()) for (const id of group.allowed) known.add(id);
     return [...known].map((id) => {
       const record = this.members.get(id) ?? { id, name: '', address: '', joined: [], firstSeen: 0, lastSeen: 0 };
       const allowedIn = [...this.groups.keys()].filter((name) => this.groups.get(name)?.allowed.has(id));
-      return { ...record, online: this.online.has(id), allowedIn };
+      return { ...record, online: this.online.has(id), onlineSince: this.online.get(id) ?? null, allowedIn };
     });
   }
 

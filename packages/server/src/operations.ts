@@ -1,8 +1,9 @@
 import { isAbsolute } from 'node:path';
-import { ErrorCode, GroupcastError, parsePeerId, type PeerId } from '@groupcast/shared';
+import { ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
 import type { Handler } from './control-socket.js';
 import type { DataPlane } from './data-plane.js';
 import type { Distributor } from './distributor.js';
+import { DEFAULT_INVITE_TTL_MS, type Invites } from './invites.js';
 import type { Membership } from './membership.js';
 import type { DeliveryRecord, Outbox, TransferRecord } from './outbox.js';
 
@@ -16,10 +17,23 @@ export interface DeliveryView {
   memberName: string;
   online: boolean;
   state: DeliveryRecord['state'];
+  /** For a delivery not done yet, what it waits for: "member offline", "retry in 4.0s", "queued" or "sending". */
+  waiting: string;
+  /** When a backed-off delivery is next tried (ms since the epoch), or 0. */
+  nextAttemptAt: number;
   attempts: number;
   bytesSent: number;
+  /** Why the last attempt did not deliver, or why the delivery failed for good. */
   reason: string;
   updatedAt: number;
+}
+
+function waitingFor(delivery: DeliveryRecord, online: boolean, now: number): string {
+  if (delivery.state === 'sending') return 'sending';
+  if (delivery.state !== 'pending') return '';
+  if (!online) return 'member offline';
+  if (delivery.notBefore > now) return `retry in ${formatDuration(delivery.notBefore - now)}`;
+  return 'queued';
 }
 
 export interface DistributeResult {
@@ -33,15 +47,62 @@ export type DistributeEvent =
   | { kind: 'progress'; transfer: string; member: PeerId; position: number; size: number }
   | { kind: 'delivery'; delivery: DeliveryView };
 
+/** What `status` shows of the server itself. Times are milliseconds since the epoch. */
+export interface ServerDescription {
+  id: PeerId;
+  name: string;
+  pid: number;
+  startedAt: number;
+  interface: string;
+  groupAddress: string;
+  udpPort: number;
+  tcpPort: number;
+  stateDir: string;
+  configFile: string | null;
+  metrics: string | null;
+  datagrams: { received: number; sent: number; dropped: Record<string, number> };
+  connections: { admitted: number; refused: number };
+  control: Record<string, number>;
+  /** Join codes created, redeemed, refused (wrong, expired or used) and rate-limited. */
+  invites: Record<string, number>;
+}
+
+export interface GroupView extends GroupInfo {
+  /** Members that joined and may receive. */
+  members: number;
+  online: number;
+}
+
+/** A member as `members` and `status` show it; `onlineSince` is null while offline. */
+export type MemberView = ReturnType<Membership['listMembers']>[number] & {
+  /** Deliveries to it not done yet (pending or sending). */
+  pending: number;
+  failed: number;
+};
+
+export interface StatusView {
+  server: ServerDescription;
+  groups: GroupView[];
+  members: MemberView[];
+  transfers: Array<TransferRecord & { deliveries: DeliveryView[] }>;
+}
+
 interface Context {
   membership: Membership;
   distributor: Distributor;
   outbox: Outbox;
   dataPlane: DataPlane;
-  describe: () => object;
+  invites: Invites;
+  describe: () => ServerDescription;
 }
 
 const PROGRESS_INTERVAL_MS = 250;
+/**
+ * A member whose link just dropped usually redials within a second: `distribute` gives it this long
+ * before counting its delivery as pending for an absent member.
+ */
+const RECONNECT_GRACE_MS = 5_000;
+const REVOKE_GRACE_MS = 5_000;
 
 function str(params: Record<string, unknown>, name: string): string {
   const value = params[name];
@@ -53,8 +114,26 @@ function str(params: Record<string, unknown>, name: string): string {
 export function operations(ctx: Context): Record<string, Handler> {
   const { membership, distributor, outbox, dataPlane } = ctx;
 
+  /** Resolves once the member has no delivery being sent, or after `timeoutMs`. */
+  const nothingInFlight = (member: PeerId, timeoutMs: number): Promise<void> => new Promise((resolve) => {
+    const busy = (): boolean => outbox.deliveriesFor(member).some((d) => d.state === 'sending');
+    const done = (): void => {
+      clearTimeout(timer);
+      distributor.off('delivery', check);
+      resolve();
+    };
+    const check = (): void => {
+      if (!busy()) done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    distributor.on('delivery', check);
+    check();
+  });
+
   const view = (delivery: DeliveryRecord): DeliveryView => {
     const transfer = outbox.transfer(delivery.transfer);
+    const online = membership.isOnline(delivery.member);
+    const now = Date.now();
     return {
       transfer: delivery.transfer,
       file: transfer?.name ?? '',
@@ -62,8 +141,10 @@ export function operations(ctx: Context): Record<string, Handler> {
       size: transfer?.size ?? 0,
       member: delivery.member,
       memberName: membership.member(delivery.member)?.name ?? '',
-      online: membership.isOnline(delivery.member),
+      online,
       state: delivery.state,
+      waiting: waitingFor(delivery, online, now),
+      nextAttemptAt: delivery.state === 'pending' && delivery.notBefore > now ? delivery.notBefore : 0,
       attempts: delivery.attempts,
       bytesSent: delivery.bytesSent,
       reason: delivery.reason,
@@ -90,17 +171,41 @@ export function operations(ctx: Context): Record<string, Handler> {
     return new Promise<DistributeResult>((resolve) => {
       const lastProgress = new Map<string, number>();
       let timer: NodeJS.Timeout | undefined;
-      const settled = (d: DeliveryRecord): boolean =>
-        d.state === 'delivered' || d.state === 'failed' || (!waitAll && d.state === 'pending' && !dataPlane.session(d.member));
+      let recheck: NodeJS.Timeout | undefined;
+      /** When the command stops waiting for a delivery: 0 now (done), a time (absent member), or never. */
+      const settlesAt = (d: DeliveryRecord): number => {
+        if (d.state === 'delivered' || d.state === 'failed') return 0;
+        if (waitAll || d.state !== 'pending' || dataPlane.session(d.member)) return Infinity;
+        return (membership.member(d.member)?.lastSeen ?? 0) + RECONNECT_GRACE_MS;
+      };
       const finish = (timedOut: boolean): void => {
         distributor.off('delivery', onDelivery);
         distributor.off('progress', onProgress);
+        membership.off('presence', check);
         clearTimeout(timer);
+        clearTimeout(recheck);
         signal.removeEventListener('abort', onAbort);
         resolve({ transfers, deliveries: deliveries().map(view), timedOut });
       };
+      // Deliveries the wait may still hang on, oldest first; see check().
+      const open = new Set(deliveries().filter((d) => settlesAt(d) !== 0));
       const check = (): void => {
-        if (deliveries().every(settled)) finish(false);
+        // Fast path, run on every delivery event: while any delivery still waits on a connected member
+        // the answer is "not yet". Settled ones leave the set as they are met, so a thousand-file
+        // distribution costs a few steps per event instead of a pass over every delivery.
+        for (const d of open) {
+          const at = settlesAt(d);
+          if (at === 0) open.delete(d);
+          else if (at === Infinity) {
+            clearTimeout(recheck);
+            return;
+          }
+        }
+        const last = Math.max(0, ...deliveries().map(settlesAt));
+        const now = Date.now();
+        clearTimeout(recheck);
+        if (last <= now) finish(false);
+        else if (last !== Infinity) recheck = setTimeout(check, last - now);
       };
       const onDelivery = (delivery: DeliveryRecord): void => {
         if (!ids.has(delivery.transfer)) return;
@@ -119,26 +224,41 @@ export function operations(ctx: Context): Record<string, Handler> {
       const onAbort = (): void => finish(false);
       distributor.on('delivery', onDelivery);
       distributor.on('progress', onProgress);
+      // A member queued behind others that goes away changes no delivery, but ends the wait for it.
+      membership.on('presence', check);
       signal.addEventListener('abort', onAbort);
       if (timeoutMs) timer = setTimeout(() => finish(true), timeoutMs);
       check();
     });
   };
 
+  const groupViews = (): GroupView[] => membership.groupInfo().map((g) => {
+    const targets = membership.targets(g.name);
+    return { ...g, members: targets.length, online: targets.filter((id) => membership.isOnline(id)).length };
+  });
+
+  const memberViews = (): MemberView[] => membership.listMembers().map((member) => {
+    const deliveries = outbox.deliveriesFor(member.id);
+    const count = (...states: DeliveryRecord['state'][]): number => deliveries.filter((d) => states.includes(d.state)).length;
+    return { ...member, pending: count('pending', 'sending'), failed: count('failed') };
+  });
+
   return {
     distribute,
-    status: async () => ({
+    status: async (): Promise<StatusView> => ({
       server: ctx.describe(),
-      groups: membership.groupInfo().map((g) => ({ ...g, members: membership.targets(g.name).length })),
-      members: membership.listMembers(),
+      groups: groupViews(),
+      members: memberViews(),
       transfers: outbox.listTransfers().map((t) => ({ ...t, deliveries: outbox.deliveriesOf(t.id).map(view) })),
     }),
-    groups: async () => membership.groupInfo().map((g) => ({
-      ...g,
-      members: membership.targets(g.name).length,
-      online: membership.targets(g.name).filter((id) => membership.isOnline(id)).length,
-    })),
-    members: async () => membership.listMembers(),
+    groups: async (): Promise<GroupView[]> => groupViews(),
+    members: async (): Promise<MemberView[]> => memberViews(),
+    invite: async (params) => {
+      const uses = params.uses === undefined ? 1 : Number(params.uses);
+      const ttlMs = params.ttlMs === undefined ? DEFAULT_INVITE_TTL_MS : Number(params.ttlMs);
+      const created = await ctx.invites.create(str(params, 'group'), uses, ttlMs);
+      return { ...created, server: ctx.describe().id };
+    },
     allow: async (params) => {
       const id = parsePeerId(str(params, 'id'));
       membership.allow(str(params, 'group'), id);
@@ -150,7 +270,11 @@ export function operations(ctx: Context): Record<string, Handler> {
       const group = str(params, 'group');
       membership.revoke(group, id);
       await membership.flush();
-      if (!membership.isAdmissible(id)) dataPlane.session(id)?.close(new Error('access revoked'));
+      if (!membership.isAdmissible(id)) {
+        // The revoke aborted what was in flight; let that delivery send its CANCEL before the link is cut.
+        await nothingInFlight(id, REVOKE_GRACE_MS);
+        dataPlane.session(id)?.close(new Error('access revoked'));
+      }
       return { group, id, revoked: true };
     },
   };

@@ -19,7 +19,10 @@ export interface DeliveryRecord {
   member: PeerId;
   state: DeliveryState;
   attempts: number;
-  /** Bytes sent over the wire on all attempts (resume keeps this below the size). */
+  /**
+   * Payload bytes sent on all attempts that ended while the server ran (an attempt cut short by a crash
+   * is not counted); resuming keeps this near the size instead of a multiple of it.
+   */
   bytesSent: number;
   /** Why the last attempt did not deliver, or why it failed for good. */
   reason: string;
@@ -28,7 +31,30 @@ export interface DeliveryRecord {
   notBefore: number;
 }
 
-type Entry = { kind: 'transfer'; transfer: TransferRecord } | { kind: 'delivery'; delivery: DeliveryRecord };
+type Entry =
+  | { kind: 'transfer'; transfer: TransferRecord }
+  | { kind: 'delivery'; delivery: DeliveryRecord }
+  /** A transfer dropped from history, so a replay before the next compaction does not bring it back. */
+  | { kind: 'forget'; transfer: string };
+
+const STATES = new Set<unknown>(['pending', 'sending', 'delivered', 'failed'] satisfies DeliveryState[]);
+
+/** The shape replay trusts; anything else in the file (a hand edit, a torn line that parses) is skipped. */
+function isEntry(value: unknown): value is Entry {
+  if (typeof value !== 'object' || value === null) return false;
+  const entry = value as { kind?: unknown; transfer?: { id?: unknown; sha256?: unknown }; delivery?: { transfer?: unknown; member?: unknown; state?: unknown } };
+  if (entry.kind === 'forget') return typeof entry.transfer === 'string';
+  if (entry.kind === 'transfer') return typeof entry.transfer?.id === 'string' && typeof entry.transfer.sha256 === 'string';
+  if (entry.kind === 'delivery') {
+    return typeof entry.delivery?.transfer === 'string' && typeof entry.delivery.member === 'string' && STATES.has(entry.delivery.state);
+  }
+  return false;
+}
+
+/** The journal is compacted once the lines appended since its last snapshot reach this and the live records' count. */
+const COMPACT_MIN_LINES = 1_000;
+
+export const isTerminal = (delivery: DeliveryRecord): boolean => delivery.state === 'delivered' || delivery.state === 'failed';
 
 const key = (transfer: string, member: PeerId): string => `${transfer}/${member}`;
 
@@ -36,16 +62,19 @@ const key = (transfer: string, member: PeerId): string => `${transfer}/${member}
  * The durable record of what must reach whom. A transfer and its deliveries are on disk before the
  * operator is told the distribution exists; later state changes append to the journal without
  * waiting for fsync, because losing one to a power cut only makes the server offer again, and the
- * member answers an offer it already completed without any bytes moving.
+ * member answers an offer it already completed without any bytes moving. The journal is rewritten as
+ * a snapshot on start and whenever superseded lines outnumber live ones; the distributor forgets old
+ * finished transfers, so neither memory nor the file grows with the server's age.
  */
 export class Outbox {
   private readonly journal: Journal<Entry>;
   private readonly transfers = new Map<string, TransferRecord>();
   private readonly deliveries = new Map<string, DeliveryRecord>();
   private readonly byMember = new Map<PeerId, DeliveryRecord[]>();
+  private readonly byTransfer = new Map<string, DeliveryRecord[]>();
 
   constructor(private readonly options: { stateDir: string; log: Logger; clock?: () => number }) {
-    this.journal = new Journal(join(options.stateDir, 'outbox.jsonl'));
+    this.journal = new Journal(join(options.stateDir, 'outbox.jsonl'), isEntry);
   }
 
   private now(): number {
@@ -57,10 +86,14 @@ export class Outbox {
     if (torn > 0) this.options.log.warn({ torn }, 'skipped torn outbox lines from a crash');
     for (const entry of records) {
       if (entry.kind === 'transfer') this.transfers.set(entry.transfer.id, entry.transfer);
-      else this.index(entry.delivery);
+      else if (entry.kind === 'forget') this.drop(entry.transfer);
+      else if (this.transfers.has(entry.delivery.transfer)) this.index(entry.delivery);
     }
+    // What was in flight when the server stopped goes back in line; the member kept its partial, so
+    // the next offer resumes it. As with a dropped link, the interrupted attempt is not charged.
     for (const delivery of this.deliveries.values()) {
-      if (delivery.state === 'sending') delivery.state = 'pending';
+      if (delivery.state !== 'sending') continue;
+      Object.assign(delivery, { state: 'pending', attempts: Math.max(0, delivery.attempts - 1), reason: 'interrupted: server restarted', notBefore: 0 });
     }
     await this.journal.rewrite(this.snapshotEntries());
   }
@@ -70,6 +103,15 @@ export class Outbox {
       ...[...this.transfers.values()].map((transfer): Entry => ({ kind: 'transfer', transfer })),
       ...[...this.deliveries.values()].map((delivery): Entry => ({ kind: 'delivery', delivery })),
     ];
+  }
+
+  /** Rewrites the journal as a snapshot once superseded lines outnumber the live records. */
+  private compactIfBloated(): void {
+    const live = this.transfers.size + this.deliveries.size;
+    if (this.journal.appended < Math.max(COMPACT_MIN_LINES, live)) return;
+    this.journal.rewrite(this.snapshotEntries()).catch((err: unknown) => {
+      this.options.log.error({ err }, 'cannot compact the outbox journal');
+    });
   }
 
   private index(delivery: DeliveryRecord): void {
@@ -83,6 +125,33 @@ export class Outbox {
     const list = this.byMember.get(delivery.member) ?? [];
     list.push(delivery);
     this.byMember.set(delivery.member, list);
+    const ofTransfer = this.byTransfer.get(delivery.transfer) ?? [];
+    ofTransfer.push(delivery);
+    this.byTransfer.set(delivery.transfer, ofTransfer);
+  }
+
+  /**
+   * Drops a transfer and its deliveries from memory and the journal (a tombstone now, gone at the next
+   * compaction). Only for history: the caller makes sure nothing about it is still to happen.
+   */
+  forget(transferId: string): void {
+    if (!this.drop(transferId)) return;
+    this.journal.append({ kind: 'forget', transfer: transferId }).catch((err: unknown) => {
+      this.options.log.error({ err, transfer: transferId }, 'cannot journal a forgotten transfer');
+    });
+    this.compactIfBloated();
+  }
+
+  private drop(transferId: string): boolean {
+    if (!this.transfers.delete(transferId)) return false;
+    for (const delivery of this.byTransfer.get(transferId) ?? []) {
+      this.deliveries.delete(key(transferId, delivery.member));
+      const list = (this.byMember.get(delivery.member) ?? []).filter((d) => d !== delivery);
+      if (list.length > 0) this.byMember.set(delivery.member, list);
+      else this.byMember.delete(delivery.member);
+    }
+    this.byTransfer.delete(transferId);
+    return true;
   }
 
   private newDelivery(transfer: string, member: PeerId): DeliveryRecord {
@@ -121,6 +190,7 @@ export class Outbox {
     this.journal.append({ kind: 'delivery', delivery: { ...delivery } }).catch((err: unknown) => {
       this.options.log.error({ err, transfer: delivery.transfer, member: delivery.member }, 'cannot journal delivery');
     });
+    this.compactIfBloated();
   }
 
   transfer(id: string): TransferRecord | undefined {
@@ -131,8 +201,8 @@ export class Outbox {
     return [...this.transfers.values()];
   }
 
-  deliveriesOf(transferId: string): DeliveryRecord[] {
-    return [...this.deliveries.values()].filter((d) => d.transfer === transferId);
+  deliveriesOf(transferId: string): readonly DeliveryRecord[] {
+    return this.byTransfer.get(transferId) ?? [];
   }
 
   deliveriesFor(member: PeerId): readonly DeliveryRecord[] {

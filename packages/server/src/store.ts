@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { errnoCode, ErrorCode, fsyncDir, GroupcastError } from '@groupcast/shared';
+
+const INGEST_PREFIX = '.ingest-';
+const SHA256_NAME = /^[0-9a-f]{64}$/;
 
 export interface StoredFile {
   sha256: string;
@@ -26,14 +29,30 @@ export class ContentStore {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
+  /**
+   * Deletes what no transfer needs: copies a crash left half-ingested, and files whose transfer was
+   * never recorded (a crash between ingest and the outbox write) or has been forgotten. Call only
+   * while no distribution is being recorded. Returns the names removed.
+   */
+  async prune(needed: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of await readdir(this.dir)) {
+      const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name));
+      if (!stray) continue;
+      await rm(join(this.dir, name), { force: true });
+      removed.push(name);
+    }
+    return removed;
+  }
+
   path(sha256: string): string {
-    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new GroupcastError(ErrorCode.NOT_FOUND, `not a sha256: ${sha256}`);
+    if (!SHA256_NAME.test(sha256)) throw new GroupcastError(ErrorCode.NOT_FOUND, `not a sha256: ${sha256}`);
     return join(this.dir, sha256);
   }
 
   /** Copies (reflinks where the filesystem can), hashes the copy, fsyncs, and files it under its hash. */
   async ingest(source: string): Promise<StoredFile> {
-    const temp = join(this.dir, `.ingest-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     try {
       const info = await stat(source);
       if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file`);
@@ -54,9 +73,5 @@ export class ContentStore {
       const reason = errnoCode(err) === 'ENOENT' ? 'no such file' : (err as Error).message;
       throw new GroupcastError(ErrorCode.NOT_FOUND, `cannot read ${source}: ${reason}`, { cause: err });
     }
-  }
-
-  async remove(sha256: string): Promise<void> {
-    await rm(this.path(sha256), { force: true });
   }
 }

@@ -17,7 +17,8 @@ export const MAX_GROUP_NAME = 64;
 export const MAX_DESCRIPTION = 160;
 export const MAX_SERVER_NAME = 64;
 export const MAX_REASON = 200;
-export const MAX_CODE = 64;
+/** A join-code proof in JOIN and ACK: a truncated HMAC-SHA256 (see invite.ts). */
+export const INVITE_PROOF_LENGTH = 16;
 export const MAX_FILE_NAME = 255;
 /** OFFER decodes names up to this, so an overlong name is declined politely rather than cutting the link. */
 export const MAX_WIRE_NAME = 4096;

@@ -12,7 +12,7 @@ export type PeerId = string & { readonly __brand: 'PeerId' };
 export const PUBLIC_KEY_LENGTH = 32;
 export const SIGNATURE_LENGTH = 64;
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
-const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+export const BASE32_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 export function spkiFromRawPublicKey(raw: Uint8Array): Buffer {
   return Buffer.concat([ED25519_SPKI_PREFIX, raw]);
@@ -34,16 +34,17 @@ export function peerIdFromRawPublicKey(raw: Uint8Array): PeerId {
   return peerIdFromSpki(spkiFromRawPublicKey(raw));
 }
 
-function luhn32(chars: string): string {
+/** The Luhn mod-32 check character of a string of base32 characters (ids and join codes use it). */
+export function luhn32(chars: string): string {
   let factor = 1;
   let sum = 0;
   for (let i = chars.length - 1; i >= 0; i--) {
-    let addend = factor * ALPHABET.indexOf(chars[i] ?? 'A');
+    let addend = factor * BASE32_ALPHABET.indexOf(chars[i] ?? 'A');
     factor = factor === 2 ? 1 : 2;
     addend = Math.floor(addend / 32) + (addend % 32);
     sum += addend;
   }
-  return ALPHABET[(32 - (sum % 32)) % 32] ?? 'A';
+  return BASE32_ALPHABET[(32 - (sum % 32)) % 32] ?? 'A';
 }
 
 function formatId(digest: Buffer): PeerId {

@@ -1,6 +1,7 @@
 export * from './constants.js';
 export * from './errors.js';
 export * from './identity.js';
+export * from './invite.js';
 export * from './names.js';
 export * from './wire/control.js';
 export * from './wire/cursor.js';
@@ -15,3 +16,5 @@ export * from './runtime/logger.js';
 export * from './runtime/network.js';
 export * from './runtime/tls.js';
 export * from './runtime/format.js';
+export * from './runtime/config-file.js';
+export * from './runtime/metrics.js';

@@ -24,6 +24,9 @@ export interface ControlEndpointOptions {
   clock?: () => number;
 }
 
+/** Room for about four thousand small datagrams (each costs ~1 KiB of buffer in the kernel). */
+const SERVER_RECV_BUFFER = 4 * 1024 * 1024;
+
 export interface Peer {
   address: string;
   port: number;
@@ -65,7 +68,13 @@ export class ControlEndpoint extends EventEmitter<ControlEndpointEvents> {
 
   private async bind(port: number, joinGroup: boolean): Promise<Socket> {
     const { iface, groupAddress } = this.options;
-    const socket = createSocket({ type: iface.family === 'IPv4' ? 'udp4' : 'udp6', reuseAddr: true });
+    const socket = createSocket({
+      type: iface.family === 'IPv4' ? 'udp4' : 'udp6',
+      reuseAddr: true,
+      // Every member's requests land in the server's one socket: a thousand JOINs at once must queue,
+      // not overflow the default ~200 KiB and wait for a retry. The kernel caps it at net.core.rmem_max.
+      ...(this.options.role === 'server' ? { recvBufferSize: SERVER_RECV_BUFFER } : {}),
+    });
     this.sockets.push(socket);
     socket.on('message', (buf, from) => this.receive(buf, from));
     await new Promise<void>((resolve, reject) => {

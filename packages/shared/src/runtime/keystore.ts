@@ -1,15 +1,23 @@
-import 'reflect-metadata';
 import { createPrivateKey, webcrypto, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
 import { signerFromPrivateKey, type Signer } from '../identity.js';
 import { ensurePrivateDir, writeFileAtomic } from './files.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+type GeneratorKeys = Parameters<typeof X509.X509CertificateGenerator.createSelfSigned>[0]['keys'];
 
-type GeneratorKeys = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'];
+/**
+ * The certificate library is needed only to make an identity, once per state directory. Loading it
+ * costs more than everything else a daemon loads at start (~150 ms), so it is loaded only then.
+ */
+async function loadX509(): Promise<typeof X509> {
+  await import('reflect-metadata');
+  const x509 = await import('@peculiar/x509');
+  x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+  return x509;
+}
 
 /** A daemon's identity: the Ed25519 key that signs its datagrams and the certificate TLS presents. */
 export interface Identity {
@@ -23,6 +31,7 @@ const ALGORITHM = { name: 'Ed25519' };
 const CERT_YEARS = 100;
 
 async function createIdentityFiles(commonName: string): Promise<{ keyPem: string; certPem: string }> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({

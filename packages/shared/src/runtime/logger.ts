@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -13,6 +14,8 @@ export function createLogger(options: { name: string; level: LevelWithSilent; fo
   const format = options.format ?? (process.stderr.isTTY ? 'pretty' : 'json');
   const base = { name: options.name, level: options.level, base: { pid: process.pid } };
   if (format === 'pretty') {
+    // Loaded only here: a daemon under a service manager logs JSON and starts faster without it.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
     return pino(base, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
   }
   return pino(base, pino.destination({ dest: 2, sync: true }));

@@ -26,12 +26,15 @@ export interface MulticastInterface {
  * here, logged by the daemon, never left to the routing table.
  */
 export function resolveInterface(spec: string | undefined, family: Family): MulticastInterface {
-  const all = Object.entries(networkInterfaces()).flatMap(([name, infos]) =>
-    (infos ?? []).filter((info) => info.family === family).map((info) => ({ name, info })),
-  );
-  const wanted = spec?.replace(/%.*$/, '');
+  const all = Object.entries(networkInterfaces())
+    .flatMap(([name, infos]) => (infos ?? []).filter((info) => info.family === family).map((info) => ({ name, info })))
+    // An IPv6 interface has a link-local address and often a ULA or global one too. Members dial the
+    // address the server's datagrams come from, and for the site-scoped group (and replies to members'
+    // own ULAs) the kernel sends from the wider-scoped address: so that is the one to prefer.
+    .sort((a, b) => Number(isLinkLocal(a.info.address)) - Number(isLinkLocal(b.info.address)));
+  const wanted = spec === undefined ? undefined : canonicalAddress(spec.replace(/%.*$/, ''));
   const match = wanted
-    ? all.find(({ name, info }) => info.address === wanted || name === wanted)
+    ? all.find(({ name, info }) => canonicalAddress(info.address) === wanted || name === wanted)
     : (all.find(({ info }) => !info.internal) ?? all.find(({ info }) => info.internal));
   if (!match) {
     const what = spec ? `interface ${spec}` : 'any interface';
@@ -39,8 +42,18 @@ export function resolveInterface(spec: string | undefined, family: Family): Mult
   }
   const { name, info } = match;
   if (family === 'IPv4') return { family, address: info.address, socketInterface: info.address, name };
-  const scoped = info.address.startsWith('fe80') ? `${info.address}%${name}` : info.address;
+  const scoped = isLinkLocal(info.address) ? `${info.address}%${name}` : info.address;
   return { family, address: scoped, socketInterface: `::%${name}`, name };
+}
+
+/** fe80::/10: meaningful only together with an interface (`fe80::1%eth0`). */
+export function isLinkLocal(address: string): boolean {
+  return isIPv6(address.replace(/%.*$/, '')) && /^fe[89ab]/i.test(address);
+}
+
+/** One spelling per IPv6 address (`fd77::1:0:0:0:1` and `fd77:0:0:1::1` are the same), so typed addresses compare equal. */
+function canonicalAddress(address: string): string {
+  return isIPv6(address) ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
 }
 
 /** Parses `HOST[:PORT]` or `[V6]:PORT`. */

@@ -1,5 +1,5 @@
 import {
-  INSTANCE_LENGTH, MAX_CODE, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
+  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
   NONCE_LENGTH, PROTOCOL_VERSION,
 } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
@@ -58,9 +58,11 @@ export type ControlMessage =
   | { type: 'announce'; name: string; instance: Buffer; tcpPort: number; groupCount: number; groups: string[] }
   | { type: 'list' }
   | { type: 'groups'; request: Buffer; page: number; pages: number; tcpPort: number; groups: GroupInfo[] }
-  | { type: 'join'; group: string; code: string }
+  /** `proof`: empty, or INVITE_PROOF_LENGTH bytes proving the member holds a join code (invite.ts). */
+  | { type: 'join'; group: string; proof: Buffer }
   | { type: 'leave'; group: string }
-  | { type: 'ack'; request: Buffer; op: MembershipOp; group: string; tcpPort: number }
+  /** `proof`: empty, or the server's answer to a JOIN's join-code proof. */
+  | { type: 'ack'; request: Buffer; op: MembershipOp; group: string; tcpPort: number; proof: Buffer }
   | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string };
 
 export interface Datagram {
@@ -83,6 +85,23 @@ const TYPE_CODES = {
 
 const OP_CODES: Record<MembershipOp, number> = { join: 1, leave: 2 };
 const GROUP_FLAG_OPEN = 0x01;
+
+/** A proof field: a u8 length, 0 (none) or INVITE_PROOF_LENGTH, then the bytes. */
+function writeProof(sink: Sink, proof: Buffer): void {
+  if (proof.length !== 0 && proof.length !== INVITE_PROOF_LENGTH) {
+    throw new RangeError(`a proof is 0 or ${INVITE_PROOF_LENGTH} bytes, not ${proof.length}`);
+  }
+  sink.u8(proof.length);
+  sink.bytes(proof);
+}
+
+function readProof(reader: Reader): Buffer {
+  const length = reader.u8('proof length');
+  if (length !== 0 && length !== INVITE_PROOF_LENGTH) {
+    throw new GroupcastError(ErrorCode.WIRE_FIELD, `proof of ${length} bytes, must be 0 or ${INVITE_PROOF_LENGTH}`);
+  }
+  return reader.bytes(length, 'proof');
+}
 
 function writeBody(sink: Sink, message: ControlMessage): void {
   switch (message.type) {
@@ -110,7 +129,7 @@ function writeBody(sink: Sink, message: ControlMessage): void {
       return;
     case 'join':
       sink.str8(message.group);
-      sink.str8(message.code);
+      writeProof(sink, message.proof);
       return;
     case 'leave':
       sink.str8(message.group);
@@ -120,6 +139,7 @@ function writeBody(sink: Sink, message: ControlMessage): void {
       sink.u8(OP_CODES[message.op]);
       sink.str8(message.group);
       sink.u16(message.tcpPort);
+      writeProof(sink, message.proof);
       return;
     case 'nak':
       sink.bytes(message.request);
@@ -211,7 +231,7 @@ function readBody(type: number, reader: Reader): ControlMessage {
       return { type: 'groups', request, page, pages, tcpPort, groups };
     }
     case DatagramType.JOIN:
-      return { type: 'join', group: reader.str8('group', MAX_GROUP_NAME), code: reader.str8('code', MAX_CODE) };
+      return { type: 'join', group: reader.str8('group', MAX_GROUP_NAME), proof: readProof(reader) };
     case DatagramType.LEAVE:
       return { type: 'leave', group: reader.str8('group', MAX_GROUP_NAME) };
     case DatagramType.ACK:
@@ -221,6 +241,7 @@ function readBody(type: number, reader: Reader): ControlMessage {
         op: readOp(reader),
         group: reader.str8('group', MAX_GROUP_NAME),
         tcpPort: reader.u16('tcp port'),
+        proof: readProof(reader),
       };
     case DatagramType.NAK:
       return {

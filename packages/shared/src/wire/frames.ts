@@ -143,7 +143,18 @@ export const DATA_HEADER_LENGTH = FRAME_HEADER_LENGTH + TRANSFER_ID_LENGTH + 8;
  * bulk path copies each byte once.
  */
 export function allocDataFrame(transfer: Buffer, offset: number, payloadLength: number): { frame: Buffer; payload: Buffer } {
-  const frame = Buffer.alloc(DATA_HEADER_LENGTH + payloadLength);
+  return dataFrameIn(Buffer.alloc(DATA_HEADER_LENGTH + payloadLength), transfer, offset, payloadLength);
+}
+
+/**
+ * The same, laid into the start of a buffer the caller reuses from frame to frame (a sender streaming a
+ * file keeps a couple of them instead of allocating one per chunk). Returns views into `buffer`.
+ */
+export function dataFrameIn(buffer: Buffer, transfer: Buffer, offset: number, payloadLength: number): { frame: Buffer; payload: Buffer } {
+  if (buffer.length < DATA_HEADER_LENGTH + payloadLength) {
+    throw new RangeError(`a ${buffer.length}-byte buffer cannot hold a DATA frame with ${payloadLength} bytes of payload`);
+  }
+  const frame = buffer.subarray(0, DATA_HEADER_LENGTH + payloadLength);
   frame.writeUInt32BE(frame.length - 4, 0);
   frame.writeUInt8(FrameType.DATA, 4);
   transfer.copy(frame, FRAME_HEADER_LENGTH);

@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
+//               [-- --members 1,4,8] [-- --readme]
+//
+// Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
+// hosts on one bridge), prints its tables, and writes bench/results/<name>.json. With --readme the
+// tables also replace the results section of bench/README.md. Needs root (namespaces).
+//
+// Environment: BENCH_SIZE (file size for throughput, e.g. 1GiB; --size wins), BENCH_WORK (scratch on
+// disk: server state, source files; default /var/tmp), BENCH_RECV (where receivers write; default
+// /dev/shm, a tmpfs, so that the disk does not hide what the software costs).
+
+import { cpus } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { formatTable } from '@groupcast/shared';
+import { discovery, discoveryTables } from './discovery.js';
+import { joinStorm, joinStormTables } from './join-storm.js';
+import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
+import { smallFiles, smallFilesTables } from './small-files.js';
+import { throughput, throughputFiles, throughputTables } from './throughput.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const RESULTS = join(ROOT, 'bench/results');
+const README = join(ROOT, 'bench/README.md');
+const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm'];
+
+function parseSize(text) {
+  const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(text.trim());
+  if (!match) throw new Error(`not a size: ${text} (try 1GiB, 256MiB)`);
+  const unit = { b: 1, kib: 1024, mib: MiB, gib: GiB }[(match[2] ?? 'b').toLowerCase()];
+  return Math.round(Number(match[1]) * unit);
+}
+
+function settings(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      size: { type: 'string' },
+      readme: { type: 'boolean', default: false },
+      members: { type: 'string', default: '1,4,8' },
+    },
+  });
+  const only = values.only ? values.only.split(',') : BENCHMARKS;
+  for (const name of only) if (!BENCHMARKS.includes(name)) throw new Error(`unknown benchmark ${name}; have ${BENCHMARKS.join(', ')}`);
+  const sizeText = values.size ?? process.env.BENCH_SIZE;
+  const size = sizeText ? parseSize(sizeText) : values.quick ? 64 * MiB : GiB;
+  return {
+    only,
+    readme: values.readme,
+    quick: values.quick,
+    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number) },
+    smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
+    discovery: { starts: values.quick ? 20 : 50 },
+    joinStorm: { members: 1000, agents: 4 },
+    command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+  };
+}
+
+function markdown(table) {
+  const row = (cells) => `| ${cells.join(' | ')} |`;
+  return [`**${table.title}**`, '', row(table.header), row(table.header.map(() => '---')), ...table.rows.map(row)].join('\n');
+}
+
+async function save(name, config, params, result, tables) {
+  await mkdir(RESULTS, { recursive: true });
+  const record = {
+    name,
+    command: config.command,
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version },
+    params,
+    result,
+    tables,
+  };
+  await writeFile(join(RESULTS, `${name}.json`), `${JSON.stringify(record, null, 2)}\n`);
+  for (const table of tables) process.stdout.write(`\n${table.title}\n${formatTable(table.header, table.rows)}\n`);
+  return record;
+}
+
+async function updateReadme(records) {
+  const start = '<!-- bench:results -->';
+  const end = '<!-- /bench:results -->';
+  const text = await readFile(README, 'utf8');
+  const from = text.indexOf(start);
+  const to = text.indexOf(end);
+  if (from < 0 || to < from) throw new Error(`${README} has no ${start} … ${end} section`);
+  const body = records.map((r) => [`### ${r.name}`, '', `\`${r.command}\` — ${r.date}, ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}`, '', ...r.tables.map(markdown).flatMap((t) => [t, ''])].join('\n'));
+  await writeFile(README, `${text.slice(0, from + start.length)}\n\n${body.join('\n')}\n${text.slice(to)}`);
+}
+
+async function main() {
+  const config = settings(process.argv.slice(2));
+  const work = join(process.env.BENCH_WORK ?? '/var/tmp', `groupcast-bench-${process.pid}`);
+  const recv = join(process.env.BENCH_RECV ?? '/dev/shm', `groupcast-bench-${process.pid}`);
+  const lab = await Lab.open({ hosts: 9, work, recv });
+  const records = [];
+  const stop = () => {
+    lab.close().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    if (config.only.includes('throughput')) {
+      const files = throughputFiles(work);
+      await writeRandomFile(files.file, config.throughput.size);
+      await writeRandomFile(files.smallFile, config.throughput.smallSize);
+      const params = { ...config.throughput, recv: 'receivers write to BENCH_RECV with fsync before answering' };
+      const result = await throughput(lab, { ...config.throughput, ...files });
+      records.push(await save('throughput', config, params, result, throughputTables(result)));
+    }
+    if (config.only.includes('small-files')) {
+      const result = await smallFiles(lab, config.smallFiles);
+      records.push(await save('small-files', config, config.smallFiles, result, smallFilesTables(result)));
+    }
+    if (config.only.includes('discovery')) {
+      const result = await discovery(lab, config.discovery);
+      records.push(await save('discovery', config, config.discovery, result, discoveryTables(result)));
+    }
+    if (config.only.includes('join-storm')) {
+      const result = await joinStorm(lab, config.joinStorm);
+      records.push(await save('join-storm', config, config.joinStorm, result, joinStormTables(result)));
+    }
+  } finally {
+    await lab.close();
+  }
+  if (config.readme) await updateReadme(records);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${err.stack ?? err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,59 @@
+// Many small files: `count` files of `bytes` each, one `distribute` command, to `members` members.
+// The time is what the operator waits: from starting the command to its exit with every delivery
+// verified, split into storing the files (ingest, outbox) and delivering them.
+
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { cpuSeconds, SERVER_BIN, writeRandomFile } from './lib/lab.js';
+
+export async function smallFiles(lab, { count, bytes, members }) {
+  const dir = join(lab.work, 'small');
+  await mkdir(dir, { recursive: true });
+  const files = [];
+  for (let i = 0; i < count; i++) {
+    const file = join(dir, `f${String(i).padStart(5, '0')}.bin`);
+    await writeRandomFile(file, bytes);
+    files.push(file);
+  }
+  const group = await lab.startGroup('small', members);
+  try {
+    const pid = group.server.proc.pid;
+    const clientsCpu = async () => (await Promise.all(group.clients.map((c) => cpuSeconds(c.daemon.proc.pid)))).reduce((a, b) => a + b, 0);
+    const cpuStart = await cpuSeconds(pid);
+    const clientsStart = await clientsCpu();
+    const started = performance.now();
+    const startedAt = Date.now();
+    const result = await lab.run(group.serverHost, SERVER_BIN, ['distribute', 'Bench', ...files, '--json', '--state-dir', group.state]);
+    const seconds = (performance.now() - started) / 1000;
+    if (result.code !== 0) throw new Error(`distribute exited ${result.code}: ${result.stdout.slice(0, 2000)}\n${result.stderr}`);
+    const summary = JSON.parse(result.stdout);
+    const delivered = summary.deliveries.filter((d) => d.state === 'delivered').length;
+    const recorded = group.server.logs.filter((l) => l.msg === 'distribution recorded').map((l) => Number(l.time));
+    return {
+      files: count,
+      fileBytes: bytes,
+      members,
+      deliveries: summary.deliveries.length,
+      delivered,
+      seconds,
+      storedSeconds: (Math.max(...recorded) - startedAt) / 1000,
+      deliveriesPerSecond: delivered / seconds,
+      serverCpuSeconds: (await cpuSeconds(pid)) - cpuStart,
+      clientsCpuSeconds: (await clientsCpu()) - clientsStart,
+    };
+  } finally {
+    await lab.endGroup(group);
+  }
+}
+
+export function smallFilesTables(r) {
+  return [{
+    title: 'Many small files',
+    header: ['files', 'size', 'members', 'delivered', 'total s', 'stored after s', 'deliveries/s', 'server CPU s', 'members CPU s'],
+    rows: [[
+      String(r.files), `${r.fileBytes / 1024} KiB`, String(r.members), `${r.delivered}/${r.deliveries}`, r.seconds.toFixed(2),
+      r.storedSeconds.toFixed(2), r.deliveriesPerSecond.toFixed(0), r.serverCpuSeconds.toFixed(2), r.clientsCpuSeconds.toFixed(2),
+    ]],
+  }];
+}

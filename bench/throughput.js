@@ -1,0 +1,114 @@
+// Throughput and memory: one file to 1, 4 and 8 members, each member on its own host, against the
+// two fan-out baselines run on the same hosts in the same run.
+//
+// groupcast's time runs from "distribution recorded" (the file is in the store and the deliveries
+// are in the outbox: the moment a sender could start) to the last "delivered" (the member verified,
+// fsynced and renamed the file and said so), both from the server's log clock. The baselines' time
+// runs from the first byte sent to the last receiver's answer after its write (and fsync).
+
+import { join } from 'node:path';
+import { cpuSeconds, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
+
+const round = (n, d = 2) => Number(n.toFixed(d));
+
+/** Distributes `file` to the group's members and measures the server while it does. */
+async function distributeMeasured(lab, group, file, members) {
+  const pid = group.server.proc.pid;
+  const done = lab.run(group.serverHost, SERVER_BIN, ['distribute', 'Bench', file, '--json', '--state-dir', group.state]);
+  const clientPids = group.clients.map((c) => c.daemon.proc.pid);
+  const clientsCpu = async () => (await Promise.all(clientPids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+  const recorded = await group.server.waitForMsg('distribution recorded', {}, 600_000);
+  const [cpuStart, clientsStart] = [await cpuSeconds(pid), await clientsCpu()];
+  const result = await done;
+  if (result.code !== 0) throw new Error(`distribute exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+  const [cpuEnd, clientsEnd] = [await cpuSeconds(pid), await clientsCpu()];
+  const delivered = group.server.logs.filter((l) => l.msg === 'delivered');
+  if (delivered.length !== members) throw new Error(`${delivered.length} of ${members} delivered`);
+  const times = delivered.map((l) => Number(l.time));
+  const last = Math.max(...times);
+  return {
+    wallSeconds: (last - Number(recorded.time)) / 1000,
+    /** The first member done: a wide gap to wallSeconds means members were not served evenly. */
+    firstDeliveredSeconds: (Math.min(...times) - Number(recorded.time)) / 1000,
+    serverCpuSeconds: cpuEnd - cpuStart,
+    clientsCpuSeconds: clientsEnd - clientsStart,
+    serverPeakRssBytes: await peakRss(pid),
+    clientPeakRssBytes: await peakRss(group.clients[0].daemon.proc.pid),
+  };
+}
+
+export async function throughput(lab, { size, memberCounts, file, smallSize, smallFile }) {
+  const rows = [];
+  for (const n of memberCounts) {
+    const delivered = n * size;
+    const raw = await lab.fanout('raw', file, n);
+    const tls = await lab.fanout('tls', file, n);
+    const group = await lab.startGroup(`tp${n}`, n);
+    let gc;
+    try {
+      gc = await distributeMeasured(lab, group, file, n);
+    } finally {
+      await lab.endGroup(group);
+    }
+    const goodput = (seconds) => round(delivered / MiB / seconds, 1);
+    const perGiB = (seconds) => round(seconds / (delivered / GiB), 3);
+    const baseline = (r) => ({
+      wallSeconds: r.wallSeconds,
+      goodputMiBps: goodput(r.wallSeconds),
+      senderCpuSecondsPerGiB: perGiB(r.cpuSeconds),
+      allCpuSecondsPerGiB: perGiB(r.cpuSeconds + r.receiversCpuSeconds),
+      senderPeakRssBytes: r.maxRssBytes,
+      ...(r.cipher ? { cipher: r.cipher } : {}),
+    });
+    rows.push({
+      members: n,
+      fileBytes: size,
+      groupcast: {
+        ...gc,
+        goodputMiBps: goodput(gc.wallSeconds),
+        serverCpuSecondsPerGiB: perGiB(gc.serverCpuSeconds),
+        allCpuSecondsPerGiB: perGiB(gc.serverCpuSeconds + gc.clientsCpuSeconds),
+      },
+      raw: baseline(raw),
+      tls: baseline(tls),
+      timeVsRaw: round(gc.wallSeconds / raw.wallSeconds),
+      timeVsSecureFloor: round(gc.wallSeconds / tls.wallSeconds),
+    });
+  }
+  // Memory flat in file size: the largest fan-out again with a file `smallSize` long, on a fresh server.
+  const n = Math.max(...memberCounts);
+  const group = await lab.startGroup('tpsmall', n);
+  let small;
+  try {
+    small = await distributeMeasured(lab, group, smallFile, n);
+  } finally {
+    await lab.endGroup(group);
+  }
+  return { rows, memory: { members: n, smallFileBytes: smallSize, serverPeakRssBytesSmall: small.serverPeakRssBytes, clientPeakRssBytesSmall: small.clientPeakRssBytes } };
+}
+
+const mib = (bytes) => (bytes / MiB).toFixed(0);
+
+export function throughputTables({ rows, memory }) {
+  const header = ['members', 'file', 'groupcast s', 'raw s', 'floor s', 'MiB/s gc', 'MiB/s raw', 'MiB/s floor', 'gc/raw', 'gc/floor', 'server CPU s/GiB', 'floor sender CPU s/GiB', 'all CPU s/GiB gc', 'raw', 'floor'];
+  const table = rows.map((r) => [
+    String(r.members), `${mib(r.fileBytes)} MiB`, r.groupcast.wallSeconds.toFixed(2), r.raw.wallSeconds.toFixed(2), r.tls.wallSeconds.toFixed(2),
+    String(r.groupcast.goodputMiBps), String(r.raw.goodputMiBps), String(r.tls.goodputMiBps),
+    `${r.timeVsRaw.toFixed(2)}×`, `${r.timeVsSecureFloor.toFixed(2)}×`, r.groupcast.serverCpuSecondsPerGiB.toFixed(3), r.tls.senderCpuSecondsPerGiB.toFixed(3),
+    r.groupcast.allCpuSecondsPerGiB.toFixed(2), r.raw.allCpuSecondsPerGiB.toFixed(2), r.tls.allCpuSecondsPerGiB.toFixed(2),
+  ]);
+  const big = rows.find((r) => r.members === memory.members) ?? rows[rows.length - 1];
+  const memoryHeader = ['process', `${mib(big.fileBytes)} MiB to ${memory.members}`, `${mib(memory.smallFileBytes)} MiB to ${memory.members}`];
+  const memoryTable = [
+    ['group-server (VmHWM)', `${mib(big.groupcast.serverPeakRssBytes)} MiB`, `${mib(memory.serverPeakRssBytesSmall)} MiB`],
+    ['group-client, one member (VmHWM)', `${mib(big.groupcast.clientPeakRssBytes)} MiB`, `${mib(memory.clientPeakRssBytesSmall)} MiB`],
+    ['raw fan-out sender (maxRSS)', `${mib(big.raw.senderPeakRssBytes)} MiB`, ''],
+    ['secure-floor sender (maxRSS)', `${mib(big.tls.senderPeakRssBytes)} MiB`, ''],
+  ];
+  return [
+    { title: 'Throughput', header, rows: table },
+    { title: 'Memory (peak RSS)', header: memoryHeader, rows: memoryTable },
+  ];
+}
+
+export const throughputFiles = (work) => ({ file: join(work, 'payload.bin'), smallFile: join(work, 'payload-small.bin') });

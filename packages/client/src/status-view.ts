@@ -1,0 +1,44 @@
+import { formatBytes, formatDuration, formatTable, printable } from '@groupcast/shared';
+import type { StatusReport } from './status-file.js';
+
+const time = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+
+/** `group-client status` for people. Everything that came from the wire goes through printable(). */
+export function statusText(report: StatusReport, now: number): string {
+  const { status, running, recent } = report;
+  const state = running
+    ? `running (pid ${status.pid}, up ${formatDuration(now - status.startedAt)})`
+    : `NOT RUNNING (last update ${time(status.updatedAt)} UTC${status.running ? ', it did not stop cleanly' : ''})`;
+  const server = status.server
+    ? `${printable(status.server.name ?? '(name not announced yet)')}  ${status.server.id}  ${status.server.address}:${status.server.tcpPort}`
+    : 'not found yet (check --interface, or name it with --server HOST)';
+  const link = !running ? '' : status.connectedSince === null ? 'not connected' : `connected ${formatDuration(now - status.connectedSince)}`;
+  const lines = [
+    `group-client ${printable(status.name)}  ${state}`,
+    `  id         ${status.id}`,
+    `  server     ${server}`,
+    ...(link ? [`  link       ${link}`] : []),
+    `  downloads  ${status.downloads}`,
+    '',
+    status.groups.length === 0
+      ? 'no groups to join (--join <group>)'
+      : formatTable(['GROUP', 'STATE', 'REASON'], status.groups.map((g) => [g.name, g.state, printable(g.reason)])),
+    '',
+  ];
+  if (recent.length === 0) lines.push('no files received yet');
+  else {
+    lines.push(`RECENT FILES (${recent.length} of ${report.received})`);
+    lines.push(formatTable(
+      ['RECEIVED (UTC)', 'GROUP', 'SIZE', 'SHA256', 'PATH'],
+      recent.map((r) => [r.time.replace('T', ' ').slice(0, 19), printable(r.group), formatBytes(r.size), `${r.sha256.slice(0, 12)}…`, printable(r.path)]),
+    ));
+  }
+  if (status.problems.length > 0) {
+    lines.push('', 'RECENT PROBLEMS');
+    lines.push(formatTable(
+      ['WHEN (UTC)', 'GROUP', 'FILE', 'OUTCOME', 'MESSAGE'],
+      status.problems.slice().reverse().map((p) => [time(p.time), printable(p.group), printable(p.name), p.outcome, printable(p.message)]),
+    ));
+  }
+  return lines.join('\n');
+}

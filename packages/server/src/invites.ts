@@ -1,0 +1,181 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  ackProof, deriveInviteKey, errnoCode, ErrorCode, GroupcastError, joinProof, NakReason, newJoinCode, proofMatches,
+  RateLimitedLog, writeFileAtomic,
+  type Datagram, type Logger, type PeerId, type Signer,
+} from '@groupcast/shared';
+import { AttemptLimiter } from './attempt-limiter.js';
+import type { Membership } from './membership.js';
+
+/** A stored invite. The code itself is never stored, only the key derived from it. */
+interface InviteRecord {
+  id: string;
+  group: string;
+  key: string;
+  uses: number;
+  redeemedBy: PeerId[];
+  createdAt: number;
+  expiresAt: number;
+}
+
+interface Persisted {
+  version: 1;
+  invites: InviteRecord[];
+}
+
+export interface CreatedInvite {
+  /** The code to hand to the member: returned once, to the operator, and nowhere else. */
+  code: string;
+  invite: string;
+  group: string;
+  uses: number;
+  expiresAt: number;
+}
+
+/** The verdict on a JOIN's join-code proof: refuse it, or go on to the membership check (with the proof for the ACK). */
+export type InviteCheck =
+  | { ok: false; reason: NakReason; message: string }
+  | { ok: true; proof: Buffer };
+
+export const DEFAULT_INVITE_TTL_MS = 3_600_000;
+export const MAX_INVITE_TTL_MS = 30 * 24 * 3_600_000;
+export const MAX_INVITE_USES = 1_000;
+const MAX_INVITES = 1_000;
+/** How long a spent or expired invite is remembered: to answer "expired" or "used", and for ACK retries. */
+const REMEMBER_MS = 24 * 3_600_000;
+/** Wrong proofs allowed per source address and per id: a burst of 5, then one every 10 s. */
+const PER_SOURCE = { burst: 5, refillMs: 10_000 };
+/** For everyone together, whatever addresses and ids a guesser forges: 20, then one every 2 s. */
+const GLOBAL = { burst: 20, refillMs: 2_000 };
+const NO_PROOF = Buffer.alloc(0);
+
+/**
+ * One-time, expiring join codes (`group-server invite`), kept in `<stateDir>/invites.json` (0600).
+ * A JOIN that carries a proof (invite.ts in shared) is checked here before the membership check: a
+ * valid proof of a live code enrolls the sender's id in the group (persisted before the ACK goes
+ * out). Wrong proofs are counted per source address, per id and in all; past the limits, proofs are
+ * not even checked, and the answer is NAK RATE_LIMITED.
+ */
+export class Invites {
+  readonly counters = { created: 0, redeemed: 0, refused: 0, rateLimited: 0 };
+  private readonly records = new Map<string, InviteRecord & { keyBytes: Buffer }>();
+  private readonly perSource = new AttemptLimiter(PER_SOURCE);
+  private readonly global = new AttemptLimiter(GLOBAL);
+  private readonly warn: RateLimitedLog;
+  private readonly path: string;
+  private saved: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly options: { log: Logger; stateDir: string; signer: Signer; membership: Membership; clock?: () => number },
+  ) {
+    this.path = join(options.stateDir, 'invites.json');
+    this.warn = new RateLimitedLog(options.log);
+  }
+
+  private now(): number {
+    return (this.options.clock ?? Date.now)();
+  }
+
+  async load(): Promise<void> {
+    let state: Persisted;
+    try {
+      state = JSON.parse(await readFile(this.path, 'utf8')) as Persisted;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw new GroupcastError(ErrorCode.STATE_DIR, `cannot load ${this.path}`, { cause: err });
+    }
+    for (const record of state.invites) this.records.set(record.id, { ...record, keyBytes: Buffer.from(record.key, 'hex') });
+    this.prune();
+  }
+
+  async create(group: string, uses: number, ttlMs: number): Promise<CreatedInvite> {
+    if (!this.options.membership.hasGroup(group)) throw new GroupcastError(ErrorCode.UNKNOWN_GROUP, `no group named "${group}"`);
+    if (!Number.isInteger(uses) || uses < 1 || uses > MAX_INVITE_USES) {
+      throw new GroupcastError(ErrorCode.USAGE, `uses must be a whole number from 1 to ${MAX_INVITE_USES}`);
+    }
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_INVITE_TTL_MS) {
+      throw new GroupcastError(ErrorCode.USAGE, 'ttl must be more than 0 and at most 30 days');
+    }
+    this.prune();
+    if (this.records.size >= MAX_INVITES) {
+      throw new GroupcastError(ErrorCode.USAGE, `${MAX_INVITES} invites are pending; let some expire first`);
+    }
+    const code = newJoinCode(this.options.signer.id);
+    const keyBytes = await deriveInviteKey(code);
+    const now = this.now();
+    const record = {
+      id: randomBytes(4).toString('hex'), group, key: keyBytes.toString('hex'), keyBytes, uses, redeemedBy: [],
+      createdAt: now, expiresAt: now + ttlMs,
+    };
+    this.records.set(record.id, record);
+    await this.persist();
+    this.counters.created++;
+    this.options.log.info({ invite: record.id, group, uses, expiresAt: new Date(record.expiresAt).toISOString() }, 'invite created');
+    return { code: code.text, invite: record.id, group, uses, expiresAt: record.expiresAt };
+  }
+
+  /** Checks the join-code proof of a JOIN for a known group. */
+  async check(datagram: Datagram, group: string, address: string): Promise<InviteCheck> {
+    const { membership, log } = this.options;
+    const member = datagram.sender;
+    const proof = datagram.message.type === 'join' ? datagram.message.proof : NO_PROOF;
+    // An id already in the group needs no code: a wrong or stale one costs it nothing but the ACK's proof.
+    const authorized = membership.isAuthorized(member, group);
+    const now = this.now();
+    const sources = [`address:${address}`, `id:${member}`];
+    if (this.global.blocked('all', now) || sources.some((key) => this.perSource.blocked(key, now))) {
+      if (authorized) return { ok: true, proof: NO_PROOF };
+      this.counters.rateLimited++;
+      this.warn.warn(`limited:${address}`, { member, address, group }, 'join code attempts rate limited');
+      return { ok: false, reason: NakReason.RATE_LIMITED, message: 'too many wrong join codes; try again later' };
+    }
+    const invite = [...this.records.values()].find(
+      (record) => record.group === group && proofMatches(joinProof(record.keyBytes, datagram.publicKey, group), proof),
+    );
+    if (!invite) {
+      this.global.fail('all', now);
+      for (const key of sources) this.perSource.fail(key, now);
+      this.counters.refused++;
+      this.warn.warn(`wrong:${address}`, { member, address, group }, 'wrong join code');
+      return authorized ? { ok: true, proof: NO_PROOF } : { ok: false, reason: NakReason.BAD_CODE, message: 'wrong join code' };
+    }
+    const answer = ackProof(invite.keyBytes, this.options.signer.publicKey, datagram.publicKey, datagram.nonce, group);
+    // Retries of a redemption get the same answer; an id revoked since is left to the membership check.
+    if (invite.redeemedBy.includes(member)) {
+      await this.saved;
+      return { ok: true, proof: answer };
+    }
+    const spent = invite.redeemedBy.length >= invite.uses;
+    if (now > invite.expiresAt || spent) {
+      if (authorized) return { ok: true, proof: NO_PROOF };
+      this.counters.refused++;
+      log.info({ member, address, group, invite: invite.id }, spent ? 'join code already used' : 'join code expired');
+      return { ok: false, reason: NakReason.BAD_CODE, message: spent ? 'join code already used' : 'join code expired' };
+    }
+    invite.redeemedBy.push(member);
+    membership.allow(group, member);
+    await Promise.all([this.persist(), membership.flush()]);
+    this.counters.redeemed++;
+    log.info({ member, address, group, invite: invite.id, usesLeft: invite.uses - invite.redeemedBy.length }, 'join code redeemed');
+    return { ok: true, proof: answer };
+  }
+
+  /** Forgets invites past expiry by more than REMEMBER_MS. */
+  private prune(): void {
+    const cutoff = this.now() - REMEMBER_MS;
+    for (const [id, record] of this.records) if (record.expiresAt < cutoff) this.records.delete(id);
+  }
+
+  private persist(): Promise<void> {
+    const state: Persisted = {
+      version: 1,
+      invites: [...this.records.values()].map(({ keyBytes: _keyBytes, ...record }) => record),
+    };
+    this.saved = this.saved
+      .catch(() => undefined)
+      .then(() => writeFileAtomic(this.path, `${JSON.stringify(state, null, 2)}\n`, 0o600));
+    return this.saved;
+  }
+}

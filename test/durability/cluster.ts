@@ -1,0 +1,193 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { expect } from 'vitest';
+import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
+
+/**
+ * One server and its members as real processes on loopback (interface 127.0.0.1), for the fault
+ * tests: start, kill and restart either side on the same state, and look at what is on disk.
+ */
+export type Harness = ReturnType<typeof harness>;
+
+export const MiB = 1024 * 1024;
+const PARTIAL_DIR = '.groupcast-partial';
+
+export interface Member {
+  name: string;
+  state: string;
+  downloads: string;
+  id: string;
+  groups: string[];
+  daemon?: Daemon;
+}
+
+export interface DeliveryStatus {
+  transfer: string;
+  file: string;
+  member: string;
+  online: boolean;
+  state: string;
+  waiting: string;
+  reason: string;
+  attempts: number;
+  bytesSent: number;
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('hex');
+}
+
+/** Writes `size` random bytes in chunks (memory stays small) and returns their sha256. */
+export async function writeRandomFile(path: string, size: number): Promise<string> {
+  const hash = createHash('sha256');
+  const handle = await open(path, 'w');
+  try {
+    for (let done = 0; done < size;) {
+      const chunk = randomBytes(Math.min(8 * MiB, size - done));
+      hash.update(chunk);
+      await handle.write(chunk);
+      done += chunk.length;
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * Polls a condition on the file system until it holds (a member's partial growing is observable only
+ * there). Bounded in time; the failure says what was awaited.
+ */
+export async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 60_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolveTick) => setTimeout(resolveTick, intervalMs));
+  }
+}
+
+export async function listFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+}
+
+export function partialDir(member: Member): string {
+  return join(member.downloads, PARTIAL_DIR);
+}
+
+/** Bytes the member holds in partial files (0 when none). */
+export async function heldBytes(member: Member): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(partialDir(member)).catch(() => [])) {
+    total += await stat(join(partialDir(member), name)).then((s) => s.size, () => 0);
+  }
+  return total;
+}
+
+export function finalPath(member: Member, group: string, name: string): string {
+  return join(member.downloads, group, name);
+}
+
+/** Records of the server's outbox journal, as on disk. */
+export async function journal(serverState: string): Promise<Array<{ kind: string; delivery?: { transfer: string; member: string; state: string } }>> {
+  const text = await readFile(join(serverState, 'outbox.jsonl'), 'utf8');
+  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { kind: string });
+}
+
+/** Resolves with the next log line like this that the daemon writes from now on (not one already written). */
+export function waitForNew(daemon: Daemon, msg: string, fields: Record<string, unknown>, timeoutMs = 20_000) {
+  const before = new Set(daemon.logs);
+  return daemon.waitForLog(
+    (line) => !before.has(line) && line.msg === msg && Object.entries(fields).every(([k, v]) => line[k] === v),
+    timeoutMs,
+    `a new "${msg}" ${JSON.stringify(fields)}`,
+  );
+}
+
+export class Cluster {
+  readonly port = String(testPort());
+  readonly network = ['--interface', '127.0.0.1', '--port', this.port];
+  serverState = '';
+  serverId = '';
+  config = '';
+  server: Daemon | undefined;
+  private baseArgs: string[] = [];
+  private extraArgs: string[] = [];
+  private restarts = 0;
+
+  constructor(readonly h: Harness) {}
+
+  async idOf(bin: string, stateDir: string): Promise<string> {
+    const { stdout, code, stderr } = await this.h.run(bin, ['id', '--state-dir', stateDir]);
+    expect(code, stderr).toBe(0);
+    return stdout.trim();
+  }
+
+  async member(name: string, groups: string[], downloads?: string): Promise<Member> {
+    const state = await this.h.dir(`${name}-state`);
+    return { name, state, downloads: downloads ?? await this.h.dir(`${name}-dl`), id: await this.idOf(CLIENT_BIN, state), groups };
+  }
+
+  /** Writes the config (groups and the ids allowed in each) and starts the server. */
+  async startServer(groups: Array<{ name: string; members: Member[] }>, extra: string[] = []): Promise<Daemon> {
+    this.serverState = await this.h.dir('server');
+    this.serverId = await this.idOf(SERVER_BIN, this.serverState);
+    this.config = join(this.serverState, 'config.json');
+    await writeFile(this.config, JSON.stringify({
+      groups: groups.map((g) => ({ name: g.name, members: g.members.map((m) => m.id) })),
+    }));
+    this.baseArgs = ['--config', this.config, '--state-dir', this.serverState, ...this.network];
+    return this.restartServer(['--tcp-port', '0', ...extra]);
+  }
+
+  /** Starts the server again on the same state (after a stop or a kill), with new extra flags if given. */
+  async restartServer(extra?: string[]): Promise<Daemon> {
+    if (extra) this.extraArgs = extra;
+    const server = this.h.spawn(`server#${this.restarts++}`, SERVER_BIN, [...this.baseArgs, ...this.extraArgs]);
+    this.server = server;
+    await server.waitForMsg('group-server started');
+    return server;
+  }
+
+  startMember(member: Member): Daemon {
+    member.daemon = this.h.spawn(member.name, CLIENT_BIN, [
+      ...member.groups.flatMap((g) => ['--join', g]),
+      '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
+      ...this.network,
+    ]);
+    return member.daemon;
+  }
+
+  /** Resolves when the current server says the member is online. */
+  async online(member: Member, timeoutMs = 20_000): Promise<void> {
+    await this.server!.waitForMsg('member online', { member: member.id }, timeoutMs);
+  }
+
+  distribute(group: string, files: string[], extra: string[] = [], timeoutMs = 120_000) {
+    return this.h.run(SERVER_BIN, ['distribute', group, ...files, '--state-dir', this.serverState, ...extra], timeoutMs);
+  }
+
+  async deliveries(): Promise<DeliveryStatus[]> {
+    const { code, stdout, stderr } = await this.h.run(SERVER_BIN, ['status', '--json', '--state-dir', this.serverState]);
+    expect(code, stderr).toBe(0);
+    const status = JSON.parse(stdout) as { transfers: Array<{ deliveries: DeliveryStatus[] }> };
+    return status.transfers.flatMap((t) => t.deliveries);
+  }
+
+  async statusText(): Promise<string> {
+    const { code, stdout, stderr } = await this.h.run(SERVER_BIN, ['status', '--state-dir', this.serverState]);
+    expect(code, stderr).toBe(0);
+    return stdout;
+  }
+
+  /** The transfer id the server logged for a distributed file name. */
+  async transferOf(name: string): Promise<string> {
+    const line = await this.server!.waitForMsg('distribution recorded', { file: name });
+    return String(line.transfer);
+  }
+}

@@ -1,0 +1,103 @@
+// What the multi-host tests share: real group-server / group-client processes started inside the
+// hosts of a namespace topology (test/harness/netns.ts), with their JSON logs parsed by the same
+// Daemon class the loopback tests use, so every wait is on something a daemon said.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { expect } from 'vitest';
+import { netnsAvailable, type ExecResult, type Host } from '../harness/netns.js';
+import { CLIENT_BIN, Daemon, SERVER_BIN } from '../support/daemons.js';
+
+export { CLIENT_BIN, SERVER_BIN };
+
+/** Resolves once per file: whether topologies can be built; when not, says so in one line. */
+export async function multihostAvailable(): Promise<boolean> {
+  const availability = await netnsAvailable();
+  if (!availability.ok) console.warn(`[multihost] skipped: ${availability.reason}`);
+  return availability.ok;
+}
+
+/** Temporary directories and daemons of one test file, all ended by cleanup(). */
+export class Lan {
+  private readonly dirs: string[] = [];
+  private readonly daemons: Daemon[] = [];
+
+  async dir(name: string): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), `gc-mh-${name}-`));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  /** Starts a daemon (or any long-running command of a binary) inside a host. */
+  spawn(host: Host, name: string, bin: string, args: readonly string[]): Daemon {
+    const proc = host.spawn(process.execPath, [bin, ...args, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const daemon = new Daemon(name, proc);
+    this.daemons.push(daemon);
+    return daemon;
+  }
+
+  /** Runs a command of a binary to completion inside a host. */
+  run(host: Host, bin: string, args: readonly string[], timeoutMs = 30_000): Promise<ExecResult> {
+    return host.exec(process.execPath, [bin, ...args], { timeoutMs });
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.daemons.map((daemon) => daemon.stop('SIGKILL')));
+    await Promise.all(this.dirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  }
+}
+
+/** The daemon's id (made on first use in its state directory). */
+export async function idOf(lan: Lan, host: Host, bin: string, stateDir: string): Promise<string> {
+  const result = await lan.run(host, bin, ['id', '--state-dir', stateDir]);
+  expect(result.code, result.stderr).toBe(0);
+  return result.stdout.trim();
+}
+
+/** Writes `bytes` random bytes and returns their sha256. */
+export async function randomFile(path: string, bytes: number): Promise<string> {
+  const content = randomBytes(bytes);
+  await writeFile(path, content);
+  return createHash('sha256').update(content).digest('hex');
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('hex');
+}
+
+/** Every regular file under dir, the partial folder included. */
+export async function listFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+/** `distribute --json` against the server's control socket (a Unix socket: reachable from outside the host). */
+export async function distribute(
+  lan: Lan,
+  host: Host,
+  stateDir: string,
+  group: string,
+  files: string[],
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; summary: DistributeSummary }> {
+  const result = await lan.run(host, SERVER_BIN, ['distribute', group, ...files, '--state-dir', stateDir, '--json'], timeoutMs);
+  let summary: DistributeSummary;
+  try {
+    summary = JSON.parse(result.stdout) as DistributeSummary;
+  } catch {
+    throw new Error(`distribute printed no JSON (exit ${result.code}):\n${result.stdout}\n${result.stderr}`);
+  }
+  return { code: result.code, summary };
+}
+
+export interface DistributeSummary {
+  exitCode: number;
+  transfers: Array<{ id: string; sha256: string; size: number }>;
+  deliveries: Array<{ member: string; state: string; reason: string; transfer: string }>;
+}

@@ -1,0 +1,194 @@
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { readdir, readFile, lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, TLS_CIPHERS,
+  type ControlMessage, type Datagram, type Identity, type Signer,
+} from '../../packages/shared/src/index.js';
+import { callDaemon } from '../../packages/server/src/control-socket.js';
+
+/**
+ * What the attack tests use besides real daemons: identities the test holds the keys of, a UDP
+ * socket to send hand-made datagrams and read the answers, a raw TLS client, and file-tree snapshots.
+ */
+
+export function identityIn(dir: string, name = 'attacker'): Promise<Identity> {
+  return loadOrCreateIdentity(dir, name);
+}
+
+/** The victim's public key, the attacker's signature: what a forger can put together. */
+export function forgedSigner(victim: Signer, attacker: Signer): Signer {
+  return { id: victim.id, publicKey: victim.publicKey, sign: (data) => attacker.sign(data) };
+}
+
+export function craft(message: ControlMessage, signer: Signer, envelope: { timestamp?: number; nonce?: Buffer } = {}): Buffer {
+  return encodeDatagram(message, signer, {
+    timestamp: envelope.timestamp ?? Date.now(),
+    nonce: envelope.nonce ?? randomBytes(NONCE_LENGTH),
+  });
+}
+
+/**
+ * A UDP socket on 127.0.0.1 that sends crafted bytes to the control plane's multicast group on
+ * loopback, as any host on the LAN could, and keeps every decodable answer. (Not unicast to the
+ * port: members on this host share it, and the kernel would hand a unicast datagram to one of them.)
+ */
+export class Datagrams {
+  readonly received: Datagram[] = [];
+  private readonly waiters = new Set<() => void>();
+
+  private constructor(private readonly socket: Socket) {
+    socket.on('message', (buf) => {
+      try {
+        this.received.push(decodeDatagram(buf));
+      } catch {
+        return;
+      }
+      for (const wake of this.waiters) wake();
+    });
+  }
+
+  static async open(): Promise<Datagrams> {
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    socket.setMulticastInterface('127.0.0.1');
+    return new Datagrams(socket);
+  }
+
+  send(buf: Buffer, port: number): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.send(buf, port, DEFAULT_GROUP_ADDRESS, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /** The first answer (seen or to come) that matches, within the timeout. */
+  answer(match: (datagram: Datagram) => boolean, timeoutMs = 10_000): Promise<Datagram> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = this.received.find(match);
+        if (!found) return;
+        done();
+        resolve(found);
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no matching answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** The answer to the request with this nonce. */
+  answerTo(request: Buffer, timeoutMs?: number): Promise<Datagram> {
+    return this.answer((d) => (d.message.type === 'ack' || d.message.type === 'nak') && d.message.request.equals(request), timeoutMs);
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** The request nonce a crafted datagram carries (bytes 12–27 of the envelope). */
+export function nonceOf(datagram: Buffer): Buffer {
+  return datagram.subarray(12, 12 + NONCE_LENGTH);
+}
+
+export interface ServerStatus {
+  server: { id: string; datagrams: { dropped: Record<string, number> }; connections: { admitted: number; refused: number } };
+  members: Array<{ id: string; joined: string[]; allowedIn: string[] }>;
+  transfers: Array<{ id: string; name: string; deliveries: Array<{ member: string; state: string; reason: string }> }>;
+}
+
+export function serverStatus(stateDir: string): Promise<ServerStatus> {
+  return callDaemon<ServerStatus>(stateDir, 'status', {});
+}
+
+/**
+ * Asks until `probe` returns a value, for state that shows only in `status` (a drop counter). Bounded
+ * in time; each probe is a real round trip to the daemon, so this waits on the daemon, not on a clock.
+ */
+export async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await delay(50);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** How far a raw TLS client got: whether the handshake finished, how many application bytes came back. */
+export interface TlsAttempt {
+  handshake: boolean;
+  bytes: number;
+  error: string | undefined;
+}
+
+/** Connects with the given certificate (or none), says HELLO if the handshake completes, and waits for the close. */
+export function tlsAttempt(port: number, identity: Pick<Identity, 'certPem' | 'keyPem'> | undefined, timeoutMs = 15_000): Promise<TlsAttempt> {
+  return new Promise((resolve, reject) => {
+    const result: TlsAttempt = { handshake: false, bytes: 0, error: undefined };
+    const socket = connect({
+      host: '127.0.0.1',
+      port,
+      ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}),
+      minVersion: 'TLSv1.3',
+      ciphers: TLS_CIPHERS,
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('the server kept the connection open'));
+    }, timeoutMs);
+    socket.on('secureConnect', () => {
+      result.handshake = true;
+      socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'probe' }));
+    });
+    socket.on('data', (chunk: Buffer) => {
+      result.bytes += chunk.length;
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      result.error = err.code ?? err.message;
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(result);
+    });
+  });
+}
+
+/** Every entry under `root` with its type, size and (for files) content, keyed by path relative to root. */
+export async function snapshot(root: string, skip: (relative: string) => boolean = () => false): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (dir: string, relative: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const rel = relative ? `${relative}/${entry.name}` : entry.name;
+      if (skip(rel)) continue;
+      const path = join(dir, entry.name);
+      const stats = await lstat(path);
+      if (entry.isDirectory()) {
+        out.set(rel, `dir ${stats.mode.toString(8)}`);
+        await walk(path, rel);
+      } else if (entry.isFile()) {
+        out.set(rel, `file ${stats.size} ${(await readFile(path)).toString('base64')}`);
+      } else {
+        out.set(rel, `other ${stats.mode.toString(8)}`);
+      }
+    }
+  };
+  await walk(root, '');
+  return out;
+}
+
+/** Regular files under a directory, recursively, as paths relative to it. */
+export async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(dir.length + 1)).sort();
+}
