@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
-//               [-- --members 1,4,8] [-- --readme]
+//               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge), prints its tables, and writes bench/results/<name>.json. With --readme the
@@ -42,6 +42,7 @@ function settings(argv) {
       size: { type: 'string' },
       readme: { type: 'boolean', default: false },
       members: { type: 'string', default: '1,4,8' },
+      repeat: { type: 'string' },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -52,7 +53,7 @@ function settings(argv) {
     only,
     readme: values.readme,
     quick: values.quick,
-    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number) },
+    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)) },
     smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },

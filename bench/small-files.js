@@ -5,7 +5,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuSeconds, SERVER_BIN, writeRandomFile } from './lib/lab.js';
+import { cpuSeconds, cpuTimes, SERVER_BIN, writeRandomFile } from './lib/lab.js';
 
 export async function smallFiles(lab, { count, bytes, members }) {
   const dir = join(lab.work, 'small');
@@ -19,7 +19,10 @@ export async function smallFiles(lab, { count, bytes, members }) {
   const group = await lab.startGroup('small', members);
   try {
     const pid = group.server.proc.pid;
-    const clientsCpu = async () => (await Promise.all(group.clients.map((c) => cpuSeconds(c.daemon.proc.pid)))).reduce((a, b) => a + b, 0);
+    const clientsCpu = async () => {
+      const times = await Promise.all(group.clients.map((c) => cpuTimes(c.daemon.proc.pid)));
+      return { user: times.reduce((a, t) => a + t.user, 0), system: times.reduce((a, t) => a + t.system, 0) };
+    };
     const cpuStart = await cpuSeconds(pid);
     const clientsStart = await clientsCpu();
     const started = performance.now();
@@ -40,7 +43,10 @@ export async function smallFiles(lab, { count, bytes, members }) {
       storedSeconds: (Math.max(...recorded) - startedAt) / 1000,
       deliveriesPerSecond: delivered / seconds,
       serverCpuSeconds: (await cpuSeconds(pid)) - cpuStart,
-      clientsCpuSeconds: (await clientsCpu()) - clientsStart,
+      ...(await clientsCpu().then((end) => ({
+        clientsCpuSeconds: end.user + end.system - clientsStart.user - clientsStart.system,
+        clientsSystemCpuSeconds: end.system - clientsStart.system,
+      }))),
     };
   } finally {
     await lab.endGroup(group);

@@ -18,12 +18,17 @@ export const GiB = 1024 * MiB;
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
 const SPAWN_WAIT_MS = 30_000;
 
-/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
-export async function cpuSeconds(pid) {
+/** CPU seconds in user and in system mode the process (all its threads) has used so far, from /proc/<pid>/stat. */
+export async function cpuTimes(pid) {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  return { user: Number(fields[11]) / CLOCK_TICKS_PER_SECOND, system: Number(fields[12]) / CLOCK_TICKS_PER_SECOND };
+}
+
+export async function cpuSeconds(pid) {
+  const { user, system } = await cpuTimes(pid);
+  return user + system;
 }
 
 /** Peak resident set size in bytes (VmHWM), from /proc/<pid>/status. */

@@ -1,12 +1,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
-import { errnoCode, ErrorCode, GroupcastError } from '@groupcast/shared';
+import { errnoCode, ErrorCode, GroupcastError, hashFromHandle } from '@groupcast/shared';
 import { resumeOffset } from './download-area.js';
 
 /** Dirty data is forced to disk this often, so a resume after a crash never trusts more than a checkpoint's worth. */
 export const CHECKPOINT_BYTES = 64 * 1024 * 1024;
-const REHASH_CHUNK = 1024 * 1024;
 
 /** Bytes a partial already holds, or undefined if there is none. */
 export async function partialLength(path: string): Promise<number | undefined> {
@@ -49,7 +48,7 @@ export class IncomingFile {
       const offset = resumeOffset(held, size);
       if (offset !== held) await handle.truncate(offset);
       const hash = createHash('sha256');
-      await hashPrefix(handle, offset, hash, signal);
+      await hashFromHandle(handle, offset, hash, signal);
       return new IncomingFile(path, size, handle, hash, offset, checkpointBytes);
     } catch (err) {
       await handle.close();
@@ -121,18 +120,5 @@ async function writeFully(handle: FileHandle, payload: Uint8Array, position: num
   while (done < payload.length) {
     const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
     done += bytesWritten;
-  }
-}
-
-async function hashPrefix(handle: FileHandle, length: number, hash: Hash, signal: AbortSignal): Promise<void> {
-  const buffer = Buffer.alloc(Math.min(REHASH_CHUNK, Math.max(length, 1)));
-  let position = 0;
-  while (position < length) {
-    signal.throwIfAborted();
-    const want = Math.min(buffer.length, length - position);
-    const { bytesRead } = await handle.read(buffer, 0, want, position);
-    if (bytesRead === 0) throw new GroupcastError(ErrorCode.CLOSED, `partial shrank while rehashing at ${position}`);
-    hash.update(buffer.subarray(0, bytesRead));
-    position += bytesRead;
   }
 }

@@ -57,7 +57,7 @@ export class ControlPlane {
         return;
       case 'join':
         this.counters.joins++;
-        this.join(datagram, message.group, message.proof, peer).catch((err: unknown) => {
+        this.join(datagram, message, peer).catch((err: unknown) => {
           this.options.log.error({ err, member: sender, group: message.group }, 'cannot record a join');
           this.answer(datagram, 'join', message.group, { ok: false, reason: NakReason.OTHER, message: 'server error' }, peer);
         });
@@ -72,11 +72,12 @@ export class ControlPlane {
   }
 
   /** A join-code proof is checked first (it may enroll the id); then the usual authorization. */
-  private async join(datagram: Datagram, group: string, proof: Buffer, peer: Peer): Promise<void> {
+  private async join(datagram: Datagram, message: Extract<ControlMessage, { type: 'join' }>, peer: Peer): Promise<void> {
     const { membership, invites } = this.options;
+    const { group } = message;
     let answerProof: Buffer = NO_PROOF;
-    if (proof.length > 0 && membership.hasGroup(group)) {
-      const checked = await invites.check(datagram, group, peer.address);
+    if (message.proof.length > 0 && membership.hasGroup(group)) {
+      const checked = await invites.check(datagram, message, peer.address);
       if (!checked.ok) {
         this.answer(datagram, 'join', group, checked, peer);
         return;

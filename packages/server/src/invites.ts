@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import {
   ackProof, deriveInviteKey, errnoCode, ErrorCode, GroupcastError, joinProof, NakReason, newJoinCode, proofMatches,
   RateLimitedLog, writeFileAtomic,
-  type Datagram, type Logger, type PeerId, type Signer,
+  type ControlMessage, type Datagram, type Logger, type PeerId, type Signer,
 } from '@groupcast/shared';
 import { AttemptLimiter } from './attempt-limiter.js';
 import type { Membership } from './membership.js';
@@ -33,6 +33,8 @@ export interface CreatedInvite {
   uses: number;
   expiresAt: number;
 }
+
+type Join = Extract<ControlMessage, { type: 'join' }>;
 
 /** The verdict on a JOIN's join-code proof: refuse it, or go on to the membership check (with the proof for the ACK). */
 export type InviteCheck =
@@ -116,12 +118,11 @@ export class Invites {
     return { code: code.text, invite: record.id, group, uses, expiresAt: record.expiresAt };
   }
 
-  /** Checks the join-code proof of a JOIN for a known group. */
-  async check(datagram: Datagram, group: string, address: string): Promise<InviteCheck> {
+  /** Checks the join-code proof of a JOIN (carried by `datagram`) for a group the server has. */
+  async check(datagram: Datagram, { group, proof }: Join, address: string): Promise<InviteCheck> {
     const { membership, log } = this.options;
     const member = datagram.sender;
-    const proof = datagram.message.type === 'join' ? datagram.message.proof : NO_PROOF;
-    // An id already in the group needs no code: a wrong or stale one costs it nothing but the ACK's proof.
+    // An id already in the group is never refused over its code; it only gets no proof back for a code it did not redeem.
     const authorized = membership.isAuthorized(member, group);
     const now = this.now();
     const sources = [`address:${address}`, `id:${member}`];

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { errnoCode, ErrorCode, fsyncDir, GroupcastError } from '@groupcast/shared';
+import { errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle } from '@groupcast/shared';
 
 const INGEST_PREFIX = '.ingest-';
 const SHA256_NAME = /^[0-9a-f]{64}$/;
@@ -58,12 +57,16 @@ export class ContentStore {
       if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file`);
       await copyFile(source, temp, constants.COPYFILE_FICLONE);
       const hash = createHash('sha256');
-      await pipeline(createReadStream(temp, { highWaterMark: 1 << 20 }), hash);
-      const sha256 = hash.digest('hex');
       const handle = await open(temp, 'r');
-      const { size } = await handle.stat();
-      await handle.sync();
-      await handle.close();
+      let size: number;
+      try {
+        size = (await handle.stat()).size;
+        await hashFromHandle(handle, size, hash);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      const sha256 = hash.digest('hex');
       await rename(temp, this.path(sha256));
       await fsyncDir(this.dir);
       return { sha256, size };

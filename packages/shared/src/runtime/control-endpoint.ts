@@ -77,9 +77,13 @@ export class ControlEndpoint extends EventEmitter<ControlEndpointEvents> {
     });
     this.sockets.push(socket);
     socket.on('message', (buf, from) => this.receive(buf, from));
+    // A member's listener binds to the group address itself, so it hears only multicast: unicast
+    // requests to this host's control port (the --server fallback) then always reach a server here,
+    // never a member's listener that happened to bind the shared port after it.
+    const address = this.options.role === 'client' && joinGroup ? groupAddress : undefined;
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
-      socket.bind(port, () => {
+      socket.bind(port, address, () => {
         socket.off('error', reject);
         resolve();
       });

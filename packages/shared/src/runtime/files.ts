@@ -1,4 +1,5 @@
-import { mkdir, open, rename, rm, chmod } from 'node:fs/promises';
+import type { Hash } from 'node:crypto';
+import { mkdir, open, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
 import { ErrorCode, GroupcastError } from '../errors.js';
@@ -51,4 +52,23 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   await handle.close();
   await rename(temp, path);
   await fsyncDir(dirname(path));
+}
+
+const HASH_CHUNK = 256 * 1024;
+
+/**
+ * Feeds the first `length` bytes of an open file to `hash` through one reused buffer, so memory stays
+ * flat whatever the size (a read stream allocates a chunk per read and leaves them all to the garbage
+ * collector: tens of MiB of RSS for a large file). Stops if `signal` fires; a shorter file is CLOSED.
+ */
+export async function hashFromHandle(handle: FileHandle, length: number, hash: Hash, signal?: AbortSignal): Promise<void> {
+  const buffer = Buffer.alloc(Math.min(HASH_CHUNK, Math.max(length, 1)));
+  let position = 0;
+  while (position < length) {
+    signal?.throwIfAborted();
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, length - position), position);
+    if (bytesRead === 0) throw new GroupcastError(ErrorCode.CLOSED, `file shrank to ${position} bytes while being hashed`);
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
 }
