@@ -4,7 +4,8 @@
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge), prints its tables, and writes bench/results/<name>.json. With --readme the
-// tables also replace the results section of bench/README.md. Needs root (namespaces).
+// results section of bench/README.md is then rewritten from bench/results: the latest result of each
+// benchmark, with the command and date it came from. Needs root (namespaces).
 //
 // Environment: BENCH_SIZE (file size for throughput, e.g. 1GiB; --size wins), BENCH_WORK (scratch on
 // disk: server state, source files; default /var/tmp), BENCH_RECV (where receivers write; default
@@ -79,10 +80,15 @@ async function save(name, config, params, result, tables) {
   };
   await writeFile(join(RESULTS, `${name}.json`), `${JSON.stringify(record, null, 2)}\n`);
   for (const table of tables) process.stdout.write(`\n${table.title}\n${formatTable(table.header, table.rows)}\n`);
-  return record;
 }
 
-async function updateReadme(records) {
+/** The README shows the latest result of every benchmark, each with the command and date it came from. */
+async function updateReadme() {
+  const records = [];
+  for (const name of BENCHMARKS) {
+    const text = await readFile(join(RESULTS, `${name}.json`), 'utf8').catch(() => undefined);
+    if (text !== undefined) records.push(JSON.parse(text));
+  }
   const start = '<!-- bench:results -->';
   const end = '<!-- /bench:results -->';
   const text = await readFile(README, 'utf8');
@@ -98,7 +104,6 @@ async function main() {
   const work = join(process.env.BENCH_WORK ?? '/var/tmp', `groupcast-bench-${process.pid}`);
   const recv = join(process.env.BENCH_RECV ?? '/dev/shm', `groupcast-bench-${process.pid}`);
   const lab = await Lab.open({ hosts: 9, work, recv });
-  const records = [];
   const stop = () => {
     lab.close().finally(() => process.exit(130));
   };
@@ -111,24 +116,24 @@ async function main() {
       await writeRandomFile(files.smallFile, config.throughput.smallSize);
       const params = { ...config.throughput, recv: 'receivers write to BENCH_RECV with fsync before answering' };
       const result = await throughput(lab, { ...config.throughput, ...files });
-      records.push(await save('throughput', config, params, result, throughputTables(result)));
+      await save('throughput', config, params, result, throughputTables(result));
     }
     if (config.only.includes('small-files')) {
       const result = await smallFiles(lab, config.smallFiles);
-      records.push(await save('small-files', config, config.smallFiles, result, smallFilesTables(result)));
+      await save('small-files', config, config.smallFiles, result, smallFilesTables(result));
     }
     if (config.only.includes('discovery')) {
       const result = await discovery(lab, config.discovery);
-      records.push(await save('discovery', config, config.discovery, result, discoveryTables(result)));
+      await save('discovery', config, config.discovery, result, discoveryTables(result));
     }
     if (config.only.includes('join-storm')) {
       const result = await joinStorm(lab, config.joinStorm);
-      records.push(await save('join-storm', config, config.joinStorm, result, joinStormTables(result)));
+      await save('join-storm', config, config.joinStorm, result, joinStormTables(result));
     }
   } finally {
     await lab.close();
   }
-  if (config.readme) await updateReadme(records);
+  if (config.readme) await updateReadme();
 }
 
 main().catch((err) => {
