@@ -16,7 +16,8 @@ export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
-const SPAWN_WAIT_MS = 30_000;
+/** Starting eight daemons at once on two busy cores can take a while. */
+const SPAWN_WAIT_MS = 60_000;
 
 /** CPU seconds in user and in system mode the process (all its threads) has used so far, from /proc/<pid>/stat. */
 export async function cpuTimes(pid) {
@@ -103,10 +104,6 @@ export class Lab {
     return host.exec(process.execPath, [bin, ...args], { timeoutMs });
   }
 
-  async stopAll() {
-    await Promise.all([...this.daemons].map((d) => d.stop('SIGTERM')));
-  }
-
   async close() {
     await Promise.all([...this.daemons].map((d) => d.stop('SIGKILL')));
     await this.topo.destroy();
@@ -118,7 +115,7 @@ export class Lab {
    * A server on hosts[0] with one open group, `Bench`, and `members` clients on the next hosts, all
    * joined and online. Each member gets a fresh download directory under `recv`.
    */
-  async startGroup(name, members, { serverArgs = [] } = {}) {
+  async startGroup(name, members) {
     const server = this.hosts[0];
     const state = join(this.work, `${name}-server`);
     await mkdir(state, { recursive: true });
@@ -126,7 +123,7 @@ export class Lab {
     await writeFile(config, JSON.stringify({ groups: [{ name: 'Bench', open: true }] }));
     const id = (await this.run(server, SERVER_BIN, ['id', '--state-dir', state])).stdout.trim();
     const serverDaemon = this.spawn(server, 'server', SERVER_BIN, [
-      '--config', config, '--state-dir', state, '--interface', server.ipv4, '--name', 'bench', ...serverArgs,
+      '--config', config, '--state-dir', state, '--interface', server.ipv4, '--name', 'bench',
     ]);
     await serverDaemon.waitForMsg('group-server started', {}, SPAWN_WAIT_MS);
     const clients = [];

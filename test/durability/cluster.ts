@@ -22,6 +22,8 @@ export interface Member {
   id: string;
   groups: string[];
   daemon?: Daemon;
+  /** Run the member as this user, with this environment (HOME…), instead of as the test's user. */
+  runAs?: { uid: number; gid: number; env: Record<string, string> };
 }
 
 export interface DeliveryStatus {
@@ -159,7 +161,7 @@ export class Cluster {
       ...member.groups.flatMap((g) => ['--join', g]),
       '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
       ...this.network,
-    ]);
+    ], member.runAs?.env, member.runAs && { uid: member.runAs.uid, gid: member.runAs.gid });
     return member.daemon;
   }
 

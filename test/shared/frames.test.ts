@@ -94,7 +94,7 @@ describe('frames: round trips', () => {
   });
 
   it('an unknown outcome reads as FAILED', () => {
-    for (const outcome of [9, 100, 255]) {
+    for (const outcome of [10, 100, 255]) {
       expect(decodeFrame(typed(FrameType.RESULT, TRANSFER, Buffer.from([outcome]), str8('')))).toMatchObject({ outcome: Outcome.FAILED });
       expect(decodeFrame(typed(FrameType.DECLINE, TRANSFER, Buffer.from([outcome]), str8('')))).toMatchObject({ outcome: Outcome.FAILED });
     }

@@ -106,11 +106,15 @@ export function harness() {
       dirs.push(dir);
       return dir;
     },
-    /** @param {string} name @param {string} bin @param {string[]} args @param {Record<string, string>} [env] */
-    spawn(name, bin, args, env = {}) {
+    /**
+     * @param {string} name @param {string} bin @param {string[]} args @param {Record<string, string>} [env]
+     * @param {{ uid: number, gid: number }} [user] run as this user (the test must be root)
+     */
+    spawn(name, bin, args, env = {}, user = undefined) {
       const proc = spawn(process.execPath, [bin, ...args, '--log-format', 'json'], {
         env: { ...process.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...user,
       });
       const daemon = new Daemon(name, proc);
       daemons.push(daemon);

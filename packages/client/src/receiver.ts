@@ -127,8 +127,18 @@ function violation(message: string): GroupcastError {
 }
 
 function outcomeOfError(err: unknown): Outcome {
-  const code = errnoCode(err);
-  return code === 'ENOSPC' || code === 'EDQUOT' ? Outcome.NO_SPACE : Outcome.IO_ERROR;
+  switch (errnoCode(err)) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return Outcome.NO_SPACE;
+    // The member's operator has to fix the directory (owner, mode, read-only mount).
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return Outcome.PERMISSION_DENIED;
+    default:
+      return Outcome.IO_ERROR;
+  }
 }
 
 function describeError(err: unknown): string {

@@ -12,7 +12,9 @@ import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } fro
 import type { ContentStore } from './store.js';
 
 /** Outcomes a retry cannot fix. */
-const PERMANENT = new Set<Outcome>([Outcome.BAD_NAME, Outcome.NAME_CLASH, Outcome.NOT_MEMBER, Outcome.CANCELLED]);
+const PERMANENT = new Set<Outcome>([
+  Outcome.BAD_NAME, Outcome.NAME_CLASH, Outcome.NOT_MEMBER, Outcome.CANCELLED, Outcome.PERMISSION_DENIED,
+]);
 /** "Disk full twice" is permanent: the member's operator has to act. */
 const NO_SPACE_ATTEMPTS = 2;
 /** Files of one distribution stored at once (see distribute). */

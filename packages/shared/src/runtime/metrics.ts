@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
+import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Counter } from 'prom-client';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import type { Logger } from './logger.js';
 import { parseHostPort } from './network.js';
@@ -31,20 +32,31 @@ export function parseMetricsAddress(text: string): { host: string; port: number 
 
 type Labelled = Record<string, number>;
 
+let promClient: typeof import('prom-client') | undefined;
+
+/**
+ * prom-client is loaded with the first Metrics, i.e. only by a daemon started with --metrics: it costs
+ * ~45 ms of every start otherwise, and a member's start-up is most of its discovery time.
+ */
+function prom(): typeof import('prom-client') {
+  promClient ??= createRequire(import.meta.url)('prom-client') as typeof import('prom-client');
+  return promClient;
+}
+
 /**
  * A daemon's Prometheus metrics. Most values already live in the components' counters, so they are
  * read at scrape time rather than mirrored: nothing on the hot path changes for metrics.
  */
 export class Metrics {
-  readonly registry = new Registry();
+  readonly registry = new (prom().Registry)();
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry });
+    prom().collectDefaultMetrics({ register: this.registry });
   }
 
   /** A counter whose value is read from a live count at scrape time. */
   counter(name: string, help: string, read: () => number): void {
-    new Counter({
+    new (prom().Counter)({
       name, help, registers: [this.registry],
       collect() {
         this.reset();
@@ -55,7 +67,7 @@ export class Metrics {
 
   /** A counter per label value, read at scrape time. */
   counterBy(name: string, help: string, label: string, read: () => Labelled): void {
-    new Counter({
+    new (prom().Counter)({
       name, help, labelNames: [label], registers: [this.registry],
       collect() {
         this.reset();
@@ -65,7 +77,7 @@ export class Metrics {
   }
 
   gauge(name: string, help: string, read: () => number): void {
-    new Gauge({
+    new (prom().Gauge)({
       name, help, registers: [this.registry],
       collect() {
         this.set(read());
@@ -74,7 +86,7 @@ export class Metrics {
   }
 
   gaugeBy(name: string, help: string, label: string, read: () => Labelled): void {
-    new Gauge({
+    new (prom().Gauge)({
       name, help, labelNames: [label], registers: [this.registry],
       collect() {
         this.reset();
@@ -85,7 +97,7 @@ export class Metrics {
 
   /** A counter the daemon increments itself, for events no component counts. */
   incrementer(name: string, help: string): Counter {
-    return new Counter({ name, help, registers: [this.registry] });
+    return new (prom().Counter)({ name, help, registers: [this.registry] });
   }
 }
 

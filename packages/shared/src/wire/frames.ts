@@ -39,6 +39,7 @@ export const Outcome = {
   IO_ERROR: 6,
   CANCELLED: 7,
   NOT_MEMBER: 8,
+  PERMISSION_DENIED: 9,
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 
@@ -52,6 +53,7 @@ export const OUTCOME_NAMES: Record<Outcome, string> = {
   6: 'i/o error',
   7: 'cancelled',
   8: 'not a member',
+  9: 'permission denied',
 };
 
 export interface Offer {
