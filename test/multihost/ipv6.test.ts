@@ -10,19 +10,12 @@ import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import type { Daemon } from '../support/daemons.js';
 import {
   CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, sha256File,
+  type Member,
 } from './support.js';
 
 const available = await multihostAvailable();
 
 const GROUP6 = ['--group-address', 'ff15::77'];
-
-interface Member {
-  host: Host;
-  state: string;
-  downloads: string;
-  id: string;
-  daemon?: Daemon;
-}
 
 /** The host's link-local address on its bridge interface, as `ip` shows it (no scope). */
 async function linkLocal(host: Host): Promise<string> {

@@ -9,17 +9,10 @@ import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import type { Daemon } from '../support/daemons.js';
 import {
   CLIENT_BIN, distribute, idOf, Lan, listFiles, multihostAvailable, randomFile, SERVER_BIN, sha256File,
+  type Member,
 } from './support.js';
 
 const available = await multihostAvailable();
-
-interface Member {
-  host: Host;
-  state: string;
-  downloads: string;
-  id: string;
-  daemon?: Daemon;
-}
 
 describe.skipIf(!available)('a LAN of hosts (IPv4)', () => {
   const lan = new Lan();

@@ -22,6 +22,15 @@ export async function multihostAvailable(): Promise<boolean> {
 }
 
 /** Temporary directories and daemons of one test file, all ended by cleanup(). */
+/** A member host and its daemon's directories. */
+export interface Member {
+  host: Host;
+  state: string;
+  downloads: string;
+  id: string;
+  daemon?: Daemon;
+}
+
 export class Lan {
   private readonly dirs: string[] = [];
   private readonly daemons: Daemon[] = [];

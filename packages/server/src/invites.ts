@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  ackProof, deriveInviteKey, errnoCode, ErrorCode, GroupcastError, joinProof, NakReason, newJoinCode, proofMatches,
-  RateLimitedLog, writeFileAtomic,
+  ackProof, deriveInviteKey, ErrorCode, GroupcastError, joinProof, NakReason, newJoinCode, proofMatches,
+  RateLimitedLog, readJsonState, writeFileAtomic,
   type ControlMessage, type Datagram, type Logger, type PeerId, type Signer,
 } from '@groupcast/shared';
 import { AttemptLimiter } from './attempt-limiter.js';
@@ -81,13 +80,8 @@ export class Invites {
   }
 
   async load(): Promise<void> {
-    let state: Persisted;
-    try {
-      state = JSON.parse(await readFile(this.path, 'utf8')) as Persisted;
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
-      throw new GroupcastError(ErrorCode.STATE_DIR, `cannot load ${this.path}`, { cause: err });
-    }
+    const state = await readJsonState<Persisted>(this.path);
+    if (!state) return;
     for (const record of state.invites) this.records.set(record.id, { ...record, keyBytes: Buffer.from(record.key, 'hex') });
     this.prune();
   }

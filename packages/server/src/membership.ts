@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  errnoCode, ErrorCode, GroupcastError, NakReason, writeFileAtomic,
+  ErrorCode, GroupcastError, NakReason, readJsonState, writeFileAtomic,
   type GroupInfo, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { GroupConfig } from './config.js';
@@ -72,13 +71,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   async load(): Promise<void> {
-    let state: Persisted;
-    try {
-      state = JSON.parse(await readFile(this.path, 'utf8')) as Persisted;
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
-      throw new GroupcastError(ErrorCode.STATE_DIR, `cannot load ${this.path}`, { cause: err });
-    }
+    const state = await readJsonState<Persisted>(this.path);
+    if (!state) return;
     for (const [name, ids] of Object.entries(state.allowed)) for (const id of ids) this.groups.get(name)?.allowed.add(id);
     for (const [name, ids] of Object.entries(state.revoked)) {
       const group = this.groups.get(name);

@@ -1,8 +1,8 @@
 import type { Hash } from 'node:crypto';
-import { mkdir, open, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
-import { ErrorCode, GroupcastError } from '../errors.js';
+import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
 
 /**
  * Where a daemon keeps its state when not told: systemd's $STATE_DIRECTORY for a service, else
@@ -70,5 +70,15 @@ export async function hashFromHandle(handle: FileHandle, length: number, hash: H
     if (bytesRead === 0) throw new GroupcastError(ErrorCode.CLOSED, `file shrank to ${position} bytes while being hashed`);
     hash.update(buffer.subarray(0, bytesRead));
     position += bytesRead;
+  }
+}
+
+/** Reads a JSON state file; undefined when it does not exist yet, STATE_DIR when it cannot be used. */
+export async function readJsonState<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw new GroupcastError(ErrorCode.STATE_DIR, `cannot load ${path}`, { cause: err });
   }
 }
