@@ -25,6 +25,8 @@ const REPLY_TIMEOUT_MS = 30_000;
  */
 const REHASH_BYTES_PER_MS = 50_000;
 /** After the last byte the member fsyncs and renames; allow for a slow disk. */
+/** How long a closing connection may take to flush what was already written. */
+const CLOSE_GRACE_MS = 2_000;
 const RESULT_TIMEOUT_MS = 120_000;
 
 export interface MemberSessionEvents {
@@ -80,6 +82,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   private onFrame(frame: Frame): void {
+    if (this.closed) return; // still draining after a graceful close: nothing more is answered
     this.lastHeard = Date.now();
     switch (frame.type) {
       case 'hello':
@@ -269,7 +272,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     if (err) this.log.warn({ err }, 'member connection closed');
     else this.log.info('member connection closed');
     for (const waiter of this.waiting.values()) waiter.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
-    this.socket.destroy();
+    // End gracefully so frames already written (a CANCEL on revoke) reach the member; a peer that is
+    // gone does not hold the socket open past the grace period.
+    this.socket.end();
+    const grace = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+    grace.unref();
+    this.socket.once('close', () => clearTimeout(grace));
     this.emit('closed');
   }
 }
