@@ -215,6 +215,8 @@ describe('hostile file names from a server the member trusts', () => {
 describe('a man in the middle at the pinned server\'s address', () => {
   const mitmPort = testPort();
 
+  afterAll(() => h.cleanup());
+
   it('the member refuses a TLS key other than the pinned id, and says nothing over that connection', async () => {
     const root = await h.dir('mitm');
     const pinned = await loadOrCreateIdentity(join(root, 'pinned'), 'pinned');
