@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { CLIENT_BIN, SERVER_BIN, harness, testPort } from '../test/support/daemons.js';
+import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort } from '../test/support/daemons.js';
 const h = harness();
 const port = String(testPort());
 const net = ['--interface', '127.0.0.1', '--port', port];
@@ -19,8 +19,8 @@ const SIZE = Number(process.env.SIZE_MIB ?? 1024);
 try {
   const st = await h.dir('srv');
   const ms = [];
-  for (const n of ['a', 'b', 'c']) { const s = await h.dir(n); const d = await h.dir(n + 'dl'); const { stdout } = await h.run(CLIENT_BIN, ['id', '--state-dir', s]); ms.push({ n, s, d, id: stdout.trim() }); }
-  const sid = (await h.run(SERVER_BIN, ['id', '--state-dir', st])).stdout.trim();
+  for (const n of ['a', 'b', 'c']) { const s = await h.dir(n); const d = await h.dir(n + 'dl'); ms.push({ n, s, d, id: await idOf(h, CLIENT_BIN, s) }); }
+  const sid = await idOf(h, SERVER_BIN, st);
   const cfg = join(st, 'c.json'); await writeFile(cfg, JSON.stringify({ groups: [{ name: 'G', members: ms.map((m) => m.id) }] }));
   const srv = h.spawn('srv', SERVER_BIN, ['--config', cfg, '--state-dir', st, '--tcp-port', '0', ...net]);
   await srv.waitForMsg('group-server started');

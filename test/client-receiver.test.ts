@@ -14,6 +14,8 @@ import { PARTIAL_DIR } from '../packages/client/src/download-area.js';
 const SERVER = 'SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0' as PeerId;
 const WAIT_MS = 5_000;
 
+type Offer = Extract<Frame, { type: 'offer' }>;
+
 const sha = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
 
 class FakeLink {
@@ -77,8 +79,16 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function offer(content: Buffer, overrides: Partial<Extract<Frame, { type: 'offer' }>> = {}): Extract<Frame, { type: 'offer' }> {
+function offer(content: Buffer, overrides: Partial<Offer> = {}): Offer {
   return { type: 'offer', transfer: randomBytes(16), group: 'Developers', name: 'file.bin', size: content.length, sha256: sha(content), ...overrides };
+}
+
+/** Offers `content` and takes the member's ACCEPT, leaving the transfer open for DATA. */
+async function accepted(content: Buffer, overrides: Partial<Offer> = {}): Promise<Offer> {
+  const frame = offer(content, overrides);
+  await session.handle(frame);
+  await link.next();
+  return frame;
 }
 
 async function sendData(transfer: Buffer, content: Buffer, from: number, chunk = 1000): Promise<void> {
@@ -118,9 +128,7 @@ describe('receiving a file', () => {
     await receiver.close();
     await startReceiver(3000);
     const content = randomBytes(10_000);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     await sendData(frame.transfer, content, 0);
     expect(await link.next()).toMatchObject({ type: 'result', outcome: Outcome.OK });
   });
@@ -135,9 +143,7 @@ describe('receiving a file', () => {
 
   it('a transfer already received is answered ACCEPT(size) + OK without touching files', async () => {
     const content = randomBytes(500);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     await sendData(frame.transfer, content, 0);
     await link.next();
     writeFileSync(join(downloads, 'Developers', 'file.bin'), 'changed by the user');
@@ -149,9 +155,7 @@ describe('receiving a file', () => {
 
   it('remembers received transfers across restarts', async () => {
     const content = randomBytes(500);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     await sendData(frame.transfer, content, 0);
     await link.next();
     await receiver.close();
@@ -195,9 +199,7 @@ describe('resume', () => {
 
   it('a closed connection keeps the partial for the next one', async () => {
     const content = randomBytes(5000);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     await sendData(frame.transfer, content.subarray(0, 2000), 0);
     await session.close();
     await session.close();
@@ -247,9 +249,7 @@ describe('refusals', () => {
 
   it('a file that appears while receiving: RESULT NAME_CLASH, it stays untouched', async () => {
     const content = randomBytes(2000);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     mkdirSync(join(downloads, 'Developers'));
     writeFileSync(join(downloads, 'Developers', 'file.bin'), 'arrived meanwhile');
     await sendData(frame.transfer, content, 0);
@@ -260,9 +260,7 @@ describe('refusals', () => {
 
   it('checksum mismatch: RESULT CHECKSUM, partial deleted, nothing placed', async () => {
     const content = randomBytes(2000);
-    const frame = offer(content, { sha256: sha(Buffer.from('something else')) });
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content, { sha256: sha(Buffer.from('something else')) });
     await sendData(frame.transfer, content, 0);
     expect(await link.next()).toMatchObject({ type: 'result', outcome: Outcome.CHECKSUM });
     expect(existsSync(join(downloads, 'Developers', 'file.bin'))).toBe(false);
@@ -274,9 +272,7 @@ describe('refusals', () => {
 describe('cancel', () => {
   it('deletes the partial and sends nothing', async () => {
     const content = randomBytes(5000);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     await sendData(frame.transfer, content.subarray(0, 2000), 0);
     await session.handle({ type: 'cancel', transfer: frame.transfer, message: 'operator' });
     expect(partials()).toEqual([]);
@@ -297,17 +293,13 @@ describe('cancel', () => {
 describe('protocol violations close the connection (PROTOCOL)', () => {
   it('DATA at the wrong offset', async () => {
     const content = randomBytes(3000);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     expect(await codeOf(session.handle({ type: 'data', transfer: frame.transfer, offset: 1, payload: content.subarray(1, 100) }))).toBe(ErrorCode.PROTOCOL);
   });
 
   it('DATA past the end', async () => {
     const content = randomBytes(100);
-    const frame = offer(content);
-    await session.handle(frame);
-    await link.next();
+    const frame = await accepted(content);
     expect(await codeOf(session.handle({ type: 'data', transfer: frame.transfer, offset: 0, payload: randomBytes(101) }))).toBe(ErrorCode.PROTOCOL);
   });
 
@@ -316,9 +308,7 @@ describe('protocol violations close the connection (PROTOCOL)', () => {
   });
 
   it('OFFER while another transfer is in flight', async () => {
-    const frame = offer(randomBytes(100));
-    await session.handle(frame);
-    await link.next();
+    await accepted(randomBytes(100));
     expect(await codeOf(session.handle(offer(randomBytes(10))))).toBe(ErrorCode.PROTOCOL);
   });
 

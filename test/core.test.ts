@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from './support/daemons.js';
+import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from './support/daemons.js';
+import { listFiles, sha256File } from './support/files.js';
 
 /**
  * The core loop with real processes on loopback multicast (interface 127.0.0.1): a server, two
@@ -14,24 +13,7 @@ const h = harness();
 const port = String(testPort());
 const network = ['--interface', '127.0.0.1', '--port', port];
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
-}
-
-async function idOf(bin: string, stateDir: string): Promise<string> {
-  const { stdout, code, stderr } = await h.run(bin, ['id', '--state-dir', stateDir]);
-  expect(code, stderr).toBe(0);
-  return stdout.trim();
-}
-
 interface Member { name: string; state: string; downloads: string; id: string; daemon?: Daemon }
-
-async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
-}
 
 describe('core loop on loopback', () => {
   let serverState: string;
@@ -42,9 +24,9 @@ describe('core loop on loopback', () => {
     serverState = await h.dir('server');
     for (const name of ['alice', 'bob', 'carol'] as const) {
       const state = await h.dir(`${name}-state`);
-      members[name] = { name, state, downloads: await h.dir(`${name}-dl`), id: await idOf(CLIENT_BIN, state) };
+      members[name] = { name, state, downloads: await h.dir(`${name}-dl`), id: await idOf(h, CLIENT_BIN, state) };
     }
-    const serverId = await idOf(SERVER_BIN, serverState);
+    const serverId = await idOf(h, SERVER_BIN, serverState);
     const config = join(serverState, 'config.json');
     await writeFile(config, JSON.stringify({
       groups: [

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
+import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 
 /**
  * The operator's view of a running system, through the real CLIs: distribute with and without a
@@ -20,12 +20,6 @@ const ID = /^[A-Z2-7]{7}(-[A-Z2-7]{7}){7}$/;
 interface Member { name: string; state: string; downloads: string; id: string; daemon?: Daemon }
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
-
-async function idOf(bin: string, stateDir: string): Promise<string> {
-  const { stdout, code, stderr } = await h.run(bin, ['id', '--state-dir', stateDir]);
-  expect(code, stderr).toBe(0);
-  return stdout.trim();
-}
 
 /** Runs a command under `script`, so that its stdout is a terminal. */
 function onTerminal(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
@@ -77,9 +71,9 @@ describe('operator CLIs on loopback', () => {
     hooks = await h.dir('hooks');
     for (const name of ['alice', 'bob'] as const) {
       const state = await h.dir(`${name}-state`);
-      members[name] = { name, state, downloads: await h.dir(`${name}-dl`), id: await idOf(CLIENT_BIN, state) };
+      members[name] = { name, state, downloads: await h.dir(`${name}-dl`), id: await idOf(h, CLIENT_BIN, state) };
     }
-    serverId = await idOf(SERVER_BIN, serverState);
+    serverId = await idOf(h, SERVER_BIN, serverState);
     const config = join(serverState, '..', 'server.json');
     // A comment and a trailing comma: the file format is JSON with comments.
     await writeFile(config, `{\n  // who may join\n  "groups": [{ "name": "Developers", "members": ["${members.alice.id}", "${members.bob.id}"] }],\n}\n`);

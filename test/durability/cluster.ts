@@ -1,10 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { expect } from 'vitest';
-import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
+import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 
 /**
  * One server and its members as real processes on loopback (interface 127.0.0.1), for the fault
@@ -38,12 +36,6 @@ export interface DeliveryStatus {
   bytesSent: number;
 }
 
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
-}
-
 /** Writes `size` random bytes in chunks (memory stays small) and returns their sha256. */
 export async function writeRandomFile(path: string, size: number): Promise<string> {
   const hash = createHash('sha256');
@@ -71,11 +63,6 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, what: s
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolveTick) => setTimeout(resolveTick, intervalMs));
   }
-}
-
-export async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
 }
 
 export function partialDir(member: Member): string {
@@ -124,21 +111,15 @@ export class Cluster {
 
   constructor(readonly h: Harness) {}
 
-  async idOf(bin: string, stateDir: string): Promise<string> {
-    const { stdout, code, stderr } = await this.h.run(bin, ['id', '--state-dir', stateDir]);
-    expect(code, stderr).toBe(0);
-    return stdout.trim();
-  }
-
   async member(name: string, groups: string[], downloads?: string): Promise<Member> {
     const state = await this.h.dir(`${name}-state`);
-    return { name, state, downloads: downloads ?? await this.h.dir(`${name}-dl`), id: await this.idOf(CLIENT_BIN, state), groups };
+    return { name, state, downloads: downloads ?? await this.h.dir(`${name}-dl`), id: await idOf(this.h, CLIENT_BIN, state), groups };
   }
 
   /** Writes the config (groups and the ids allowed in each) and starts the server. */
   async startServer(groups: Array<{ name: string; members: Member[] }>, extra: string[] = []): Promise<Daemon> {
     this.serverState = await this.h.dir('server');
-    this.serverId = await this.idOf(SERVER_BIN, this.serverState);
+    this.serverId = await idOf(this.h, SERVER_BIN, this.serverState);
     this.config = join(this.serverState, 'config.json');
     await writeFile(this.config, JSON.stringify({
       groups: groups.map((g) => ({ name: g.name, members: g.members.map((m) => m.id) })),
@@ -168,6 +149,12 @@ export class Cluster {
   /** Resolves when the current server says the member is online. */
   async online(member: Member, timeoutMs = 20_000): Promise<void> {
     await this.server!.waitForMsg('member online', { member: member.id }, timeoutMs);
+  }
+
+  /** Starts these members and resolves when the server has seen each of them online. */
+  async startOnline(members: Member[]): Promise<void> {
+    for (const member of members) this.startMember(member);
+    for (const member of members) await this.online(member);
   }
 
   distribute(group: string, files: string[], extra: string[] = [], timeoutMs = 120_000) {

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, Outcome, type Frame, type PeerId } from '@groupcast/shared';
 import { Receiver } from '../../packages/client/src/receiver.js';
 import { harness } from '../support/daemons.js';
-import { Cluster, finalPath, listFiles, MiB, partialDir, sha256File, waitUntil, writeRandomFile, type Member } from './cluster.js';
+import { listFiles, sha256File } from '../support/files.js';
+import { Cluster, finalPath, MiB, partialDir, waitUntil, writeRandomFile, type Member } from './cluster.js';
 
 /**
  * A member whose download directory is an 8 MiB tmpfs is offered a 20 MiB file: it declines at once
@@ -49,10 +50,7 @@ describe.skipIf(!root)('a member out of disk space', () => {
     alice = await c.member('alice', [GROUP], tiny);
     bob = await c.member('bob', [GROUP]);
     await c.startServer([{ name: GROUP, members: [alice, bob] }]);
-    c.startMember(alice);
-    c.startMember(bob);
-    await c.online(alice);
-    await c.online(bob);
+    await c.startOnline([alice, bob]);
   });
 
   it('declines with "insufficient space", fails cleanly after the second try, and the other member is unaffected', async () => {

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
+import { sha256File } from '../support/files.js';
 import {
-  Cluster, finalPath, heldBytes, MiB, partialDir, sha256File, waitForNew, waitUntil, writeRandomFile, type Member,
+  Cluster, finalPath, heldBytes, MiB, partialDir, waitForNew, waitUntil, writeRandomFile, type Member,
 } from './cluster.js';
 
 /**
@@ -24,8 +25,7 @@ beforeAll(async () => {
   const relayPort = await proxy.listen();
   const server = await c.startServer([{ name: GROUP, members: [alice] }], ['--advertise-port', String(relayPort)]);
   proxy.target = Number((await server.waitForMsg('group-server started')).tcpPort);
-  c.startMember(alice);
-  await c.online(alice);
+  await c.startOnline([alice]);
 });
 
 afterAll(async () => {

@@ -2,8 +2,9 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
+import { sha256File } from '../support/files.js';
 import {
-  Cluster, finalPath, heldBytes, MiB, partialDir, sha256File, waitForNew, waitUntil, writeRandomFile, type Member,
+  Cluster, finalPath, heldBytes, MiB, partialDir, waitForNew, waitUntil, writeRandomFile, type Member,
 } from './cluster.js';
 
 /**
@@ -21,8 +22,7 @@ beforeAll(async () => {
   alice = await c.member('alice', [GROUP]);
   source = await h.dir('source');
   await c.startServer([{ name: GROUP, members: [alice] }]);
-  c.startMember(alice);
-  await c.online(alice);
+  await c.startOnline([alice]);
 });
 
 afterAll(() => h.cleanup());
@@ -32,13 +32,19 @@ async function expectVerified(name: string, sha256: string): Promise<void> {
   expect(await readdir(partialDir(alice))).toEqual([]);
 }
 
+/** Distributes a new file of SIZE bytes to alice and resolves once she holds `held` bytes of it. */
+async function midTransfer(name: string, held: number) {
+  const file = join(source, name);
+  const sha256 = await writeRandomFile(file, SIZE);
+  const distributing = c.distribute(GROUP, [file]);
+  const transfer = await c.transferOf(name);
+  await waitUntil(async () => (await heldBytes(alice)) >= held, `alice holding ${held / MiB} MiB`);
+  return { sha256, distributing, transfer };
+}
+
 describe('member faults', () => {
   it('kill -9 of a member mid-transfer: restarted, it resumes from its offset and verifies', async () => {
-    const file = join(source, 'killed.bin');
-    const sha256 = await writeRandomFile(file, SIZE);
-    const distributing = c.distribute(GROUP, [file]);
-    const transfer = await c.transferOf('killed.bin');
-    await waitUntil(async () => (await heldBytes(alice)) >= 24 * MiB, 'alice holding 24 MiB');
+    const { sha256, distributing, transfer } = await midTransfer('killed.bin', 24 * MiB);
 
     const member = alice.daemon!;
     member.proc.kill('SIGKILL');
@@ -61,11 +67,7 @@ describe('member faults', () => {
   });
 
   it('a frozen member (SIGSTOP) is found dead by heartbeat, shown offline and pending; after SIGCONT it reconnects and resumes', async () => {
-    const file = join(source, 'frozen.bin');
-    const sha256 = await writeRandomFile(file, SIZE);
-    const distributing = c.distribute(GROUP, [file]);
-    const transfer = await c.transferOf('frozen.bin');
-    await waitUntil(async () => (await heldBytes(alice)) >= 16 * MiB, 'alice holding 16 MiB');
+    const { sha256, distributing, transfer } = await midTransfer('frozen.bin', 16 * MiB);
 
     const member = alice.daemon!;
     const server = c.server!;

@@ -2,7 +2,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
-import { Cluster, finalPath, MiB, sha256File, waitForNew, writeRandomFile, type Member } from './cluster.js';
+import { sha256File } from '../support/files.js';
+import { Cluster, finalPath, MiB, waitForNew, writeRandomFile, type Member } from './cluster.js';
 
 /**
  * Members that are away when a file is distributed: the operator is told they are pending, they get
@@ -18,14 +19,11 @@ let carol: Member;
 let source: string;
 
 beforeAll(async () => {
-  [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((name) => c.member(name, [GROUP])));
+  [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((name) => c.member(name, [GROUP]))) as [Member, Member, Member];
   source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [alice!, bob!, carol!] }]);
-  c.startMember(alice!);
-  c.startMember(bob!);
-  await c.online(alice!);
-  await c.online(bob!);
-  await stop(bob!);
+  await c.startServer([{ name: GROUP, members: [alice, bob, carol] }]);
+  await c.startOnline([alice, bob]);
+  await stop(bob);
 });
 
 afterAll(() => h.cleanup());

@@ -3,7 +3,8 @@ import { chmod, mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
-import { Cluster, finalPath, listFiles, MiB, partialDir, sha256File, writeRandomFile, type Member } from './cluster.js';
+import { listFiles, sha256File } from '../support/files.js';
+import { Cluster, finalPath, MiB, partialDir, writeRandomFile, type Member } from './cluster.js';
 
 /**
  * A member running as `nobody` whose group folder belongs to root (0755): it receives the whole file
@@ -36,10 +37,7 @@ describe.skipIf(!root)('a member that may not write its group folder', () => {
     // HOME: nobody cannot look into root's ~/.config for a config file.
     alice.runAs = { uid: NOBODY, gid: NOBODY, env: { HOME: home, XDG_CONFIG_HOME: join(home, '.config') } };
     await c.startServer([{ name: GROUP, members: [alice, bob] }]);
-    c.startMember(alice);
-    c.startMember(bob);
-    await c.online(alice);
-    await c.online(bob);
+    await c.startOnline([alice, bob]);
   });
 
   it('fails with "permission denied" at once, reported to the operator, nothing left behind', async () => {

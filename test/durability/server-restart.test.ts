@@ -2,8 +2,9 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
+import { sha256File } from '../support/files.js';
 import {
-  Cluster, finalPath, heldBytes, journal, MiB, partialDir, sha256File, waitUntil, writeRandomFile, type Member,
+  Cluster, finalPath, heldBytes, journal, MiB, partialDir, waitUntil, writeRandomFile, type Member,
 } from './cluster.js';
 
 /**
@@ -23,8 +24,7 @@ beforeAll(async () => {
   members = await Promise.all(['alice', 'bob', 'carol'].map((name) => c.member(name, [GROUP])));
   source = await h.dir('source');
   await c.startServer([{ name: GROUP, members }]);
-  for (const m of members) c.startMember(m);
-  for (const m of members) await c.online(m);
+  await c.startOnline(members);
 });
 
 afterAll(() => h.cleanup());

@@ -36,10 +36,7 @@ function ipv6Lan(prefix: string, hosts: number, setup?: (topo: Topology) => Prom
     ctx.serverState = await lan.dir('server');
     ctx.serverId = await idOf(lan, ctx.serverHost, SERVER_BIN, ctx.serverState);
     ctx.members = [];
-    for (const host of ctx.topo.hosts.slice(1)) {
-      const state = await lan.dir(`${host.name}-state`);
-      ctx.members.push({ host, state, downloads: await lan.dir(`${host.name}-dl`), id: await idOf(lan, host, CLIENT_BIN, state) });
-    }
+    for (const host of ctx.topo.hosts.slice(1)) ctx.members.push(await lan.member(host));
     const config = join(ctx.serverState, 'config.json');
     await writeFile(config, JSON.stringify({ groups: [{ name: 'Developers', members: ctx.members.map((m) => m.id) }] }));
     // The interface by name: the server picks the address itself.

@@ -31,11 +31,6 @@ describe.skipIf(!available)('a LAN of hosts (IPv4)', () => {
   let late: Member;
   let payload: { path: string; sha256: string };
 
-  const member = async (host: Host): Promise<Member> => {
-    const state = await lan.dir(`${host.name}-state`);
-    return { host, state, downloads: await lan.dir(`${host.name}-dl`), id: await idOf(lan, host, CLIENT_BIN, state) };
-  };
-
   const startClient = (m: Member, groups: string[], extra: string[] = []): Daemon => {
     m.daemon = lan.spawn(m.host, m.host.name, CLIENT_BIN, [
       ...groups.flatMap((g) => ['--join', g]), '--server-id', serverId, '--state-dir', m.state, '--downloads', m.downloads,
@@ -52,7 +47,7 @@ describe.skipIf(!available)('a LAN of hosts (IPv4)', () => {
     serverHost = h0!;
     serverState = await lan.dir('server');
     serverId = await idOf(lan, serverHost, SERVER_BIN, serverState);
-    const all = await Promise.all(rest.map((host) => member(host)));
+    const all = await Promise.all(rest.map((host) => lan.member(host)));
     members = all.slice(0, 5);
     [outsider, blocked, late] = all.slice(5) as [Member, Member, Member];
     const config = join(serverState, 'config.json');

@@ -9,6 +9,7 @@ import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import type { Daemon } from '../support/daemons.js';
 import {
   CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, sha256File,
+  type Member,
 } from './support.js';
 
 const available = await multihostAvailable();
@@ -37,17 +38,14 @@ describe.skipIf(!available)('a link cut mid-transfer', () => {
   let serverHost: Host;
   let serverState: string;
   let server: Daemon;
-  const members: Array<{ host: Host; state: string; downloads: string; id: string; daemon: Daemon }> = [];
+  const members: Array<Member & { daemon: Daemon }> = [];
 
   beforeAll(async () => {
     topo = await createTopology({ hosts: 3, ipv6: false, prefix: 'resume' });
     serverHost = topo.hosts[0]!;
     serverState = await lan.dir('server');
     const serverId = await idOf(lan, serverHost, SERVER_BIN, serverState);
-    for (const host of topo.hosts.slice(1)) {
-      const state = await lan.dir(`${host.name}-state`);
-      members.push({ host, state, downloads: await lan.dir(`${host.name}-dl`), id: await idOf(lan, host, CLIENT_BIN, state), daemon: undefined as never });
-    }
+    for (const host of topo.hosts.slice(1)) members.push({ ...await lan.member(host), daemon: undefined as never });
     const config = join(serverState, 'config.json');
     await writeFile(config, JSON.stringify({ groups: [{ name: 'Developers', members: members.map((m) => m.id) }] }));
     server = lan.spawn(serverHost, 'server', SERVER_BIN, ['--config', config, '--state-dir', serverState, '--interface', serverHost.ipv4!]);

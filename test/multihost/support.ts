@@ -3,16 +3,15 @@
 // Daemon class the loopback tests use, so every wait is on something a daemon said.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { expect } from 'vitest';
 import { netnsAvailable, type ExecResult, type Host } from '../harness/netns.js';
 import { CLIENT_BIN, Daemon, SERVER_BIN } from '../support/daemons.js';
 
 export { CLIENT_BIN, SERVER_BIN };
+export { listFiles, sha256File } from '../support/files.js';
 
 /** Resolves once per file: whether topologies can be built; when not, says so in one line. */
 export async function multihostAvailable(): Promise<boolean> {
@@ -21,7 +20,6 @@ export async function multihostAvailable(): Promise<boolean> {
   return availability.ok;
 }
 
-/** Temporary directories and daemons of one test file, all ended by cleanup(). */
 /** A member host and its daemon's directories. */
 export interface Member {
   host: Host;
@@ -31,6 +29,7 @@ export interface Member {
   daemon?: Daemon;
 }
 
+/** Temporary directories and daemons of one test file, all ended by cleanup(). */
 export class Lan {
   private readonly dirs: string[] = [];
   private readonly daemons: Daemon[] = [];
@@ -47,6 +46,12 @@ export class Lan {
     const daemon = new Daemon(name, proc);
     this.daemons.push(daemon);
     return daemon;
+  }
+
+  /** A member on this host: its state and download directories, and its id. */
+  async member(host: Host): Promise<Member> {
+    const state = await this.dir(`${host.name}-state`);
+    return { host, state, downloads: await this.dir(`${host.name}-dl`), id: await idOf(this, host, CLIENT_BIN, state) };
   }
 
   /** Runs a command of a binary to completion inside a host. */
@@ -72,18 +77,6 @@ export async function randomFile(path: string, bytes: number): Promise<string> {
   const content = randomBytes(bytes);
   await writeFile(path, content);
   return createHash('sha256').update(content).digest('hex');
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
-}
-
-/** Every regular file under dir, the partial folder included. */
-export async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
 }
 
 /** `distribute --json` against the server's control socket (a Unix socket: reachable from outside the host). */

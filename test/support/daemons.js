@@ -148,6 +148,16 @@ export function harness() {
   };
 }
 
+/**
+ * The daemon's id (made on first use in its state directory).
+ * @param {ReturnType<typeof harness>} h @param {string} bin @param {string} stateDir
+ */
+export async function idOf(h, bin, stateDir) {
+  const { stdout, code, stderr } = await h.run(bin, ['id', '--state-dir', stateDir]);
+  if (code !== 0) throw new Error(`${bin} id exited ${code}: ${stderr}`);
+  return stdout.trim();
+}
+
 /** A UDP port for one test file's control plane, so files never hear each other. */
 export function testPort() {
   return 20_000 + Math.floor(Math.random() * 30_000);

@@ -3,7 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
   ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress,
-  writeStarterConfig, type Logger,
+  checkedText, LOG_FORMATS, LOG_LEVELS, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -16,7 +16,6 @@ import { ServerPin } from './pinning.js';
 import { statusText } from './status-view.js';
 import { readStatus } from './status-file.js';
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const SHUTDOWN_GRACE_MS = 5_000;
 
 /**
@@ -32,25 +31,18 @@ const OPTIONS = {
   'state-dir': { type: 'string', default: defaultStateDir('client'), describe: 'identity, pin and receive log' },
   interface: { type: 'string', describe: 'multicast interface: address or name (default: first non-loopback)' },
   'group-address': { type: 'string', default: DEFAULT_GROUP_ADDRESS, describe: 'multicast group' },
-  port: { type: 'number', default: DEFAULT_UDP_PORT, describe: 'control-plane UDP port', coerce: (port: number) => parsePort(port, '--port') },
+  port: { type: 'number', default: DEFAULT_UDP_PORT, describe: 'control-plane UDP port', coerce: parsePort },
   server: { type: 'string', describe: 'HOST[:PORT]: also ask this server unicast (when multicast does not reach)' },
   'server-id': { type: 'string', describe: 'the server id to trust (pins it)' },
   'log-level': { choices: LOG_LEVELS, default: 'info' as (typeof LOG_LEVELS)[number], describe: 'log level' },
-  'log-format': { choices: ['json', 'pretty'] as const, describe: 'log format (default: pretty on a terminal)' },
+  'log-format': { choices: LOG_FORMATS, describe: 'log format (default: pretty on a terminal)' },
   'on-receive': { type: 'string', describe: 'run this (sh -c) after each verified file; see GROUPCAST_FILE etc. below', group: 'Daemon:' },
   'on-receive-timeout': { type: 'string', default: '60s', describe: 'stop an --on-receive command after this long', coerce: parseDuration, group: 'Daemon:' },
   'on-receive-jobs': { type: 'number', default: 2, describe: '--on-receive commands running at once', coerce: integerOption('--on-receive-jobs', 1, 64), group: 'Daemon:' },
-  metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checked(parseMetricsAddress), group: 'Daemon:' },
+  metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checkedText(parseMetricsAddress), group: 'Daemon:' },
 } as const satisfies Record<string, Options>;
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
-function checked(check: (text: string) => unknown): (text: string) => string {
-  return (text) => {
-    check(text);
-    return text;
-  };
-}
-
 type Args = ArgumentsCamelCase<InferredOptionTypes<typeof OPTIONS>>;
 
 function rootLogger(argv: Args): Logger {

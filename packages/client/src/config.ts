@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { absolutePath, loadConfigFileSync, parseDuration, parseMetricsAddress } from '@groupcast/shared';
+import { absolutePath, loadConfigFileSync, LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress } from '@groupcast/shared';
 
 /** A string that one of shared's parsers accepts; kept as written, since the flag's own parsing applies after. */
 function parsed(check: (text: string) => unknown) {
@@ -31,8 +31,8 @@ export const clientConfigSchema = z.strictObject({
   onReceiveTimeout: parsed(parseDuration).optional(),
   onReceiveJobs: z.number().int().min(1).max(64).optional(),
   metrics: parsed(parseMetricsAddress).optional(),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
-  logFormat: z.enum(['json', 'pretty']).optional(),
+  logLevel: z.enum(LOG_LEVELS).optional(),
+  logFormat: z.enum(LOG_FORMATS).optional(),
 });
 
 export type ClientConfig = z.output<typeof clientConfigSchema>;

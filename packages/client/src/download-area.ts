@@ -1,10 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, lstat, mkdir, readdir, rm, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import {
-  errnoCode, ErrorCode, fsyncDir, GroupcastError, validateFileName, validateGroupName, type Logger,
+  errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, validateFileName, validateGroupName, type Logger,
 } from '@groupcast/shared';
 
 /**
@@ -87,10 +85,15 @@ export async function existingAt(path: string): Promise<Existing> {
   }
 }
 
-/** SHA-256 of a file, streamed: memory stays flat whatever its size. */
+/** SHA-256 of a whole file, through shared's one-buffer reader: memory stays flat whatever its size. */
 export async function hashFile(path: string, signal?: AbortSignal): Promise<Buffer> {
   const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash, { ...(signal ? { signal } : {}) });
+  const handle = await open(path, 'r');
+  try {
+    await hashFromHandle(handle, (await handle.stat()).size, hash, signal);
+  } finally {
+    await handle.close();
+  }
   return hash.digest();
 }
 

@@ -1,4 +1,4 @@
-import { printable } from '@groupcast/shared';
+import { formatTable, printable } from '@groupcast/shared';
 import type { GroupListing } from './list-groups.js';
 
 /** `groups` output for people. Everything from the wire goes through printable(): no escape sequences reach the terminal. */
@@ -11,9 +11,5 @@ export function formatGroupListing(listing: GroupListing): string {
   ];
   if (groups.length === 0) return [...lines, 'no groups'].join('\n');
   const rows = groups.map((group) => [printable(group.name), group.open ? 'open' : 'closed', printable(group.description)]);
-  const header = ['GROUP', 'ACCESS', 'DESCRIPTION'];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ').trimEnd();
-  return [...lines, line(header), ...rows.map(line)].join('\n');
+  return [...lines, formatTable(['GROUP', 'ACCESS', 'DESCRIPTION'], rows)].join('\n');
 }

@@ -1,7 +1,7 @@
 import { hostname, homedir } from 'node:os';
 import { join } from 'node:path';
 import {
-  codeIsForServer, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, MAX_SERVER_NAME, familyOf,
+  codeIsForServer, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT, ErrorCode, GroupcastError, integerOption, MAX_SERVER_NAME, familyOf,
   parseHostPort, parseJoinCode, parseMetricsAddress, parsePeerId, resolveInterface, truncateUtf8, validateGroupName,
   type Family, type JoinCode, type Logger, type MulticastInterface, type Peer, type PeerId,
 } from '@groupcast/shared';
@@ -62,10 +62,7 @@ export function defaultDownloadsDir(env: NodeJS.ProcessEnv = process.env): strin
   return join(env.XDG_DOWNLOAD_DIR || join(homedir(), 'Downloads'), 'groupcast');
 }
 
-export function parsePort(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1 || value > 65535) throw usage(`${what} must be an integer 1..65535, not ${value}`);
-  return value;
-}
+export const parsePort = integerOption('--port', 1, 65535);
 
 /** "3s", "500ms", "2m" or a bare number of seconds: the one parser both daemons use. */
 export { parseDuration } from '@groupcast/shared';
@@ -89,7 +86,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     if (options.trustFirstServer) throw usage('--code pins the server that issued it; leave out --trust-first-server');
   }
   const groupAddress = options.groupAddress ?? DEFAULT_GROUP_ADDRESS;
-  const port = parsePort(options.port ?? DEFAULT_UDP_PORT, '--port');
+  const port = parsePort(options.port ?? DEFAULT_UDP_PORT);
   let family: Family;
   try {
     family = familyOf(groupAddress);

@@ -115,7 +115,7 @@ type State =
   | { kind: 'preparing'; hex: string; abort: AbortController; done: Promise<void> }
   | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger }
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
-  | { kind: 'discarding'; hex: string };
+  | { kind: 'discarding'; hex: string; transfer: Buffer };
 
 const IDLE: State = { kind: 'idle' };
 /** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
@@ -308,10 +308,12 @@ export class ReceiveSession {
   // ---- DATA ----
 
   private async data(frame: Extract<Frame, { type: 'data' }>): Promise<void> {
-    const hex = frame.transfer.toString('hex');
+    // Ids compared as bytes: this runs once per chunk, and the hex form is only needed for the error.
     const state = this.state;
-    if (state.kind === 'discarding' && state.hex === hex) return;
-    if (state.kind !== 'receiving' || state.hex !== hex) throw violation(`DATA for ${hex}, which is not being received`);
+    if (state.kind === 'discarding' && frame.transfer.equals(state.transfer)) return;
+    if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
+      throw violation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
+    }
     const { file } = state;
     if (frame.offset !== file.offset) throw violation(`DATA at offset ${frame.offset}, expected ${file.offset}`);
     if (frame.offset + frame.payload.length > file.size) throw violation(`DATA past the end of a ${file.size}-byte file`);
@@ -327,7 +329,7 @@ export class ReceiveSession {
   /** A disk error mid-transfer: the partial is deleted so its space comes back, and the server is told why. */
   private async writeFailed(state: Extract<State, { kind: 'receiving' }>, err: unknown): Promise<void> {
     await this.drop(state.file, state.log);
-    this.state = { kind: 'discarding', hex: state.hex };
+    this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
     this.fail(state.offer, state.log, outcomeOfError(err), `write failed: ${describeError(err)}`, err);
   }
 

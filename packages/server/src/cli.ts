@@ -3,7 +3,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  GroupcastError, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
+  checkedText, GroupcastError, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './control-socket.js';
@@ -90,8 +90,8 @@ function options<T>(argv: Argv<T>) {
   return argv
     .option('config', { type: 'string', describe: `config file (JSON with comments) [default: the first of ${configSearchPath('server').join(', ')} that exists]` })
     .option('state-dir', { type: 'string', describe: `state directory [default: ${defaultStateDir('server')}]` })
-    .option('log-level', { choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, describe: 'log level [default: info]' })
-    .option('log-format', { choices: ['json', 'pretty'] as const, describe: 'log format [default: pretty on a terminal, else json]' })
+    .option('log-level', { choices: LOG_LEVELS, describe: 'log level [default: info]' })
+    .option('log-format', { choices: LOG_FORMATS, describe: 'log format [default: pretty on a terminal, else json]' })
     .option('json', { type: 'boolean', describe: 'machine-readable output' })
     .option('interface', { type: 'string', group: DAEMON, describe: 'multicast interface (address or name) [default: first non-loopback]' })
     .option('group-address', { type: 'string', group: DAEMON, describe: 'multicast group [default: 239.255.77.77]' })
@@ -100,8 +100,8 @@ function options<T>(argv: Argv<T>) {
     .option('advertise-port', { type: 'number', group: DAEMON, coerce: integerOption('--advertise-port', 1, 65535), describe: 'TCP port members are told to connect to, when a port forward sits in front of --tcp-port [default: the --tcp-port in use]' })
     .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
-    .option('keep', { type: 'string', group: DAEMON, coerce: checked(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
-    .option('metrics', { type: 'string', group: DAEMON, coerce: checked(parseMetricsAddress), describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT [default: off]' });
+    .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
+    .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT [default: off]' });
 }
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
@@ -113,13 +113,6 @@ function operatorCommand<T>(argv: Argv<T>): Argv<T> {
 }
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
-function checked(check: (text: string) => unknown): (text: string) => string {
-  return (text) => {
-    check(text);
-    return text;
-  };
-}
-
 async function stateDirOf(flags: CommonFlags): Promise<string> {
   return (await settingsFrom(flags)).stateDir;
 }
@@ -159,8 +152,8 @@ const cli = options(yargs(hideBin(process.argv)))
       .positional('group', { type: 'string', demandOption: true })
       .positional('files', { type: 'string', array: true, demandOption: true })
       .option('wait-all', { type: 'boolean', describe: 'also wait for members that are offline now' })
-      .option('timeout', { type: 'string', coerce: checked(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
-      .option('progress-interval', { type: 'string', default: '5s', coerce: checked(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
+      .option('timeout', { type: 'string', coerce: checkedText(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
+      .option('progress-interval', { type: 'string', default: '5s', coerce: checkedText(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
       .example('$0 distribute Developers ./build.tar.gz', 'push a file to every member of Developers')
       .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members')
       .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts'),
@@ -207,7 +200,7 @@ const cli = options(yargs(hideBin(process.argv)))
   .command('invite <group>', 'make a one-time join code for a group (enrolls the member that uses it, and pins this server for it)', (y) => y
     .positional('group', { type: 'string', demandOption: true })
     .option('uses', { type: 'number', default: 1, coerce: integerOption('--uses', 1, MAX_INVITE_USES), describe: 'how many members may use the code' })
-    .option('ttl', { type: 'string', default: '1h', coerce: checked(parseDuration), describe: 'how long the code is valid (at most 30d)' })
+    .option('ttl', { type: 'string', default: '1h', coerce: checkedText(parseDuration), describe: 'how long the code is valid (at most 30d)' })
     .example('$0 invite Developers', 'a code for one member, valid for an hour')
     .example('$0 invite Lab --uses 20 --ttl 1d', 'one code for a room of 20 machines'), async (flags) => {
     const invite = await callDaemon<CreatedInvite & { server: string }>(await stateDirOf(flags as CommonFlags), 'invite', {

@@ -3,14 +3,9 @@ import { z } from 'zod';
 import {
   absolutePath, definedOnly, DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, loadConfigFile as loadConfig,
   MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, validateGroupName,
-  type LogFormat,
+  LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 
-/**
- * The server's settings. Precedence: flags > GROUPCAST_* environment > config file > built-in
- * defaults. The config file is JSON with comments (starter-config.ts holds the one `init` writes); its keys are
- * the flags' names in camelCase, plus `groups`.
- */
 /** A zod string checked by one of shared's validators, so the rule lives in one place. */
 function validated<T>(check: (text: string) => T) {
   return z.string().transform((text, ctx) => {
@@ -49,8 +44,8 @@ const fileSchema = z.strictObject({
   tcpPort: z.number().int().min(0).max(65535).optional(),
   advertisePort: port.optional(),
   concurrency: z.number().int().min(1).max(1024).optional(),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
-  logFormat: z.enum(['json', 'pretty']).optional(),
+  logLevel: z.enum(LOG_LEVELS).optional(),
+  logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
 });
@@ -63,6 +58,11 @@ export const DEFAULT_GROUPS: GroupConfig[] = [
   { name: 'Designers', description: 'Design assets and fonts', open: false, members: [] },
 ];
 
+/**
+ * The server's settings. Precedence: flags > GROUPCAST_* environment > config file > built-in
+ * defaults. The config file is JSON with comments (starter-config.ts holds the one `init` writes); its keys are
+ * the flags' names in camelCase, plus `groups`.
+ */
 export interface ServerSettings {
   name: string;
   groups: GroupConfig[];

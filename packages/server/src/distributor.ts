@@ -3,11 +3,11 @@ import { EventEmitter } from 'node:events';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  backoffDelay, ErrorCode, GroupcastError, Outcome, TRANSFER_ID_LENGTH, validateFileName,
+  backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from './membership.js';
-import { describeOutcome, type MemberSession } from './member-session.js';
+import type { MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
 
@@ -51,6 +51,14 @@ export interface DistributorOptions {
 }
 
 const key = (transfer: string, member: PeerId): string => `${transfer}/${member}`;
+
+/** A failed attempt's reason, as status shows it: the outcome's name and the member's message. */
+function describeOutcome(outcome: Outcome, message: string): string {
+  const name = OUTCOME_NAMES[outcome];
+  if (!message) return name;
+  // The member's message often starts with the outcome's own words ("insufficient space: need …").
+  return message.startsWith(name) ? message : `${name}: ${message}`;
+}
 
 /**
  * Turns distributions into deliveries and runs them: each member's deliveries in order over its own

@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
   DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, Outcome, OUTCOME_NAMES, PROTOCOL_VERSION,
+  HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
   type Frame, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -24,9 +24,9 @@ const REPLY_TIMEOUT_MS = 30_000;
  * takes a while: the wait grows with the size, at a slow disk's 50 MB/s. Heartbeats still find a dead link.
  */
 const REHASH_BYTES_PER_MS = 50_000;
-/** After the last byte the member fsyncs and renames; allow for a slow disk. */
 /** How long a closing connection may take to flush what was already written. */
 const CLOSE_GRACE_MS = 2_000;
+/** After the last byte the member fsyncs and renames; allow for a slow disk. */
 const RESULT_TIMEOUT_MS = 120_000;
 
 export interface MemberSessionEvents {
@@ -280,11 +280,4 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     this.socket.once('close', () => clearTimeout(grace));
     this.emit('closed');
   }
-}
-
-export function describeOutcome(outcome: Outcome, message: string): string {
-  const name = OUTCOME_NAMES[outcome];
-  if (!message) return name;
-  // The member's message often starts with the outcome's own words ("insufficient space: need …").
-  return message.startsWith(name) ? message : `${name}: ${message}`;
 }

@@ -161,7 +161,7 @@ export function operations(ctx: Context): Record<string, Handler> {
     const waitAll = params.waitAll === true;
     const timeoutMs = typeof params.timeoutMs === 'number' && params.timeoutMs > 0 ? params.timeoutMs : undefined;
     const { transfers } = await distributor.distribute(group, files);
-    const ids = new Set(transfers.map((t) => t.id));
+    const sizes = new Map(transfers.map((t) => [t.id, t.size]));
     const deliveries = (): DeliveryRecord[] => transfers.flatMap((t) => outbox.deliveriesOf(t.id));
     const members = [...new Set(deliveries().map((d) => d.member))].map((id) => ({
       id, name: membership.member(id)?.name ?? '', online: membership.isOnline(id),
@@ -208,18 +208,19 @@ export function operations(ctx: Context): Record<string, Handler> {
         else if (last !== Infinity) recheck = setTimeout(check, last - now);
       };
       const onDelivery = (delivery: DeliveryRecord): void => {
-        if (!ids.has(delivery.transfer)) return;
+        if (!sizes.has(delivery.transfer)) return;
         emit({ kind: 'delivery', delivery: view(delivery) } satisfies DistributeEvent);
         check();
       };
+      // Runs for every DATA frame sent: sizes are at hand, and an event goes out at most every PROGRESS_INTERVAL_MS.
       const onProgress = (transfer: string, member: PeerId, position: number): void => {
-        const record = outbox.transfer(transfer);
-        if (!record || !ids.has(transfer)) return;
+        const size = sizes.get(transfer);
+        if (size === undefined) return;
         const k = `${transfer}/${member}`;
         const now = Date.now();
-        if (position < record.size && now - (lastProgress.get(k) ?? 0) < PROGRESS_INTERVAL_MS) return;
+        if (position < size && now - (lastProgress.get(k) ?? 0) < PROGRESS_INTERVAL_MS) return;
         lastProgress.set(k, now);
-        emit({ kind: 'progress', transfer, member, position, size: record.size } satisfies DistributeEvent);
+        emit({ kind: 'progress', transfer, member, position, size } satisfies DistributeEvent);
       };
       const onAbort = (): void => finish(false);
       distributor.on('delivery', onDelivery);

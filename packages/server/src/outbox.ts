@@ -1,6 +1,5 @@
 import { join } from 'node:path';
-import type { Logger, PeerId } from '@groupcast/shared';
-import { Journal } from './journal.js';
+import { Journal, type Logger, type PeerId } from '@groupcast/shared';
 
 export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
 

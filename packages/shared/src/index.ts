@@ -18,3 +18,4 @@ export * from './runtime/tls.js';
 export * from './runtime/format.js';
 export * from './runtime/config-file.js';
 export * from './runtime/metrics.js';
+export * from './runtime/journal.js';

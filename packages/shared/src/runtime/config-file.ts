@@ -121,6 +121,14 @@ export function integerOption(flag: string, min: number, max: number): (value: u
   };
 }
 
+/** A yargs `coerce` that checks text with one of shared's parsers and keeps it as written. */
+export function checkedText(check: (text: string) => unknown): (text: string) => string {
+  return (text) => {
+    check(text);
+    return text;
+  };
+}
+
 /** Where `init` writes without --config: /etc/groupcast for root (the service reads it there), else the user's. */
 export function defaultInitPath(role: ConfigRole): string {
   const paths = configSearchPath(role, { ...process.env, CONFIGURATION_DIRECTORY: undefined });

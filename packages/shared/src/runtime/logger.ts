@@ -4,7 +4,9 @@ import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
 
-export type LogFormat = 'json' | 'pretty';
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /**
  * The root logger a CLI makes once; components take `log.child({ component })`. JSON lines on stderr,
