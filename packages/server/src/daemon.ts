@@ -1,5 +1,5 @@
 import {
-  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  ControlEndpoint, ensurePrivateDir, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
   shortId, type Logger, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
@@ -55,7 +55,9 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     iface,
     role: 'server',
   });
-  await endpoint.open();
+  await endpoint.open().catch((err: unknown) => {
+    throw listenFailure(err, 'UDP', iface.address, settings.port, 'another program holds it without sharing; choose another with --port');
+  });
 
   let distributor: Distributor | undefined;
   const dataPlane = new DataPlane({
@@ -77,7 +79,10 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
       distributor?.wake(session.id);
     },
   });
-  await dataPlane.start();
+  await dataPlane.start().catch((err: unknown) => {
+    endpoint.close();
+    throw listenFailure(err, 'TCP', iface.address, settings.tcpPort, 'another group-server? choose another with --tcp-port');
+  });
 
   distributor = new Distributor({
     log: log.child({ component: 'distributor' }),

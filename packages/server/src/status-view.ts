@@ -1,4 +1,5 @@
 import { formatBytes, formatDuration, formatTable, printable, shortId } from '@groupcast/shared';
+import type { InviteView } from './invites.js';
 import type { DeliveryView, GroupView, MemberView, StatusView } from './operations.js';
 
 /** How many transfers `status` lists; --json has them all. */
@@ -82,4 +83,16 @@ export function statusText(status: StatusView, now: number): string {
       ...(status.transfers.length > recent.length ? [`(the ${recent.length} most recent of ${status.transfers.length}; --json lists all)`] : []),
     ];
   return [...serverLines(status.server, now), '', groupsTable(status.groups), '', ...members, '', ...transfers, ...undelivered(recent)].join('\n');
+}
+
+/** `invites`: what each remembered invite is, never its code. Times as ISO in UTC, like `invite` prints them. */
+export function invitesTable(invites: InviteView[], now: number): string {
+  if (invites.length === 0) return 'no invites: make one with "group-server invite <group>"';
+  const until = (at: number): string => (at > now ? `in ${formatDuration(at - now)}` : `${formatDuration(now - at)} ago`);
+  return formatTable(
+    ['INVITE', 'GROUP', 'STATE', 'USES LEFT', 'EXPIRES', 'CREATED'],
+    invites.map((i) => [
+      i.invite, i.group, i.state, `${i.usesLeft} of ${i.uses}`, `${new Date(i.expiresAt).toISOString()} (${until(i.expiresAt)})`, new Date(i.createdAt).toISOString(),
+    ]),
+  );
 }

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import type { Counter } from 'prom-client';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import type { Logger } from './logger.js';
-import { parseHostPort } from './network.js';
+import { listenFailure, parseHostPort } from './network.js';
 
 export const DEFAULT_METRICS_PORT = 9477;
 
@@ -137,7 +137,7 @@ export async function serveMetrics(metrics: Metrics, listen: { host: string; por
       });
     });
   } catch (err) {
-    throw new GroupcastError(ErrorCode.CONFIG, `--metrics: cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
+    throw listenFailure(err, 'HTTP (--metrics)', listen.host, listen.port, 'another group-server or exporter? choose another with --metrics');
   }
   const bound = server.address();
   const port = typeof bound === 'object' && bound ? bound.port : listen.port;
