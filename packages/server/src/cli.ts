@@ -12,6 +12,7 @@ import { runDistribute, type DistributeFlags } from './distribute-view.js';
 import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './invites.js';
 import type { GroupView, MemberView, StatusView } from './operations.js';
 import { STARTER_CONFIG } from './starter-config.js';
+import { parseWebToken } from './web/access.js';
 import { groupsTable, invitesTable, membersTable, statusText } from './status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
@@ -31,6 +32,7 @@ interface CommonFlags {
   logFormat?: LogFormat;
   keep?: string;
   metrics?: string;
+  webToken?: string;
   json?: boolean;
 }
 
@@ -50,6 +52,7 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     logFormat: flags.logFormat,
     keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
     metrics: flags.metrics,
+    webToken: flags.webToken,
   }, defaultStateDir('server'), path);
 }
 
@@ -101,11 +104,12 @@ function options<T>(argv: Argv<T>) {
     .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
     .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
-    .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT [default: off]' });
+    .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics (/metrics) and the live web view (/) on PORT (127.0.0.1) or ADDR:PORT [default: off]' })
+    .option('web-token', { type: 'string', group: DAEMON, coerce: checkedText(parseWebToken), describe: 'token every request to --metrics must carry (?token= once, or Authorization: Bearer); required off loopback. Prefer GROUPCAST_WEB_TOKEN or the config file: flags show in ps' });
 }
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
-const DAEMON_OPTIONS = ['interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'metrics'] as const;
+const DAEMON_OPTIONS = ['interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'metrics', 'web-token'] as const;
 
 /** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
 function operatorCommand<T>(argv: Argv<T>): Argv<T> {

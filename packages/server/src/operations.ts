@@ -134,6 +134,12 @@ function str(params: Record<string, unknown>, name: string): string {
   return value;
 }
 
+/** The `status` answer as a function, for the web view: the same view the CLI gets. */
+export function statusOf(handlers: Record<string, Handler>): () => Promise<StatusView> {
+  const never = new AbortController().signal;
+  return async () => (await handlers.status?.({}, () => undefined, never)) as StatusView;
+}
+
 /** The daemon's answers to the operator's commands, served over the control socket. */
 export function operations(ctx: Context): Record<string, Handler> {
   const { membership, distributor, outbox, dataPlane } = ctx;

@@ -40,14 +40,14 @@ function serverLines(server: StatusView['server'], now: number): string[] {
     `  data       TLS on ${server.interface}:${server.tcpPort}`,
     `  state      ${server.stateDir}`,
     `  config     ${server.configFile ?? '(none: built-in defaults, flags and GROUPCAST_* variables)'}`,
-    ...(server.metrics ? [`  metrics    http://${server.metrics}/metrics`] : []),
+    ...(server.metrics ? [`  metrics    http://${server.metrics}/metrics`, `  web view   http://${server.metrics}/`] : []),
     `  traffic    ${server.datagrams.received} datagrams in, ${server.datagrams.sent} out, ${dropped} dropped; `
       + `${server.connections.admitted} connections admitted, ${server.connections.refused} refused`,
   ];
 }
 
 /** Why a delivery is not done: what it waits for and, if an attempt failed, why; or why it failed for good. */
-function why(d: DeliveryView): string {
+export function why(d: DeliveryView): string {
   const reason = printable(d.reason);
   if (d.state === 'failed' || !reason) return reason || d.waiting;
   return `${d.waiting}; last attempt: ${reason}`;
