@@ -14,7 +14,8 @@ import { SERVER_BIN, harness, testPort } from '../support/daemons.js';
  * online, per-member progress bars that move and reach 100% without a reload, a hostile member name
  * shown as text, and the token rule, checked over plain HTTP too.
  */
-const CHROMIUM = process.env.GROUPCAST_CHROMIUM ?? '/usr/bin/chromium';
+// Not a GROUPCAST_* variable: the daemons this test starts read those as their options.
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveBrowser = existsSync(CHROMIUM);
 if (!haveBrowser) console.warn(`web-view.test: browser tests skipped: no chromium at ${CHROMIUM} (apt-get install -y chromium)`);
 
