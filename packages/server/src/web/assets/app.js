@@ -94,7 +94,9 @@ function renderGroups(s) {
 function renderMembers(s) {
   const more = s.membersTotal - s.members.length;
   setText(document, '#members-count', `${s.members.filter((m) => m.online).length} online of ${s.membersTotal}${more > 0 ? ` (first ${s.members.length} shown)` : ''}`);
-  reconcile(byId('members'), s.members, (m) => m.id, () => row(['id', 'name', 'address', 'status', 'joined', 'num pending', 'num failed']), (tr, m) => {
+  // Online first, then by name: the ones an operator looks for are at the top.
+  const members = [...s.members].sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  reconcile(byId('members'), members, (m) => m.id, () => row(['id', 'name', 'address', 'status', 'joined', 'num pending', 'num failed']), (tr, m) => {
     tr.dataset.member = m.id;
     tr.dataset.online = String(m.online);
     tr.dataset.failed = String(m.failed > 0);
