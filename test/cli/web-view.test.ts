@@ -200,6 +200,21 @@ describe('web access with a token', () => {
     expect(withCookie.status).toBe(200);
   });
 
+  it('a hostile request target neither redirects to another site nor stops the listener', async () => {
+    const port = Number(new URL(url).port);
+    const raw = (target: string): Promise<string> => new Promise((resolve) => {
+      const socket = createConnection({ host: '127.0.0.1', port });
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk.toString()));
+      socket.on('error', () => resolve(answer));
+      socket.on('close', () => resolve(answer));
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`);
+    });
+    expect(await raw(`/.//evil.example/?token=${TOKEN}`)).toMatch(/^HTTP\/1\.1 303[^]*\r\nlocation: \/evil\.example\/\r\n/i);
+    expect(await raw('http://[/')).toMatch(/^(HTTP\/1\.1 400|$)/);
+    expect((await fetchText(`${url}/`, { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+  });
+
   it.skipIf(!haveBrowser)('in the browser, the page opened once with ?token= stays live on the cookie', async () => {
     const context = await browser!.newContext();
     try {

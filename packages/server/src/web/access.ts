@@ -86,7 +86,8 @@ export class WebAccess {
     if (query !== null && sameSecret(query, this.digest)) {
       url.searchParams.delete('token');
       response.writeHead(303, {
-        location: `${url.pathname}${url.search}`,
+        // One leading slash: "//host/…" would send the browser to another site.
+        location: `${url.pathname.replace(/^\/+/, '/')}${url.search}`,
         'set-cookie': `${COOKIE}=${this.cookie}; HttpOnly; SameSite=Strict; Path=/`,
         'cache-control': 'no-store',
       }).end();

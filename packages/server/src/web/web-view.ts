@@ -33,7 +33,11 @@ export function webView(options: { live: LiveStatus; token: string | undefined }
   const access = new WebAccess(options.token);
   const files = new Map(Object.entries(FILES).map(([path, { file, type }]) => [path, { type, body: readFileSync(new URL(file, ASSETS)) }]));
   return (request: IncomingMessage, response: ServerResponse, next: () => void): void => {
-    const url = new URL(request.url ?? '/', 'http://listener');
+    const url = URL.parse(request.url ?? '/', 'http://listener');
+    if (!url) {
+      response.writeHead(400, { 'content-type': 'text/plain' }).end('bad request target\n');
+      return;
+    }
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) response.setHeader(name, value);
     if (!access.admit(request, response, url)) return;
     if (url.pathname === '/events') {
