@@ -5,6 +5,7 @@ import {
   MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, validateGroupName,
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
+import { parseWebToken } from './web/access.js';
 
 /** A zod string checked by one of shared's validators, so the rule lives in one place. */
 function validated<T>(check: (text: string) => T) {
@@ -48,6 +49,7 @@ const fileSchema = z.strictObject({
   logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
+  webToken: validated(parseWebToken).optional(),
 });
 
 export type GroupConfig = z.output<typeof groupSchema>;
@@ -78,8 +80,10 @@ export interface ServerSettings {
   logFormat: LogFormat | undefined;
   /** How long undelivered files wait for offline members; the daemon's default when undefined. */
   keepMs: number | undefined;
-  /** `--metrics` listen address, when the Prometheus endpoint is wanted. */
+  /** `--metrics` listen address, when the Prometheus endpoint (and the web view beside it) is wanted. */
   metrics: string | undefined;
+  /** `--web-token`: required of every request to the metrics listener when set; required to listen off loopback. */
+  webToken: string | undefined;
   /** The file the settings came from, if any (named or found in the search path). */
   configFile: string | undefined;
   /** True when no config file named the groups, so the server runs on the built-in ones. */
@@ -109,6 +113,7 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     logFormat: undefined,
     keepMs: keep,
     metrics: undefined,
+    webToken: undefined,
     ...definedOnly(fileRest),
     ...definedOnly(flags),
     groups: groups ?? DEFAULT_GROUPS,

@@ -1,6 +1,6 @@
 import {
-  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
-  shortId, type Logger, type PeerId,
+  ControlEndpoint, ensurePrivateDir, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  shortId, type Logger, type MetricsEndpoint, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
 import type { ServerSettings } from './config.js';
@@ -11,9 +11,12 @@ import { Distributor } from './distributor.js';
 import { Invites } from './invites.js';
 import { Membership } from './membership.js';
 import { ServerMetrics } from './metrics.js';
-import { operations, type ServerDescription } from './operations.js';
+import { operations, statusOf, type ServerDescription } from './operations.js';
 import { Outbox } from './outbox.js';
 import { ContentStore } from './store.js';
+import { requireTokenOffLoopback } from './web/access.js';
+import { LiveStatus } from './web/live-status.js';
+import { webView } from './web/web-view.js';
 
 export interface RunningServer {
   id: PeerId;
@@ -30,6 +33,8 @@ export const DEFAULT_KEEP_MS = 7 * 24 * 3600 * 1000;
  */
 export async function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
   const { stateDir } = settings;
+  const metricsAddress = settings.metrics ? parseMetricsAddress(settings.metrics) : undefined;
+  if (metricsAddress) requireTokenOffLoopback(metricsAddress.host, settings.webToken);
   await ensurePrivateDir(stateDir);
   const identity = await loadOrCreateIdentity(stateDir, `group-server ${settings.name}`);
   const id = identity.signer.id;
@@ -55,7 +60,9 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     iface,
     role: 'server',
   });
-  await endpoint.open();
+  await endpoint.open().catch((err: unknown) => {
+    throw listenFailure(err, 'UDP', iface.address, settings.port, 'another program holds it without sharing; choose another with --port');
+  });
 
   let distributor: Distributor | undefined;
   const dataPlane = new DataPlane({
@@ -77,7 +84,10 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
       distributor?.wake(session.id);
     },
   });
-  await dataPlane.start();
+  await dataPlane.start().catch((err: unknown) => {
+    endpoint.close();
+    throw listenFailure(err, 'TCP', iface.address, settings.tcpPort, 'another group-server? choose another with --tcp-port');
+  });
 
   distributor = new Distributor({
     log: log.child({ component: 'distributor' }),
@@ -109,9 +119,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
   announcer.start();
 
   metrics?.register({ endpoint, dataPlane, controlPlane, membership, outbox, distributor: running });
-  const metricsEndpoint = metrics && settings.metrics
-    ? await serveMetrics(metrics, parseMetricsAddress(settings.metrics), log.child({ component: 'metrics' }))
-    : undefined;
+  let metricsEndpoint: MetricsEndpoint | undefined;
 
   const describe = (): ServerDescription => ({
     id,
@@ -130,12 +138,15 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     control: controlPlane.counters,
     invites: invites.counters,
   });
-  const controlSocket = new ControlSocket({
-    log: log.child({ component: 'control-socket' }),
-    stateDir,
-    handlers: operations({ membership, distributor: running, outbox, dataPlane, invites, describe }),
-  });
+  const handlers = operations({ membership, distributor: running, outbox, dataPlane, invites, describe });
+  const controlSocket = new ControlSocket({ log: log.child({ component: 'control-socket' }), stateDir, handlers });
   await controlSocket.start();
+
+  // The web view shares the metrics listener: one port to open or firewall, one token rule.
+  const live = metrics ? new LiveStatus({ log: log.child({ component: 'web' }), status: statusOf(handlers), distributor: running, membership }) : undefined;
+  metricsEndpoint = metrics && metricsAddress && live
+    ? await serveMetrics(metrics, metricsAddress, log.child({ component: 'metrics' }), webView({ live, token: settings.webToken }))
+    : undefined;
 
   log.info(
     { id, interface: `${iface.name} ${iface.address}`, group: `${settings.groupAddress}:${settings.port}`, tcpPort: dataPlane.port, stateDir, config: settings.configFile, groups: membership.groupInfo().map((g) => g.name) },
@@ -158,6 +169,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     udpPort: settings.port,
     close: () => {
       closing ??= (async () => {
+        live?.close();
         await metricsEndpoint?.close();
         await controlSocket.close();
         announcer.close();
