@@ -1,10 +1,25 @@
 import type { RemoteInfo } from 'node:dgram';
 import {
-  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES, NakReason,
+  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES, NakReason, RateLimitedLog,
   type ControlEndpoint, type ControlMessage, type Datagram, type GroupInfo, type Logger, type MembershipOp, type Peer,
 } from '@groupcast/shared';
+import { AttemptLimiter } from './attempt-limiter.js';
 import type { Invites } from './invites.js';
+import { ListCookies } from './list-cookie.js';
 import type { Membership, Verdict } from './membership.js';
+
+/**
+ * LISTs per source address: a burst of 64, then 20 a second. Enough for a host full of members and
+ * `groups` commands retrying at once (each costs two LISTs with the cookie round trip); to a forged
+ * source it caps the reflected COOKIEs, each no larger than its LIST, at 20 a second.
+ */
+export const LIST_PER_SOURCE = { burst: 64, refillMs: 50 };
+/**
+ * JOINs and LEAVEs per source address: a burst of 64, then 20 a second. A host's members join each of
+ * their groups at start and retry with backoff, far below this; a flood of fresh keys from one address
+ * gets 20 a second, and nothing at all past the rate (the member simply retries, as for a lost packet).
+ */
+export const JOIN_PER_SOURCE = { burst: 64, refillMs: 50 };
 
 /** Splits the group list into GROUPS pages that each fit one datagram. */
 export function groupPages(request: Buffer, tcpPort: number, groups: GroupInfo[]): ControlMessage[] {
@@ -26,9 +41,19 @@ const NO_PROOF: Buffer = Buffer.alloc(0);
 /**
  * Answers members on the control plane: LIST with the groups, JOIN and LEAVE with ACK or NAK, each
  * unicast back to the sender. Handlers are idempotent, since members retry until answered.
+ *
+ * A source address is not proven by a signature (anyone can sign with a fresh key), so nothing sent to
+ * an unproven one may be larger than what came from it: a LIST without a valid cookie is answered with
+ * a COOKIE of the LIST's own size, and only a LIST that echoes it gets the GROUPS pages. Requests are
+ * rate-limited per source address; past the rate they are dropped and counted.
  */
 export class ControlPlane {
-  readonly counters = { lists: 0, joins: 0, leaves: 0, naks: 0 };
+  /** `limited`: requests dropped over the per-source rate. `cookies`: LISTs answered with a COOKIE. */
+  readonly counters = { lists: 0, cookies: 0, joins: 0, leaves: 0, naks: 0, limited: 0 };
+  private readonly cookies: ListCookies;
+  private readonly listLimiter = new AttemptLimiter(LIST_PER_SOURCE);
+  private readonly joinLimiter = new AttemptLimiter(JOIN_PER_SOURCE);
+  private readonly refusals: RateLimitedLog;
 
   constructor(
     private readonly options: {
@@ -38,22 +63,37 @@ export class ControlPlane {
       tcpPort: () => number;
       /** Checks a JOIN's join-code proof, before authorization. */
       invites: Invites;
+      clock?: () => number;
     },
-  ) {}
+  ) {
+    this.cookies = new ListCookies(this.now);
+    this.refusals = new RateLimitedLog(options.log);
+  }
+
+  private readonly now = (): number => (this.options.clock ?? Date.now)();
 
   start(): void {
     this.options.endpoint.on('message', (datagram, from) => this.handle(datagram, from));
   }
 
+  /** Takes a token from the source's bucket; false (counted) means drop the request unanswered. */
+  private withinRate(kind: 'list' | 'join' | 'leave', address: string): boolean {
+    const limiter = kind === 'list' ? this.listLimiter : this.joinLimiter;
+    if (limiter.take(address, this.now())) return true;
+    this.counters.limited++;
+    this.refusals.warn(`limited:${kind}`, { address, limited: this.counters.limited }, `${kind} requests over the rate; dropping`);
+    return false;
+  }
+
   private handle(datagram: Datagram, from: RemoteInfo): void {
     const { message, sender } = datagram;
     const peer = { address: from.address, port: from.port };
+    if (message.type !== 'list' && message.type !== 'join' && message.type !== 'leave') return;
+    if (!this.withinRate(message.type, peer.address)) return;
+    this.options.membership.seen(sender);
     switch (message.type) {
       case 'list':
-        this.counters.lists++;
-        for (const page of groupPages(datagram.nonce, this.options.tcpPort(), this.options.membership.groupInfo())) {
-          this.options.endpoint.send(page, peer);
-        }
+        this.list(datagram, message.cookie, peer);
         return;
       case 'join':
         this.counters.joins++;
@@ -66,8 +106,19 @@ export class ControlPlane {
         this.counters.leaves++;
         this.answer(datagram, 'leave', message.group, this.options.membership.leave(sender, message.group, peer), peer);
         return;
-      default:
-        return;
+    }
+  }
+
+  /** The groups for a proven source; for any other, the cookie that proves it next time. */
+  private list(datagram: Datagram, cookie: Buffer, peer: Peer): void {
+    if (!this.cookies.valid(cookie, peer)) {
+      this.counters.cookies++;
+      this.options.endpoint.send({ type: 'cookie', request: datagram.nonce, cookie: this.cookies.issue(peer) }, peer);
+      return;
+    }
+    this.counters.lists++;
+    for (const page of groupPages(datagram.nonce, this.options.tcpPort(), this.options.membership.groupInfo())) {
+      this.options.endpoint.send(page, peer);
     }
   }
 
@@ -94,7 +145,12 @@ export class ControlPlane {
       return;
     }
     this.counters.naks++;
-    this.options.log.info({ member: datagram.sender, group, op, reason: NAK_REASON_NAMES[verdict.reason], address: peer.address }, `${op} refused`);
+    // One line per kind of refusal a minute, with the count held back: refusals come from the network.
+    this.refusals.warn(
+      `refused:${op}:${verdict.reason}`,
+      { member: datagram.sender, group, op, reason: NAK_REASON_NAMES[verdict.reason], address: peer.address, refused: this.counters.naks },
+      `${op} refused`,
+    );
     this.options.endpoint.send({ type: 'nak', request, op, group, reason: verdict.reason, message: verdict.message }, peer);
   }
 }

@@ -29,6 +29,8 @@ interface Group {
   config: GroupConfig;
   allowed: Set<PeerId>;
   revoked: Set<PeerId>;
+  /** In an open group: joined ids that are in only because it is open. What the cap counts. */
+  guests: Set<PeerId>;
 }
 
 export interface MembershipEvents {
@@ -40,12 +42,45 @@ export interface MembershipEvents {
   presence: [id: PeerId, online: boolean];
 }
 
+/** A change from the network is on disk this soon after the first one of a quiet spell. */
 const PERSIST_DELAY_MS = 200;
+/**
+ * Under a storm of joins, writes start at most this often: the file is at most the open-group caps'
+ * worth of records (~250 KB at the default cap), so a flood costs ~125 KB/s of writes, not 5 MB per
+ * 200 ms. Lost on a crash is at most this much of joins, which members repeat after the restart.
+ */
+const PERSIST_MIN_GAP_MS = 2_000;
+/**
+ * Default cap on the members of one open group that are not explicitly allowed: far more than a LAN
+ * team, small enough that a flood of fresh keys costs 1000 records (~250 KB in members.json) and 1000
+ * deliveries per distribution, not one per key. Raised with --max-open-members.
+ */
+export const DEFAULT_MAX_OPEN_MEMBERS = 1_000;
+/**
+ * Default time after which an open group forgets a member that neither connected nor sent a datagram:
+ * a month covers holidays; a key used once (a flood, a reinstalled machine) does not stay for good.
+ */
+export const DEFAULT_OPEN_MEMBER_EXPIRY_MS = 30 * 24 * 3_600_000;
+/** Expiry is checked at a tenth of the expiry time, within these bounds: cheap, and timely enough. */
+const EXPIRY_SWEEP_MIN_MS = 1_000;
+const EXPIRY_SWEEP_MAX_MS = 3_600_000;
+
+export interface MembershipOptions {
+  log: Logger;
+  groups: GroupConfig[];
+  stateDir: string;
+  clock?: () => number;
+  /** Members of an open group beyond the explicitly allowed ones; a JOIN past it is NAKed GROUP_FULL. */
+  maxOpenMembers?: number;
+  /** An open group's member not seen for this long is dropped (configured and allowed ids never are). */
+  openMemberExpiryMs?: number;
+}
 
 /**
  * Who may be in which group, and who is. Authorization = the group is open, or the id is listed in
  * the config or allowed at run time, and not revoked. Joins and runtime changes persist to
- * members.json (coalesced, so a join storm costs a few writes, not one per join).
+ * members.json (coalesced, so a join storm costs a few writes, not one per join). Open groups are
+ * bounded: at most maxOpenMembers guests each, and a guest not seen for openMemberExpiryMs is dropped.
  */
 export class Membership extends EventEmitter<MembershipEvents> {
   private readonly groups = new Map<string, Group>();
@@ -55,15 +90,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly path: string;
   private persistTimer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
+  private lastPersistAt = -Infinity;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  readonly counters = { persisted: 0, full: 0, expired: 0 };
 
-  constructor(
-    private readonly options: { log: Logger; groups: GroupConfig[]; stateDir: string; clock?: () => number },
-  ) {
+  constructor(private readonly options: MembershipOptions) {
     super();
     this.path = join(options.stateDir, 'members.json');
     for (const config of options.groups) {
-      this.groups.set(config.name, { config, allowed: new Set(config.members), revoked: new Set() });
+      this.groups.set(config.name, { config, allowed: new Set(config.members), revoked: new Set(), guests: new Set() });
     }
+  }
+
+  private get maxOpenMembers(): number {
+    return this.options.maxOpenMembers ?? DEFAULT_MAX_OPEN_MEMBERS;
+  }
+
+  private get expiryMs(): number {
+    return this.options.openMemberExpiryMs ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS;
   }
 
   private now(): number {
@@ -81,7 +125,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
         group?.revoked.add(id);
       }
     }
-    for (const record of state.members) this.members.set(record.id, record);
+    for (const record of state.members) {
+      this.members.set(record.id, record);
+      for (const name of record.joined) this.countGuest(record.id, name);
+    }
+  }
+
+  /** Starts forgetting idle open-group members; at once (state may be old), then periodically. */
+  start(): void {
+    this.expireIdle();
+    const every = Math.min(EXPIRY_SWEEP_MAX_MS, Math.max(EXPIRY_SWEEP_MIN_MS, this.expiryMs / 10));
+    this.expiryTimer = setInterval(() => this.expireIdle(), every);
+    this.expiryTimer.unref();
+  }
+
+  /** Notes an id joined to a group on openness alone (neither configured nor allowed). */
+  private countGuest(id: PeerId, groupName: string): void {
+    const group = this.groups.get(groupName);
+    if (group?.config.open && !group.allowed.has(id) && !group.revoked.has(id)) group.guests.add(id);
   }
 
   groupInfo(): GroupInfo[] {
@@ -114,14 +175,27 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (!this.isAuthorized(id, groupName)) {
       return { ok: false, reason: NakReason.NOT_AUTHORIZED, message: `not authorized for "${groupName}"` };
     }
+    const already = this.members.get(id)?.joined.includes(groupName) ?? false;
+    if (!already && this.isFullFor(id, groupName)) {
+      this.counters.full++;
+      return { ok: false, reason: NakReason.GROUP_FULL, message: `open group "${groupName}" is full (${this.maxOpenMembers} members)` };
+    }
     const record = this.touch(id, seen.address);
-    if (!record.joined.includes(groupName)) {
+    if (!already) {
       record.joined.push(groupName);
+      this.countGuest(id, groupName);
       this.options.log.info({ member: id, group: groupName, address: seen.address }, 'member joined');
       this.emit('joined', id, groupName);
     }
     this.schedulePersist();
     return { ok: true };
+  }
+
+  /** Would this id take a guest place that the open group no longer has? */
+  private isFullFor(id: PeerId, groupName: string): boolean {
+    const group = this.groups.get(groupName);
+    if (!group?.config.open || group.allowed.has(id)) return false;
+    return group.guests.size >= this.maxOpenMembers;
   }
 
   leave(id: PeerId, groupName: string, seen: { address: string }): Verdict {
@@ -132,6 +206,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (record?.joined.includes(groupName)) {
       this.touch(id, seen.address);
       record.joined = record.joined.filter((name) => name !== groupName);
+      this.groups.get(groupName)?.guests.delete(id);
       this.options.log.info({ member: id, group: groupName }, 'member left');
       this.emit('left', id, groupName);
       this.emit('revoked', id, groupName);
@@ -144,6 +219,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const group = this.requireGroup(groupName);
     group.revoked.delete(id);
     group.allowed.add(id);
+    group.guests.delete(id);
     this.options.log.info({ member: id, group: groupName }, 'member allowed');
     this.schedulePersist();
   }
@@ -152,6 +228,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const group = this.requireGroup(groupName);
     group.allowed.delete(id);
     group.revoked.add(id);
+    group.guests.delete(id);
     this.options.log.info({ member: id, group: groupName }, 'member revoked');
     this.emit('revoked', id, groupName);
     this.schedulePersist();
@@ -187,11 +264,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
       .map((record) => record.id);
   }
 
+  /** Is the id listed in the config or allowed at run time in some group? Such records are bounded by the operator. */
+  private isExplicit(id: PeerId): boolean {
+    return [...this.groups.values()].some((group) => group.allowed.has(id));
+  }
+
+  /**
+   * A connection alone records nothing for an id that never joined: an open group admits any key's
+   * TLS, and a record per key would let anyone grow members.json (only JOINs, under the cap, do).
+   */
   setOnline(id: PeerId, online: boolean, seen?: { name: string; address: string }): void {
     if (online) {
       if (!this.online.has(id)) this.online.set(id, this.now());
-      const record = this.touch(id, seen?.address ?? '');
-      if (seen?.name) record.name = seen.name;
+      if (this.members.has(id) || this.isExplicit(id)) {
+        const record = this.touch(id, seen?.address ?? '');
+        if (seen?.name) record.name = seen.name;
+      }
     } else {
       this.online.delete(id);
       const record = this.members.get(id);
@@ -225,15 +313,42 @@ export class Membership extends EventEmitter<MembershipEvents> {
     });
   }
 
+  /**
+   * Drops open-group members not seen for the expiry time (not online, no datagram, no connection):
+   * they leave the group (queued deliveries are cancelled), and a record left in no group and not
+   * explicitly allowed anywhere is forgotten. Configured and allowed ids are never expired.
+   */
+  expireIdle(): void {
+    const cutoff = this.now() - this.expiryMs;
+    for (const record of [...this.members.values()]) {
+      if (this.online.has(record.id) || record.lastSeen > cutoff) continue;
+      const expiring = record.joined.filter((name) => this.groups.get(name)?.guests.has(record.id));
+      for (const name of expiring) {
+        record.joined = record.joined.filter((joined) => joined !== name);
+        this.groups.get(name)?.guests.delete(record.id);
+        this.counters.expired++;
+        this.options.log.info({ member: record.id, group: name, lastSeen: new Date(record.lastSeen).toISOString() }, 'idle member expired');
+        this.emit('left', record.id, name);
+        this.emit('revoked', record.id, name);
+      }
+      const forget = record.joined.length === 0 && !this.isExplicit(record.id);
+      if (forget) this.members.delete(record.id);
+      if (expiring.length > 0 || forget) this.schedulePersist();
+    }
+  }
+
   private schedulePersist(): void {
     if (this.persistTimer) return;
+    const delay = Math.max(PERSIST_DELAY_MS, this.lastPersistAt + PERSIST_MIN_GAP_MS - Date.now());
     this.persistTimer = setTimeout(() => {
       this.persistTimer = undefined;
       void this.persist();
-    }, PERSIST_DELAY_MS);
+    }, delay);
   }
 
   private persist(): Promise<void> {
+    this.lastPersistAt = Date.now();
+    this.counters.persisted++;
     const state: Persisted = { version: 1, allowed: {}, revoked: {}, members: [...this.members.values()] };
     for (const [name, group] of this.groups) {
       state.allowed[name] = [...group.allowed].filter((id) => !group.config.members.includes(id));
@@ -256,6 +371,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   close(): Promise<void> {
+    clearInterval(this.expiryTimer);
     return this.flush();
   }
 }
