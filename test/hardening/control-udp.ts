@@ -1,5 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { EventEmitter, once } from 'node:events';
 import {
   decodeDatagram, encodeDatagram, NONCE_LENGTH, signerFromPrivateKey,
   type ControlMessage, type Datagram, type Signer,
@@ -31,7 +32,7 @@ export interface Received {
  */
 export class Udp {
   readonly received: Received[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly arrivals = new EventEmitter();
 
   private constructor(private readonly socket: Socket) {
     socket.on('message', (buf, from) => {
@@ -40,7 +41,7 @@ export class Udp {
       } catch {
         return;
       }
-      for (const wake of this.waiters) wake();
+      this.arrivals.emit('arrival');
     });
   }
 
@@ -56,25 +57,17 @@ export class Udp {
   }
 
   /** Resolves once `count` answers match, with those answers; rejects after the timeout. */
-  wait(match: (r: Received) => boolean, count = 1, timeoutMs = 15_000): Promise<Received[]> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.received.filter(match);
-        if (found.length < count) return;
-        done();
-        resolve(found);
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${this.received.filter(match).length} of ${count} matching answers within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+  async wait(match: (r: Received) => boolean, count = 1, timeoutMs = 15_000): Promise<Received[]> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    for (;;) {
+      const found = this.received.filter(match);
+      if (found.length >= count) return found;
+      try {
+        await once(this.arrivals, 'arrival', { signal });
+      } catch {
+        throw new Error(`${found.length} of ${count} matching answers within ${timeoutMs} ms`);
+      }
+    }
   }
 
   answersTo(request: Buffer): Received[] {
