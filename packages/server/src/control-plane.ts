@@ -9,17 +9,21 @@ import { ListCookies } from './list-cookie.js';
 import type { Membership, Verdict } from './membership.js';
 
 /**
- * LISTs per source address: a burst of 64, then 20 a second. Enough for a host full of members and
- * `groups` commands retrying at once (each costs two LISTs with the cookie round trip); to a forged
- * source it caps the reflected COOKIEs, each no larger than its LIST, at 20 a second.
+ * LISTs per source address: a burst of 64, then 20 a second, counted apart for LISTs without a valid
+ * cookie (answered with a COOKIE no larger than the LIST) and with one (answered with the groups, to an
+ * address proven real). Enough for a host full of members and `groups` commands retrying at once.
+ * Kept apart so that forged LISTs in a member's name can use up only its cookie-less allowance, never
+ * the proven one; a member also learns the server from ANNOUNCE, which needs no LIST at all.
  */
 export const LIST_PER_SOURCE = { burst: 64, refillMs: 50 };
 /**
- * JOINs and LEAVEs per source address: a burst of 64, then 20 a second. A host's members join each of
- * their groups at start and retry with backoff, far below this; a flood of fresh keys from one address
- * gets 20 a second, and nothing at all past the rate (the member simply retries, as for a lost packet).
+ * JOINs and LEAVEs per source address from ids the server does not know (no record, not allowed
+ * anywhere): a burst of 256, then 20 a second. Known members are never limited, so forging a member's
+ * address cannot lock it out. 256 covers a test host or NAT with hundreds of new members joining at
+ * once; a flood of fresh keys from one address gets 20 a second, the rest no answer at all (a real
+ * member retries, as for a lost packet), and an open group's cap bounds what gets in regardless.
  */
-export const JOIN_PER_SOURCE = { burst: 64, refillMs: 50 };
+export const JOIN_PER_SOURCE = { burst: 256, refillMs: 50 };
 
 /** Splits the group list into GROUPS pages that each fit one datagram. */
 export function groupPages(request: Buffer, tcpPort: number, groups: GroupInfo[]): ControlMessage[] {
@@ -51,8 +55,11 @@ export class ControlPlane {
   /** `limited`: requests dropped over the per-source rate. `cookies`: LISTs answered with a COOKIE. */
   readonly counters = { lists: 0, cookies: 0, joins: 0, leaves: 0, naks: 0, limited: 0 };
   private readonly cookies: ListCookies;
-  private readonly listLimiter = new AttemptLimiter(LIST_PER_SOURCE);
-  private readonly joinLimiter = new AttemptLimiter(JOIN_PER_SOURCE);
+  private readonly limiters = {
+    cookie: new AttemptLimiter(LIST_PER_SOURCE),
+    list: new AttemptLimiter(LIST_PER_SOURCE),
+    join: new AttemptLimiter(JOIN_PER_SOURCE),
+  };
   private readonly refusals: RateLimitedLog;
 
   constructor(
@@ -77,9 +84,8 @@ export class ControlPlane {
   }
 
   /** Takes a token from the source's bucket; false (counted) means drop the request unanswered. */
-  private withinRate(kind: 'list' | 'join' | 'leave', address: string): boolean {
-    const limiter = kind === 'list' ? this.listLimiter : this.joinLimiter;
-    if (limiter.take(address, this.now())) return true;
+  private withinRate(kind: keyof ControlPlane['limiters'], address: string): boolean {
+    if (this.limiters[kind].take(address, this.now())) return true;
     this.counters.limited++;
     this.refusals.warn(`limited:${kind}`, { address, limited: this.counters.limited }, `${kind} requests over the rate; dropping`);
     return false;
@@ -89,8 +95,9 @@ export class ControlPlane {
     const { message, sender } = datagram;
     const peer = { address: from.address, port: from.port };
     if (message.type !== 'list' && message.type !== 'join' && message.type !== 'leave') return;
-    if (!this.withinRate(message.type, peer.address)) return;
-    this.options.membership.seen(sender);
+    const { membership } = this.options;
+    if (message.type !== 'list' && !membership.isKnown(sender) && !this.withinRate('join', peer.address)) return;
+    membership.seen(sender);
     switch (message.type) {
       case 'list':
         this.list(datagram, message.cookie, peer);
@@ -112,10 +119,12 @@ export class ControlPlane {
   /** The groups for a proven source; for any other, the cookie that proves it next time. */
   private list(datagram: Datagram, cookie: Buffer, peer: Peer): void {
     if (!this.cookies.valid(cookie, peer)) {
+      if (!this.withinRate('cookie', peer.address)) return;
       this.counters.cookies++;
       this.options.endpoint.send({ type: 'cookie', request: datagram.nonce, cookie: this.cookies.issue(peer) }, peer);
       return;
     }
+    if (!this.withinRate('list', peer.address)) return;
     this.counters.lists++;
     for (const page of groupPages(datagram.nonce, this.options.tcpPort(), this.options.membership.groupInfo())) {
       this.options.endpoint.send(page, peer);

@@ -264,6 +264,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
       .map((record) => record.id);
   }
 
+  /** Has this id a record, or a place given by the operator? Its requests are not rate-limited. */
+  isKnown(id: PeerId): boolean {
+    return this.members.has(id) || this.isExplicit(id);
+  }
+
   /** Is the id listed in the config or allowed at run time in some group? Such records are bounded by the operator. */
   private isExplicit(id: PeerId): boolean {
     return [...this.groups.values()].some((group) => group.allowed.has(id));
