@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -67,9 +67,10 @@ describe('RateLimitedLog', () => {
 });
 
 describe('Membership of an open group', () => {
-  async function membership(now: () => number): Promise<Membership> {
+  async function membership(now: () => number, saved?: object): Promise<Membership> {
     const dir = await mkdtemp(join(tmpdir(), 'gc-membership-'));
     dirs.push(dir);
+    if (saved) await writeFile(join(dir, 'members.json'), JSON.stringify(saved));
     return new Membership({
       log: silent, stateDir: dir, clock: now, maxOpenMembers: 2, openMemberExpiryMs: 1_000,
       groups: [{ name: 'Lobby', description: '', open: true, members: [] }],
@@ -105,6 +106,17 @@ describe('Membership of an open group', () => {
     now = 200_000;
     m.expireIdle();
     expect(m.targets('Lobby')).toEqual([b]);
+    await m.close();
+  });
+
+  it('state saved before the cap is trimmed to it on start, keeping the most recently seen', async () => {
+    const ids = Array.from({ length: 5 }, () => freshSigner().id);
+    const records = ids.map((id, i) => ({ id, name: '', address: '', joined: ['Lobby'], firstSeen: 0, lastSeen: 100 + i }));
+    const m = await membership(() => 200, { version: 1, allowed: {}, revoked: {}, members: records });
+    await m.load();
+    m.start();
+    expect(m.targets('Lobby').sort()).toEqual([ids[3], ids[4]].sort());
+    expect(m.member(ids[0]!)).toBeUndefined();
     await m.close();
   });
 });

@@ -131,8 +131,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
   }
 
-  /** Starts forgetting idle open-group members; at once (state may be old), then periodically. */
+  /** Applies the open-group bounds to loaded state at once, then forgets idle members periodically. */
   start(): void {
+    this.trimToCap();
     this.expireIdle();
     const every = Math.min(EXPIRY_SWEEP_MAX_MS, Math.max(EXPIRY_SWEEP_MIN_MS, this.expiryMs / 10));
     this.expiryTimer = setInterval(() => this.expireIdle(), every);
@@ -319,27 +320,54 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * Drops open-group members not seen for the expiry time (not online, no datagram, no connection):
-   * they leave the group (queued deliveries are cancelled), and a record left in no group and not
-   * explicitly allowed anywhere is forgotten. Configured and allowed ids are never expired.
+   * Drops open-group members not seen for the expiry time (not online, no datagram, no connection),
+   * and forgets records that nothing holds any more. Configured and allowed ids are never expired.
    */
   expireIdle(): void {
     const cutoff = this.now() - this.expiryMs;
     for (const record of [...this.members.values()]) {
       if (this.online.has(record.id) || record.lastSeen > cutoff) continue;
-      const expiring = record.joined.filter((name) => this.groups.get(name)?.guests.has(record.id));
-      for (const name of expiring) {
-        record.joined = record.joined.filter((joined) => joined !== name);
-        this.groups.get(name)?.guests.delete(record.id);
+      for (const name of record.joined.filter((joined) => this.groups.get(joined)?.guests.has(record.id))) {
         this.counters.expired++;
-        this.options.log.info({ member: record.id, group: name, lastSeen: new Date(record.lastSeen).toISOString() }, 'idle member expired');
-        this.emit('left', record.id, name);
-        this.emit('revoked', record.id, name);
+        this.dropGuest(record, name, 'idle member expired');
       }
-      const forget = record.joined.length === 0 && !this.isExplicit(record.id);
-      if (forget) this.members.delete(record.id);
-      if (expiring.length > 0 || forget) this.schedulePersist();
+      this.forgetIfUnheld(record);
     }
+  }
+
+  /**
+   * State from before the cap (or a cap lowered since) may hold more guests than it allows: keep the
+   * most recently seen, so one past flood does not cost every later distribution for a month.
+   */
+  private trimToCap(): void {
+    for (const [name, group] of this.groups) {
+      const excess = group.guests.size - this.maxOpenMembers;
+      if (excess <= 0) continue;
+      const records = [...group.guests].map((id) => this.members.get(id)).filter((r): r is MemberRecord => r !== undefined);
+      const stalest = records.sort((a, b) => a.lastSeen - b.lastSeen).slice(0, excess);
+      this.options.log.warn({ group: name, dropped: stalest.length, cap: this.maxOpenMembers }, 'open group over its cap; dropping the longest unseen members');
+      for (const record of stalest) {
+        this.dropGuest(record, name, 'member dropped over the open-group cap');
+        this.forgetIfUnheld(record);
+      }
+    }
+  }
+
+  /** Takes a guest out of an open group; it leaves, and what is queued for it is cancelled. */
+  private dropGuest(record: MemberRecord, name: string, why: string): void {
+    record.joined = record.joined.filter((joined) => joined !== name);
+    this.groups.get(name)?.guests.delete(record.id);
+    this.options.log.info({ member: record.id, group: name, lastSeen: new Date(record.lastSeen).toISOString() }, why);
+    this.emit('left', record.id, name);
+    this.emit('revoked', record.id, name);
+    this.schedulePersist();
+  }
+
+  /** A record in no group and not allowed anywhere is worth nothing: forget it. */
+  private forgetIfUnheld(record: MemberRecord): void {
+    if (record.joined.length > 0 || this.isExplicit(record.id) || this.online.has(record.id)) return;
+    this.members.delete(record.id);
+    this.schedulePersist();
   }
 
   private schedulePersist(): void {
