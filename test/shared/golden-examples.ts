@@ -16,6 +16,8 @@ export const GOLDEN_CODE = 'UBIIK-7Q2MX-4PNRO';
 export const GOLDEN_INVITE_KEY = Buffer.from('e3b72d4af6fc7347438894a78cb99382bc4022ace73f77af58043f63d8f40c8f', 'hex');
 const CODE_JOIN_NONCE = counting(0x40, 16);
 export const TRANSFER = counting(0x10, 16);
+/** A cookie is opaque to the member (an HMAC under the server's secret): any 16 bytes do here. */
+const LIST_COOKIE = counting(0x30, 16);
 
 export interface DatagramExample {
   kind: 'datagram';
@@ -44,12 +46,20 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   },
   list: {
     kind: 'datagram', signer: memberSigner, timestamp: T0 + 1_000, nonce: counting(0xb0, 16),
-    message: { type: 'list' },
+    message: { type: 'list', cookie: Buffer.alloc(0) },
+  },
+  cookie: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_001, nonce: counting(0x50, 16),
+    message: { type: 'cookie', request: counting(0xb0, 16), cookie: LIST_COOKIE },
+  },
+  'list-cookie': {
+    kind: 'datagram', signer: memberSigner, timestamp: T0 + 1_002, nonce: counting(0x20, 16),
+    message: { type: 'list', cookie: LIST_COOKIE },
   },
   groups: {
-    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_002, nonce: counting(0xc0, 16),
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_003, nonce: counting(0xc0, 16),
     message: {
-      type: 'groups', request: counting(0xb0, 16), page: 0, pages: 1, tcpPort: 47701,
+      type: 'groups', request: counting(0x20, 16), page: 0, pages: 1, tcpPort: 47701,
       groups: [
         { name: 'Developers', description: 'Build machines', open: false },
         { name: 'Designers', description: '', open: true },

@@ -7,7 +7,7 @@ import {
 } from '../../packages/shared/src/constants.js';
 import { GroupcastError, type ErrorCode } from '../../packages/shared/src/errors.js';
 import { signerFromPrivateKey, type Signer } from '../../packages/shared/src/identity.js';
-import { NakReason, datagramLength, type ControlMessage, type GroupInfo } from '../../packages/shared/src/wire/control.js';
+import { LIST_COOKIE_LENGTH, NakReason, datagramLength, type ControlMessage, type GroupInfo } from '../../packages/shared/src/wire/control.js';
 import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
 
 /** PKCS#8 DER prefix for an Ed25519 private key; the 32-byte seed follows. */
@@ -131,7 +131,12 @@ export const controlMessage: fc.Arbitrary<ControlMessage> = fc
       groupCount: u16,
       groups: fc.array(utf8String(MAX_GROUP_NAME), { maxLength: 12 }),
     }),
-    fc.constant({ type: 'list' as const }),
+    fc.record({
+      type: fc.constant('list' as const),
+      // Sixteen zero bytes mean "no cookie", so they decode as an empty one.
+      cookie: fc.oneof(fc.constant(Buffer.alloc(0)), bytes(LIST_COOKIE_LENGTH).filter((b) => b.some((x) => x !== 0))),
+    }),
+    fc.record({ type: fc.constant('cookie' as const), request: bytes(NONCE_LENGTH), cookie: bytes(LIST_COOKIE_LENGTH) }),
     fc.record({
       type: fc.constant('groups' as const),
       request: bytes(NONCE_LENGTH),

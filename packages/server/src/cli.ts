@@ -5,7 +5,7 @@ import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
   checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
-import { loadConfigFile, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
+import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './control-socket.js';
 import { startServer } from './daemon.js';
 import { runDistribute, type DistributeFlags } from './distribute-view.js';
@@ -31,6 +31,8 @@ interface CommonFlags {
   logLevel?: ServerSettings['logLevel'];
   logFormat?: LogFormat;
   keep?: string;
+  maxOpenMembers?: number;
+  openMemberExpiry?: string;
   metrics?: string;
   webToken?: string;
   json?: boolean;
@@ -51,6 +53,8 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     logLevel: flags.logLevel,
     logFormat: flags.logFormat,
     keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
+    maxOpenMembers: flags.maxOpenMembers,
+    openMemberExpiryMs: flags.openMemberExpiry === undefined ? undefined : parseDuration(flags.openMemberExpiry),
     metrics: flags.metrics,
     webToken: flags.webToken,
   }, defaultStateDir('server'), path);
@@ -104,12 +108,17 @@ function options<T>(argv: Argv<T>) {
     .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
     .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
+    .option('max-open-members', { group: DAEMON, coerce: integerOption('--max-open-members', 1, MAX_OPEN_MEMBERS_LIMIT), describe: 'members an open group takes besides its configured and allowed ones; later JOINs are refused "group full" [default: 1000]' })
+    .option('open-member-expiry', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long an open group keeps a member that neither connects nor sends anything [default: 30d]' })
     .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics (/metrics) and the live web view (/) on PORT (127.0.0.1) or ADDR:PORT [default: off]' })
     .option('web-token', { type: 'string', group: DAEMON, coerce: checkedText(parseWebToken), describe: 'token every request to --metrics must carry (?token= once, or Authorization: Bearer); required off loopback. Prefer GROUPCAST_WEB_TOKEN or the config file: flags show in ps' });
 }
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
-const DAEMON_OPTIONS = ['interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'metrics', 'web-token'] as const;
+const DAEMON_OPTIONS = [
+  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'max-open-members', 'open-member-expiry',
+  'metrics', 'web-token',
+] as const;
 
 /** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
 function operatorCommand<T>(argv: Argv<T>): Argv<T> {

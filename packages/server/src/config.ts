@@ -6,6 +6,10 @@ import {
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 import { parseWebToken } from './web/access.js';
+import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './membership.js';
+
+/** A sanity bound on --max-open-members: past it, members.json and fan-out stop being cheap. */
+export const MAX_OPEN_MEMBERS_LIMIT = 100_000;
 
 /** A zod string checked by one of shared's validators, so the rule lives in one place. */
 function validated<T>(check: (text: string) => T) {
@@ -48,6 +52,8 @@ const fileSchema = z.strictObject({
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
+  maxOpenMembers: z.number().int().min(1).max(MAX_OPEN_MEMBERS_LIMIT).optional(),
+  openMemberExpiry: validated(parseDuration).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
   webToken: validated(parseWebToken).optional(),
 });
@@ -80,6 +86,10 @@ export interface ServerSettings {
   logFormat: LogFormat | undefined;
   /** How long undelivered files wait for offline members; the daemon's default when undefined. */
   keepMs: number | undefined;
+  /** How many members an open group takes beyond its configured and allowed ones. */
+  maxOpenMembers: number;
+  /** How long an open group keeps a member that neither connects nor sends a datagram. */
+  openMemberExpiryMs: number;
   /** `--metrics` listen address, when the Prometheus endpoint (and the web view beside it) is wanted. */
   metrics: string | undefined;
   /** `--web-token`: required of every request to the metrics listener when set; required to listen off loopback. */
@@ -99,7 +109,7 @@ type Overrides = { [K in keyof Omit<ServerSettings, 'groups' | 'defaultGroups' |
 
 /** Merges the layers; `flags` holds only what was given on the command line or in the environment. */
 export function resolveSettings(file: ConfigFile, flags: Overrides, defaultStateDir: string, configFile?: string): ServerSettings {
-  const { groups, keep, ...fileRest } = file;
+  const { groups, keep, openMemberExpiry, ...fileRest } = file;
   return {
     name: hostname().slice(0, MAX_SERVER_NAME),
     stateDir: defaultStateDir,
@@ -112,6 +122,8 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     logLevel: 'info',
     logFormat: undefined,
     keepMs: keep,
+    maxOpenMembers: DEFAULT_MAX_OPEN_MEMBERS,
+    openMemberExpiryMs: openMemberExpiry ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS,
     metrics: undefined,
     webToken: undefined,
     ...definedOnly(fileRest),

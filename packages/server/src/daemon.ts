@@ -40,7 +40,13 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
   const id = identity.signer.id;
   if (identity.created) log.info({ id }, 'created server identity');
 
-  const membership = new Membership({ log: log.child({ component: 'membership' }), groups: settings.groups, stateDir });
+  const membership = new Membership({
+    log: log.child({ component: 'membership' }),
+    groups: settings.groups,
+    stateDir,
+    maxOpenMembers: settings.maxOpenMembers,
+    openMemberExpiryMs: settings.openMemberExpiryMs,
+  });
   await membership.load();
   const invites = new Invites({ log: log.child({ component: 'invites' }), stateDir, signer: identity.signer, membership });
   await invites.load();
@@ -104,6 +110,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
   });
   membership.on('revoked', (member, group) => running.revoke(member, group, `access to ${group} revoked`));
   await running.start();
+  membership.start();
 
   // What members are told to dial: the data plane's own port unless a forwarder sits in front of it.
   const advertisedPort = (): number => settings.advertisePort ?? dataPlane.port;
@@ -137,6 +144,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     connections: dataPlane.counters,
     control: controlPlane.counters,
     invites: invites.counters,
+    membership: membership.counters,
   });
   const handlers = operations({ membership, distributor: running, outbox, dataPlane, invites, describe });
   const controlSocket = new ControlSocket({ log: log.child({ component: 'control-socket' }), stateDir, handlers });

@@ -65,6 +65,8 @@ export interface ServerDescription {
   control: Record<string, number>;
   /** Join codes created, redeemed, refused (wrong, expired or used) and rate-limited. */
   invites: Record<string, number>;
+  /** members.json writes, open-group joins refused at the cap, idle open-group members expired. */
+  membership: Record<string, number>;
 }
 
 export interface GroupView extends GroupInfo {
