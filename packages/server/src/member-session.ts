@@ -110,6 +110,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private helloDeadline: NodeJS.Timeout | undefined;
   private progressCheck: NodeJS.Timeout | undefined;
   private lastHeard = Date.now();
+  /** False while the member's frames wait unread because a PONG to it waits for the socket to drain. */
+  private listening = true;
   /** Bytes handed to the socket; minus its writableLength, what the member has taken. */
   private written = 0;
   /** Since when a write has been waiting for 'drain', if one is. */
@@ -192,7 +194,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   private beat(): void {
     if (Date.now() - this.lastHeard > HEARTBEAT_TIMEOUT_MS) {
-      this.close(new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout'));
+      // Not heard because the server stopped listening: the member talks but has taken nothing all this time.
+      this.close(this.listening
+        ? new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout')
+        : new GroupcastError(ErrorCode.STALLED, `stalled: took no output for ${formatDuration(HEARTBEAT_TIMEOUT_MS)}`));
       return;
     }
     this.send(encodeFrame({ type: 'ping', time: Date.now() }));
@@ -212,7 +217,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         return;
       case 'ping':
         // Not answering faster than the member reads: while the PONG waits, its next frames wait too.
-        return this.send(encodeFrame({ type: 'pong', time: frame.time })) ? undefined : this.drained();
+        return this.send(encodeFrame({ type: 'pong', time: frame.time })) ? undefined : this.listenAfterDrain();
       case 'pong':
         return;
       case 'accept':
@@ -378,6 +383,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       await file.close();
     }
     return position - from;
+  }
+
+  private async listenAfterDrain(): Promise<void> {
+    this.listening = false;
+    await this.drained();
+    this.listening = true;
   }
 
   /** Waits for 'drain' or the session's end, and removes both listeners either way (it runs once per frame). */
