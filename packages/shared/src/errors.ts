@@ -32,6 +32,8 @@ export const ErrorCode = {
   NO_SPACE: 'GC_ERR_NO_SPACE',
   PROTOCOL: 'GC_ERR_PROTOCOL',
   TIMEOUT: 'GC_ERR_TIMEOUT',
+  /** The peer is alive but stopped taking what is sent to it, or answering what it was asked. */
+  STALLED: 'GC_ERR_STALLED',
   CLOSED: 'GC_ERR_CLOSED',
   // operator commands
   DAEMON_UNREACHABLE: 'GC_ERR_DAEMON_UNREACHABLE',
