@@ -20,8 +20,11 @@ export interface Member {
   id: string;
   groups: string[];
   daemon?: Daemon;
-  /** Run the member as this user, with this environment (HOME…), instead of as the test's user. */
-  runAs?: { uid: number; gid: number; env: Record<string, string> };
+  /**
+   * Run the member as this user, with this environment (HOME…), instead of as the test's user, from a
+   * copy of the daemons that user can read (installForUser).
+   */
+  runAs?: { uid: number; gid: number; env: Record<string, string>; clientBin: string };
 }
 
 export interface DeliveryStatus {
@@ -138,7 +141,7 @@ export class Cluster {
   }
 
   startMember(member: Member): Daemon {
-    member.daemon = this.h.spawn(member.name, CLIENT_BIN, [
+    member.daemon = this.h.spawn(member.name, member.runAs?.clientBin ?? CLIENT_BIN, [
       ...member.groups.flatMap((g) => ['--join', g]),
       '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
       ...this.network,
