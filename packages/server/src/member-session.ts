@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
   DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
+  HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST,
   type Frame, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -48,12 +48,15 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private heartbeat: NodeJS.Timeout | undefined;
   private lastHeard = Date.now();
   private closed = false;
+  private partialsReported = 0;
 
   constructor(
     readonly id: PeerId,
     private readonly socket: TLSSocket,
     private readonly log: Logger,
     private readonly serverName: string,
+    /** Whether a transfer may still be offered to this member (its delivery is pending or sending). */
+    private readonly isLive: (transfer: string) => boolean,
   ) {
     super();
   }
@@ -87,7 +90,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     switch (frame.type) {
       case 'hello':
         this.name = frame.name;
+        // Before any OFFER: ask for the member's partials, so it reclaims dead ones before it checks space.
+        this.socket.write(encodeFrame(RECLAIM_REQUEST));
         this.emit('ready');
+        return;
+      case 'partials':
+        this.reclaimPartials(frame.transfers);
         return;
       case 'ping':
         this.socket.write(encodeFrame({ type: 'pong', time: frame.time }));
@@ -107,6 +115,18 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       }
       default:
         throw new GroupcastError(ErrorCode.PROTOCOL, `member sent ${frame.type}`);
+    }
+  }
+
+  /** Answers PARTIALS: CANCEL for each reported transfer this member will never be offered again. */
+  private reclaimPartials(transfers: Buffer[]): void {
+    this.partialsReported += transfers.length;
+    if (this.partialsReported > MAX_PARTIALS_REPORTED) {
+      throw new GroupcastError(ErrorCode.PROTOCOL, `member reported more than ${MAX_PARTIALS_REPORTED} partials`);
+    }
+    for (const transfer of transfers) {
+      if (this.isLive(transfer.toString('hex'))) continue;
+      this.socket.write(encodeFrame({ type: 'cancel', transfer, message: 'will not be offered again' }));
     }
   }
 
