@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
@@ -99,6 +100,34 @@ export function waitForNew(daemon: Daemon, msg: string, fields: Record<string, u
     timeoutMs,
     `a new "${msg}" ${JSON.stringify(fields)}`,
   );
+}
+
+/** Small tmpfs file systems for a test file (root only): a disk that fills up. */
+export class Mounts {
+  private readonly dirs: string[] = [];
+
+  constructor(private readonly h: Harness) {}
+
+  async tmpfs(size: string): Promise<string> {
+    const dir = join(await this.h.dir('tmpfs'), 'mnt');
+    await mkdir(dir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  /**
+   * For afterAll: kills the daemons that may hold files on the mounts (a busy mount cannot be
+   * unmounted), unmounts every one whatever happened, then ends the harness.
+   */
+  async cleanup(holders: Array<Daemon | undefined>): Promise<void> {
+    try {
+      await Promise.all(holders.map((daemon) => daemon?.stop('SIGKILL')));
+    } finally {
+      for (const dir of this.dirs.splice(0)) execFileSync('umount', [dir]);
+      await this.h.cleanup();
+    }
+  }
 }
 
 export class Cluster {

@@ -1,10 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
-import { Cluster, finalPath, heldBytes, MiB, partialDir, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
+import {
+  Cluster, finalPath, heldBytes, MiB, Mounts, partialDir, waitUntil, writeRandomFile, type Member,
+} from '../durability/cluster.js';
 
 /**
  * Issue 9, defect 8: a member killed mid-transfer keeps its partial to resume, but the delivery then
@@ -24,30 +25,14 @@ const ORPHAN_SIZE = 60 * MiB;
 /** Killed once it holds this much: the orphan leaves at most 48 MiB free. */
 const ORPHAN_HELD = 16 * MiB;
 const NEXT_SIZE = 56 * MiB;
-const mounts: string[] = [];
+const mounts = new Mounts(h);
 let alice: Member;
 
-async function tmpfs(size: string): Promise<string> {
-  const dir = join(await h.dir('tmpfs'), 'mnt');
-  await mkdir(dir);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
-  mounts.push(dir);
-  return dir;
-}
-
-afterAll(async () => {
-  try {
-    // The member's files on the tmpfs must be closed before it can be unmounted.
-    await alice?.daemon?.stop('SIGKILL');
-  } finally {
-    for (const dir of mounts) execFileSync('umount', [dir]);
-    await h.cleanup();
-  }
-});
+afterAll(() => mounts.cleanup([alice?.daemon]));
 
 describe.skipIf(!root)('a partial of a transfer that expired while its member was away', () => {
   beforeAll(async () => {
-    alice = await c.member('alice', [GROUP], await tmpfs(DISK));
+    alice = await c.member('alice', [GROUP], await mounts.tmpfs(DISK));
     // Short retention, so the interrupted delivery expires while alice is down.
     await c.startServer([{ name: GROUP, members: [alice] }], ['--keep', '2s']);
     await c.startOnline([alice]);
