@@ -121,12 +121,16 @@ type State =
 
 const IDLE: State = { kind: 'idle' };
 
+/** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
+const CANCEL = 'cancel';
+const CLOSED = 'closed';
+
 /**
  * How long an OFFER that does not fit waits for the server's answer to this connection's partials
  * report (normally a round trip) before the space check goes ahead without it. Well below the 30 s
  * the server gives the member to answer an OFFER.
  */
-export const RECLAIM_ANSWER_TIMEOUT_MS = 10_000;
+const RECLAIM_ANSWER_TIMEOUT_MS = 10_000;
 
 /** The partials report this connection sent; `answered` settles when the server's CANCELs for it are in. */
 interface Reclaim {
@@ -135,9 +139,6 @@ interface Reclaim {
   answered: Promise<void>;
   resolve: () => void;
 }
-/** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
-const CANCEL = 'cancel';
-const CLOSED = 'closed';
 
 function violation(message: string): GroupcastError {
   return new GroupcastError(ErrorCode.PROTOCOL, message);
