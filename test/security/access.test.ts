@@ -180,8 +180,9 @@ describe('access: only authorized ids get in', () => {
     const installed = await installForUser(h, NOBODY);
     if ('unavailable' in installed) {
       console.warn(`[access] skipped: ${installed.unavailable}`);
-      skip(installed.unavailable);
+      return skip(installed.unavailable);
     }
+    const { serverBin } = installed;
     // A file that nobody may read, so that distribute gets as far as the socket.
     const shared = await h.dir('shared');
     await chmod(shared, 0o755);
@@ -192,7 +193,7 @@ describe('access: only authorized ids get in', () => {
         ['members', 'allow', 'Developers', ids.mallory.signer.id],
         ['distribute', 'Developers', join(shared, 'payload.txt')],
       ]) {
-        const { code, stderr } = await runAsNobody(installed.serverBin, [...args, '--state-dir', serverState]);
+        const { code, stderr } = await runAsNobody(serverBin, [...args, '--state-dir', serverState]);
         expect(code, stderr).toBe(1);
         expect(stderr).toMatch(/permission denied on .*control\.sock/);
       }
