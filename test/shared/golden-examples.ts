@@ -3,7 +3,7 @@ import type { Signer } from '../../packages/shared/src/identity.js';
 import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
 import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
-import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
+import { Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
 import { counting, memberSigner, serverSigner } from './helpers.js';
 
 /** 2026-01-01T00:00:00.000Z, the worked examples' clock. */
@@ -104,6 +104,8 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   accept: { kind: 'frame', frame: { type: 'accept', transfer: TRANSFER, offset: 0 } },
   data: { kind: 'frame', frame: { type: 'data', transfer: TRANSFER, offset: 0, payload: FILE_CONTENT } },
   result: { kind: 'frame', frame: { type: 'result', transfer: TRANSFER, outcome: Outcome.OK, message: '' } },
+  'reclaim-request': { kind: 'frame', frame: RECLAIM_REQUEST },
+  partials: { kind: 'frame', frame: { type: 'partials', transfers: [counting(0x20, 16)] } },
   ping: { kind: 'frame', frame: { type: 'ping', time: T0 + 5_000 } },
 };
 

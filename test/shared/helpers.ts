@@ -2,7 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import {
-  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
+  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME,
   MAX_WIRE_NAME, NONCE_LENGTH, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
 } from '../../packages/shared/src/constants.js';
 import { GroupcastError, type ErrorCode } from '../../packages/shared/src/errors.js';
@@ -190,4 +190,5 @@ export const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), time: u64 }),
   fc.record({ type: fc.constant('pong' as const), time: u64 }),
   fc.record({ type: fc.constant('cancel' as const), transfer, message: utf8String(MAX_REASON) }),
+  fc.record({ type: fc.constant('partials' as const), transfers: fc.array(transfer, { maxLength: MAX_PARTIALS_PER_FRAME }) }),
 );

@@ -78,6 +78,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
     host: iface.address,
     port: settings.tcpPort,
     serverName: settings.name,
+    isLive: (transfer, member) => outbox.isLive(transfer, member),
     onSession: (session) => {
       metrics?.watchSession(session);
       membership.setOnline(session.id, true, { name: session.name, address: session.address });

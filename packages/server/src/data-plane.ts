@@ -24,6 +24,8 @@ export class DataPlane {
       port: number;
       serverName: string;
       onSession: (session: MemberSession) => void;
+      /** Whether a transfer may still be offered to a member; a member's partials of any other are reclaimed. */
+      isLive: (transfer: string, member: PeerId) => boolean;
     },
   ) {}
 
@@ -77,7 +79,8 @@ export class DataPlane {
       return;
     }
     this.counters.admitted++;
-    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName);
+    const isLive = (transfer: string): boolean => this.options.isLive(transfer, id);
+    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName, isLive);
     this.sessions.get(id)?.close(new Error('replaced by a newer connection'));
     this.sessions.set(id, session);
     session.once('ready', () => this.options.onSession(session));

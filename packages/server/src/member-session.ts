@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
   DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration, FrameReader, GroupcastError,
-  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST,
   type Frame, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -119,12 +119,15 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   /** The progress window under way: when it began, what had been taken then, how long output waited in it. */
   private window = { start: Date.now(), taken: 0, waitedMs: 0 };
   private closed = false;
+  private partialsReported = 0;
 
   constructor(
     readonly id: PeerId,
     private readonly socket: TLSSocket,
     private readonly log: Logger,
     private readonly serverName: string,
+    /** Whether a transfer may still be offered to this member (its delivery is pending or sending). */
+    private readonly isLive: (transfer: string) => boolean,
   ) {
     super();
   }
@@ -213,7 +216,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         this.hello = true;
         clearTimeout(this.helloDeadline);
         this.name = frame.name;
+        // Before any OFFER: ask for the member's partials, so it reclaims dead ones before it checks space.
+        this.send(encodeFrame(RECLAIM_REQUEST));
         this.emit('ready');
+        return;
+      case 'partials':
+        this.reclaimPartials(frame.transfers);
         return;
       case 'ping':
         // Not answering faster than the member reads: while the PONG waits, its next frames wait too.
@@ -241,6 +249,18 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
     if (this.early) throw violation(`${frame.type} after ${this.early.type}, before the server asked`);
     this.early = frame;
+  }
+
+  /** Answers PARTIALS: CANCEL for each reported transfer this member will never be offered again. */
+  private reclaimPartials(transfers: Buffer[]): void {
+    this.partialsReported += transfers.length;
+    if (this.partialsReported > MAX_PARTIALS_REPORTED) {
+      throw violation(`more than ${MAX_PARTIALS_REPORTED} partials reported`);
+    }
+    for (const transfer of transfers) {
+      if (this.isLive(transfer.toString('hex'))) continue;
+      this.send(encodeFrame({ type: 'cancel', transfer, message: 'will not be offered again' }));
+    }
   }
 
   /** Registers for the member's next reply about the current transfer; the timeout starts when armed. */
