@@ -25,21 +25,34 @@ export interface Server {
   id: string;
   udpPort: number;
   tcpPort: number;
+  /** What the daemon was started with, so that a test can start it again on the same state and ports. */
+  args: string[];
+  env: Record<string, string>;
 }
 
-/** Starts a group-server on loopback whose closed groups allow the given ids. */
+/** Starts a group-server on loopback whose groups allow the given ids (on any free TCP port unless named). */
 export async function startServer(
-  h: Harness, groups: Array<{ name: string; members: string[] }>, args: string[] = [], env: Record<string, string> = {},
+  h: Harness, groups: Array<{ name: string; members: string[]; open?: boolean }>, args: string[] = [], env: Record<string, string> = {},
+  tcpPort = 0,
 ): Promise<Server> {
   const state = await h.dir('server');
   const config = join(state, 'config.json');
   await writeFile(config, JSON.stringify({ groups }));
   const udpPort = testPort();
-  const daemon = h.spawn('server', SERVER_BIN, [
-    '--config', config, '--state-dir', state, '--tcp-port', '0', '--interface', '127.0.0.1', '--port', String(udpPort), ...args,
-  ], env);
+  const full = [
+    '--config', config, '--state-dir', state, '--tcp-port', String(tcpPort), '--interface', '127.0.0.1', '--port', String(udpPort), ...args,
+  ];
+  const daemon = h.spawn('server', SERVER_BIN, full, env);
   const started = await daemon.waitForMsg('group-server started');
-  return { daemon, state, id: String(started.id), udpPort, tcpPort: Number(started.tcpPort) };
+  return { daemon, state, id: String(started.id), udpPort, tcpPort: Number(started.tcpPort), args: full, env };
+}
+
+/** Stops the server (SIGTERM) and starts it again as it was; resolves once it is up. */
+export async function restartServer(h: Harness, server: Server): Promise<Server> {
+  await server.daemon.stop('SIGTERM');
+  const daemon = h.spawn('server', SERVER_BIN, server.args, server.env);
+  await daemon.waitForMsg('group-server started', {}, 30_000);
+  return { ...server, daemon };
 }
 
 /** A real group-client that joins these groups of the server. */
