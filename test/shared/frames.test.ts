@@ -23,6 +23,10 @@ const examples: Record<Frame['type'], Frame> = {
   ping: { type: 'ping', time: Date.UTC(2026, 0, 1) },
   pong: { type: 'pong', time: Date.UTC(2026, 0, 1) },
   cancel: { type: 'cancel', transfer: TRANSFER, message: 'cancelled by the operator' },
+  manifest: {
+    type: 'manifest', transfer: TRANSFER,
+    manifest: { pieceSize: 262_144, entries: [{ path: 'a.bin', size: 300_000, mode: 0o644, sha256: SHA, pieces: counting(0, 64) }] },
+  },
 };
 const exampleList = Object.values(examples);
 
@@ -127,7 +131,8 @@ describe('frames: rejection', () => {
     }
   });
 
-  it.each(exampleList.filter((f) => f.type !== 'data').map((f) => [f.type, f] as const))(
+  // HELLO may carry a 6-byte capability tail, so its trailing-byte rule is tested on its own (test/peers).
+  it.each(exampleList.filter((f) => f.type !== 'data' && f.type !== 'hello').map((f) => [f.type, f] as const))(
     '%s: trailing bytes are WIRE_TRAILING',
     (_type, frame) => {
       expectCode(() => decodeFrame(Buffer.concat([body(frame), Buffer.from([0])])), ErrorCode.WIRE_TRAILING);
@@ -136,7 +141,7 @@ describe('frames: rejection', () => {
   );
 
   it('an unknown frame type is WIRE_TYPE', () => {
-    for (const type of [0, 10, 11, 128, 255]) {
+    for (const type of [0, 100, 128, 255]) {
       expectCode(() => decodeFrame(Buffer.from([type])), ErrorCode.WIRE_TYPE);
       expectCode(() => decodeFrame(typed(type, TRANSFER)), ErrorCode.WIRE_TYPE);
     }

@@ -2,14 +2,14 @@ import { EventEmitter } from 'node:events';
 import { chmod, lstat, mkdir, realpath, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, OUTCOME_NAMES, truncateUtf8,
+  errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, OUTCOME_NAMES, PieceMismatch, truncateUtf8,
   type Frame, type Logger, type Offer, type PeerId,
 } from '@groupcast/shared';
 import {
   existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset, spaceShortfall,
   type Placement,
 } from './download-area.js';
-import { CHECKPOINT_BYTES, IncomingFile, partialLength } from './incoming-file.js';
+import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
 
 export interface TransferEvent {
@@ -87,8 +87,9 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     await this.received.load();
   }
 
-  openSession(link: Link, server: PeerId): ReceiveSession {
-    const session = new ReceiveSession(this, link, this.options.log.child({ server }));
+  /** `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. */
+  openSession(link: Link, server: PeerId, options: { pieces?: boolean } = {}): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false);
     this.sessions.add(session);
     return session;
   }
@@ -158,11 +159,14 @@ export class ReceiveSession {
   private closed = false;
   private closing: Promise<void> | undefined;
   private handling: Promise<void> = Promise.resolve();
+  /** The MANIFEST just received, waiting for the OFFER it announces. */
+  private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string } | undefined;
 
   constructor(
     private readonly receiver: Receiver,
     private readonly link: Link,
     private readonly log: Logger,
+    private readonly pieces: boolean,
   ) {}
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
@@ -181,6 +185,8 @@ export class ReceiveSession {
         return this.data(frame);
       case 'cancel':
         return this.cancel(frame.transfer.toString('hex'), frame.message);
+      case 'manifest':
+        return this.manifest(frame);
       default:
         throw violation(`server sent ${frame.type} to a member`);
     }
@@ -190,12 +196,38 @@ export class ReceiveSession {
     if (!this.closed) this.link.send(frame);
   }
 
+  // ---- MANIFEST ----
+
+  private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
+    if (!this.pieces) throw violation('MANIFEST on a connection that did not negotiate pieces');
+    if (this.state.kind === 'preparing' || this.state.kind === 'receiving') throw violation('MANIFEST while a transfer is in flight');
+    const [entry] = frame.manifest.entries;
+    if (!entry) throw violation('MANIFEST without an entry');
+    this.announced = {
+      transfer: frame.transfer, pieces: { pieceSize: frame.manifest.pieceSize, hashes: entry.pieces },
+      size: entry.size, sha256: entry.sha256, path: entry.path,
+    };
+    return Promise.resolve();
+  }
+
+  /** The piece hashes for this OFFER, if its MANIFEST came just before; a MANIFEST that does not describe it is a violation. */
+  private piecesFor(offer: Offer): PieceSpec | undefined {
+    const announced = this.announced;
+    this.announced = undefined;
+    if (!announced) return undefined;
+    const matches = announced.transfer.equals(offer.transfer) && announced.size === offer.size
+      && announced.sha256.equals(offer.sha256) && announced.path === offer.name;
+    if (!matches) throw violation('MANIFEST does not describe the OFFER that follows it');
+    return announced.pieces;
+  }
+
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
     if (this.state.kind === 'preparing' || this.state.kind === 'receiving') {
       throw violation('OFFER while another transfer is in flight');
     }
+    const pieces = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
     // `file`, not `name`: pino already writes the logger's name under `name`.
     const log = this.log.child({ transfer: hex, group: offer.group, file: truncateUtf8(offer.name, 255) });
@@ -214,14 +246,14 @@ export class ReceiveSession {
     // Preparing can take long (rehashing a large partial), so it runs beside the frame stream:
     // PINGs keep being answered meanwhile. Only CANCEL and close interact with it, via the abort.
     const abort = new AbortController();
-    const done = this.prepare(offer, placement, log, abort.signal)
+    const done = this.prepare(offer, placement, log, abort.signal, pieces)
       .catch((err: unknown) => this.prepareFailed(offer, log, abort.signal, err))
       .catch((err: unknown) => log.error({ err }, 'receiver failed while preparing'));
     this.state = { kind: 'preparing', hex, abort, done };
     return Promise.resolve();
   }
 
-  private async prepare(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<void> {
+  private async prepare(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec | undefined): Promise<void> {
     const hex = offer.transfer.toString('hex');
     // A session from a dropped connection may still hold this transfer's partial.
     await this.receiver.whenSettled();
@@ -240,7 +272,7 @@ export class ReceiveSession {
         return;
       }
     }
-    const file = await IncomingFile.open(partialPath, offer.size, signal, this.receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    const file = await IncomingFile.open(partialPath, offer.size, signal, this.receiver.options.checkpointBytes ?? CHECKPOINT_BYTES, pieces);
     if (signal.aborted) {
       await file.release();
       signal.throwIfAborted();
@@ -320,7 +352,8 @@ export class ReceiveSession {
     try {
       await file.write(frame.payload);
     } catch (err) {
-      await this.writeFailed(state, err);
+      if (err instanceof PieceMismatch) await this.pieceFailed(state, err);
+      else await this.writeFailed(state, err);
       return;
     }
     if (file.complete) await this.finish(state);
@@ -331,6 +364,13 @@ export class ReceiveSession {
     await this.drop(state.file, state.log);
     this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
     this.fail(state.offer, state.log, outcomeOfError(err), `write failed: ${describeError(err)}`, err);
+  }
+
+  /** A piece from the server did not match its hash: keep the pieces that did, report, and resume on the retry. */
+  private async pieceFailed(state: Extract<State, { kind: 'receiving' }>, err: PieceMismatch): Promise<void> {
+    await state.file.keepVerified().catch((cause: unknown) => state.log.warn({ err: cause, path: state.file.path }, 'could not cut a partial back'));
+    this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
+    this.fail(state.offer, state.log, Outcome.CHECKSUM, err.message);
   }
 
   /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. */

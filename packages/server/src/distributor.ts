@@ -4,12 +4,13 @@ import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
   backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TRANSFER_ID_LENGTH, validateFileName,
-  type Logger, type PeerId,
+  type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from './membership.js';
 import type { MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
+import { manifestOf } from './delivery/piece-file.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([
@@ -210,7 +211,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     };
     session.on('progress', onProgress);
     try {
-      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal);
+      const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
+      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest);
       delivery.bytesSent += sent;
       if (result.outcome === Outcome.OK) {
         log.info({ ...fields, resumedAt: result.offset, bytesSent: result.bytesSent }, 'delivered');
@@ -233,6 +235,16 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     } finally {
       session.off('progress', onProgress);
       this.inflight.delete(k);
+    }
+  }
+
+  /** Without its pieces a transfer is still delivered, streamed whole and checked at the end. */
+  private async manifestFor(transfer: TransferRecord, fields: object): Promise<Manifest | undefined> {
+    try {
+      return manifestOf(transfer, await this.options.store.pieces(transfer.sha256, transfer.size));
+    } catch (err) {
+      this.options.log.warn({ ...fields, err }, 'no piece hashes for this transfer; streaming it without');
+      return undefined;
     }
   }
 

@@ -2,9 +2,9 @@ import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
-  DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
-  type Frame, type Logger, type PeerId,
+  ALPN_PIECES, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError,
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
+  type Capabilities, type Frame, type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
 
@@ -43,6 +43,8 @@ export interface MemberSessionEvents {
  */
 export class MemberSession extends EventEmitter<MemberSessionEvents> {
   name = '';
+  /** What the member said it can do; none unless the handshake negotiated ALPN_PIECES. */
+  caps: Capabilities = { flags: 0, peerPort: 0 };
   private readonly waiting = new Map<string, { resolve: (frame: Reply) => void; reject: (err: Error) => void }>();
   private readonly unclaimed = new Map<string, Reply>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -62,13 +64,24 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     return this.socket.remoteAddress ?? '';
   }
 
+  private get negotiatedPieces(): boolean {
+    return this.socket.alpnProtocol === ALPN_PIECES;
+  }
+
+  get supportsPieces(): boolean {
+    return (this.caps.flags & Capability.PIECES) !== 0;
+  }
+
   start(): void {
     const reader = new FrameReader((frame) => this.onFrame(frame));
     this.socket.pipe(reader);
     reader.on('error', (err) => this.close(err));
     this.socket.on('error', (err) => this.close(err));
     this.socket.on('close', () => this.close());
-    this.socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.serverName }));
+    this.socket.write(encodeFrame({
+      type: 'hello', version: PROTOCOL_VERSION, name: this.serverName,
+      ...(this.negotiatedPieces ? { caps: { flags: Capability.PIECES, peerPort: 0 } } : {}),
+    }));
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
   }
@@ -87,6 +100,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     switch (frame.type) {
       case 'hello':
         this.name = frame.name;
+        if (this.negotiatedPieces && frame.caps) this.caps = frame.caps;
         this.emit('ready');
         return;
       case 'ping':
@@ -149,12 +163,14 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   /** Offers a file and streams it from the offset the member holds. Rejects if the link fails. */
-  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
+  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest): Promise<DeliveryOutcome> {
     if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     const id = Buffer.from(transfer.id, 'hex');
     this.unclaimed.clear();
     const answer = this.expect(transfer.id);
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
+    // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
+    if (manifest && this.supportsPieces) this.socket.write(encodeFrame({ type: 'manifest', transfer: id, manifest }));
     this.socket.write(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),

@@ -1,6 +1,7 @@
 import { MAX_GROUP_NAME, MAX_WIRE_NAME, MAX_REASON, MAX_SERVER_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
+import { readManifest, writeManifest, type Manifest } from './manifest.js';
 
 /**
  * Data-plane frames, carried over the mutual-TLS connection between the server and a member:
@@ -23,7 +24,30 @@ export const FrameType = {
   PING: 7,
   PONG: 8,
   CANCEL: 9,
+  // ---- pieces (only on a connection that negotiated ALPN_PIECES) ----
+  MANIFEST: 10,
 } as const;
+
+/**
+ * Pieces and capabilities are spoken only on a connection whose TLS handshake negotiated this ALPN id:
+ * a version-1 peer offers no ALPN (or ignores it) and so never sees a capability field or a MANIFEST.
+ */
+export const ALPN_PIECES = 'gcdp/1.1';
+
+/** Capability bits in HELLO (on an ALPN_PIECES connection). Unknown bits are ignored. */
+export const Capability = {
+  /** Takes a MANIFEST before each OFFER and verifies every piece. */
+  PIECES: 1 << 0,
+  /** Serves verified pieces to other members on its peer port. */
+  PEERS: 1 << 1,
+} as const;
+
+/** What a peer said it can do, after its name in HELLO. */
+export interface Capabilities {
+  flags: number;
+  /** The port it serves pieces on; 0 when it does not. */
+  peerPort: number;
+}
 
 /**
  * Outcome of a delivery as the member reports it, in DECLINE and RESULT. Unknown values decode as
@@ -65,7 +89,7 @@ export interface Offer {
 }
 
 export type Frame =
-  | { type: 'hello'; version: number; name: string }
+  | { type: 'hello'; version: number; name: string; caps?: Capabilities }
   | ({ type: 'offer' } & Offer)
   | { type: 'accept'; transfer: Buffer; offset: number }
   | { type: 'decline'; transfer: Buffer; outcome: Outcome; message: string }
@@ -73,7 +97,8 @@ export type Frame =
   | { type: 'result'; transfer: Buffer; outcome: Outcome; message: string }
   | { type: 'ping'; time: number }
   | { type: 'pong'; time: number }
-  | { type: 'cancel'; transfer: Buffer; message: string };
+  | { type: 'cancel'; transfer: Buffer; message: string }
+  | { type: 'manifest'; transfer: Buffer; manifest: Manifest };
 
 const TYPE_CODES = {
   hello: FrameType.HELLO,
@@ -85,6 +110,7 @@ const TYPE_CODES = {
   ping: FrameType.PING,
   pong: FrameType.PONG,
   cancel: FrameType.CANCEL,
+  manifest: FrameType.MANIFEST,
 } as const;
 
 function writeBody(sink: Sink, frame: Frame): void {
@@ -93,6 +119,10 @@ function writeBody(sink: Sink, frame: Frame): void {
       sink.bytes(HELLO_MAGIC);
       sink.u8(frame.version);
       sink.str8(frame.name);
+      if (frame.caps) {
+        sink.u32(frame.caps.flags);
+        sink.u16(frame.caps.peerPort);
+      }
       return;
     case 'offer':
       sink.bytes(frame.transfer);
@@ -123,6 +153,10 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'cancel':
       sink.bytes(frame.transfer);
       sink.str8(truncateUtf8(frame.message, MAX_REASON));
+      return;
+    case 'manifest':
+      sink.bytes(frame.transfer);
+      writeManifest(sink, frame.manifest);
       return;
   }
 }
@@ -182,7 +216,10 @@ function readBody(type: number, reader: Reader): Frame {
       if (version !== PROTOCOL_VERSION) {
         throw new GroupcastError(ErrorCode.WIRE_VERSION, `peer speaks protocol ${version}, this build ${PROTOCOL_VERSION}`);
       }
-      return { type: 'hello', version, name: reader.str8('name', MAX_SERVER_NAME) };
+      const name = reader.str8('name', MAX_SERVER_NAME);
+      // The capability tail: present from a peer that negotiated ALPN_PIECES, absent in version 1.
+      if (reader.remaining === 0) return { type: 'hello', version, name };
+      return { type: 'hello', version, name, caps: { flags: reader.u32('capabilities'), peerPort: reader.u16('peer port') } };
     }
     case FrameType.OFFER:
       return {
@@ -210,6 +247,8 @@ function readBody(type: number, reader: Reader): Frame {
       return { type: type === FrameType.PING ? 'ping' : 'pong', time: reader.u64('time') };
     case FrameType.CANCEL:
       return { type: 'cancel', transfer: transferId(reader), message: reader.str8('message', MAX_REASON) };
+    case FrameType.MANIFEST:
+      return { type: 'manifest', transfer: transferId(reader), manifest: readManifest(reader) };
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown frame type ${type}`);
   }
