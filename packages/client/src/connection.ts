@@ -117,7 +117,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
       const pieces = socket.alpnProtocol === ALPN_PIECES;
       socket.write(encodeFrame({
         type: 'hello', version: PROTOCOL_VERSION, name: this.options.name,
-        ...(pieces ? { caps: { flags: Capability.PIECES, peerPort: 0 } } : {}),
+        ...(pieces ? { caps: this.capabilities() } : {}),
       }));
       let greeted = false;
       const reader = new FrameReader(async (frame: Frame) => {
@@ -155,6 +155,12 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
       });
       socket.pipe(reader);
     });
+  }
+
+  /** Pieces always; peers when this member has a peer port (not --no-peers). */
+  private capabilities(): { flags: number; peerPort: number } {
+    const peerPort = this.options.receiver.options.peers?.port ?? 0;
+    return { flags: Capability.PIECES | (peerPort > 0 ? Capability.PEERS : 0), peerPort };
   }
 
   /**

@@ -7,6 +7,8 @@ import {
   type Capabilities, type Frame, type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
+import { servePieces, type PullLink, type SwarmFrame } from './delivery/piece-server.js';
+import type { Seat, SeatLink } from './delivery/swarm.js';
 
 export interface DeliveryOutcome {
   outcome: Outcome;
@@ -45,6 +47,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   name = '';
   /** What the member said it can do; none unless the handshake negotiated ALPN_PIECES. */
   caps: Capabilities = { flags: 0, peerPort: 0 };
+  /** Takes the swarm frames of the transfer being pulled (delivery/piece-server.ts). */
+  private swarmFrames: ((frame: SwarmFrame) => void) | undefined;
   private readonly waiting = new Map<string, { resolve: (frame: Reply) => void; reject: (err: Error) => void }>();
   private readonly unclaimed = new Map<string, Reply>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -70,6 +74,37 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   get supportsPieces(): boolean {
     return (this.caps.flags & Capability.PIECES) !== 0;
+  }
+
+  /** It pulls pieces, from peers and from the server, instead of taking the file as one stream. */
+  get swarms(): boolean {
+    return this.supportsPieces && (this.caps.flags & Capability.PEERS) !== 0;
+  }
+
+  get seatLink(): SeatLink {
+    return {
+      id: this.id, address: this.address, peerPort: this.caps.peerPort,
+      send: (frame) => {
+        if (!this.closed) this.socket.write(encodeFrame(frame));
+      },
+      isClosed: () => this.closed,
+    };
+  }
+
+  private pullLink(transfer: string): PullLink {
+    return {
+      write: async (frame) => {
+        if (!this.socket.write(frame)) await this.drained();
+      },
+      listen: (handler) => {
+        this.swarmFrames = handler;
+        return () => {
+          if (this.swarmFrames === handler) this.swarmFrames = undefined;
+        };
+      },
+      isClosed: () => this.closed,
+      sent: (held, bytes) => this.emit('progress', transfer, held, bytes),
+    };
   }
 
   start(): void {
@@ -107,6 +142,13 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         this.socket.write(encodeFrame({ type: 'pong', time: frame.time }));
         return;
       case 'pong':
+        return;
+      case 'have':
+      case 'bitfield':
+      case 'request':
+        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
+        if (this.swarmFrames) this.swarmFrames(frame);
+        else if (frame.type === 'request') throw new GroupcastError(ErrorCode.PROTOCOL, 'REQUEST for no transfer being pulled');
         return;
       case 'accept':
       case 'decline':
@@ -163,7 +205,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   /** Offers a file and streams it from the offset the member holds. Rejects if the link fails. */
-  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest): Promise<DeliveryOutcome> {
+  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest, seat?: Seat): Promise<DeliveryOutcome> {
     if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     const id = Buffer.from(transfer.id, 'hex');
     this.unclaimed.clear();
@@ -182,7 +224,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect(transfer.id);
-    const bytesSent = await this.stream(transfer, id, path, first.offset, signal, result.received);
+    const bytesSent = seat && manifest
+      ? await servePieces({
+        link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply,
+      })
+      : await this.stream(transfer, id, path, first.offset, signal, result.received);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`expected result, got ${last.type}`);

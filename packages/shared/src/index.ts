@@ -8,6 +8,7 @@ export * from './wire/cursor.js';
 export * from './wire/frames.js';
 export * from './wire/manifest.js';
 export * from './pieces.js';
+export * from './bitfield.js';
 export * from './wire/frame-reader.js';
 export * from './wire/replay.js';
 export * from './runtime/backoff.js';

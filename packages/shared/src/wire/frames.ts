@@ -26,7 +26,30 @@ export const FrameType = {
   CANCEL: 9,
   // ---- pieces (only on a connection that negotiated ALPN_PIECES) ----
   MANIFEST: 10,
+  // ---- swarm: server ↔ member on an ALPN_PIECES connection, and member ↔ member on ALPN_PEERS ----
+  PEERS: 11,
+  BITFIELD: 12,
+  HAVE: 13,
+  REQUEST: 14,
+  SEEDED: 15,
 } as const;
+
+/** The member-to-member link: TLS 1.3, mutual, the ids members already have, this ALPN id. */
+export const ALPN_PEERS = 'gcpp/1';
+/** REQUEST for "any piece you choose": only to the server, which seeds what nobody holds yet. */
+export const ANY_PIECE = 0xffff_ffff;
+/** Peers one PEERS frame lists: what a member needs to choose its few links from, and a bounded frame. */
+export const MAX_PEERS_LISTED = 64;
+/** A peer's address in PEERS: an IP literal, as the server saw it. */
+export const MAX_PEER_ADDRESS = 64;
+/** The canonical text form of an id (PROTOCOL.md §3.1). */
+const PEER_ID_TEXT = 63;
+
+export interface PeerEntry {
+  id: string;
+  address: string;
+  port: number;
+}
 
 /**
  * Pieces and capabilities are spoken only on a connection whose TLS handshake negotiated this ALPN id:
@@ -98,7 +121,12 @@ export type Frame =
   | { type: 'ping'; time: number }
   | { type: 'pong'; time: number }
   | { type: 'cancel'; transfer: Buffer; message: string }
-  | { type: 'manifest'; transfer: Buffer; manifest: Manifest };
+  | { type: 'manifest'; transfer: Buffer; manifest: Manifest }
+  | { type: 'peers'; transfer: Buffer; peers: PeerEntry[] }
+  | { type: 'bitfield'; transfer: Buffer; bits: Buffer }
+  | { type: 'have'; transfer: Buffer; piece: number }
+  | { type: 'request'; transfer: Buffer; piece: number }
+  | { type: 'seeded'; transfer: Buffer };
 
 const TYPE_CODES = {
   hello: FrameType.HELLO,
@@ -111,6 +139,11 @@ const TYPE_CODES = {
   pong: FrameType.PONG,
   cancel: FrameType.CANCEL,
   manifest: FrameType.MANIFEST,
+  peers: FrameType.PEERS,
+  bitfield: FrameType.BITFIELD,
+  have: FrameType.HAVE,
+  request: FrameType.REQUEST,
+  seeded: FrameType.SEEDED,
 } as const;
 
 function writeBody(sink: Sink, frame: Frame): void {
@@ -157,6 +190,27 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'manifest':
       sink.bytes(frame.transfer);
       writeManifest(sink, frame.manifest);
+      return;
+    case 'peers':
+      sink.bytes(frame.transfer);
+      sink.u8(frame.peers.length);
+      for (const peer of frame.peers) {
+        sink.str8(peer.id);
+        sink.str8(peer.address);
+        sink.u16(peer.port);
+      }
+      return;
+    case 'bitfield':
+      sink.bytes(frame.transfer);
+      sink.bytes(frame.bits);
+      return;
+    case 'have':
+    case 'request':
+      sink.bytes(frame.transfer);
+      sink.u32(frame.piece);
+      return;
+    case 'seeded':
+      sink.bytes(frame.transfer);
       return;
   }
 }
@@ -207,6 +261,16 @@ function transferId(reader: Reader): Buffer {
   return reader.bytes(TRANSFER_ID_LENGTH, 'transfer id');
 }
 
+function readPeers(reader: Reader): PeerEntry[] {
+  const count = reader.u8('peer count');
+  if (count > MAX_PEERS_LISTED) throw new GroupcastError(ErrorCode.WIRE_FIELD, `PEERS lists ${count} peers, limit ${MAX_PEERS_LISTED}`);
+  const peers: PeerEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    peers.push({ id: reader.str8('peer id', PEER_ID_TEXT), address: reader.str8('peer address', MAX_PEER_ADDRESS), port: reader.u16('peer port') });
+  }
+  return peers;
+}
+
 function readBody(type: number, reader: Reader): Frame {
   switch (type) {
     case FrameType.HELLO: {
@@ -249,6 +313,15 @@ function readBody(type: number, reader: Reader): Frame {
       return { type: 'cancel', transfer: transferId(reader), message: reader.str8('message', MAX_REASON) };
     case FrameType.MANIFEST:
       return { type: 'manifest', transfer: transferId(reader), manifest: readManifest(reader) };
+    case FrameType.PEERS:
+      return { type: 'peers', transfer: transferId(reader), peers: readPeers(reader) };
+    case FrameType.BITFIELD:
+      return { type: 'bitfield', transfer: transferId(reader), bits: Buffer.from(reader.rest()) };
+    case FrameType.HAVE:
+    case FrameType.REQUEST:
+      return { type: type === FrameType.HAVE ? 'have' : 'request', transfer: transferId(reader), piece: reader.u32('piece') };
+    case FrameType.SEEDED:
+      return { type: 'seeded', transfer: transferId(reader) };
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown frame type ${type}`);
   }
