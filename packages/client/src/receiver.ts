@@ -3,7 +3,7 @@ import { chmod, lstat, mkdir, realpath, rm, stat, statfs } from 'node:fs/promise
 import { join } from 'node:path';
 import {
   errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, OUTCOME_NAMES, PieceMismatch, truncateUtf8,
-  type Frame, type Logger, type Offer, type PeerId,
+  type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
   existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset, spaceShortfall,
@@ -189,7 +189,7 @@ export class ReceiveSession {
   private closing: Promise<void> | undefined;
   private handling: Promise<void> = Promise.resolve();
   /** The MANIFEST just received, waiting for the OFFER it announces. */
-  private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string } | undefined;
+  private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string; peers?: PeerEntry[] } | undefined;
 
   constructor(
     private readonly receiver: Receiver,
@@ -244,15 +244,18 @@ export class ReceiveSession {
     return Promise.resolve();
   }
 
-  /** The piece hashes for this OFFER, if its MANIFEST came just before; a MANIFEST that does not describe it is a violation. */
-  private piecesFor(offer: Offer): PieceSpec | undefined {
+  /**
+   * The piece hashes for this OFFER, if its MANIFEST came just before (and the peers, if the server
+   * said PEERS too: pull it); a MANIFEST that does not describe it is a violation.
+   */
+  private piecesFor(offer: Offer): { pieces: PieceSpec; peers: PeerEntry[] | undefined } | undefined {
     const announced = this.announced;
     this.announced = undefined;
     if (!announced) return undefined;
     const matches = announced.transfer.equals(offer.transfer) && announced.size === offer.size
       && announced.sha256.equals(offer.sha256) && announced.path === offer.name;
     if (!matches) throw violation('MANIFEST does not describe the OFFER that follows it');
-    return announced.pieces;
+    return { pieces: announced.pieces, peers: announced.peers };
   }
 
   // ---- OFFER ----
@@ -261,7 +264,7 @@ export class ReceiveSession {
     if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
       throw violation('OFFER while another transfer is in flight');
     }
-    const pieces = this.piecesFor(offer);
+    const announced = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
     // `file`, not `name`: pino already writes the logger's name under `name`.
     const log = this.log.child({ transfer: hex, group: offer.group, file: truncateUtf8(offer.name, 255) });
@@ -280,14 +283,17 @@ export class ReceiveSession {
     // Preparing can take long (rehashing a large partial), so it runs beside the frame stream:
     // PINGs keep being answered meanwhile. Only CANCEL and close interact with it, via the abort.
     const abort = new AbortController();
-    const done = this.prepare(offer, placement, log, abort.signal, pieces)
+    const done = this.prepare(offer, placement, log, abort.signal, announced)
       .catch((err: unknown) => this.prepareFailed(offer, log, abort.signal, err))
       .catch((err: unknown) => log.error({ err }, 'receiver failed while preparing'));
     this.state = { kind: 'preparing', hex, abort, done };
     return Promise.resolve();
   }
 
-  private async prepare(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec | undefined): Promise<void> {
+  private async prepare(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, announced: { pieces: PieceSpec; peers: PeerEntry[] | undefined } | undefined,
+  ): Promise<void> {
+    const pieces = announced?.pieces;
     const hex = offer.transfer.toString('hex');
     // A session from a dropped connection may still hold this transfer's partial.
     await this.receiver.whenSettled();
@@ -298,8 +304,8 @@ export class ReceiveSession {
     }
     if (await this.alreadyPresent(offer, placement, log, signal)) return;
     const partialPath = partialPathFor(this.receiver.root, hex);
-    if (pieces && this.receiver.options.peers) {
-      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath);
+    if (pieces && announced.peers && this.receiver.options.peers) {
+      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers);
       return;
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
@@ -331,7 +337,7 @@ export class ReceiveSession {
 
   /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
   private async prepareSwarm(
-    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string,
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
   ): Promise<void> {
     const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
     const shortfall = spaceShortfall(await statfs(this.receiver.root), offer.size - allocated);
@@ -361,13 +367,18 @@ export class ReceiveSession {
       return;
     }
     swarm.start();
+    swarm.peers(peers);
   }
 
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
     const hex = frame.transfer.toString('hex');
     const state = this.state;
     const swarm = state.kind === 'swarming' && state.hex === hex ? state.swarm : this.receiver.lingering.get(hex);
-    if (!swarm) return Promise.resolve();
+    if (!swarm) {
+      // Between MANIFEST and OFFER: the server wants this transfer pulled.
+      if (frame.type === 'peers' && this.announced?.transfer.equals(frame.transfer)) this.announced.peers = frame.peers;
+      return Promise.resolve();
+    }
     if (frame.type === 'peers') swarm.peers(frame.peers);
     else swarm.seeded();
     return Promise.resolve();

@@ -219,7 +219,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     let seat: Seat | undefined;
     try {
       const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
-      seat = manifest && session.swarms ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
+      seat = manifest && session.swarms && this.hasSwarmPeers(member, transfer) ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
       const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat);
       if (result.outcome === Outcome.OK) seat?.complete();
       else seat?.leave();
@@ -247,6 +247,14 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       session.off('progress', onProgress);
       this.inflight.delete(k);
     }
+  }
+
+  /**
+   * Whether another member that can swarm is online for this transfer's group: pulling pays only with
+   * peers; a member alone gets the stream (and checks it piece by piece all the same).
+   */
+  private hasSwarmPeers(member: PeerId, transfer: TransferRecord): boolean {
+    return this.options.membership.targets(transfer.group).some((other) => other !== member && this.options.session(other)?.swarms === true);
   }
 
   /** Without its pieces a transfer is still delivered, streamed whole and checked at the end. */

@@ -213,6 +213,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
     if (manifest && this.supportsPieces) this.socket.write(encodeFrame({ type: 'manifest', transfer: id, manifest }));
+    // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream.
+    if (manifest && seat) this.socket.write(encodeFrame({ type: 'peers', transfer: id, peers: seat.swarm.peersFor(seat) }));
     this.socket.write(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),

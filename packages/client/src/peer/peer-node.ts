@@ -21,6 +21,8 @@ export interface SwarmHandle extends LinkOwner {
   admits(id: PeerId): boolean;
   linkCount(): number;
   attach(link: PeerLink): void;
+  /** A dial ended without a link (refused, unreachable, handshake failed). */
+  dialEnded(id: PeerId): void;
 }
 
 export interface PeerNodeOptions {
@@ -140,7 +142,11 @@ export class PeerNode {
     socket.on('error', (err) => this.options.log.debug({ err, peer: shortId(entry.id as PeerId) }, 'peer connection error'));
     const deadline = setTimeout(() => socket.destroy(), PEER_HANDSHAKE_TIMEOUT_MS);
     deadline.unref();
-    socket.once('close', () => clearTimeout(deadline));
+    let linked = false;
+    socket.once('close', () => {
+      clearTimeout(deadline);
+      if (!linked) swarm.dialEnded(entry.id as PeerId);
+    });
     socket.once('secureConnect', () => {
       clearTimeout(deadline);
       const id = peerIdOf(socket);
@@ -149,7 +155,7 @@ export class PeerNode {
         socket.destroy();
         return;
       }
-      this.handshake(socket, id, swarm);
+      this.handshake(socket, id, swarm, () => (linked = true));
     });
   }
 
@@ -157,7 +163,7 @@ export class PeerNode {
    * Both sides send HELLO and then BITFIELD for the transfer; the link opens once both have arrived.
    * A dialer knows its swarm; an acceptor learns it from the BITFIELD, and the peer must be listed there.
    */
-  private handshake(socket: TLSSocket, id: PeerId, dialedFor: SwarmHandle | undefined): void {
+  private handshake(socket: TLSSocket, id: PeerId, dialedFor: SwarmHandle | undefined, opened?: () => void): void {
     this.handshaking++;
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
@@ -194,6 +200,7 @@ export class PeerNode {
       if (!dialedFor) socket.write(Buffer.concat([this.hello(), bitfieldOf(swarm)]));
       settle();
       link = new PeerLink(id, socket, reader, swarm, log.child({ transfer: frame.transfer.toString('hex') }), frame.bits);
+      opened?.();
       swarm.attach(link);
     });
     reader.on('error', (err) => {

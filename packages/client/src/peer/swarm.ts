@@ -16,6 +16,8 @@ export const SERVER_REQUESTS = 8;
 export const PEER_WAIT_MS = 2_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
 export const SEED_LINGER_MS = 60_000;
+/** A peer that could not be dialed is tried again after this long. */
+const REDIAL_MS = 10_000;
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
 
@@ -62,6 +64,7 @@ export class MemberSwarm implements SwarmHandle {
   private allowed = new Map<PeerId, PeerEntry>();
   private readonly links = new Map<PeerId, PeerLink>();
   private readonly dialing = new Set<PeerId>();
+  private readonly unreachable = new Map<PeerId, number>();
   private readonly banned = new Set<PeerId>();
   /** Sources each missing piece is being fetched from. */
   private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
@@ -264,14 +267,16 @@ export class MemberSwarm implements SwarmHandle {
     for (const [id, entry] of this.allowed) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
       if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.options.node.id > id) continue;
+      if (Date.now() - (this.unreachable.get(id) ?? -Infinity) < REDIAL_MS) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
-      // A dial that never completes must not hold the slot: forget it after the handshake deadline.
-      setTimeout(() => {
-        this.dialing.delete(id);
-        this.schedule();
-      }, 10_000).unref();
     }
+  }
+
+  dialEnded(id: PeerId): void {
+    this.dialing.delete(id);
+    this.unreachable.set(id, Date.now());
+    this.schedule();
   }
 
   private availability(piece: number): number {
@@ -330,6 +335,7 @@ export class MemberSwarm implements SwarmHandle {
       }
       return;
     }
+    // No link and none being dialed: no peer will bring anything, so the server is asked at once.
     const alone = this.links.size === 0 && this.dialing.size === 0;
     const waited = Date.now() - this.seededAt >= PEER_WAIT_MS;
     let waiting = false;
