@@ -106,7 +106,7 @@ describe.skipIf(!available)('peer-assisted delivery on a LAN', () => {
     const ran = await distributing;
     const others = members.filter((m) => m !== victim);
     await expectVerified('killed.bin', sha256, others);
-    expect(ran.summary.deliveries.filter((d) => d.state === 'delivered')).toHaveLength(others.length);
+    expect(ran.summary.deliveries.filter((d) => d.state === 'delivered'), JSON.stringify(ran.summary.deliveries.map((d) => [d.state, d.reason]))).toHaveLength(others.length);
 
     startMember(victim);
     const resumed = await victim.daemon!.waitForLog((l) => l.msg === 'resuming from held pieces' || l.msg === 'accepted; pulling pieces', 60_000);

@@ -81,10 +81,12 @@ export async function servePieces(options: PullOptions): Promise<number> {
   });
   // The member has accepted and is ready for PEERS: it and everyone else learn the new list now.
   seat.swarm.announce();
-  void options.ended.finally(() => {
+  const end = (): void => {
     ended = true;
     stir();
-  });
+  };
+  // Settled either way: a rejection (the connection closed) is handled by the delivery that awaits it.
+  options.ended.then(end, end);
   const onAbort = (): void => stir();
   signal.addEventListener('abort', onAbort);
   const idle = setInterval(stir, 1_000);
