@@ -138,3 +138,14 @@ describe('HELLO capability tail', () => {
     expectCode(() => decodeFrame(Buffer.concat([body, Buffer.from([0])])), ErrorCode.WIRE_TRAILING);
   });
 });
+
+describe('Bitfield', () => {
+  it('reads piece 0 as the top bit of byte 0, and refuses a wrong length or spare bits set', async () => {
+    const { Bitfield } = await import('../../packages/shared/src/index.js');
+    const field = Bitfield.fromWire(Buffer.from([0x80, 0x40]), 10);
+    expect([field.has(0), field.has(1), field.has(9), field.count]).toEqual([true, false, true, 2]);
+    expectCode(() => Bitfield.fromWire(Buffer.from([0x80]), 10), ErrorCode.WIRE_FIELD);
+    expectCode(() => Bitfield.fromWire(Buffer.from([0x80, 0x20]), 10), ErrorCode.WIRE_FIELD);
+    expect(Bitfield.full(10).toWire()).toEqual(Buffer.from([0xff, 0xc0]));
+  });
+});

@@ -84,6 +84,8 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   },
   'hello-server': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server' } },
   'hello-member': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07' } },
+  'request-any': { kind: 'frame', frame: { type: 'request', transfer: TRANSFER, piece: 0xffff_ffff } },
+  have: { kind: 'frame', frame: { type: 'have', transfer: TRANSFER, piece: 3 } },
   'hello-member-caps': {
     kind: 'frame',
     frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07', caps: { flags: Capability.PIECES | Capability.PEERS, peerPort: 47702 } },
