@@ -9,7 +9,7 @@ import { Cluster, finalPath, MiB, writeRandomFile, type Member } from '../durabi
  * server, every copy verified, and the server sends each piece about once.
  */
 const h = harness();
-const c = new Cluster(h);
+const c = new Cluster(h, { peers: true });
 const GROUP = 'Developers';
 const SIZE = 16 * MiB;
 let members: Member[];

@@ -116,6 +116,27 @@ describe.skipIf(!available)('peer-assisted delivery on a LAN', () => {
     await expectVerified('killed.bin', sha256, [victim]);
   }, 180_000);
 
+  it('a member revoked mid-transfer is dropped by its peers at once and gets nothing more', async () => {
+    const revoked = members[5]!;
+    const size = 48 * MiB;
+    const path = join(serverState, 'revoked.bin');
+    const sha256 = await randomFile(path, size);
+    const distributing = distribute(lan, serverHost, serverState, GROUP, [path], 120_000);
+    await revoked.daemon!.waitForMsg('accepted; pulling pieces', { file: 'revoked.bin' }, 60_000);
+    const result = await lan.run(serverHost, SERVER_BIN, ['members', 'revoke', GROUP, revoked.id, '--state-dir', serverState]);
+    expect(result.code, result.stderr).toBe(0);
+    await revoked.daemon!.waitForMsg('cancelled by the server', { file: 'revoked.bin' }, 30_000);
+    const ran = await distributing;
+    const others = members.filter((m) => m !== revoked);
+    await expectVerified('revoked.bin', sha256, others);
+    expect(ran.summary.deliveries.find((d) => d.member === revoked.id)?.state).toBe('failed');
+    await expect(sha256File(join(revoked.downloads, GROUP, 'revoked.bin'))).rejects.toThrow();
+    // Every link to it was closed because the server no longer listed it.
+    const dropped = others.some((m) => m.daemon!.logs.some((l) => l.msg === 'peer link closed' && JSON.stringify(l.err ?? '').includes('no longer listed')));
+    expect(dropped).toBe(true);
+    members = others;
+  }, 180_000);
+
   it('members that cannot reach each other get everything from the server, verified', async () => {
     // Every member host refuses to route to every other member host: peer dials fail at once.
     for (const m of members) {

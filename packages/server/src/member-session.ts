@@ -103,6 +103,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         };
       },
       isClosed: () => this.closed,
+      cancel: (reason) => this.cancel(transfer, reason),
       sent: (held, bytes) => this.emit('progress', transfer, held, bytes),
     };
   }

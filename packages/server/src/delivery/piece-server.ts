@@ -22,6 +22,8 @@ export interface PullLink {
   /** Hands this transfer's HAVE, BITFIELD and REQUEST frames to `handler` until the returned function is called. */
   listen(handler: (frame: SwarmFrame) => void): () => void;
   isClosed(): boolean;
+  /** Tells the member the transfer is abandoned (CANCEL). */
+  cancel(reason: string): void;
   /** Payload bytes of a piece went out; `held` is what the member holds by now, from anyone. */
   sent(held: number, bytes: number): void;
 }
@@ -96,7 +98,11 @@ export async function servePieces(options: PullOptions): Promise<number> {
   try {
     for (;;) {
       if (ended) return bytes;
-      if (signal.aborted) throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${String(signal.reason ?? 'cancelled')}`);
+      if (signal.aborted) {
+        const reason = String(signal.reason ?? 'cancelled');
+        link.cancel(reason);
+        throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
+      }
       if (link.isClosed()) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
       if (Date.now() - lastHeard > PULL_IDLE_TIMEOUT_MS) throw new GroupcastError(ErrorCode.TIMEOUT, 'member made no progress pulling pieces');
       const next = queue.shift();
