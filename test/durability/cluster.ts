@@ -141,7 +141,11 @@ export class Cluster {
   private extraArgs: string[] = [];
   private restarts = 0;
 
-  constructor(readonly h: Harness) {}
+  /**
+   * `peers: false` (the default here) starts members with --no-peers: these tests pin down the server's
+   * own stream (offsets, resends), which peer-assisted delivery would change; test/peers covers the swarm.
+   */
+  constructor(readonly h: Harness, private readonly options: { peers?: boolean } = {}) {}
 
   async member(name: string, groups: string[], downloads?: string): Promise<Member> {
     const state = await this.h.dir(`${name}-state`);
@@ -173,7 +177,7 @@ export class Cluster {
     member.daemon = this.h.spawn(member.name, member.runAs?.clientBin ?? CLIENT_BIN, [
       ...member.groups.flatMap((g) => ['--join', g]),
       '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
-      ...this.network,
+      ...this.network, ...(this.options.peers ? [] : ['--no-peers']),
     ], member.runAs?.env, member.runAs && { uid: member.runAs.uid, gid: member.runAs.gid });
     return member.daemon;
   }

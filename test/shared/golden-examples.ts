@@ -3,7 +3,7 @@ import type { Signer } from '../../packages/shared/src/identity.js';
 import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
 import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
-import { Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
+import { Capability, Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
 import { counting, memberSigner, serverSigner } from './helpers.js';
 
 /** 2026-01-01T00:00:00.000Z, the worked examples' clock. */
@@ -94,6 +94,25 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   },
   'hello-server': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server' } },
   'hello-member': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07' } },
+  'request-any': { kind: 'frame', frame: { type: 'request', transfer: TRANSFER, piece: 0xffff_ffff } },
+  have: { kind: 'frame', frame: { type: 'have', transfer: TRANSFER, piece: 3 } },
+  'hello-member-caps': {
+    kind: 'frame',
+    frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07', caps: { flags: Capability.PIECES | Capability.PEERS, peerPort: 47702 } },
+  },
+  manifest: {
+    kind: 'frame',
+    frame: {
+      type: 'manifest', transfer: TRANSFER,
+      manifest: {
+        pieceSize: 262_144,
+        entries: [{
+          path: 'notes.txt', size: FILE_CONTENT.length, mode: 0o644, sha256: createHash('sha256').update(FILE_CONTENT).digest(),
+          pieces: createHash('sha256').update(FILE_CONTENT).digest(),
+        }],
+      },
+    },
+  },
   offer: {
     kind: 'frame',
     frame: {

@@ -1,4 +1,5 @@
 import yargs, { type ArgumentsCamelCase, type Argv, type InferredOptionTypes, type Options } from 'yargs';
+import { DEFAULT_PEER_PORT } from './peer/peer-node.js';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
@@ -40,6 +41,8 @@ const OPTIONS = {
   'on-receive-timeout': { type: 'string', default: '60s', describe: 'stop an --on-receive command after this long', coerce: parseDuration, group: 'Daemon:' },
   'on-receive-jobs': { type: 'number', default: 2, describe: '--on-receive commands running at once', coerce: integerOption('--on-receive-jobs', 1, 64), group: 'Daemon:' },
   metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checkedText(parseMetricsAddress), group: 'Daemon:' },
+  'peer-port': { type: 'number', default: DEFAULT_PEER_PORT, describe: 'serve verified pieces to other members on this TCP port (0: any free port)', coerce: integerOption('--peer-port', 0, 65535), group: 'Daemon:' },
+  peers: { type: 'boolean', default: true, describe: 'take part in peer-assisted delivery (--no-peers: take every file from the server)', group: 'Daemon:' },
 } as const satisfies Record<string, Options>;
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
@@ -64,6 +67,7 @@ function clientOptions(argv: Args, log: Logger): ClientOptions {
     name: argv.name,
     onReceive: argv.onReceive === undefined ? undefined : { command: argv.onReceive, timeoutMs: argv.onReceiveTimeout, concurrency: argv.onReceiveJobs },
     metrics: argv.metrics,
+    peerPort: argv.peers ? argv.peerPort : undefined,
     log,
   };
 }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { connect, type TLSSocket } from 'node:tls';
 import {
-  backoffDelay, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
+  ALPN_PIECES, backoffDelay, Capability, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
   PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
   type Frame, type Identity, type Logger, type PeerId,
 } from '@groupcast/shared';
@@ -87,6 +87,8 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
       // Trust is the pinned id, checked on secureConnect; the certificate is self-signed.
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
+      // A server that knows pieces selects it; an older one ignores it and speaks plain version 1.
+      ALPNProtocols: [ALPN_PIECES],
     });
     this.socket = socket;
     let lastHeard = this.clock();
@@ -112,7 +114,11 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
         return;
       }
       socket.setNoDelay(true);
-      socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.options.name }));
+      const pieces = socket.alpnProtocol === ALPN_PIECES;
+      socket.write(encodeFrame({
+        type: 'hello', version: PROTOCOL_VERSION, name: this.options.name,
+        ...(pieces ? { caps: this.capabilities() } : {}),
+      }));
       let greeted = false;
       const reader = new FrameReader(async (frame: Frame) => {
         lastHeard = this.clock();
@@ -120,7 +126,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
           if (frame.type !== 'hello') throw new GroupcastError(ErrorCode.PROTOCOL, `expected HELLO, got ${frame.type}`);
           greeted = true;
           this.attempt = 0;
-          this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned);
+          this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned, { pieces });
           log.info({ serverName: frame.name }, 'connected');
           this.emit('connected', pinned, frame.name);
           return;
@@ -150,6 +156,12 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
       });
       socket.pipe(reader);
     });
+  }
+
+  /** Pieces always; peers when this member has a peer port (not --no-peers). */
+  private capabilities(): { flags: number; peerPort: number } {
+    const peerPort = this.options.receiver.options.peers?.port ?? 0;
+    return { flags: Capability.PIECES | (peerPort > 0 ? Capability.PEERS : 0), peerPort };
   }
 
   /**

@@ -12,6 +12,7 @@ import { ClientMetrics } from './metrics.js';
 import { OnReceive } from './on-receive.js';
 import { resolveOptions, type ClientOptions } from './options.js';
 import { ServerPin } from './pinning.js';
+import { PeerNode } from './peer/peer-node.js';
 import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
 import { StatusFile } from './status-file.js';
 
@@ -116,7 +117,12 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
     invitation,
     unicast: resolved.unicast,
   });
+  const peers = resolved.peerPort === undefined ? undefined : new PeerNode({
+    log: log.child({ component: 'peers' }), identity, name: resolved.name, port: resolved.peerPort, host: resolved.iface.address,
+  });
+  await peers?.start();
   const receiver = new Receiver({
+    peers,
     log: log.child({ component: 'receiver' }),
     downloads: resolved.downloads,
     stateDir: resolved.stateDir,
@@ -140,7 +146,8 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
   for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
   forward(discovery, client, 'server');
 
-  client.started.push(pin, receiver);
+  client.started.push(pin, ...(peers ? [peers] : []), receiver);
+  if (peers) log.info({ peerPort: peers.port }, 'serving pieces to peers');
   const status = new StatusFile({
     stateDir: resolved.stateDir, id, name: resolved.name, downloads: receiver.root, groups: resolved.groups, log: log.child({ component: 'status' }),
   });

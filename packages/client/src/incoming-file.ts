@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
-import { errnoCode, ErrorCode, GroupcastError, hashFromHandle } from '@groupcast/shared';
+import { errnoCode, ErrorCode, GroupcastError, hashFromHandle, PieceVerifier } from '@groupcast/shared';
 import { resumeOffset } from './download-area.js';
 
 /** Dirty data is forced to disk this often, so a resume after a crash never trusts more than a checkpoint's worth. */
@@ -15,6 +15,12 @@ export async function partialLength(path: string): Promise<number | undefined> {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   }
+}
+
+/** A transfer's piece hashes, from its manifest: every piece is checked as it completes. */
+export interface PieceSpec {
+  pieceSize: number;
+  hashes: Buffer;
 }
 
 /**
@@ -33,6 +39,7 @@ export class IncomingFile {
     private readonly hash: Hash,
     private position: number,
     private readonly checkpointBytes: number,
+    private readonly verifier: PieceVerifier | undefined,
   ) {
     this.handle = handle;
   }
@@ -40,16 +47,22 @@ export class IncomingFile {
   /**
    * Opens or creates the partial and rehashes the prefix it already holds, so the final digest covers
    * the whole file. A partial longer than the file is emptied. The rehash stops early if `signal` fires.
+   * With piece hashes, the partial is kept only up to the end of its last good piece.
    */
-  static async open(path: string, size: number, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES): Promise<IncomingFile> {
+  static async open(
+    path: string, size: number, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES, pieces?: PieceSpec,
+  ): Promise<IncomingFile> {
     const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
     try {
       const held = (await handle.stat()).size;
-      const offset = resumeOffset(held, size);
+      let offset = resumeOffset(held, size);
       if (offset !== held) await handle.truncate(offset);
-      const hash = createHash('sha256');
-      await hashFromHandle(handle, offset, hash, signal);
-      return new IncomingFile(path, size, handle, hash, offset, checkpointBytes);
+      let hash = createHash('sha256');
+      if (pieces) ({ hash, offset } = await verifiedPrefix(handle, offset, size, pieces, signal));
+      else await hashFromHandle(handle, offset, hash, signal);
+      // The next byte starts a piece (a verified prefix ends on a boundary): check from that piece on.
+      const verifier = pieces && new PieceVerifier(pieces.hashes, pieces.pieceSize, size, Math.ceil(offset / pieces.pieceSize));
+      return new IncomingFile(path, size, handle, hash, offset, checkpointBytes, verifier);
     } catch (err) {
       await handle.close();
       throw err;
@@ -71,6 +84,12 @@ export class IncomingFile {
     // the two. If the write fails the digest is never used: the partial is discarded.
     const written = writeFully(handle, payload, this.position);
     this.hash.update(payload);
+    try {
+      this.verifier?.update(payload);
+    } catch (err) {
+      await written.catch(() => undefined);
+      throw err;
+    }
     await written;
     this.position += payload.length;
     this.sinceCheckpoint += payload.length;
@@ -103,6 +122,17 @@ export class IncomingFile {
     await handle?.close().catch(() => undefined);
   }
 
+  /**
+   * After a piece failed its check: cuts the partial back to its verified pieces and closes it, so the
+   * next attempt resumes from there instead of from nothing.
+   */
+  async keepVerified(): Promise<void> {
+    const handle = this.openHandle();
+    await handle.truncate(this.verifier?.verified ?? 0);
+    await handle.datasync();
+    await this.release();
+  }
+
   /** Closes and deletes the partial, returning its space. */
   async discard(): Promise<void> {
     await this.release();
@@ -121,4 +151,38 @@ async function writeFully(handle: FileHandle, payload: Uint8Array, position: num
     const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
     done += bytesWritten;
   }
+}
+
+/**
+ * Re-reads a partial piece by piece: the whole-file hash covers only bytes whose pieces matched (a copy
+ * is kept at each piece boundary), and the partial is cut at the first piece that does not match.
+ */
+async function verifiedPrefix(
+  handle: FileHandle, held: number, size: number, { pieceSize, hashes }: PieceSpec, signal: AbortSignal,
+): Promise<{ hash: Hash; offset: number }> {
+  const verifier = new PieceVerifier(hashes, pieceSize, size);
+  let hash = createHash('sha256');
+  let checkpoint = hash.copy();
+  const buffer = Buffer.alloc(Math.min(pieceSize, Math.max(held, 1)));
+  let position = 0;
+  while (position < held) {
+    signal.throwIfAborted();
+    // Reads end on piece boundaries (the buffer divides the power-of-two piece size).
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, held - position), position);
+    if (bytesRead === 0) break;
+    const chunk = buffer.subarray(0, bytesRead);
+    hash.update(chunk);
+    try {
+      verifier.update(chunk);
+    } catch {
+      break;
+    }
+    position += bytesRead;
+    if (verifier.verified === position) checkpoint = hash.copy();
+  }
+  if (verifier.verified !== held) {
+    hash = checkpoint;
+    await handle.truncate(verifier.verified);
+  }
+  return { hash, offset: verifier.verified };
 }

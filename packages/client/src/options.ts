@@ -35,6 +35,8 @@ export interface ClientOptions {
   onReceive?: { command: string; timeoutMs: number; concurrency: number } | undefined;
   /** `PORT` or `ADDR:PORT` for the Prometheus endpoint; off when undefined. */
   metrics?: string | undefined;
+  /** The peer port (0: any free one); undefined: no peer-assisted delivery, every file from the server. */
+  peerPort?: number | undefined;
 }
 
 export interface ResolvedOptions {
@@ -51,6 +53,7 @@ export interface ResolvedOptions {
   name: string;
   onReceive: { command: string; timeoutMs: number; concurrency: number } | undefined;
   metrics: { host: string; port: number } | undefined;
+  peerPort: number | undefined;
 }
 
 function usage(message: string, cause?: unknown): GroupcastError {
@@ -131,5 +134,6 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     name,
     onReceive: options.onReceive?.command ? options.onReceive : undefined,
     metrics: options.metrics === undefined ? undefined : parseMetricsAddress(options.metrics),
+    peerPort: options.peerPort,
   };
 }

@@ -1,18 +1,21 @@
 import { EventEmitter } from 'node:events';
-import { chmod, lstat, mkdir, realpath, rm, statfs } from 'node:fs/promises';
+import { chmod, lstat, mkdir, realpath, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   errnoCode, ErrorCode, GroupcastError, isGroupcastError, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
-  OUTCOME_NAMES, truncateUtf8,
-  type Frame, type Logger, type Offer, type PeerId,
+  OUTCOME_NAMES, PieceMismatch, truncateUtf8,
+  type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
   existingAt, hashFile, heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
   spaceShortfall, type Placement,
 } from './download-area.js';
-import { CHECKPOINT_BYTES, IncomingFile, partialLength } from './incoming-file.js';
+import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
+import type { PeerNode } from './peer/peer-node.js';
+import { PiecePartial } from './peer/piece-partial.js';
+import { MemberSwarm, type SwarmCounters } from './peer/swarm.js';
 
 export interface TransferEvent {
   transfer: string;
@@ -47,6 +50,8 @@ export interface ReceiverOptions {
   /** Whether this member is (or is becoming) a member of a group; offers for any other are declined. */
   wants: (group: string) => boolean;
   checkpointBytes?: number | undefined;
+  /** This member's peer port: with it, transfers with a manifest are pulled piece by piece from peers and the server. */
+  peers?: PeerNode | undefined;
 }
 
 /**
@@ -58,6 +63,10 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
   private rootDir: string | undefined;
   private readonly sessions = new Set<ReceiveSession>();
   private settled: Promise<void> = Promise.resolve();
+  /** Bytes by source and bad pieces, over every swarmed transfer. */
+  readonly swarmCounters: SwarmCounters = { fromServer: 0, fromPeers: 0, toPeers: 0, badPieces: 0 };
+  /** Peers dropped for a bad piece, for status: id → the last transfer and piece. */
+  readonly badPeers = new Map<PeerId, { transfer: string; piece: number }>();
 
   constructor(readonly options: ReceiverOptions) {
     super();
@@ -89,11 +98,15 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     await this.received.load();
   }
 
-  openSession(link: Link, server: PeerId): ReceiveSession {
-    const session = new ReceiveSession(this, link, this.options.log.child({ server }));
+  /** `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. */
+  openSession(link: Link, server: PeerId, options: { pieces?: boolean } = {}): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false);
     this.sessions.add(session);
     return session;
   }
+
+  /** Finished swarms still serving their peers (SEED_LINGER_MS), by transfer: PEERS updates reach them here. */
+  readonly lingering = new Map<string, MemberSwarm>();
 
   /** A closing session registers here; the next session's work waits until it has let go of its partial. */
   sessionClosing(session: ReceiveSession, done: Promise<void>): void {
@@ -117,10 +130,26 @@ type State =
   | { kind: 'preparing'; hex: string; abort: AbortController; done: Promise<void> }
   | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger }
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
-  | { kind: 'discarding'; hex: string; transfer: Buffer };
+  | { kind: 'discarding'; hex: string; transfer: Buffer }
+  /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
+  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger };
 
 const IDLE: State = { kind: 'idle' };
 
+/** A complete partial, however it was received: streamed in order, or pulled as pieces. */
+interface HeldFile {
+  readonly path: string;
+  seal(): Promise<void>;
+  discard(): Promise<void>;
+}
+
+interface Finishing {
+  offer: Offer;
+  placement: Placement;
+  file: HeldFile;
+  log: Logger;
+  digest: Buffer;
+}
 /** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
 const CANCEL = 'cancel';
 const CLOSED = 'closed';
@@ -178,11 +207,14 @@ export class ReceiveSession {
   private handling: Promise<void> = Promise.resolve();
   private reported = false;
   private reclaim: Reclaim | undefined;
+  /** The MANIFEST just received, waiting for the OFFER it announces. */
+  private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string; peers?: PeerEntry[] } | undefined;
 
   constructor(
     private readonly receiver: Receiver,
     private readonly link: Link,
     private readonly log: Logger,
+    private readonly pieces: boolean,
   ) {}
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
@@ -202,6 +234,11 @@ export class ReceiveSession {
       case 'cancel':
         if (isReclaimRequest(frame)) return this.reportPartials();
         return this.cancel(frame.transfer.toString('hex'), frame.message);
+      case 'manifest':
+        return this.manifest(frame);
+      case 'peers':
+      case 'seeded':
+        return this.swarmFrame(frame);
       default:
         throw violation(`server sent ${frame.type} to a member`);
     }
@@ -211,12 +248,43 @@ export class ReceiveSession {
     if (!this.closed) this.link.send(frame);
   }
 
+  // ---- MANIFEST ----
+
+  private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
+    if (!this.pieces) throw violation('MANIFEST on a connection that did not negotiate pieces');
+    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
+      throw violation('MANIFEST while a transfer is in flight');
+    }
+    const [entry] = frame.manifest.entries;
+    if (!entry) throw violation('MANIFEST without an entry');
+    this.announced = {
+      transfer: frame.transfer, pieces: { pieceSize: frame.manifest.pieceSize, hashes: entry.pieces },
+      size: entry.size, sha256: entry.sha256, path: entry.path,
+    };
+    return Promise.resolve();
+  }
+
+  /**
+   * The piece hashes for this OFFER, if its MANIFEST came just before (and the peers, if the server
+   * said PEERS too: pull it); a MANIFEST that does not describe it is a violation.
+   */
+  private piecesFor(offer: Offer): { pieces: PieceSpec; peers: PeerEntry[] | undefined } | undefined {
+    const announced = this.announced;
+    this.announced = undefined;
+    if (!announced) return undefined;
+    const matches = announced.transfer.equals(offer.transfer) && announced.size === offer.size
+      && announced.sha256.equals(offer.sha256) && announced.path === offer.name;
+    if (!matches) throw violation('MANIFEST does not describe the OFFER that follows it');
+    return { pieces: announced.pieces, peers: announced.peers };
+  }
+
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
-    if (this.state.kind === 'preparing' || this.state.kind === 'receiving') {
+    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
       throw violation('OFFER while another transfer is in flight');
     }
+    const announced = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
     // `file`, not `name`: pino already writes the logger's name under `name`.
     const log = this.log.child({ transfer: hex, group: offer.group, file: truncateUtf8(offer.name, 255) });
@@ -235,14 +303,17 @@ export class ReceiveSession {
     // Preparing can take long (rehashing a large partial), so it runs beside the frame stream:
     // PINGs keep being answered meanwhile. Only CANCEL and close interact with it, via the abort.
     const abort = new AbortController();
-    const done = this.prepare(offer, placement, log, abort.signal)
+    const done = this.prepare(offer, placement, log, abort.signal, announced)
       .catch((err: unknown) => this.prepareFailed(offer, log, abort.signal, err))
       .catch((err: unknown) => log.error({ err }, 'receiver failed while preparing'));
     this.state = { kind: 'preparing', hex, abort, done };
     return Promise.resolve();
   }
 
-  private async prepare(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<void> {
+  private async prepare(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, announced: { pieces: PieceSpec; peers: PeerEntry[] | undefined } | undefined,
+  ): Promise<void> {
+    const pieces = announced?.pieces;
     const hex = offer.transfer.toString('hex');
     // A session from a dropped connection may still hold this transfer's partial.
     await this.receiver.whenSettled();
@@ -253,6 +324,10 @@ export class ReceiveSession {
     }
     if (await this.alreadyPresent(offer, placement, log, signal)) return;
     const partialPath = partialPathFor(this.receiver.root, hex);
+    if (pieces && announced.peers && this.receiver.options.peers) {
+      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers);
+      return;
+    }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
     if (offset < offer.size) {
       const shortfall = await this.freeSpaceShortfall(offer.size - offset, signal);
@@ -261,7 +336,7 @@ export class ReceiveSession {
         return;
       }
     }
-    const file = await IncomingFile.open(partialPath, offer.size, signal, this.receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    const file = await IncomingFile.open(partialPath, offer.size, signal, this.receiver.options.checkpointBytes ?? CHECKPOINT_BYTES, pieces);
     if (signal.aborted) {
       await file.release();
       signal.throwIfAborted();
@@ -271,7 +346,7 @@ export class ReceiveSession {
     if (file.complete) {
       // Nothing more to come (empty file, or a partial finished before a crash): verify now.
       this.send({ type: 'accept', transfer: offer.transfer, offset: file.offset });
-      await this.finish(receiving);
+      await this.finish({ ...receiving, digest: file.digest() });
       return;
     }
     this.state = receiving;
@@ -301,6 +376,86 @@ export class ReceiveSession {
       done.abort();
     }
     signal.throwIfAborted();
+  }
+
+  // ---- SWARM ----
+
+  /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
+  private async prepareSwarm(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
+  ): Promise<void> {
+    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
+    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
+    if (shortfall) {
+      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
+      return;
+    }
+    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
+    if (signal.aborted) {
+      await partial.release();
+      signal.throwIfAborted();
+    }
+    const hex = offer.transfer.toString('hex');
+    const node = this.receiver.options.peers!;
+    const swarm: MemberSwarm = new MemberSwarm({
+      log, node, transfer: offer.transfer, partial, counters: this.receiver.swarmCounters,
+      toServer: (frame) => this.send(frame),
+      complete: () => void this.finishSwarm(hex).catch((err: unknown) => log.error({ err }, 'could not finish a swarmed transfer')),
+      failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
+      badPeer: (id, piece) => this.receiver.badPeers.set(id, { transfer: hex, piece }),
+    });
+    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log };
+    log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
+    this.send({ type: 'accept', transfer: offer.transfer, offset: partial.heldBytes });
+    if (partial.held.complete) {
+      await this.finishSwarm(hex);
+      return;
+    }
+    swarm.start();
+    swarm.peers(peers);
+  }
+
+  private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
+    const hex = frame.transfer.toString('hex');
+    const state = this.state;
+    const swarm = state.kind === 'swarming' && state.hex === hex ? state.swarm : this.receiver.lingering.get(hex);
+    if (!swarm) {
+      // Between MANIFEST and OFFER: the server wants this transfer pulled.
+      if (frame.type === 'peers' && this.announced?.transfer.equals(frame.transfer)) this.announced.peers = frame.peers;
+      return Promise.resolve();
+    }
+    if (frame.type === 'peers') swarm.peers(frame.peers);
+    else swarm.seeded();
+    return Promise.resolve();
+  }
+
+  private async finishSwarm(hex: string): Promise<void> {
+    const state = this.state;
+    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    const { offer, placement, partial, swarm, log } = state;
+    const digest = await partial.digest();
+    const placed = await this.finish({ offer, placement, file: partial, digest, log });
+    if (placed) {
+      // Finished: it still serves its peers from the placed file for a while; the server lists it as long.
+      this.receiver.lingering.set(hex, swarm);
+      swarm.linger(async () => {
+        this.receiver.lingering.delete(hex);
+        await partial.release();
+      });
+    } else {
+      await swarm.close();
+    }
+  }
+
+  private async swarmFailed(hex: string, outcome: Outcome, message: string, err: unknown): Promise<void> {
+    const state = this.state;
+    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    this.state = { kind: 'discarding', hex, transfer: state.offer.transfer };
+    await state.swarm.close();
+    // A bad piece from the server is never written: the pieces held stay for the retry.
+    if (outcome === Outcome.CHECKSUM) await state.partial.release();
+    else await this.drop(state.partial, state.log);
+    this.fail(state.offer, state.log, outcome, message, err);
   }
 
   /** The final path already holds this exact file → "have it"; anything else there → NAME_CLASH. */
@@ -357,6 +512,10 @@ export class ReceiveSession {
     // Ids compared as bytes: this runs once per chunk, and the hex form is only needed for the error.
     const state = this.state;
     if (state.kind === 'discarding' && frame.transfer.equals(state.transfer)) return;
+    if (state.kind === 'swarming' && frame.transfer.equals(state.offer.transfer)) {
+      await state.swarm.serverData(frame.offset, frame.payload);
+      return;
+    }
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw violation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
@@ -366,10 +525,11 @@ export class ReceiveSession {
     try {
       await file.write(frame.payload);
     } catch (err) {
-      await this.writeFailed(state, err);
+      if (err instanceof PieceMismatch) await this.pieceFailed(state, err);
+      else await this.writeFailed(state, err);
       return;
     }
-    if (file.complete) await this.finish(state);
+    if (file.complete) await this.finish({ ...state, digest: file.digest() });
   }
 
   /** A disk error mid-transfer: the partial is deleted so its space comes back, and the server is told why. */
@@ -379,15 +539,20 @@ export class ReceiveSession {
     this.fail(state.offer, state.log, outcomeOfError(err), `write failed: ${describeError(err)}`, err);
   }
 
-  /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. */
-  private async finish(state: Extract<State, { kind: 'receiving' }>): Promise<void> {
-    const { offer, placement, file, log } = state;
-    const digest = file.digest();
+  /** A piece from the server did not match its hash: keep the pieces that did, report, and resume on the retry. */
+  private async pieceFailed(state: Extract<State, { kind: 'receiving' }>, err: PieceMismatch): Promise<void> {
+    await state.file.keepVerified().catch((cause: unknown) => state.log.warn({ err: cause, path: state.file.path }, 'could not cut a partial back'));
+    this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
+    this.fail(state.offer, state.log, Outcome.CHECKSUM, err.message);
+  }
+
+  /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. True once placed. */
+  private async finish({ offer, placement, file, log, digest }: Finishing): Promise<boolean> {
     if (!digest.equals(offer.sha256)) {
       await this.drop(file, log);
       this.state = IDLE;
       this.fail(offer, log, Outcome.CHECKSUM, `sha256 mismatch: expected ${offer.sha256.toString('hex')}, got ${digest.toString('hex')}`);
-      return;
+      return false;
     }
     try {
       await file.seal();
@@ -398,7 +563,7 @@ export class ReceiveSession {
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
       if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
       else this.fail(offer, log, outcomeOfError(err), `cannot place file: ${describeError(err)}`, err);
-      return;
+      return false;
     }
     this.state = IDLE;
     const sha256 = digest.toString('hex');
@@ -412,6 +577,7 @@ export class ReceiveSession {
     this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
     log.info({ bytes: offer.size, sha256, path: placement.finalPath }, 'received');
     this.receiver.emit('received', record);
+    return true;
   }
 
   private fail(offer: Offer, log: Logger, outcome: Outcome, message: string, err?: unknown): void {
@@ -436,6 +602,11 @@ export class ReceiveSession {
     this.state = IDLE;
     if (state.kind === 'receiving') {
       await this.drop(state.file, state.log);
+      await this.cancelled(state.offer, state.log, message);
+    }
+    if (state.kind === 'swarming') {
+      await state.swarm.close();
+      await this.drop(state.partial, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
   }
@@ -494,7 +665,7 @@ export class ReceiveSession {
   }
 
   /** Deletes a partial; a failure to delete is logged, never allowed to stop the answer to the server. */
-  private async drop(file: IncomingFile, log: Logger): Promise<void> {
+  private async drop(file: HeldFile, log: Logger): Promise<void> {
     await file.discard().catch((err: unknown) => log.warn({ err, path: file.path }, 'could not delete a partial'));
   }
 
@@ -515,6 +686,10 @@ export class ReceiveSession {
       const last = this.state;
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
+      if (last.kind === 'swarming') {
+        await last.swarm.close();
+        await last.partial.release();
+      }
     })();
     this.receiver.sessionClosing(this, this.closing);
     return this.closing;

@@ -1,5 +1,5 @@
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { ErrorCode, peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
+import { ALPN_PIECES, ErrorCode, peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
 import { MemberSession } from './member-session.js';
 import type { Membership } from './membership.js';
 
@@ -39,6 +39,8 @@ export class DataPlane {
       minVersion: 'TLSv1.3',
       ciphers: TLS_CIPHERS,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // A member offering it speaks pieces; one offering no ALPN is served plain version 1.
+      ALPNProtocols: [ALPN_PIECES],
     });
     server.on('secureConnection', (socket) => this.admit(socket));
     server.on('tlsClientError', (err, socket) => {

@@ -4,12 +4,14 @@ import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
   backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TRANSFER_ID_LENGTH, validateFileName,
-  type Logger, type PeerId,
+  type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from './membership.js';
 import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
+import { manifestOf } from './delivery/piece-file.js';
+import { Tracker, type Seat } from './delivery/swarm.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([
@@ -67,6 +69,8 @@ function describeOutcome(outcome: Outcome, message: string): string {
  */
 export class Distributor extends EventEmitter<DistributorEvents> {
   private readonly queue: PQueue;
+  /** Who holds which piece of each transfer being pulled: the server seeds from it and lists peers. */
+  private readonly tracker: Tracker;
   private readonly active = new Set<PeerId>();
   private readonly inflight = new Map<string, { controller: AbortController; member: PeerId }>();
   private readonly retryTimers = new Map<PeerId, NodeJS.Timeout>();
@@ -79,6 +83,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   constructor(private readonly options: DistributorOptions) {
     super();
     this.queue = new PQueue({ concurrency: options.concurrency });
+    this.tracker = new Tracker(options.log.child({ component: 'tracker' }));
   }
 
   private now(): number {
@@ -144,6 +149,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     for (const delivery of this.options.outbox.deliveriesFor(member)) {
       if (this.options.outbox.transfer(delivery.transfer)?.group !== group) continue;
       this.inflight.get(key(delivery.transfer, member))?.controller.abort(reason);
+      // Its peers are told at once (PEERS without it), and drop their links to it.
+      this.tracker.leave(delivery.transfer, member);
       if (delivery.state === 'pending') this.settle(delivery, 'failed', reason);
     }
   }
@@ -209,8 +216,13 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       this.emit('progress', transfer.id, member, position);
     };
     session.on('progress', onProgress);
+    let seat: Seat | undefined;
     try {
-      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal);
+      const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
+      seat = manifest && session.swarms && this.hasSwarmPeers(member, transfer) ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
+      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat);
+      if (result.outcome === Outcome.OK) seat?.complete();
+      else seat?.leave();
       delivery.bytesSent += sent;
       if (result.outcome === Outcome.OK) {
         log.info({ ...fields, resumedAt: result.offset, bytesSent: result.bytesSent }, 'delivered');
@@ -235,8 +247,27 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         this.settle(delivery, 'pending', reason, this.now() + backoffDelay(0, 250, 1_000));
       }
     } finally {
+      if (seat && !seat.held.complete) seat.leave();
       session.off('progress', onProgress);
       this.inflight.delete(k);
+    }
+  }
+
+  /**
+   * Whether another member that can swarm is online for this transfer's group: pulling pays only with
+   * peers; a member alone gets the stream (and checks it piece by piece all the same).
+   */
+  private hasSwarmPeers(member: PeerId, transfer: TransferRecord): boolean {
+    return this.options.membership.targets(transfer.group).some((other) => other !== member && this.options.session(other)?.swarms === true);
+  }
+
+  /** Without its pieces a transfer is still delivered, streamed whole and checked at the end. */
+  private async manifestFor(transfer: TransferRecord, fields: object): Promise<Manifest | undefined> {
+    try {
+      return manifestOf(transfer, await this.options.store.pieces(transfer.sha256, transfer.size));
+    } catch (err) {
+      this.options.log.warn({ ...fields, err }, 'no piece hashes for this transfer; streaming it without');
+      return undefined;
     }
   }
 

@@ -2,11 +2,14 @@ import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
-  DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration, FrameReader, GroupcastError,
-  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST,
-  type Frame, type Logger, type PeerId,
+  ALPN_PIECES, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
+  FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION,
+  RECLAIM_REQUEST,
+  type Capabilities, type Frame, type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
+import { servePieces, type PullLink, type SwarmFrame } from './delivery/piece-server.js';
+import type { Seat, SeatLink } from './delivery/swarm.js';
 
 export interface DeliveryOutcome {
   outcome: Outcome;
@@ -106,6 +109,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private waiter: { resolve: (frame: Reply) => void; reject: (err: Error) => void } | undefined;
   /** A reply to the current transfer that came before it was asked for (RESULT in ACCEPT's chunk): at most one. */
   private early: Reply | undefined;
+  /** What the member said it can do; none unless the handshake negotiated ALPN_PIECES. */
+  caps: Capabilities = { flags: 0, peerPort: 0 };
+  /** Takes the swarm frames of the transfer being pulled (delivery/piece-server.ts). */
+  private swarmFrames: ((frame: SwarmFrame) => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private helloDeadline: NodeJS.Timeout | undefined;
   private progressCheck: NodeJS.Timeout | undefined;
@@ -141,6 +148,46 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     return this.hello && !this.closed;
   }
 
+  private get negotiatedPieces(): boolean {
+    return this.socket.alpnProtocol === ALPN_PIECES;
+  }
+
+  get supportsPieces(): boolean {
+    return (this.caps.flags & Capability.PIECES) !== 0;
+  }
+
+  /** It pulls pieces, from peers and from the server, instead of taking the file as one stream. */
+  get swarms(): boolean {
+    return this.supportsPieces && (this.caps.flags & Capability.PEERS) !== 0;
+  }
+
+  get seatLink(): SeatLink {
+    return {
+      id: this.id, address: this.address, peerPort: this.caps.peerPort,
+      send: (frame) => {
+        this.send(encodeFrame(frame));
+      },
+      isClosed: () => this.closed,
+    };
+  }
+
+  private pullLink(transfer: string): PullLink {
+    return {
+      write: async (frame) => {
+        if (!this.send(frame)) await this.drained();
+      },
+      listen: (handler) => {
+        this.swarmFrames = handler;
+        return () => {
+          if (this.swarmFrames === handler) this.swarmFrames = undefined;
+        };
+      },
+      isClosed: () => this.closed,
+      cancel: (reason) => this.cancel(transfer, reason),
+      sent: (held, bytes) => this.emit('progress', transfer, held, bytes),
+    };
+  }
+
   start(): void {
     const reader = new FrameReader((frame) => this.onFrame(frame));
     this.socket.pipe(reader);
@@ -148,7 +195,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     this.socket.on('error', (err) => this.close(err));
     this.socket.on('close', () => this.close());
     this.socket.on('drain', () => this.unblocked());
-    this.send(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.serverName }));
+    this.send(encodeFrame({
+      type: 'hello', version: PROTOCOL_VERSION, name: this.serverName,
+      ...(this.negotiatedPieces ? { caps: { flags: Capability.PIECES, peerPort: 0 } } : {}),
+    }));
     this.helloDeadline = setTimeout(() => {
       this.close(violation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
     }, HELLO_TIMEOUT_MS);
@@ -216,6 +266,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         this.hello = true;
         clearTimeout(this.helloDeadline);
         this.name = frame.name;
+        if (this.negotiatedPieces && frame.caps) this.caps = frame.caps;
         // Before any OFFER: ask for the member's partials, so it reclaims dead ones before it checks space.
         this.send(encodeFrame(RECLAIM_REQUEST));
         this.emit('ready');
@@ -227,6 +278,13 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         // Not answering faster than the member reads: while the PONG waits, its next frames wait too.
         return this.send(encodeFrame({ type: 'pong', time: frame.time })) ? undefined : this.listenAfterDrain();
       case 'pong':
+        return;
+      case 'have':
+      case 'bitfield':
+      case 'request':
+        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
+        if (this.swarmFrames) this.swarmFrames(frame);
+        else if (frame.type === 'request') throw violation('REQUEST for no transfer being pulled');
         return;
       case 'accept':
       case 'decline':
@@ -306,12 +364,14 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
    * Offers a file and streams it from the offset the member holds. Rejects if the link fails; with the
    * member's fault (isMemberFault) when that is why.
    */
-  async deliver(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
+  async deliver(
+    transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest, seat?: Seat,
+  ): Promise<DeliveryOutcome> {
     if (this.closed) throw this.fault ?? new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     this.current = transfer.id;
     this.early = undefined;
     try {
-      return await this.offer(transfer, path, signal);
+      return await this.offer(transfer, path, signal, manifest, seat);
     } catch (err) {
       throw this.fault ?? err;
     } finally {
@@ -320,10 +380,16 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
   }
 
-  private async offer(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
+  private async offer(
+    transfer: TransferRecord, path: string, signal: AbortSignal, manifest: Manifest | undefined, seat: Seat | undefined,
+  ): Promise<DeliveryOutcome> {
     const id = Buffer.from(transfer.id, 'hex');
     const answer = this.expect();
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
+    // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
+    if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
+    // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream.
+    if (manifest && seat) this.send(encodeFrame({ type: 'peers', transfer: id, peers: seat.swarm.peersFor(seat) }));
     this.send(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),
@@ -334,7 +400,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     if (first.offset > transfer.size) throw this.violation(`accept at offset ${first.offset} past the size ${transfer.size}`);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
-    const bytesSent = await this.stream(transfer, id, path, first.offset, signal, result.received);
+    const bytesSent = seat && manifest
+      ? await servePieces({
+        link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply,
+      })
+      : await this.stream(transfer, id, path, first.offset, signal, result.received);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`${last.type} where a result was due`);

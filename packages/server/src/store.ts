@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle } from '@groupcast/shared';
+import { errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, PieceHasher, choosePieceSize } from '@groupcast/shared';
+import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './delivery/piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
 const SHA256_NAME = /^[0-9a-f]{64}$/;
@@ -36,7 +37,8 @@ export class ContentStore {
   async prune(needed: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdir(this.dir)) {
-      const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name));
+      const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name))
+        || (name.endsWith(PIECES_SUFFIX) && !needed.has(name.slice(0, -PIECES_SUFFIX.length)));
       if (!stray) continue;
       await rm(join(this.dir, name), { force: true });
       removed.push(name);
@@ -49,6 +51,26 @@ export class ContentStore {
     return join(this.dir, sha256);
   }
 
+  /**
+   * The piece hashes of a stored file, computed at ingest and kept beside it as `<sha256>.pieces`.
+   * A file stored before pieces existed (or whose pieces file is damaged) is hashed again once.
+   */
+  async pieces(sha256: string, size: number): Promise<StoredPieces> {
+    const path = this.path(sha256);
+    const kept = await loadPieces(path, size);
+    if (kept) return kept;
+    const hasher = new PieceHasher(choosePieceSize(size));
+    const handle = await open(path, 'r');
+    try {
+      await hashFromHandle(handle, size, hasher);
+    } finally {
+      await handle.close();
+    }
+    const stored = { pieceSize: hasher.pieceSize, hashes: hasher.digest() };
+    await savePieces(path, stored);
+    return stored;
+  }
+
   /** Copies (reflinks where the filesystem can), hashes the copy, fsyncs, and files it under its hash. */
   async ingest(source: string): Promise<StoredFile> {
     const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
@@ -59,14 +81,18 @@ export class ContentStore {
       const hash = createHash('sha256');
       const handle = await open(temp, 'r');
       let size: number;
+      let pieces: PieceHasher;
       try {
         size = (await handle.stat()).size;
-        await hashFromHandle(handle, size, hash);
+        // Pieces are hashed in the same read as the whole file.
+        pieces = new PieceHasher(choosePieceSize(size));
+        await hashFromHandle(handle, size, { update: (chunk) => { hash.update(chunk); pieces.update(chunk); } });
         await handle.sync();
       } finally {
         await handle.close();
       }
       const sha256 = hash.digest('hex');
+      await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
       await fsyncDir(this.dir);
       return { sha256, size };

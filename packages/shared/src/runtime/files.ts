@@ -1,4 +1,3 @@
-import type { Hash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
@@ -61,7 +60,12 @@ const HASH_CHUNK = 256 * 1024;
  * flat whatever the size (a read stream allocates a chunk per read and leaves them all to the garbage
  * collector: tens of MiB of RSS for a large file). Stops if `signal` fires; a shorter file is CLOSED.
  */
-export async function hashFromHandle(handle: FileHandle, length: number, hash: Hash, signal?: AbortSignal): Promise<void> {
+/** Anything that digests bytes fed in order: a Hash, or several fed together (whole file and pieces). */
+export interface Digester {
+  update(chunk: Uint8Array): unknown;
+}
+
+export async function hashFromHandle(handle: FileHandle, length: number, hash: Digester, signal?: AbortSignal): Promise<void> {
   const buffer = Buffer.alloc(Math.min(HASH_CHUNK, Math.max(length, 1)));
   let position = 0;
   while (position < length) {

@@ -3,6 +3,7 @@ import {
 } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
+import { readManifest, writeManifest, type Manifest } from './manifest.js';
 
 /**
  * Data-plane frames, carried over the mutual-TLS connection between the server and a member:
@@ -28,7 +29,53 @@ export const FrameType = {
   PONG: 8,
   CANCEL: 9,
   PARTIALS: 10,
+  // ---- pieces (only on a connection that negotiated ALPN_PIECES) ----
+  MANIFEST: 11,
+  // ---- swarm: server ↔ member on an ALPN_PIECES connection, and member ↔ member on ALPN_PEERS ----
+  PEERS: 12,
+  BITFIELD: 13,
+  HAVE: 14,
+  REQUEST: 15,
+  SEEDED: 16,
 } as const;
+
+/** The member-to-member link: TLS 1.3, mutual, the ids members already have, this ALPN id. */
+export const ALPN_PEERS = 'gcpp/1';
+/** REQUEST for "any piece you choose": only to the server, which seeds what nobody holds yet. */
+export const ANY_PIECE = 0xffff_ffff;
+/** Peers one PEERS frame lists: what a member needs to choose its few links from, and a bounded frame. */
+export const MAX_PEERS_LISTED = 64;
+/** A peer's address in PEERS: an IP literal, as the server saw it. */
+export const MAX_PEER_ADDRESS = 64;
+/** The canonical text form of an id (PROTOCOL.md §3.1). */
+const PEER_ID_TEXT = 63;
+
+export interface PeerEntry {
+  id: string;
+  address: string;
+  port: number;
+}
+
+/**
+ * Pieces and capabilities are spoken only on a connection whose TLS handshake negotiated this ALPN id:
+ * a version-1 peer offers no ALPN (or ignores it) and so never sees a capability field or a MANIFEST.
+ */
+export const ALPN_PIECES = 'gcdp/1.1';
+
+/** Capability bits in HELLO (on an ALPN_PIECES connection). Unknown bits are ignored. */
+export const Capability = {
+  /** Takes a MANIFEST before each OFFER and verifies every piece. */
+  PIECES: 1 << 0,
+  /** Serves verified pieces to other members on its peer port. */
+  PEERS: 1 << 1,
+} as const;
+
+/** What a peer said it can do, after its name in HELLO. */
+export interface Capabilities {
+  flags: number;
+  /** The port it serves pieces on; 0 when it does not. */
+  peerPort: number;
+}
 
 /**
  * The all-zero transfer id, which no transfer has (ids are random). A CANCEL for it asks the member to
@@ -83,7 +130,7 @@ export interface Offer {
 }
 
 export type Frame =
-  | { type: 'hello'; version: number; name: string }
+  | { type: 'hello'; version: number; name: string; caps?: Capabilities }
   | ({ type: 'offer' } & Offer)
   | { type: 'accept'; transfer: Buffer; offset: number }
   | { type: 'decline'; transfer: Buffer; outcome: Outcome; message: string }
@@ -92,7 +139,13 @@ export type Frame =
   | { type: 'ping'; time: number }
   | { type: 'pong'; time: number }
   | { type: 'cancel'; transfer: Buffer; message: string }
-  | { type: 'partials'; transfers: Buffer[] };
+  | { type: 'partials'; transfers: Buffer[] }
+  | { type: 'manifest'; transfer: Buffer; manifest: Manifest }
+  | { type: 'peers'; transfer: Buffer; peers: PeerEntry[] }
+  | { type: 'bitfield'; transfer: Buffer; bits: Buffer }
+  | { type: 'have'; transfer: Buffer; piece: number }
+  | { type: 'request'; transfer: Buffer; piece: number }
+  | { type: 'seeded'; transfer: Buffer };
 
 const TYPE_CODES = {
   hello: FrameType.HELLO,
@@ -105,6 +158,12 @@ const TYPE_CODES = {
   pong: FrameType.PONG,
   cancel: FrameType.CANCEL,
   partials: FrameType.PARTIALS,
+  manifest: FrameType.MANIFEST,
+  peers: FrameType.PEERS,
+  bitfield: FrameType.BITFIELD,
+  have: FrameType.HAVE,
+  request: FrameType.REQUEST,
+  seeded: FrameType.SEEDED,
 } as const;
 
 function writeBody(sink: Sink, frame: Frame): void {
@@ -113,6 +172,10 @@ function writeBody(sink: Sink, frame: Frame): void {
       sink.bytes(HELLO_MAGIC);
       sink.u8(frame.version);
       sink.str8(frame.name);
+      if (frame.caps) {
+        sink.u32(frame.caps.flags);
+        sink.u16(frame.caps.peerPort);
+      }
       return;
     case 'offer':
       sink.bytes(frame.transfer);
@@ -147,6 +210,31 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'partials':
       sink.u16(frame.transfers.length);
       for (const transfer of frame.transfers) sink.bytes(transfer);
+      return;
+    case 'manifest':
+      sink.bytes(frame.transfer);
+      writeManifest(sink, frame.manifest);
+      return;
+    case 'peers':
+      sink.bytes(frame.transfer);
+      sink.u8(frame.peers.length);
+      for (const peer of frame.peers) {
+        sink.str8(peer.id);
+        sink.str8(peer.address);
+        sink.u16(peer.port);
+      }
+      return;
+    case 'bitfield':
+      sink.bytes(frame.transfer);
+      sink.bytes(frame.bits);
+      return;
+    case 'have':
+    case 'request':
+      sink.bytes(frame.transfer);
+      sink.u32(frame.piece);
+      return;
+    case 'seeded':
+      sink.bytes(frame.transfer);
       return;
   }
 }
@@ -205,6 +293,16 @@ function readTransferList(reader: Reader): Buffer[] {
   return Array.from({ length: count }, () => transferId(reader));
 }
 
+function readPeers(reader: Reader): PeerEntry[] {
+  const count = reader.u8('peer count');
+  if (count > MAX_PEERS_LISTED) throw new GroupcastError(ErrorCode.WIRE_FIELD, `PEERS lists ${count} peers, limit ${MAX_PEERS_LISTED}`);
+  const peers: PeerEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    peers.push({ id: reader.str8('peer id', PEER_ID_TEXT), address: reader.str8('peer address', MAX_PEER_ADDRESS), port: reader.u16('peer port') });
+  }
+  return peers;
+}
+
 function readBody(type: number, reader: Reader): Frame {
   switch (type) {
     case FrameType.HELLO: {
@@ -214,7 +312,10 @@ function readBody(type: number, reader: Reader): Frame {
       if (version !== PROTOCOL_VERSION) {
         throw new GroupcastError(ErrorCode.WIRE_VERSION, `peer speaks protocol ${version}, this build ${PROTOCOL_VERSION}`);
       }
-      return { type: 'hello', version, name: reader.str8('name', MAX_SERVER_NAME) };
+      const name = reader.str8('name', MAX_SERVER_NAME);
+      // The capability tail: present from a peer that negotiated ALPN_PIECES, absent in version 1.
+      if (reader.remaining === 0) return { type: 'hello', version, name };
+      return { type: 'hello', version, name, caps: { flags: reader.u32('capabilities'), peerPort: reader.u16('peer port') } };
     }
     case FrameType.OFFER:
       return {
@@ -244,6 +345,17 @@ function readBody(type: number, reader: Reader): Frame {
       return { type: 'cancel', transfer: transferId(reader), message: reader.str8('message', MAX_REASON) };
     case FrameType.PARTIALS:
       return { type: 'partials', transfers: readTransferList(reader) };
+    case FrameType.MANIFEST:
+      return { type: 'manifest', transfer: transferId(reader), manifest: readManifest(reader) };
+    case FrameType.PEERS:
+      return { type: 'peers', transfer: transferId(reader), peers: readPeers(reader) };
+    case FrameType.BITFIELD:
+      return { type: 'bitfield', transfer: transferId(reader), bits: Buffer.from(reader.rest()) };
+    case FrameType.HAVE:
+    case FrameType.REQUEST:
+      return { type: type === FrameType.HAVE ? 'have' : 'request', transfer: transferId(reader), piece: reader.u32('piece') };
+    case FrameType.SEEDED:
+      return { type: 'seeded', transfer: transferId(reader) };
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown frame type ${type}`);
   }

@@ -1,0 +1,223 @@
+import type { TLSSocket } from 'node:tls';
+import {
+  allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_TIMEOUT_MS, pieceLength, verifyPiece,
+  type Frame, type Logger, type PeerId,
+} from '@groupcast/shared';
+
+/** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
+export const LINK_REQUESTS = 4;
+/** ...and no more bytes than this in requested pieces (one piece at least): what a link buffers to verify. */
+const LINK_REQUEST_BYTES = 4 * 1024 * 1024;
+/** Requests a peer may have queued with us; it asks for at most LINK_REQUESTS, so more is a violation. */
+const MAX_SERVE_QUEUE = 2 * LINK_REQUESTS;
+/** Output a link may have buffered (frames written but not yet taken by the socket); past it the peer is not reading: cut. */
+export const MAX_LINK_BUFFERED = 8 * 1024 * 1024;
+/** A piece not complete this long after it was asked for is asked of another source; the link is dropped after two. */
+export const PIECE_TIMEOUT_MS = 10_000;
+const SLOW_STRIKES = 2;
+
+/** What a link needs from the transfer's swarm. */
+export interface LinkOwner {
+  readonly transfer: Buffer;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly hashes: Buffer;
+  readonly held: Bitfield;
+  /** A held piece, verified again before it is served. */
+  readPiece(piece: number): Promise<Buffer | undefined>;
+  /** A piece arrived and matches its hash. */
+  pieceArrived(link: PeerLink, piece: number, data: Buffer): void;
+  /** A piece arrived whose hash is wrong: the peer is hostile or broken. */
+  badPiece(link: PeerLink, piece: number): void;
+  /** A request timed out or the link went: the piece is free to ask elsewhere. */
+  released(link: PeerLink, piece: number): void;
+  /** The peer's holdings changed (BITFIELD or HAVE). */
+  changed(link: PeerLink): void;
+  served(bytes: number): void;
+  closed(link: PeerLink): void;
+}
+
+interface Inbound {
+  data: Buffer;
+  got: number;
+  timer: NodeJS.Timeout;
+}
+
+function violation(message: string): GroupcastError {
+  return new GroupcastError(ErrorCode.PROTOCOL, message);
+}
+
+/**
+ * One member-to-member connection for one transfer, after both sides said HELLO and BITFIELD. Either
+ * side asks the other for pieces (REQUEST), gets them as DATA in order within the piece, checks each
+ * piece before it is kept, and says HAVE for every new piece. Every bound of the server connection
+ * holds here too: capped frames, bounded queues and output, heartbeats, per-piece timeouts.
+ */
+export class PeerLink {
+  readonly remote: Bitfield;
+  private readonly inbound = new Map<number, Inbound>();
+  private readonly serveQueue: number[] = [];
+  private serving = false;
+  private strikes = 0;
+  private lastHeard = Date.now();
+  private readonly heartbeat: NodeJS.Timeout;
+  private closedFlag = false;
+
+  constructor(
+    readonly id: PeerId,
+    private readonly socket: TLSSocket,
+    private readonly reader: FrameReader,
+    private readonly owner: LinkOwner,
+    private readonly log: Logger,
+    remoteBits: Buffer,
+  ) {
+    this.remote = Bitfield.fromWire(remoteBits, owner.held.length);
+    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
+    this.heartbeat.unref();
+    socket.on('close', () => this.close());
+  }
+
+  get isClosed(): boolean {
+    return this.closedFlag;
+  }
+
+  get free(): number {
+    return Math.min(LINK_REQUESTS, Math.max(1, Math.floor(LINK_REQUEST_BYTES / this.owner.pieceSize))) - this.inbound.size;
+  }
+
+  requested(piece: number): boolean {
+    return this.inbound.has(piece);
+  }
+
+  /** Frames after the handshake, from the reader the node set up. */
+  onFrame(frame: Frame): void | Promise<void> {
+    if (this.closedFlag) return;
+    this.lastHeard = Date.now();
+    if ('transfer' in frame && !frame.transfer.equals(this.owner.transfer)) throw violation(`${frame.type} for another transfer`);
+    switch (frame.type) {
+      case 'have':
+        if (frame.piece >= this.remote.length) throw violation(`HAVE for piece ${frame.piece} of ${this.remote.length}`);
+        if (this.remote.set(frame.piece)) this.owner.changed(this);
+        return;
+      case 'request':
+        return this.queueServe(frame.piece);
+      case 'data':
+        return this.data(frame.offset, frame.payload);
+      case 'ping':
+        this.send({ type: 'pong', time: frame.time });
+        return;
+      case 'pong':
+        return;
+      default:
+        throw violation(`peer sent ${frame.type}`);
+    }
+  }
+
+  send(frame: Frame): void {
+    this.write(encodeFrame(frame));
+  }
+
+  private write(buf: Buffer): boolean {
+    if (this.closedFlag) return false;
+    const flowing = this.socket.write(buf);
+    if (this.socket.writableLength > MAX_LINK_BUFFERED) this.close(violation('peer is not reading: output buffer full'));
+    return flowing;
+  }
+
+  request(piece: number): void {
+    const data = Buffer.alloc(pieceLength(piece, this.owner.size, this.owner.pieceSize));
+    const timer = setTimeout(() => this.timedOut(piece), PIECE_TIMEOUT_MS);
+    timer.unref();
+    this.inbound.set(piece, { data, got: 0, timer });
+    this.send({ type: 'request', transfer: this.owner.transfer, piece });
+  }
+
+  private timedOut(piece: number): void {
+    if (!this.inbound.delete(piece)) return;
+    this.log.info({ piece }, 'piece request timed out; asking elsewhere');
+    this.owner.released(this, piece);
+    if (++this.strikes >= SLOW_STRIKES) this.close(new GroupcastError(ErrorCode.TIMEOUT, 'peer too slow'));
+  }
+
+  private data(offset: number, payload: Uint8Array): void {
+    const piece = Math.floor(offset / this.owner.pieceSize);
+    const inbound = this.inbound.get(piece);
+    // Bytes of a piece that timed out may still be on their way: drop them.
+    if (!inbound) return;
+    if (offset !== piece * this.owner.pieceSize + inbound.got || inbound.got + payload.length > inbound.data.length) {
+      throw violation(`DATA at ${offset} out of order for piece ${piece}`);
+    }
+    inbound.data.set(payload, inbound.got);
+    inbound.got += payload.length;
+    if (inbound.got < inbound.data.length) return;
+    clearTimeout(inbound.timer);
+    this.inbound.delete(piece);
+    this.strikes = 0;
+    if (verifyPiece(this.owner.hashes, piece, inbound.data)) this.owner.pieceArrived(this, piece, inbound.data);
+    else this.owner.badPiece(this, piece);
+  }
+
+  private queueServe(piece: number): void {
+    if (!this.owner.held.has(piece)) throw violation(`REQUEST for piece ${piece}, which was never offered`);
+    if (this.serveQueue.length >= MAX_SERVE_QUEUE) throw violation(`more than ${MAX_SERVE_QUEUE} requests queued`);
+    this.serveQueue.push(piece);
+    if (!this.serving) void this.serve().catch((err: unknown) => this.close(err as Error));
+  }
+
+  /** Sends queued pieces one at a time, each read and verified again just before, waiting for the socket to drain. */
+  private async serve(): Promise<void> {
+    this.serving = true;
+    try {
+      for (let piece = this.serveQueue.shift(); piece !== undefined && !this.closedFlag; piece = this.serveQueue.shift()) {
+        const data = await this.owner.readPiece(piece);
+        if (!data) throw new GroupcastError(ErrorCode.CHECKSUM, `piece ${piece} no longer matches on disk; not serving it`);
+        const start = piece * this.owner.pieceSize;
+        for (let at = 0; at < data.length && !this.closedFlag; at += DATA_CHUNK) {
+          const chunk = Math.min(DATA_CHUNK, data.length - at);
+          const { frame, payload } = allocDataFrame(this.owner.transfer, start + at, chunk);
+          data.copy(payload, 0, at, at + chunk);
+          if (!this.write(frame)) await this.drained();
+          this.owner.served(chunk);
+        }
+      }
+    } finally {
+      this.serving = false;
+    }
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      this.socket.once('close', done);
+    });
+  }
+
+  private beat(): void {
+    if (Date.now() - this.lastHeard > HEARTBEAT_TIMEOUT_MS) {
+      this.close(new GroupcastError(ErrorCode.TIMEOUT, 'peer silent past the heartbeat timeout'));
+      return;
+    }
+    this.send({ type: 'ping', time: Date.now() });
+  }
+
+  close(err?: Error): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    clearInterval(this.heartbeat);
+    if (err) this.log.info({ err }, 'peer link closed');
+    for (const [piece, inbound] of this.inbound) {
+      clearTimeout(inbound.timer);
+      this.owner.released(this, piece);
+    }
+    this.inbound.clear();
+    this.reader.destroy();
+    this.socket.destroy();
+    this.owner.closed(this);
+  }
+}

@@ -1,0 +1,379 @@
+import {
+  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId, verifyPiece,
+  type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId,
+} from '@groupcast/shared';
+import type { PeerLink } from './peer-link.js';
+import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
+import type { PiecePartial } from './piece-partial.js';
+
+/** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
+export const SERVER_REQUESTS = 8;
+/**
+ * Once the server has seeded every piece, a piece no connected peer has is asked of the server after
+ * this wait: pieces on their way to other members appear at peers within it, so the server does not
+ * send them twice; a member with no peer at all asks at once.
+ */
+export const PEER_WAIT_MS = 2_000;
+/** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
+export const SEED_LINGER_MS = 60_000;
+/** A peer that could not be dialed is tried again after this long. */
+const REDIAL_MS = 10_000;
+/** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
+const ENDGAME_SOURCES = 2;
+
+export interface SwarmCounters {
+  fromServer: number;
+  fromPeers: number;
+  toPeers: number;
+  badPieces: number;
+}
+
+export interface SwarmOptions {
+  log: Logger;
+  node: PeerNode;
+  transfer: Buffer;
+  partial: PiecePartial;
+  /** Frames to the server, over the member's data connection. */
+  toServer: (frame: Frame) => void;
+  /** Every piece is held and written. */
+  complete: () => void;
+  /** The transfer cannot go on (a bad piece from the server, a disk error). */
+  failed: (outcome: Outcome, message: string, err?: unknown) => void;
+  counters: SwarmCounters;
+  /** A peer was dropped for serving a bad piece. */
+  badPeer: (id: PeerId, piece: number) => void;
+}
+
+interface ServerPiece {
+  piece: number;
+  data: Buffer;
+  got: number;
+}
+
+/**
+ * This member's part in one transfer's swarm: which pieces to ask of which peer (rarest first among
+ * what each link offers), what to ask of the server ("any" while it still seeds, then by index as the
+ * source of last resort), and the endgame. Pieces are verified before they are written or served.
+ */
+export class MemberSwarm implements SwarmHandle {
+  readonly transfer: Buffer;
+  readonly hex: string;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly hashes: Buffer;
+  private allowed = new Map<PeerId, PeerEntry>();
+  private readonly links = new Map<PeerId, PeerLink>();
+  private readonly dialing = new Set<PeerId>();
+  private readonly unreachable = new Map<PeerId, number>();
+  private readonly banned = new Set<PeerId>();
+  /** Sources each missing piece is being fetched from. */
+  private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
+  private anyOutstanding = 0;
+  private readonly askedOfServer = new Set<number>();
+  private serverPiece: ServerPiece | undefined;
+  private seededAt: number | undefined;
+  private waitTimer: NodeJS.Timeout | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private done = false;
+  private closedFlag = false;
+
+  constructor(private readonly options: SwarmOptions) {
+    this.transfer = options.transfer;
+    this.hex = options.transfer.toString('hex');
+    this.size = options.partial.size;
+    this.pieceSize = options.partial.pieces.pieceSize;
+    this.hashes = options.partial.pieces.hashes;
+  }
+
+  get held(): Bitfield {
+    return this.options.partial.held;
+  }
+
+  start(): void {
+    this.options.node.register(this.hex, this);
+    this.options.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
+    this.pump();
+  }
+
+  // ---- from the server ----
+
+  /** PEERS: the current list. Links to ids no longer on it (revoked, gone) are closed at once. */
+  peers(entries: PeerEntry[]): void {
+    const next = new Map<PeerId, PeerEntry>();
+    for (const entry of entries) {
+      try {
+        const id = parsePeerId(entry.id);
+        if (id !== this.options.node.id) next.set(id, { ...entry, id });
+      } catch {
+        this.options.log.debug({ entry: entry.id.slice(0, 16) }, 'ignored a malformed peer id');
+      }
+    }
+    this.allowed = next;
+    for (const [id, link] of this.links) {
+      if (!next.has(id)) link.close(new GroupcastError(ErrorCode.NOT_AUTHORIZED, 'no longer listed by the server'));
+    }
+    this.pump();
+  }
+
+  seeded(): void {
+    this.anyOutstanding = Math.max(0, this.anyOutstanding - 1);
+    this.seededAt ??= Date.now();
+    this.pump();
+  }
+
+  /** DATA from the server: the piece it chose for an "any" request, or one asked by index, in order. */
+  async serverData(offset: number, payload: Uint8Array): Promise<void> {
+    const piece = Math.floor(offset / this.pieceSize);
+    let current = this.serverPiece;
+    if (!current) {
+      if (this.askedOfServer.has(piece)) this.askedOfServer.delete(piece);
+      else if (this.anyOutstanding > 0) this.anyOutstanding--;
+      else throw new GroupcastError(ErrorCode.PROTOCOL, `DATA for piece ${piece}, which was not requested`);
+      current = { piece, data: Buffer.alloc(pieceLength(piece, this.size, this.pieceSize)), got: 0 };
+      this.serverPiece = current;
+      this.addPending(piece, 'server');
+    }
+    if (piece !== current.piece || offset !== piece * this.pieceSize + current.got || current.got + payload.length > current.data.length) {
+      throw new GroupcastError(ErrorCode.PROTOCOL, `DATA at ${offset} out of order`);
+    }
+    current.data.set(payload, current.got);
+    current.got += payload.length;
+    if (current.got < current.data.length) return;
+    this.serverPiece = undefined;
+    this.dropPending(piece, 'server');
+    if (!verifyPiece(this.hashes, piece, current.data)) {
+      this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
+      return;
+    }
+    this.options.counters.fromServer += current.data.length;
+    await this.keep(piece, current.data);
+  }
+
+  // ---- from links (LinkOwner) ----
+
+  admits(id: PeerId): boolean {
+    return this.allowed.has(id) && !this.banned.has(id) && !this.closedFlag;
+  }
+
+  linkCount(): number {
+    return this.links.size;
+  }
+
+  attach(link: PeerLink): void {
+    this.dialing.delete(link.id);
+    if (this.links.has(link.id) || !this.admits(link.id)) {
+      link.close();
+      return;
+    }
+    this.links.set(link.id, link);
+    this.pump();
+  }
+
+  readPiece(piece: number): Promise<Buffer | undefined> {
+    return this.options.partial.read(piece);
+  }
+
+  pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
+    this.dropPending(piece, link);
+    this.options.counters.fromPeers += data.length;
+    void this.keep(piece, data);
+  }
+
+  badPiece(link: PeerLink, piece: number): void {
+    this.banned.add(link.id);
+    this.options.counters.badPieces++;
+    this.options.log.warn({ peer: link.id, piece }, 'peer sent a piece that does not match the manifest; dropped for this transfer');
+    this.options.badPeer(link.id, piece);
+    link.close(new GroupcastError(ErrorCode.CHECKSUM, `bad piece ${piece}`));
+  }
+
+  released(link: PeerLink, piece: number): void {
+    this.dropPending(piece, link);
+    this.schedule();
+  }
+
+  changed(): void {
+    this.schedule();
+  }
+
+  served(bytes: number): void {
+    this.options.counters.toPeers += bytes;
+  }
+
+  closed(link: PeerLink): void {
+    if (this.links.get(link.id) === link) this.links.delete(link.id);
+    this.schedule();
+  }
+
+  // ---- keeping pieces ----
+
+  private async keep(piece: number, data: Buffer): Promise<void> {
+    if (this.held.has(piece) || this.done) {
+      this.schedule();
+      return;
+    }
+    try {
+      await this.options.partial.write(piece, data);
+    } catch (err) {
+      this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
+      return;
+    }
+    this.pending.delete(piece);
+    const have: Frame = { type: 'have', transfer: this.transfer, piece };
+    this.options.toServer(have);
+    for (const link of this.links.values()) link.send(have);
+    if (this.held.complete) {
+      this.done = true;
+      this.options.complete();
+      return;
+    }
+    this.schedule();
+  }
+
+  private addPending(piece: number, source: PeerLink | 'server'): void {
+    let sources = this.pending.get(piece);
+    if (!sources) this.pending.set(piece, (sources = new Set()));
+    sources.add(source);
+  }
+
+  private dropPending(piece: number, source: PeerLink | 'server'): void {
+    const sources = this.pending.get(piece);
+    sources?.delete(source);
+    if (sources?.size === 0) this.pending.delete(piece);
+  }
+
+  // ---- scheduling ----
+
+  /** Runs the scheduler on the next turn, once per burst of events. */
+  private scheduled = false;
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.done || this.closedFlag) return;
+    this.dialListed();
+    this.askPeers();
+    this.askServer();
+  }
+
+  /** The member with the smaller id dials, so a pair makes one link; the other side accepts. */
+  private dialListed(): void {
+    for (const [id, entry] of this.allowed) {
+      if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
+      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.options.node.id > id) continue;
+      if (Date.now() - (this.unreachable.get(id) ?? -Infinity) < REDIAL_MS) continue;
+      this.dialing.add(id);
+      this.options.node.dial(entry, this.hex);
+    }
+  }
+
+  dialEnded(id: PeerId): void {
+    this.dialing.delete(id);
+    this.unreachable.set(id, Date.now());
+    this.schedule();
+  }
+
+  private availability(piece: number): number {
+    let count = 0;
+    for (const link of this.links.values()) if (link.remote.has(piece)) count++;
+    return count;
+  }
+
+  private askPeers(): void {
+    const links = [...this.links.values()].sort(() => Math.random() - 0.5);
+    for (const link of links) {
+      while (link.free > 0) {
+        const piece = this.rarestFrom(link) ?? this.endgamePiece(link);
+        if (piece === undefined) break;
+        link.request(piece);
+        this.addPending(piece, link);
+      }
+    }
+  }
+
+  /** The missing piece this link has that fewest links have, not yet being fetched; ties broken at random. */
+  private rarestFrom(link: PeerLink): number | undefined {
+    let best: number | undefined;
+    let bestCount = Infinity;
+    const count = this.held.length;
+    const start = Math.floor(Math.random() * count);
+    for (let k = 0; k < count; k++) {
+      const piece = (start + k) % count;
+      if (this.held.has(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
+      const available = this.availability(piece);
+      if (available < bestCount) {
+        best = piece;
+        bestCount = available;
+        if (available === 1) break;
+      }
+    }
+    return best;
+  }
+
+  /** When every missing piece is being fetched, ask a second source for one this link has. */
+  private endgamePiece(link: PeerLink): number | undefined {
+    const missing = this.held.length - this.held.count;
+    if (missing === 0 || this.pending.size < missing) return undefined;
+    for (const [piece, sources] of this.pending) {
+      if (sources.size < ENDGAME_SOURCES && !sources.has(link) && link.remote.has(piece) && !link.requested(piece)) return piece;
+    }
+    return undefined;
+  }
+
+  private askServer(): void {
+    const outstanding = (): number => this.anyOutstanding + this.askedOfServer.size + (this.serverPiece ? 1 : 0);
+    if (this.seededAt === undefined) {
+      while (outstanding() < SERVER_REQUESTS) {
+        this.anyOutstanding++;
+        this.options.toServer({ type: 'request', transfer: this.transfer, piece: ANY_PIECE });
+      }
+      return;
+    }
+    // No link and none being dialed: no peer will bring anything, so the server is asked at once.
+    const alone = this.links.size === 0 && this.dialing.size === 0;
+    const waited = Date.now() - this.seededAt >= PEER_WAIT_MS;
+    let waiting = false;
+    for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
+      if (this.held.has(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
+      // Being fetched from a peer, or a connected peer has it: the peers will bring it.
+      if (this.pending.has(piece) || this.availability(piece) > 0) continue;
+      if (!alone && !waited) {
+        waiting = true;
+        continue;
+      }
+      this.askedOfServer.add(piece);
+      this.options.toServer({ type: 'request', transfer: this.transfer, piece });
+    }
+    if (waiting && !this.waitTimer) {
+      this.waitTimer = setTimeout(() => {
+        this.waitTimer = undefined;
+        this.pump();
+      }, PEER_WAIT_MS);
+      this.waitTimer.unref();
+    }
+  }
+
+  // ---- the end ----
+
+  /** Finished: keep serving peers from the placed file for SEED_LINGER_MS, then let go. */
+  linger(release: () => Promise<void>): void {
+    this.lingerTimer = setTimeout(() => void this.close().then(release), SEED_LINGER_MS);
+    this.lingerTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    clearTimeout(this.waitTimer);
+    clearTimeout(this.lingerTimer);
+    this.options.node.unregister(this.hex, this);
+    for (const link of [...this.links.values()]) link.close();
+    this.options.log.debug({ peers: [...this.banned].map(shortId) }, 'left the swarm');
+  }
+}

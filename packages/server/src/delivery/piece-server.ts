@@ -1,0 +1,141 @@
+import { open } from 'node:fs/promises';
+import {
+  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength,
+  type Frame,
+} from '@groupcast/shared';
+import type { Seat } from './swarm.js';
+
+/** Requests a member may have queued at the server at once; more is a protocol violation (it asks for 8). */
+export const MAX_QUEUED_REQUESTS = 64;
+/**
+ * A pulling member sends HAVE for every piece it gets, from anyone, and REQUEST for what it needs: this
+ * long without either means it is stuck, and the connection is closed (the delivery resumes on reconnect).
+ */
+export const PULL_IDLE_TIMEOUT_MS = 60_000;
+
+export type SwarmFrame = Extract<Frame, { type: 'have' | 'bitfield' | 'request' }>;
+
+/** What serving pieces needs from the member's connection. */
+export interface PullLink {
+  /** Writes a frame; resolves when the socket has room for more. */
+  write(frame: Buffer): Promise<void>;
+  /** Hands this transfer's HAVE, BITFIELD and REQUEST frames to `handler` until the returned function is called. */
+  listen(handler: (frame: SwarmFrame) => void): () => void;
+  isClosed(): boolean;
+  /** Tells the member the transfer is abandoned (CANCEL). */
+  cancel(reason: string): void;
+  /** Payload bytes of a piece went out; `held` is what the member holds by now, from anyone. */
+  sent(held: number, bytes: number): void;
+}
+
+export interface PullOptions {
+  link: PullLink;
+  seat: Seat;
+  path: string;
+  size: number;
+  pieceSize: number;
+  transfer: Buffer;
+  signal: AbortSignal;
+  /** Settles when the member's RESULT arrives (or the wait for it fails). */
+  ended: Promise<unknown>;
+}
+
+function violation(message: string): GroupcastError {
+  return new GroupcastError(ErrorCode.PROTOCOL, message);
+}
+
+/**
+ * The server's side of a pulled transfer: answers the member's REQUESTs in order, one piece at a time
+ * as DATA frames, until its RESULT. "Any piece" gets a piece nobody holds yet (the seat chooses), or
+ * SEEDED when every piece has a holder; a piece by index is sent whatever others hold — the server is
+ * the source of last resort. Returns the payload bytes sent.
+ */
+export async function servePieces(options: PullOptions): Promise<number> {
+  const { link, seat, signal, transfer } = options;
+  const queue: number[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let lastHeard = Date.now();
+  const stir = (): void => {
+    wake?.();
+    wake = undefined;
+  };
+  const unlisten = link.listen((frame) => {
+    if (!frame.transfer.equals(transfer)) {
+      if (frame.type === 'request') throw violation('REQUEST for another transfer than the one being pulled');
+      return;
+    }
+    lastHeard = Date.now();
+    switch (frame.type) {
+      case 'bitfield':
+        seat.bitfield(frame.bits);
+        return;
+      case 'have':
+        if (frame.piece >= seat.swarm.pieces) throw violation(`HAVE for piece ${frame.piece} of ${seat.swarm.pieces}`);
+        seat.have(frame.piece);
+        return;
+      case 'request':
+        if (frame.piece !== ANY_PIECE && frame.piece >= seat.swarm.pieces) throw violation(`REQUEST for piece ${frame.piece} of ${seat.swarm.pieces}`);
+        if (queue.length >= MAX_QUEUED_REQUESTS) throw violation(`more than ${MAX_QUEUED_REQUESTS} requests queued`);
+        queue.push(frame.piece);
+        stir();
+    }
+  });
+  // The member has accepted and is ready for PEERS: it and everyone else learn the new list now.
+  seat.swarm.announce();
+  const end = (): void => {
+    ended = true;
+    stir();
+  };
+  // Settled either way: a rejection (the connection closed) is handled by the delivery that awaits it.
+  options.ended.then(end, end);
+  const onAbort = (): void => stir();
+  signal.addEventListener('abort', onAbort);
+  const idle = setInterval(stir, 1_000);
+  idle.unref();
+  const file = await open(options.path, 'r');
+  let bytes = 0;
+  try {
+    for (;;) {
+      if (ended) return bytes;
+      if (signal.aborted) {
+        const reason = String(signal.reason ?? 'cancelled');
+        link.cancel(reason);
+        throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
+      }
+      if (link.isClosed()) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
+      if (Date.now() - lastHeard > PULL_IDLE_TIMEOUT_MS) throw new GroupcastError(ErrorCode.TIMEOUT, 'member made no progress pulling pieces');
+      const next = queue.shift();
+      if (next === undefined) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      const piece = next === ANY_PIECE ? seat.choose() : next;
+      if (piece === undefined) {
+        await link.write(encodeFrame({ type: 'seeded', transfer }));
+        continue;
+      }
+      bytes += await sendPiece(file, options, piece);
+    }
+  } finally {
+    clearInterval(idle);
+    signal.removeEventListener('abort', onAbort);
+    unlisten();
+    await file.close();
+  }
+}
+
+async function sendPiece(file: Awaited<ReturnType<typeof open>>, options: PullOptions, piece: number): Promise<number> {
+  const { pieceSize, size, transfer, link } = options;
+  const start = piece * pieceSize;
+  const length = pieceLength(piece, size, pieceSize);
+  for (let at = start; at < start + length; at += DATA_CHUNK) {
+    const chunk = Math.min(DATA_CHUNK, start + length - at);
+    const { frame, payload } = allocDataFrame(transfer, at, chunk);
+    const { bytesRead } = await file.read(payload, 0, chunk, at);
+    if (bytesRead !== chunk) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${options.path} is shorter than recorded`);
+    await link.write(frame);
+    link.sent(Math.min(size, options.seat.held.count * pieceSize), chunk);
+  }
+  return length;
+}

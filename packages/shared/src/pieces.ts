@@ -1,0 +1,141 @@
+import { createHash, type Hash } from 'node:crypto';
+import { SHA256_LENGTH } from './constants.js';
+import { ErrorCode, GroupcastError } from './errors.js';
+
+/**
+ * Pieces: a file cut into equal power-of-two pieces (the last one shorter), each with its SHA-256, so a
+ * member can check every piece on its own — before it writes it, and before it serves it to a peer —
+ * instead of only the whole file at the end. Pure computation: the callers own the I/O.
+ */
+
+/** Smallest piece: one DATA chunk, so a server stream never splits a chunk across two pieces. */
+export const MIN_PIECE_SIZE = 256 * 1024;
+/** Largest piece: what a member buffers per request it verifies before writing. */
+export const MAX_PIECE_SIZE = 16 * 1024 * 1024;
+/** Pieces the chooser aims for at most: 64 KiB of hashes, a small manifest. */
+export const TARGET_PIECES = 2048;
+/**
+ * Pieces a manifest may list in all: what fits one frame (32 bytes each). A file that would need more
+ * (over 125 GiB at 16 MiB pieces) gets no manifest and is streamed whole, as to an old member.
+ */
+export const MAX_MANIFEST_PIECES = 8000;
+
+/** The smallest power of two in [MIN_PIECE_SIZE, MAX_PIECE_SIZE] that cuts `size` into ≤ TARGET_PIECES. */
+export function choosePieceSize(size: number): number {
+  let pieceSize = MIN_PIECE_SIZE;
+  while (pieceSize < MAX_PIECE_SIZE && Math.ceil(size / pieceSize) > TARGET_PIECES) pieceSize *= 2;
+  return pieceSize;
+}
+
+export function pieceCount(size: number, pieceSize: number): number {
+  return Math.ceil(size / pieceSize);
+}
+
+/** Byte length of piece `index` of a `size`-byte file. */
+export function pieceLength(index: number, size: number, pieceSize: number): number {
+  return Math.min(pieceSize, size - index * pieceSize);
+}
+
+export function isPieceSize(value: number): boolean {
+  return value >= MIN_PIECE_SIZE && value <= MAX_PIECE_SIZE && (value & (value - 1)) === 0;
+}
+
+/**
+ * Cuts a byte stream into pieces as it goes and keeps each piece's SHA-256: fed the same chunks as
+ * the whole-file hash at ingest, so the store reads a file once for both.
+ */
+export class PieceHasher {
+  private readonly digests: Buffer[] = [];
+  private current: Hash = createHash('sha256');
+  private inPiece = 0;
+
+  constructor(readonly pieceSize: number) {}
+
+  update(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      const take = Math.min(this.pieceSize - this.inPiece, chunk.length - at);
+      this.current.update(chunk.subarray(at, at + take));
+      this.inPiece += take;
+      at += take;
+      if (this.inPiece === this.pieceSize) this.closePiece();
+    }
+  }
+
+  /** Every piece's SHA-256, concatenated in order; call once, after the last byte. */
+  digest(): Buffer {
+    if (this.inPiece > 0) this.closePiece();
+    return Buffer.concat(this.digests);
+  }
+
+  private closePiece(): void {
+    this.digests.push(this.current.digest());
+    this.current = createHash('sha256');
+    this.inPiece = 0;
+  }
+}
+
+/** The SHA-256 of piece `index` in a concatenated list. */
+export function pieceHash(hashes: Buffer, index: number): Buffer {
+  return hashes.subarray(index * SHA256_LENGTH, (index + 1) * SHA256_LENGTH);
+}
+
+export function verifyPiece(hashes: Buffer, index: number, data: Uint8Array): boolean {
+  return createHash('sha256').update(data).digest().equals(pieceHash(hashes, index));
+}
+
+/** The error a piece whose bytes do not hash to the manifest raises; `piece` says which. */
+export class PieceMismatch extends GroupcastError {
+  constructor(readonly piece: number) {
+    super(ErrorCode.CHECKSUM, `piece ${piece} does not match its sha256 in the manifest`);
+  }
+}
+
+/**
+ * Checks a file's bytes piece by piece as they arrive in order (the server's stream, or a partial being
+ * re-read at resume). `verified` is the length of the prefix whose pieces all matched.
+ */
+export class PieceVerifier {
+  private current: Hash = createHash('sha256');
+  private inPiece = 0;
+  private piece: number;
+  private verifiedBytes: number;
+
+  /** Starts at piece `from`: the bytes before it are already verified. */
+  constructor(
+    private readonly hashes: Buffer,
+    private readonly pieceSize: number,
+    private readonly size: number,
+    from = 0,
+  ) {
+    this.piece = from;
+    this.verifiedBytes = Math.min(size, from * pieceSize);
+  }
+
+  get verified(): number {
+    return this.verifiedBytes;
+  }
+
+  /** Throws PieceMismatch when a piece completes with the wrong hash; the bytes after it are then unchecked. */
+  update(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      const length = pieceLength(this.piece, this.size, this.pieceSize);
+      const take = Math.min(length - this.inPiece, chunk.length - at);
+      if (take <= 0) throw new GroupcastError(ErrorCode.PROTOCOL, 'bytes past the end of the file');
+      this.current.update(chunk.subarray(at, at + take));
+      this.inPiece += take;
+      at += take;
+      if (this.inPiece === length) this.closePiece();
+    }
+  }
+
+  private closePiece(): void {
+    const digest = this.current.digest();
+    if (!digest.equals(pieceHash(this.hashes, this.piece))) throw new PieceMismatch(this.piece);
+    this.verifiedBytes += this.inPiece;
+    this.piece++;
+    this.current = createHash('sha256');
+    this.inPiece = 0;
+  }
+}
