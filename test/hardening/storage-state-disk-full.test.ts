@@ -8,7 +8,9 @@ import { sha256File } from '../support/files.js';
 import { Cluster, finalPath, waitForNew, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
 
 /**
- * The server's state directory is a small tmpfs that fills up. A distribution whose record cannot be
+ * The server's state directory is a small tmpfs that fills up. A file larger than the free space is
+ * refused with "no space left on the state disk" and how much it needs (not blamed on read access).
+ * A distribution whose record cannot be
  * written is refused with "no space left on the state disk" (exit 1); one that was reported recorded is
  * on disk whole, so after the disk is freed and the server restarted it knows every file it reported,
  * and the member, offline meanwhile, gets them. (Before: a short write tore the journal's last line, the
@@ -70,6 +72,13 @@ describe.skipIf(!root)('a full state disk', () => {
     await offline;
 
     const source = await h.dir('source');
+    const big = join(source, 'big.bin');
+    await writeRandomFile(big, 2 * TMPFS_BYTES);
+    const tooBig = await c.distribute(GROUP, [big]);
+    expect(tooBig.stderr, tooBig.stderr).toMatch(/cannot store \S+big\.bin \(needs 4\.00 MiB, [\d.]+ [KM]iB free\): no space left on the state disk/);
+    expect(tooBig.stderr).not.toMatch(/read access/);
+    expect(tooBig.code).toBe(1);
+
     // Empty files need no space in the store: only the outbox record does.
     await writeFile(join(source, 'first.bin'), '');
     expect((await c.distribute(GROUP, [join(source, 'first.bin')])).code).toBe(3);

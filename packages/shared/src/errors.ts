@@ -31,6 +31,8 @@ export const ErrorCode = {
   PROTOCOL: 'GC_ERR_PROTOCOL',
   TIMEOUT: 'GC_ERR_TIMEOUT',
   CLOSED: 'GC_ERR_CLOSED',
+  /** A file being stored for distribution kept changing while it was copied. */
+  SOURCE_CHANGED: 'GC_ERR_SOURCE_CHANGED',
   // operator commands
   DAEMON_UNREACHABLE: 'GC_ERR_DAEMON_UNREACHABLE',
   USAGE: 'GC_ERR_USAGE',
