@@ -94,7 +94,11 @@ export class Outbox {
       if (delivery.state !== 'sending') continue;
       Object.assign(delivery, { state: 'pending', attempts: Math.max(0, delivery.attempts - 1), reason: 'interrupted: server restarted', notBefore: 0 });
     }
-    await this.journal.rewrite(this.snapshotEntries());
+    // The snapshot only saves space: on a full state disk the server starts on the journal as it is
+    // (the next start replays it the same way) and delivers what is pending.
+    await this.journal.rewrite(this.snapshotEntries()).catch((err: unknown) => {
+      this.options.log.warn({ err: stateWriteError('cannot compact the outbox journal', this.journal.path, err) }, 'starting on the journal as it is');
+    });
   }
 
   private snapshotEntries(): Entry[] {

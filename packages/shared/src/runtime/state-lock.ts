@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { link, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
-import { writeFileAtomic } from './files.js';
 
-/** The file in a state directory that names the daemon running on it. */
+/** The symbolic link in a state directory that names the daemon running on it: `daemon.lock -> <pid>:<start time>`. */
 export const LOCK_NAME = 'daemon.lock';
 /**
  * Rounds of "create, else judge the holder" before giving up: each round that does not end ends
@@ -47,31 +46,29 @@ async function holderRuns(holder: LockHolder): Promise<boolean> {
 }
 
 function parseHolder(text: string): LockHolder | undefined {
-  try {
-    const value = JSON.parse(text) as Partial<LockHolder>;
-    if (typeof value.pid === 'number' && Number.isInteger(value.pid) && value.pid > 0) {
-      return { pid: value.pid, start: typeof value.start === 'string' ? value.start : null };
-    }
-  } catch {
-    // Not a lock this code wrote: stale.
-  }
-  return undefined;
+  const match = /^(\d+):(\d*)$/.exec(text);
+  const pid = Number(match?.[1]);
+  if (!match || !Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  return { pid, start: match[2] || null };
 }
 
-async function readText(path: string): Promise<string | undefined> {
+/** What the lock says; '' for something that is not a lock (a file put there), undefined if there is none. */
+async function lockText(path: string): Promise<string | undefined> {
   try {
-    return await readFile(path, 'utf8');
+    return await readlink(path);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
+    if (errnoCode(err) === 'EINVAL') return '';
     throw err;
   }
 }
 
 /**
- * Exclusive use of a state directory by one daemon. The lock is a file naming the holder's pid and
- * start time, put in place with link(), which fails if it exists: it appears whole or not at all. A
- * lock whose holder no longer runs (a kill -9, a crash, a reboot) is stale and taken over, so it never
- * blocks a restart. Commands that are not the daemon (`id`, `status`) neither need nor take it.
+ * Exclusive use of a state directory by one daemon. The lock is a symbolic link whose target is the
+ * holder's pid and start time: creating one fails if it exists, it appears whole or not at all, and
+ * it needs no data block, so even a full disk can hold it. A lock whose holder no longer runs (a
+ * kill -9, a crash, a reboot) is stale and taken over, so it never blocks a restart. Commands that are
+ * not the daemon (`id`, `status`) neither need nor take it.
  */
 export class StateLock {
   private released = false;
@@ -84,11 +81,11 @@ export class StateLock {
   /** Takes the lock on `stateDir` for `daemon` ("group-server"), or fails (STATE_DIR) naming the pid that holds it. */
   static async acquire(stateDir: string, daemon: string): Promise<StateLock> {
     const path = join(stateDir, LOCK_NAME);
-    const text = `${JSON.stringify({ pid: process.pid, start: await startTimeOf(process.pid) } satisfies LockHolder)}\n`;
+    const text = `${process.pid}:${(await startTimeOf(process.pid)) ?? ''}`;
     try {
       for (let round = 0; round < LOCK_ROUNDS; round++) {
         if (await StateLock.create(path, text)) return new StateLock(path, text);
-        const held = await readText(path);
+        const held = await lockText(path);
         if (held === undefined) continue;
         const holder = parseHolder(held);
         if (holder && await holderRuns(holder)) {
@@ -103,18 +100,14 @@ export class StateLock {
     throw new GroupcastError(ErrorCode.STATE_DIR, `cannot lock state directory ${stateDir}: ${path} keeps changing hands`);
   }
 
-  /** Puts the lock in place unless one exists; whole, because it is written aside and linked. */
+  /** Puts the lock in place unless one exists. */
   private static async create(path: string, text: string): Promise<boolean> {
-    const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}`;
-    await writeFileAtomic(temp, text, 0o644);
     try {
-      await link(temp, path);
+      await symlink(text, path);
       return true;
     } catch (err) {
       if (errnoCode(err) === 'EEXIST') return false;
       throw err;
-    } finally {
-      await rm(temp, { force: true });
     }
   }
 
@@ -131,7 +124,8 @@ export class StateLock {
       throw err;
     }
     try {
-      if ((await readText(aside)) !== held) await link(aside, path).catch(() => undefined);
+      const moved = await lockText(aside);
+      if (moved !== held && moved) await StateLock.create(path, moved);
     } finally {
       await rm(aside, { force: true });
     }
@@ -141,6 +135,6 @@ export class StateLock {
   async close(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    if ((await readText(this.path).catch(() => undefined)) === this.text) await rm(this.path, { force: true });
+    if ((await lockText(this.path).catch(() => undefined)) === this.text) await rm(this.path, { force: true });
   }
 }
