@@ -9,13 +9,12 @@ import { Cluster, finalPath, waitForNew, waitUntil, writeRandomFile, type Member
 
 /**
  * The server's state directory is a small tmpfs that fills up. A file larger than the free space is
- * refused with "no space left on the state disk" and how much it needs (not blamed on read access).
- * A distribution whose record cannot be
- * written is refused with "no space left on the state disk" (exit 1), and the server still restarts on the
- * full disk. One that was reported recorded is
- * on disk whole, so after the disk is freed and the server restarted it knows every file it reported,
- * and the member, offline meanwhile, gets them. (Before: a short write tore the journal's last line, the
- * next record was glued onto it, and both were lost at the next start.)
+ * refused with "no space left on the state disk" and how much it needs (not blamed on read access). A
+ * distribution whose record cannot be written is refused the same way (exit 1), and the server still
+ * restarts on the full disk. One that was reported recorded is on disk whole, so after the disk is
+ * freed and the server restarted it knows every file it reported, and the member, offline meanwhile,
+ * gets them. (Before: a short write tore the journal's last line, the next record was glued onto it,
+ * and both were lost at the next start.)
  */
 const root = process.getuid?.() === 0;
 if (!root) console.warn('[storage-state-disk-full] skipped: mounting a tmpfs needs root');
