@@ -13,7 +13,7 @@ const h = harness();
 const port = String(testPort());
 /** Fresh state directories raced per daemon (before the fix about 4 in 10 ended with two identities). */
 const ROUNDS = 6;
-const PARALLEL = 3;
+const PARALLEL = 6;
 
 afterAll(() => h.cleanup());
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import {
-  ControlEndpoint, createLogger, ensurePrivateDir, loadOrCreateIdentity, serveMetrics, StateLock,
+  ControlEndpoint, createLogger, loadOrCreateIdentity, serveMetrics, StateLock,
   type Logger, type NakReason, type PeerId,
 } from '@groupcast/shared';
 import { ServerConnection } from './connection.js';
@@ -82,14 +82,7 @@ function forward<K extends keyof ClientEvents>(from: EventEmitter, to: EventEmit
  */
 export async function startClient(options: ClientOptions): Promise<GroupClient> {
   const resolved = resolveOptions(options);
-  await ensurePrivateDir(resolved.stateDir);
-  const lock = await StateLock.acquire(resolved.stateDir, 'group-client');
-  try {
-    return await startLocked(options, resolved, lock);
-  } catch (err) {
-    await lock.close();
-    throw err;
-  }
+  return StateLock.hold(resolved.stateDir, 'group-client', (lock) => startLocked(options, resolved, lock));
 }
 
 async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lock: StateLock): Promise<GroupClient> {

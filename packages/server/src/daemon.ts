@@ -1,5 +1,5 @@
 import {
-  ControlEndpoint, ensurePrivateDir, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  ControlEndpoint, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
   shortId, StateLock, type Logger, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
@@ -29,15 +29,8 @@ export const DEFAULT_KEEP_MS = 7 * 24 * 3600 * 1000;
  * reverse. Only an unusable state directory (or one another daemon runs on) or a failed bind makes
  * start fail.
  */
-export async function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
-  await ensurePrivateDir(settings.stateDir);
-  const lock = await StateLock.acquire(settings.stateDir, 'group-server');
-  try {
-    return await startLocked(settings, log, lock);
-  } catch (err) {
-    await lock.close();
-    throw err;
-  }
+export function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
+  return StateLock.hold(settings.stateDir, 'group-server', (lock) => startLocked(settings, log, lock));
 }
 
 async function startLocked(settings: ServerSettings, log: Logger, lock: StateLock): Promise<RunningServer> {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
+import { ensurePrivateDir } from './files.js';
 
 /** The symbolic link in a state directory that names the daemon running on it: `daemon.lock -> <pid>:<start time>`. */
 export const LOCK_NAME = 'daemon.lock';
@@ -28,7 +29,8 @@ async function startTimeOf(pid: number): Promise<string | null> {
   }
 }
 
-function processExists(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, as another user). */
+export function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -77,6 +79,21 @@ export class StateLock {
     readonly path: string,
     private readonly text: string,
   ) {}
+
+  /**
+   * Makes the state directory if needed, takes its lock and runs `start` with it: the daemon gives
+   * the lock up when it closes, and this gives it up if `start` fails.
+   */
+  static async hold<T>(stateDir: string, daemon: string, start: (lock: StateLock) => Promise<T>): Promise<T> {
+    await ensurePrivateDir(stateDir);
+    const lock = await StateLock.acquire(stateDir, daemon);
+    try {
+      return await start(lock);
+    } catch (err) {
+      await lock.close();
+      throw err;
+    }
+  }
 
   /** Takes the lock on `stateDir` for `daemon` ("group-server"), or fails (STATE_DIR) naming the pid that holds it. */
   static async acquire(stateDir: string, daemon: string): Promise<StateLock> {
