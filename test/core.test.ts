@@ -95,12 +95,12 @@ describe('core loop on loopback', () => {
     expect(result.stdout).toMatch(/no member has joined Empty/);
   });
 
-  it('rejects bad flags and unknown groups with exit code 2 and 1', async () => {
+  it('rejects bad flags and unknown groups with exit code 2', async () => {
     const bad = await h.run(SERVER_BIN, ['distribute', 'Developers', '--state-dir', serverState]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/Not enough non-option arguments|files/);
     const unknown = await h.run(SERVER_BIN, ['distribute', 'Nope', join(serverState, 'notes.txt'), '--state-dir', serverState]);
-    expect(unknown.code).toBe(1);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/no group named "Nope"/);
   });
 });

@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
@@ -20,8 +21,11 @@ export interface Member {
   id: string;
   groups: string[];
   daemon?: Daemon;
-  /** Run the member as this user, with this environment (HOME…), instead of as the test's user. */
-  runAs?: { uid: number; gid: number; env: Record<string, string> };
+  /**
+   * Run the member as this user, with this environment (HOME…), instead of as the test's user, from a
+   * copy of the daemons that user can read (installForUser).
+   */
+  runAs?: { uid: number; gid: number; env: Record<string, string>; clientBin: string };
 }
 
 export interface DeliveryStatus {
@@ -98,6 +102,34 @@ export function waitForNew(daemon: Daemon, msg: string, fields: Record<string, u
   );
 }
 
+/** Small tmpfs file systems for a test file (root only): a disk that fills up. */
+export class Mounts {
+  private readonly dirs: string[] = [];
+
+  constructor(private readonly h: Harness) {}
+
+  async tmpfs(size: string): Promise<string> {
+    const dir = join(await this.h.dir('tmpfs'), 'mnt');
+    await mkdir(dir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  /**
+   * For afterAll: kills the daemons that may hold files on the mounts (a busy mount cannot be
+   * unmounted), unmounts every one whatever happened, then ends the harness.
+   */
+  async cleanup(holders: Array<Daemon | undefined>): Promise<void> {
+    try {
+      await Promise.all(holders.map((daemon) => daemon?.stop('SIGKILL')));
+    } finally {
+      for (const dir of this.dirs.splice(0)) execFileSync('umount', [dir]);
+      await this.h.cleanup();
+    }
+  }
+}
+
 export class Cluster {
   readonly port = String(testPort());
   readonly network = ['--interface', '127.0.0.1', '--port', this.port];
@@ -138,7 +170,7 @@ export class Cluster {
   }
 
   startMember(member: Member): Daemon {
-    member.daemon = this.h.spawn(member.name, CLIENT_BIN, [
+    member.daemon = this.h.spawn(member.name, member.runAs?.clientBin ?? CLIENT_BIN, [
       ...member.groups.flatMap((g) => ['--join', g]),
       '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
       ...this.network,

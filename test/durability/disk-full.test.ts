@@ -1,13 +1,12 @@
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, Outcome, type Frame, type PeerId } from '@groupcast/shared';
 import { Receiver } from '../../packages/client/src/receiver.js';
 import { harness } from '../support/daemons.js';
 import { listFiles, sha256File } from '../support/files.js';
-import { Cluster, finalPath, MiB, partialDir, waitUntil, writeRandomFile, type Member } from './cluster.js';
+import { Cluster, finalPath, MiB, Mounts, partialDir, waitUntil, writeRandomFile, type Member } from './cluster.js';
 
 /**
  * A member whose download directory is an 8 MiB tmpfs is offered a 20 MiB file: it declines at once
@@ -20,33 +19,16 @@ if (!root) console.warn('[disk-full] skipped: mounting a tmpfs needs root');
 const h = harness();
 const c = new Cluster(h);
 const GROUP = 'Developers';
-/** Mount points to unmount in afterAll, whatever happened. */
-const mounts: string[] = [];
+const mounts = new Mounts(h);
 let tiny = '';
 let alice: Member;
 let bob: Member;
 
-async function tmpfs(size: string): Promise<string> {
-  const dir = join(await h.dir('tmpfs'), 'mnt');
-  await mkdir(dir);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
-  mounts.push(dir);
-  return dir;
-}
-
-afterAll(async () => {
-  try {
-    // The member's files on the tmpfs must be closed before it can be unmounted.
-    await alice?.daemon?.stop('SIGKILL');
-  } finally {
-    for (const dir of mounts) execFileSync('umount', [dir]);
-    await h.cleanup();
-  }
-});
+afterAll(() => mounts.cleanup([alice?.daemon]));
 
 describe.skipIf(!root)('a member out of disk space', () => {
   beforeAll(async () => {
-    tiny = await tmpfs('8m');
+    tiny = await mounts.tmpfs('8m');
     alice = await c.member('alice', [GROUP], tiny);
     bob = await c.member('bob', [GROUP]);
     await c.startServer([{ name: GROUP, members: [alice, bob] }]);
@@ -75,7 +57,7 @@ describe.skipIf(!root)('a member out of disk space', () => {
 
 describe.skipIf(!root)('the disk filling up mid-transfer', () => {
   it('answers RESULT "insufficient space" with the write error, deletes the partial, places nothing', async () => {
-    const downloads = await tmpfs('1m');
+    const downloads = await mounts.tmpfs('1m');
     const receiver = new Receiver({
       log: createLogger({ name: 'test', level: 'silent' }), downloads, stateDir: await h.dir('receiver-state'), wants: () => true,
     });

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { harness } from '../support/daemons.js';
+import { harness, installForUser } from '../support/daemons.js';
 import { listFiles, sha256File } from '../support/files.js';
 import { Cluster, finalPath, MiB, partialDir, writeRandomFile, type Member } from './cluster.js';
 
@@ -21,11 +21,19 @@ const c = new Cluster(h);
 const GROUP = 'Developers';
 let alice: Member;
 let bob: Member;
+/** Why the member cannot run as nobody here, if it cannot. */
+let unavailable: string | undefined;
 
 afterAll(() => h.cleanup());
 
 describe.skipIf(!root)('a member that may not write its group folder', () => {
   beforeAll(async () => {
+    const installed = await installForUser(h, { uid: NOBODY, gid: NOBODY });
+    if ('unavailable' in installed) {
+      unavailable = installed.unavailable;
+      console.warn(`[permission] skipped: ${unavailable}`);
+      return;
+    }
     alice = await c.member('alice', [GROUP]);
     bob = await c.member('bob', [GROUP]);
     const home = await h.dir('alice-home');
@@ -35,12 +43,13 @@ describe.skipIf(!root)('a member that may not write its group folder', () => {
     await mkdir(groupDir);
     await chmod(groupDir, 0o755);
     // HOME: nobody cannot look into root's ~/.config for a config file.
-    alice.runAs = { uid: NOBODY, gid: NOBODY, env: { HOME: home, XDG_CONFIG_HOME: join(home, '.config') } };
+    alice.runAs = { uid: NOBODY, gid: NOBODY, env: { HOME: home, XDG_CONFIG_HOME: join(home, '.config') }, clientBin: installed.clientBin };
     await c.startServer([{ name: GROUP, members: [alice, bob] }]);
     await c.startOnline([alice, bob]);
   });
 
-  it('fails with "permission denied" at once, reported to the operator, nothing left behind', async () => {
+  it('fails with "permission denied" at once, reported to the operator, nothing left behind', async ({ skip }) => {
+    if (unavailable) skip(unavailable);
     expect((await stat(`/proc/${alice.daemon!.proc.pid}`)).uid).toBe(NOBODY);
     const file = join(await h.dir('source'), 'perm.bin');
     const size = 4 * MiB;

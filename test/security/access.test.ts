@@ -3,7 +3,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NakReason, type Identity } from '../../packages/shared/src/index.js';
-import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
+import { CLIENT_BIN, SERVER_BIN, harness, installForUser, testPort, type Daemon } from '../support/daemons.js';
 import {
   craft, Datagrams, filesUnder, forgedSigner, identityIn, nonceOf, serverStatus, tlsAttempt, until,
 } from './tools.js';
@@ -47,12 +47,13 @@ async function memberRecord(id: string): Promise<{ joined: string[]; allowedIn: 
   return (await serverStatus(serverState)).members.find((m) => m.id === id);
 }
 
-/** Runs a group-server command as the unprivileged user `nobody`. */
-function runAsNobody(args: string[]): Promise<{ code: number | null; stderr: string }> {
+const NOBODY = { uid: 65534, gid: 65534 };
+
+/** Runs a group-server command as the unprivileged user `nobody`, from a copy that user can read. */
+function runAsNobody(serverBin: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [SERVER_BIN, ...args], {
-      uid: 65534,
-      gid: 65534,
+    const proc = spawn(process.execPath, [serverBin, ...args], {
+      ...NOBODY,
       // HOME must be one nobody may look in, or the config search (not the socket) would fail.
       env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -175,7 +176,13 @@ describe('access: only authorized ids get in', () => {
     expect(udp.received.filter((d) => d.message.type === 'ack' && d.message.request.equals(nonceOf(join)))).toHaveLength(1);
   });
 
-  it.skipIf(process.getuid?.() !== 0)('another local user cannot reach the control socket, even through a readable state dir', async () => {
+  it.skipIf(process.getuid?.() !== 0)('another local user cannot reach the control socket, even through a readable state dir', async ({ skip }) => {
+    const installed = await installForUser(h, NOBODY);
+    if ('unavailable' in installed) {
+      console.warn(`[access] skipped: ${installed.unavailable}`);
+      return skip(installed.unavailable);
+    }
+    const { serverBin } = installed;
     // A file that nobody may read, so that distribute gets as far as the socket.
     const shared = await h.dir('shared');
     await chmod(shared, 0o755);
@@ -186,7 +193,7 @@ describe('access: only authorized ids get in', () => {
         ['members', 'allow', 'Developers', ids.mallory.signer.id],
         ['distribute', 'Developers', join(shared, 'payload.txt')],
       ]) {
-        const { code, stderr } = await runAsNobody([...args, '--state-dir', serverState]);
+        const { code, stderr } = await runAsNobody(serverBin, [...args, '--state-dir', serverState]);
         expect(code, stderr).toBe(1);
         expect(stderr).toMatch(/permission denied on .*control\.sock/);
       }

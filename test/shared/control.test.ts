@@ -6,7 +6,7 @@ import {
 import { ErrorCode, GroupcastError } from '../../packages/shared/src/errors.js';
 import { SIGNATURE_LENGTH } from '../../packages/shared/src/identity.js';
 import {
-  DatagramType, NakReason, datagramLength, decodeDatagram, encodeDatagram, type ControlMessage,
+  DatagramType, LIST_COOKIE_LENGTH, NakReason, datagramLength, decodeDatagram, encodeDatagram, type ControlMessage,
 } from '../../packages/shared/src/wire/control.js';
 import { encode } from '../../packages/shared/src/wire/cursor.js';
 import {
@@ -24,7 +24,7 @@ const examples: Record<ControlMessage['type'], ControlMessage> = {
     type: 'announce', name: 'Office server', instance: counting(1, 8), tcpPort: 47701, groupCount: 3,
     groups: ['Developers', 'Designers', 'Présentation'],
   },
-  list: { type: 'list' },
+  list: { type: 'list', cookie: counting(0x30, LIST_COOKIE_LENGTH) },
   groups: {
     type: 'groups', request: REQUEST, page: 1, pages: 2, tcpPort: 47701,
     groups: [
@@ -36,6 +36,7 @@ const examples: Record<ControlMessage['type'], ControlMessage> = {
   leave: { type: 'leave', group: 'Designers' },
   ack: { type: 'ack', request: REQUEST, op: 'join', group: 'Developers', tcpPort: 47701, proof: counting(0x90, INVITE_PROOF_LENGTH) },
   nak: { type: 'nak', request: REQUEST, op: 'leave', group: 'Ops', reason: NakReason.UNKNOWN_GROUP, message: 'no group named "Ops"' },
+  cookie: { type: 'cookie', request: REQUEST, cookie: counting(0x30, LIST_COOKIE_LENGTH) },
 };
 const exampleList = Object.values(examples);
 
@@ -113,7 +114,18 @@ describe('control datagrams: round trips', () => {
     };
     expect(datagramLength(big)).toBeGreaterThan(MAX_DATAGRAM);
     expect(() => encodeExample(big)).toThrow(RangeError);
-    expect(() => encodeDatagram({ type: 'list' }, memberSigner, { timestamp: T, nonce: Buffer.alloc(15) })).toThrow(RangeError);
+    expect(() => encodeDatagram({ type: 'list', cookie: Buffer.alloc(0) }, memberSigner, { timestamp: T, nonce: Buffer.alloc(15) })).toThrow(RangeError);
+    expect(() => encodeExample({ type: 'list', cookie: Buffer.alloc(15) })).toThrow(RangeError);
+    expect(() => encodeExample({ type: 'cookie', request: REQUEST, cookie: Buffer.alloc(0) })).toThrow(RangeError);
+  });
+
+  it('a LIST without a cookie is exactly as large as the COOKIE that answers it, and decodes with an empty cookie', () => {
+    const bare: ControlMessage = { type: 'list', cookie: Buffer.alloc(0) };
+    expect(datagramLength(bare)).toBe(datagramLength(examples.cookie));
+    expect(datagramLength(bare)).toBe(datagramLength(examples.list));
+    expect(plain(decodeDatagram(encodeExample(bare)).message)).toEqual(plain(bare));
+    const padded = Buffer.concat([Buffer.alloc(LIST_COOKIE_LENGTH), Buffer.alloc(16, 0xff)]);
+    expect(decodeDatagram(signRaw(unsigned(DatagramType.LIST, padded))).message).toMatchObject({ type: 'list', cookie: Buffer.alloc(0) });
   });
 
   it('tolerates values it does not know: NAK reasons read as OTHER, unknown group flags are ignored', () => {
@@ -193,7 +205,8 @@ describe('control datagrams: rejection', () => {
     }
     const joinBody = Buffer.concat([str8('Developers'), str8(''), Buffer.from([0])]);
     expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.JOIN, joinBody))), ErrorCode.WIRE_TRAILING);
-    expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.LIST, Buffer.from([1, 2, 3])))), ErrorCode.WIRE_TRAILING);
+    expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.LIST, Buffer.alloc(33)))), ErrorCode.WIRE_TRAILING);
+    expectCode(() => decodeDatagram(signRaw(unsigned(DatagramType.LIST, Buffer.alloc(31)))), ErrorCode.WIRE_SHORT);
   });
 
   /** Where a flipped bit is caught: in the magic, the version, a timestamp pushed past 2^53-1, else the signature. */
@@ -228,7 +241,7 @@ describe('control datagrams: rejection', () => {
   });
 
   it('an unknown type with a valid signature is WIRE_TYPE', () => {
-    for (const type of [0, 8, 9, 100, 255]) {
+    for (const type of [0, 9, 100, 255]) {
       expectCode(() => decodeDatagram(signRaw(unsigned(type, Buffer.alloc(0)))), ErrorCode.WIRE_TYPE);
       expectCode(() => decodeDatagram(signRaw(unsigned(type, Buffer.from('future body')))), ErrorCode.WIRE_TYPE);
     }
@@ -300,7 +313,7 @@ describe('control datagrams: rejection', () => {
     }
     const late = signRaw(unsigned(DatagramType.LIST, Buffer.alloc(0), { timestamp: 2n ** 53n }));
     expectCode(() => decodeDatagram(late), ErrorCode.WIRE_FIELD);
-    const edge = signRaw(unsigned(DatagramType.LIST, Buffer.alloc(0), { timestamp: 2n ** 53n - 1n }));
+    const edge = signRaw(unsigned(DatagramType.LIST, Buffer.alloc(32), { timestamp: 2n ** 53n - 1n }));
     expect(decodeDatagram(edge).timestamp).toBe(Number.MAX_SAFE_INTEGER);
   });
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME, MAX_WIRE_NAME, PROTOCOL_VERSION,
+  MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME, MAX_WIRE_NAME, PROTOCOL_VERSION,
 } from '../../packages/shared/src/constants.js';
 import { ErrorCode, GroupcastError } from '../../packages/shared/src/errors.js';
 import { encode } from '../../packages/shared/src/wire/cursor.js';
@@ -23,6 +23,7 @@ const examples: Record<Frame['type'], Frame> = {
   ping: { type: 'ping', time: Date.UTC(2026, 0, 1) },
   pong: { type: 'pong', time: Date.UTC(2026, 0, 1) },
   cancel: { type: 'cancel', transfer: TRANSFER, message: 'cancelled by the operator' },
+  partials: { type: 'partials', transfers: [TRANSFER, counting(0x20, 16)] },
 };
 const exampleList = Object.values(examples);
 
@@ -136,7 +137,7 @@ describe('frames: rejection', () => {
   );
 
   it('an unknown frame type is WIRE_TYPE', () => {
-    for (const type of [0, 10, 11, 128, 255]) {
+    for (const type of [0, 11, 12, 128, 255]) {
       expectCode(() => decodeFrame(Buffer.from([type])), ErrorCode.WIRE_TYPE);
       expectCode(() => decodeFrame(typed(type, TRANSFER)), ErrorCode.WIRE_TYPE);
     }
@@ -162,6 +163,15 @@ describe('frames: rejection', () => {
       for (const buf of withU64(n)) expectCode(() => decodeFrame(buf), ErrorCode.WIRE_FIELD);
     }
     for (const buf of withU64(2n ** 53n - 1n)) expect(() => decodeFrame(buf)).not.toThrow();
+  });
+
+  it('PARTIALS: more ids than a frame may list is WIRE_FIELD; a count the body does not hold is WIRE_SHORT', () => {
+    const count = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
+    const ids = (n: number): Buffer => Buffer.alloc(16 * n, 0x42);
+    expect(() => decodeFrame(typed(FrameType.PARTIALS, count(MAX_PARTIALS_PER_FRAME), ids(MAX_PARTIALS_PER_FRAME)))).not.toThrow();
+    expectCode(() => decodeFrame(typed(FrameType.PARTIALS, count(MAX_PARTIALS_PER_FRAME + 1), ids(MAX_PARTIALS_PER_FRAME + 1))), ErrorCode.WIRE_FIELD);
+    expectCode(() => decodeFrame(typed(FrameType.PARTIALS, count(0xffff))), ErrorCode.WIRE_FIELD);
+    expectCode(() => decodeFrame(typed(FrameType.PARTIALS, count(2), ids(1))), ErrorCode.WIRE_SHORT);
   });
 
   it('strings over their caps or not UTF-8 are WIRE_FIELD', () => {
@@ -205,7 +215,7 @@ describe('frames: totality', () => {
 
   it('arbitrary bodies behind every known type', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 10 }), fc.uint8Array({ maxLength: 120 }), (type, rest) => total(typed(type, Buffer.from(rest)))),
+      fc.property(fc.integer({ min: 0, max: 11 }), fc.uint8Array({ maxLength: 120 }), (type, rest) => total(typed(type, Buffer.from(rest)))),
       { numRuns: 2000 },
     );
   });

@@ -3,7 +3,7 @@ import type { Signer } from '../../packages/shared/src/identity.js';
 import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
 import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
-import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
+import { Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
 import { counting, memberSigner, serverSigner } from './helpers.js';
 
 /** 2026-01-01T00:00:00.000Z, the worked examples' clock. */
@@ -16,6 +16,8 @@ export const GOLDEN_CODE = 'UBIIK-7Q2MX-4PNRO';
 export const GOLDEN_INVITE_KEY = Buffer.from('e3b72d4af6fc7347438894a78cb99382bc4022ace73f77af58043f63d8f40c8f', 'hex');
 const CODE_JOIN_NONCE = counting(0x40, 16);
 export const TRANSFER = counting(0x10, 16);
+/** A cookie is opaque to the member (an HMAC under the server's secret): any 16 bytes do here. */
+const LIST_COOKIE = counting(0x30, 16);
 
 export interface DatagramExample {
   kind: 'datagram';
@@ -44,12 +46,20 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   },
   list: {
     kind: 'datagram', signer: memberSigner, timestamp: T0 + 1_000, nonce: counting(0xb0, 16),
-    message: { type: 'list' },
+    message: { type: 'list', cookie: Buffer.alloc(0) },
+  },
+  cookie: {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_001, nonce: counting(0x50, 16),
+    message: { type: 'cookie', request: counting(0xb0, 16), cookie: LIST_COOKIE },
+  },
+  'list-cookie': {
+    kind: 'datagram', signer: memberSigner, timestamp: T0 + 1_002, nonce: counting(0x20, 16),
+    message: { type: 'list', cookie: LIST_COOKIE },
   },
   groups: {
-    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_002, nonce: counting(0xc0, 16),
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 1_003, nonce: counting(0xc0, 16),
     message: {
-      type: 'groups', request: counting(0xb0, 16), page: 0, pages: 1, tcpPort: 47701,
+      type: 'groups', request: counting(0x20, 16), page: 0, pages: 1, tcpPort: 47701,
       groups: [
         { name: 'Developers', description: 'Build machines', open: false },
         { name: 'Designers', description: '', open: true },
@@ -94,6 +104,8 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   accept: { kind: 'frame', frame: { type: 'accept', transfer: TRANSFER, offset: 0 } },
   data: { kind: 'frame', frame: { type: 'data', transfer: TRANSFER, offset: 0, payload: FILE_CONTENT } },
   result: { kind: 'frame', frame: { type: 'result', transfer: TRANSFER, outcome: Outcome.OK, message: '' } },
+  'reclaim-request': { kind: 'frame', frame: RECLAIM_REQUEST },
+  partials: { kind: 'frame', frame: { type: 'partials', transfers: [counting(0x20, 16)] } },
   ping: { kind: 'frame', frame: { type: 'ping', time: T0 + 5_000 } },
 };
 

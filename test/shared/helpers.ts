@@ -2,12 +2,12 @@ import { createPrivateKey } from 'node:crypto';
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import {
-  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_REASON, MAX_SERVER_NAME,
+  INSTANCE_LENGTH, INVITE_PROOF_LENGTH, MAX_DATAGRAM, MAX_DESCRIPTION, MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME,
   MAX_WIRE_NAME, NONCE_LENGTH, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
 } from '../../packages/shared/src/constants.js';
 import { GroupcastError, type ErrorCode } from '../../packages/shared/src/errors.js';
 import { signerFromPrivateKey, type Signer } from '../../packages/shared/src/identity.js';
-import { NakReason, datagramLength, type ControlMessage, type GroupInfo } from '../../packages/shared/src/wire/control.js';
+import { LIST_COOKIE_LENGTH, NakReason, datagramLength, type ControlMessage, type GroupInfo } from '../../packages/shared/src/wire/control.js';
 import { Outcome, type Frame } from '../../packages/shared/src/wire/frames.js';
 
 /** PKCS#8 DER prefix for an Ed25519 private key; the 32-byte seed follows. */
@@ -131,7 +131,12 @@ export const controlMessage: fc.Arbitrary<ControlMessage> = fc
       groupCount: u16,
       groups: fc.array(utf8String(MAX_GROUP_NAME), { maxLength: 12 }),
     }),
-    fc.constant({ type: 'list' as const }),
+    fc.record({
+      type: fc.constant('list' as const),
+      // Sixteen zero bytes mean "no cookie", so they decode as an empty one.
+      cookie: fc.oneof(fc.constant(Buffer.alloc(0)), bytes(LIST_COOKIE_LENGTH).filter((b) => b.some((x) => x !== 0))),
+    }),
+    fc.record({ type: fc.constant('cookie' as const), request: bytes(NONCE_LENGTH), cookie: bytes(LIST_COOKIE_LENGTH) }),
     fc.record({
       type: fc.constant('groups' as const),
       request: bytes(NONCE_LENGTH),
@@ -185,4 +190,5 @@ export const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), time: u64 }),
   fc.record({ type: fc.constant('pong' as const), time: u64 }),
   fc.record({ type: fc.constant('cancel' as const), transfer, message: utf8String(MAX_REASON) }),
+  fc.record({ type: fc.constant('partials' as const), transfers: fc.array(transfer, { maxLength: MAX_PARTIALS_PER_FRAME }) }),
 );

@@ -91,4 +91,73 @@ describe('ReplayGuard', () => {
     guard.admit(a, NOW);
     expect(() => guard.admit(b, NOW)).not.toThrow();
   });
+
+  describe('expiry stays cheap whatever the timestamps (issue 9, item 11)', () => {
+    const CAPACITY = 65_536;
+    const ADVERSARIAL = 2_000;
+
+    /** 65 535 pairs that stay for the whole window, then pairs at the window's edge, expired 1 ms after they arrive. */
+    function adversarial(guard: ReplayGuard): number {
+      for (let n = 0; n < CAPACITY - 1; n++) guard.admit(datagram(n, NOW + CLOCK_WINDOW_MS), NOW);
+      const start = performance.now();
+      for (let i = 0; i < ADVERSARIAL; i++) {
+        const now = NOW + i;
+        guard.admit(datagram(CAPACITY + i, now - CLOCK_WINDOW_MS), now);
+      }
+      return (performance.now() - start) / ADVERSARIAL;
+    }
+
+    /** The same number of admits, all with the sender's clock equal to ours. */
+    function benign(guard: ReplayGuard): number {
+      for (let n = 0; n < CAPACITY - 1; n++) guard.admit(datagram(n), NOW);
+      const start = performance.now();
+      for (let i = 0; i < ADVERSARIAL; i++) guard.admit(datagram(CAPACITY + i, NOW + i), NOW + i);
+      return (performance.now() - start) / ADVERSARIAL;
+    }
+
+    it('each admit touches O(1) remembered pairs, not the table', () => {
+      const guard = new ReplayGuard(CLOCK_WINDOW_MS, CAPACITY);
+      for (let n = 0; n < CAPACITY - 1; n++) guard.admit(datagram(n, NOW + CLOCK_WINDOW_MS), NOW);
+      const before = guard.work.touched;
+      for (let i = 0; i < ADVERSARIAL; i++) {
+        const now = NOW + i;
+        guard.admit(datagram(CAPACITY + i, now - CLOCK_WINDOW_MS), now);
+      }
+      // Each admit forgets at most the one pair it makes room for, plus its share of dropped slices.
+      expect(guard.work.touched - before).toBeLessThanOrEqual(2 * ADVERSARIAL);
+    });
+
+    it('an adversarial pattern costs about what a benign one does per admit', () => {
+      const slow = adversarial(new ReplayGuard(CLOCK_WINDOW_MS, CAPACITY));
+      const fast = benign(new ReplayGuard(CLOCK_WINDOW_MS, CAPACITY));
+      // Walking the table made this ~190x; a generous bound that a loaded machine still meets.
+      expect(slow / Math.max(fast, 0.001)).toBeLessThan(20);
+    });
+
+    it('still refuses replays inside the window after the adversarial pattern', () => {
+      const guard = new ReplayGuard(CLOCK_WINDOW_MS, CAPACITY);
+      adversarial(guard);
+      const now = NOW + ADVERSARIAL;
+      // Long-lived pairs not yet evicted, and the newest short-lived one, are still refused.
+      expectCode(() => guard.admit(datagram(CAPACITY - 2, NOW + CLOCK_WINDOW_MS), now), ErrorCode.REPLAY);
+      const last = CAPACITY + ADVERSARIAL - 1;
+      expectCode(() => guard.admit(datagram(last, now - 1 - CLOCK_WINDOW_MS), now - 1), ErrorCode.REPLAY);
+    });
+
+    it('forgets pairs once their slice of time has passed, and stays within capacity', () => {
+      const guard = new ReplayGuard(1_000, 8);
+      for (let n = 0; n < 8; n++) guard.admit(datagram(n), NOW);
+      // Inside the window every one is a replay…
+      for (let n = 0; n < 8; n++) expectCode(() => guard.admit(datagram(n), NOW + 500), ErrorCode.REPLAY);
+      // …a ninth evicts one, and the rest are still remembered.
+      guard.admit(datagram(8), NOW + 500);
+      expectCode(() => guard.admit(datagram(7), NOW + 500), ErrorCode.REPLAY);
+      expectCode(() => guard.admit(datagram(8), NOW + 500), ErrorCode.REPLAY);
+      // Past the window (and its slice) they are stale by timestamp, and the table has emptied.
+      expectCode(() => guard.admit(datagram(1), NOW + 2_000), ErrorCode.STALE);
+      guard.admit(datagram(100, NOW + 2_000), NOW + 2_000);
+      for (let n = 101; n < 108; n++) guard.admit(datagram(n, NOW + 2_000), NOW + 2_000);
+      expectCode(() => guard.admit(datagram(100, NOW + 2_000), NOW + 2_000), ErrorCode.REPLAY);
+    });
+  });
 });

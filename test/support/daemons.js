@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 
 /**
  * Real daemons as child processes, for integration tests: JSON logs on stderr are parsed so a test
@@ -12,6 +13,7 @@ import { createInterface } from 'node:readline';
 const ROOT = resolve(import.meta.dirname, '../..');
 export const SERVER_BIN = join(ROOT, 'packages/server/bin/group-server.js');
 export const CLIENT_BIN = join(ROOT, 'packages/client/bin/group-client.js');
+const run = promisify(execFile);
 
 /** @typedef {Record<string, unknown> & { msg?: string, level?: number }} LogLine */
 
@@ -156,6 +158,50 @@ export async function idOf(h, bin, stateDir) {
   const { stdout, code, stderr } = await h.run(bin, ['id', '--state-dir', stateDir]);
   if (code !== 0) throw new Error(`${bin} id exited ${code}: ${stderr}`);
   return stdout.trim();
+}
+
+const WORKSPACES = ['shared', 'server', 'client'];
+/** What a daemon needs at run time: the built code and the packages it imports, nothing from src or test. */
+const RUNTIME_PARTS = ['package.json', 'dist', 'bin'];
+
+/**
+ * The built daemons, copied where another user can run them. A test that starts a process as an
+ * unprivileged user (`nobody`) cannot run it from the checkout when the checkout lives in a private
+ * directory (a clone under /root, mode 0700): that user may not traverse it. The copy (each
+ * workspace's package.json, dist and bin, and node_modules with its @groupcast links kept relative,
+ * so they point into the copy) goes into a directory of the harness opened to everyone; one copy per
+ * test file. Resolves with the copy's binaries, or with why the user still cannot run them (the
+ * temporary directory or node itself out of their reach), checked by running the copied CLI as them.
+ *
+ * @param {ReturnType<typeof harness>} h
+ * @param {{ uid: number, gid: number }} user
+ * @returns {Promise<{ serverBin: string, clientBin: string } | { unavailable: string }>}
+ */
+export async function installForUser(h, user) {
+  const dir = await h.dir('install');
+  /** @param {string} part a path under the checkout */
+  const copy = async (part) => {
+    const from = join(ROOT, part);
+    if (await access(from).then(() => true, () => false)) await run('cp', ['-a', '--parents', part, dir], { cwd: ROOT });
+  };
+  await copy('package.json');
+  await copy('node_modules');
+  for (const workspace of WORKSPACES) {
+    for (const part of RUNTIME_PARTS) await copy(join('packages', workspace, part));
+  }
+  // Whatever the umask of the clone: readable (and directories traversable) by everyone.
+  await run('chmod', ['-R', 'a+rX', dir]);
+  await chmod(dir, 0o755);
+  const installed = { serverBin: join(dir, 'packages/server/bin/group-server.js'), clientBin: join(dir, 'packages/client/bin/group-client.js') };
+  const probe = await run(process.execPath, [installed.clientBin, '--help'], { ...user, env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } })
+    .then(() => undefined, (err) => firstError(String(err.stderr || err.message)));
+  return probe === undefined ? installed : { unavailable: `uid ${user.uid} cannot run the daemons copied to ${dir}: ${probe}` };
+}
+
+/** @param {string} text stderr of a failed node process: its error line, without the stack */
+function firstError(text) {
+  const lines = text.trim().split('\n');
+  return lines.find((line) => /^\w*Error\b/.test(line)) ?? lines[0] ?? '';
 }
 
 /** A UDP port for one test file's control plane, so files never hear each other. */

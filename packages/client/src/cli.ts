@@ -1,9 +1,9 @@
-import yargs, { type ArgumentsCamelCase, type InferredOptionTypes, type Options } from 'yargs';
+import yargs, { type ArgumentsCamelCase, type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
   ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress,
-  checkedText, LOG_FORMATS, LOG_LEVELS, writeStarterConfig, type Logger,
+  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, wantsJson, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -74,9 +74,22 @@ function die(err: unknown): never {
   for (let cause: unknown = err; cause instanceof Error && parts.length < 4; cause = cause.cause) {
     if (!parts.some((part) => part.includes(cause.message))) parts.push(cause.message);
   }
-  process.stderr.write(`group-client: ${parts.length ? parts.join(': ') : String(err)}\n`);
+  const message = parts.length ? parts.join(': ') : String(err);
+  if (wantsJson(args)) process.stdout.write(errorJson(isGroupcastError(err) ? err.code : ErrorCode.INTERNAL, message));
+  else process.stderr.write(`group-client: ${message}\n`);
   process.exit(isGroupcastError(err, ErrorCode.USAGE) ? 2 : 1);
 }
+
+/**
+ * The options a command uses; every other one of OPTIONS is accepted (it may come from a GROUPCAST_*
+ * variable or the config file) but kept out of that command's --help.
+ */
+function onlyOptions<T>(argv: Argv<T>, shown: ReadonlyArray<keyof typeof OPTIONS>): Argv<T> {
+  return hideOptions(argv, Object.keys(OPTIONS).filter((key) => !shown.includes(key as keyof typeof OPTIONS)));
+}
+
+/** What `groups` needs to reach a server: the network options and the pin. */
+const NETWORK_OPTIONS = ['state-dir', 'interface', 'group-address', 'port', 'server', 'server-id', 'log-level', 'log-format'] as const;
 
 async function runDaemon(argv: Args): Promise<void> {
   const log = rootLogger(argv);
@@ -186,28 +199,34 @@ await yargs(args)
   .command(
     'status',
     "show this member's server, groups and recent files (read from its state directory)",
-    {
-      json: { type: 'boolean', default: false, describe: 'print JSON' },
-      recent: { type: 'number', default: 10, describe: 'how many recent files to list', coerce: integerOption('--recent', 0, 10_000) },
-    },
+    (y) => onlyOptions(y, ['state-dir'])
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+      .option('recent', { type: 'number', default: 10, describe: 'how many recent files to list', coerce: integerOption('--recent', 0, 10_000) })
+      .example('$0 status', 'the server, its link, the groups joined and the last files received')
+      .example('$0 status --state-dir /var/lib/groupcast-client --json', "the service's member, as JSON"),
     (argv) => printStatus(argv as unknown as Args & { json: boolean; recent: number }),
   )
   .command(
     'init',
     'write a commented starter config file',
-    { force: { type: 'boolean', default: false, describe: 'replace an existing file' } },
+    (y) => onlyOptions(y, [])
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing file' })
+      .example('$0 init', `write ${defaultInitPath('client')}`)
+      .example('sudo $0 init --config /etc/groupcast/client.json', 'the file the systemd unit reads'),
     (argv) => init(argv as unknown as Args & { force: boolean; config?: string }),
   )
   .command(
     'groups',
     'list the groups the server offers',
-    {
-      json: { type: 'boolean', default: false, describe: 'print JSON' },
-      timeout: { type: 'string', default: '3s', describe: 'how long to wait for an answer', coerce: parseDuration },
-    },
+    (y) => onlyOptions(y, NETWORK_OPTIONS)
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+      .option('timeout', { type: 'string', default: '3s', describe: 'how long to wait for an answer', coerce: parseDuration })
+      .example('$0 groups --interface 192.168.1.20', 'ask on that interface')
+      .example('$0 groups --server 10.0.0.5 --json', 'ask a server multicast does not reach, as JSON'),
     (argv) => printGroups(argv as unknown as Args & { json: boolean; timeout: number }),
   )
-  .command('id', "print this member's id (made on first use)", {}, (argv) => printId(argv as Args))
+  .command('id', "print this member's id (made on first use)", (y) => onlyOptions(y, ['state-dir'])
+    .example('$0 id', 'the id to give the server operator ("group-server members allow <group> <id>")'), (argv) => printId(argv as Args))
   .epilog([
     'Every option can also be set as GROUPCAST_<OPTION> (GROUPCAST_DOWNLOADS=/srv/in) or in the config file; '
       + 'a flag beats the environment, which beats the file, which beats the default.',
@@ -221,7 +240,8 @@ await yargs(args)
     // Parsing and validation problems only; command handlers report their own errors.
     const text = message || (err instanceof Error ? err.message : String(err));
     const hint = /^Unknown argument/.test(text) ? ' (from the command line or a GROUPCAST_* variable)' : '';
-    process.stderr.write(`group-client: ${text}${hint}\nRun group-client --help for usage.\n`);
+    if (wantsJson(args)) process.stdout.write(errorJson(ErrorCode.USAGE, `${text}${hint}`));
+    else process.stderr.write(`group-client: ${text}${hint}\nRun group-client --help for usage.\n`);
     process.exit(2);
   })
   .help()

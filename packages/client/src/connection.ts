@@ -130,6 +130,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
             this.write(socket, { type: 'pong', time: frame.time });
             return;
           case 'pong':
+            this.session?.pong(frame.time);
             return;
           case 'hello':
             throw new GroupcastError(ErrorCode.PROTOCOL, 'second HELLO');

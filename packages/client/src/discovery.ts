@@ -5,6 +5,7 @@ import {
   type ControlEndpoint, type ControlMessage, type Datagram, type Logger, type Peer, type PeerId,
 } from '@groupcast/shared';
 import type { Invitation } from './invitation.js';
+import { ListRequests } from './list-requests.js';
 import type { ServerPin } from './pinning.js';
 
 /** What the member knows about its (pinned) server. */
@@ -71,11 +72,13 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
   private listAttempt = 0;
   private closed = false;
   private readonly limited: RateLimitedLog;
+  private readonly lists: ListRequests;
   private readonly onMessage = (datagram: Datagram, from: RemoteInfo): void => this.receive(datagram, from);
 
   constructor(private readonly options: DiscoveryOptions) {
     super();
     this.limited = new RateLimitedLog(options.log);
+    this.lists = new ListRequests(options.endpoint);
   }
 
   get server(): ServerInfo | undefined {
@@ -89,9 +92,9 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
 
   private sendList(): void {
     if (this.closed || this.known) return;
-    const { endpoint, unicast } = this.options;
-    endpoint.send({ type: 'list' });
-    if (unicast) endpoint.send({ type: 'list' }, unicast);
+    const { unicast } = this.options;
+    this.lists.send();
+    if (unicast) this.lists.send(unicast);
     this.listTimer = setTimeout(() => this.sendList(), backoffDelay(this.listAttempt++, LIST_BASE_MS, LIST_CAP_MS));
   }
 
@@ -114,6 +117,11 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
       return;
     }
     if (verdict === 'candidate' && !this.vouched(datagram, from, fields)) return;
+    // The pinned server asks the LIST's source to prove itself; its GROUPS then teach us its address.
+    if (message.type === 'cookie') {
+      this.lists.answer(message, from);
+      return;
+    }
     const server = this.learn(sender, message, from);
     if (message.type === 'ack') this.emit('ack', message, server);
     else if (message.type === 'nak') this.emit('nak', message, server);

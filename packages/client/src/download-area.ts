@@ -33,8 +33,11 @@ export function placementFor(root: string, group: string, name: string): Placeme
   return { groupDir, finalPath };
 }
 
+/** A transfer id as partial files are named: 16 bytes in lower-case hex. */
+const TRANSFER_HEX = /^[0-9a-f]{32}$/;
+
 export function partialPathFor(root: string, transferHex: string): string {
-  if (!/^[0-9a-f]{32}$/.test(transferHex)) throw new GroupcastError(ErrorCode.PROTOCOL, `bad transfer id ${transferHex}`);
+  if (!TRANSFER_HEX.test(transferHex)) throw new GroupcastError(ErrorCode.PROTOCOL, `bad transfer id ${transferHex}`);
   return join(resolve(root), PARTIAL_DIR, transferHex);
 }
 
@@ -64,6 +67,12 @@ export async function reclaimStalePartials(root: string, now: number, maxAgeMs =
     removed.push(name);
   }
   return removed;
+}
+
+/** Transfer ids of the partials held (files in the partial folder named like one), at most `max` of them. */
+export async function heldPartials(root: string, max: number): Promise<string[]> {
+  const names = await readdir(join(resolve(root), PARTIAL_DIR));
+  return names.filter((name) => TRANSFER_HEX.test(name)).slice(0, max);
 }
 
 /** A NO_SPACE message if the free space cannot take `needed` more bytes, else undefined. */

@@ -3,6 +3,7 @@ import {
   backoffDelay, RateLimitedLog,
   type ControlEndpoint, type Datagram, type GroupInfo, type Logger, type Peer, type PeerId,
 } from '@groupcast/shared';
+import { ListRequests } from './list-requests.js';
 
 export interface GroupListing {
   server: { id: PeerId; name: string | undefined; address: string; tcpPort: number; pinned: boolean };
@@ -37,7 +38,7 @@ const LIST_CAP_MS = 1_000;
 export function listGroups(options: ListGroupsOptions): Promise<GroupListing | undefined> {
   const { endpoint, pinned, unicast, timeoutMs } = options;
   const limited = new RateLimitedLog(options.log);
-  const requests = new Set<string>();
+  const requests = new ListRequests(endpoint);
   const answers = new Map<string, Pages>();
   const names = new Map<PeerId, string>();
   let chosen: PeerId | undefined;
@@ -45,9 +46,7 @@ export function listGroups(options: ListGroupsOptions): Promise<GroupListing | u
   let retryTimer: NodeJS.Timeout | undefined;
 
   return new Promise((resolve) => {
-    const ask = (to?: Peer): void => {
-      requests.add(endpoint.send({ type: 'list' }, to).toString('hex'));
-    };
+    const ask = (to?: Peer): void => requests.send(to);
     const retry = (): void => {
       ask();
       if (unicast) ask(unicast);
@@ -60,7 +59,7 @@ export function listGroups(options: ListGroupsOptions): Promise<GroupListing | u
       resolve(listing);
     };
     const onMessage = ({ sender, message }: Datagram, from: RemoteInfo): void => {
-      if (message.type !== 'announce' && message.type !== 'groups') return;
+      if (message.type !== 'announce' && message.type !== 'groups' && message.type !== 'cookie') return;
       if (pinned && sender !== pinned) {
         limited.warn(`other:${sender}`, { server: sender, pinned }, 'ignoring a server that is not the pinned one');
         return;
@@ -70,8 +69,13 @@ export function listGroups(options: ListGroupsOptions): Promise<GroupListing | u
         if (!chosen) ask({ address: from.address, port: from.port });
         return;
       }
+      if (chosen && chosen !== sender) return;
+      if (message.type === 'cookie') {
+        requests.answer(message, from);
+        return;
+      }
       const key = message.request.toString('hex');
-      if (!requests.has(key) || (chosen && chosen !== sender)) return;
+      if (!requests.has(message.request)) return;
       chosen = sender;
       const pages = answers.get(key) ?? { total: message.pages, got: new Map(), address: from.address, tcpPort: message.tcpPort };
       answers.set(key, pages);

@@ -1,13 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { chmod, lstat, mkdir, realpath, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
-  errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, OUTCOME_NAMES, truncateUtf8,
+  errnoCode, ErrorCode, GroupcastError, isGroupcastError, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
+  OUTCOME_NAMES, truncateUtf8,
   type Frame, type Logger, type Offer, type PeerId,
 } from '@groupcast/shared';
 import {
-  existingAt, hashFile, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset, spaceShortfall,
-  type Placement,
+  existingAt, hashFile, heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
+  spaceShortfall, type Placement,
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
@@ -118,9 +120,25 @@ type State =
   | { kind: 'discarding'; hex: string; transfer: Buffer };
 
 const IDLE: State = { kind: 'idle' };
+
 /** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
 const CANCEL = 'cancel';
 const CLOSED = 'closed';
+
+/**
+ * How long an OFFER that does not fit waits for the server's answer to this connection's partials
+ * report (normally a round trip) before the space check goes ahead without it. Well below the 30 s
+ * the server gives the member to answer an OFFER.
+ */
+const RECLAIM_ANSWER_TIMEOUT_MS = 10_000;
+
+/** The partials report this connection sent; `answered` settles when the server's CANCELs for it are in. */
+interface Reclaim {
+  /** The time in the PING sent after the report: its PONG comes after every CANCEL answering the report. */
+  marker: number;
+  answered: Promise<void>;
+  resolve: () => void;
+}
 
 function violation(message: string): GroupcastError {
   return new GroupcastError(ErrorCode.PROTOCOL, message);
@@ -158,6 +176,8 @@ export class ReceiveSession {
   private closed = false;
   private closing: Promise<void> | undefined;
   private handling: Promise<void> = Promise.resolve();
+  private reported = false;
+  private reclaim: Reclaim | undefined;
 
   constructor(
     private readonly receiver: Receiver,
@@ -180,6 +200,7 @@ export class ReceiveSession {
       case 'data':
         return this.data(frame);
       case 'cancel':
+        if (isReclaimRequest(frame)) return this.reportPartials();
         return this.cancel(frame.transfer.toString('hex'), frame.message);
       default:
         throw violation(`server sent ${frame.type} to a member`);
@@ -234,7 +255,7 @@ export class ReceiveSession {
     const partialPath = partialPathFor(this.receiver.root, hex);
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
     if (offset < offer.size) {
-      const shortfall = spaceShortfall(await statfs(this.receiver.root), offer.size - offset);
+      const shortfall = await this.freeSpaceShortfall(offer.size - offset, signal);
       if (shortfall) {
         this.decline(offer, log, Outcome.NO_SPACE, shortfall);
         return;
@@ -255,6 +276,31 @@ export class ReceiveSession {
     }
     this.state = receiving;
     this.send({ type: 'accept', transfer: offer.transfer, offset: file.offset });
+  }
+
+  /**
+   * Why the disk cannot take `needed` more bytes, or undefined. Partials the server is reclaiming count
+   * as free: on a shortfall the answer to this connection's partials report is awaited first (bounded),
+   * and its CANCELs have deleted the dead partials by then. The offered transfer's own partial is live,
+   * so it is kept and only the bytes it lacks are needed.
+   */
+  private async freeSpaceShortfall(needed: number, signal: AbortSignal): Promise<string | undefined> {
+    const shortfall = spaceShortfall(await statfs(this.receiver.root), needed);
+    if (!shortfall || !this.reclaim) return shortfall;
+    await this.reclaimAnswered(this.reclaim, signal);
+    return spaceShortfall(await statfs(this.receiver.root), needed);
+  }
+
+  private async reclaimAnswered(reclaim: Reclaim, signal: AbortSignal): Promise<void> {
+    const done = new AbortController();
+    const givenUp = delay(RECLAIM_ANSWER_TIMEOUT_MS, true, { signal: AbortSignal.any([signal, done.signal]) }).catch(() => false);
+    try {
+      const timedOut = await Promise.race([reclaim.answered.then(() => false), givenUp]);
+      if (timedOut) this.log.warn({ timeoutMs: RECLAIM_ANSWER_TIMEOUT_MS }, 'no answer to the partials report; checking space without it');
+    } finally {
+      done.abort();
+    }
+    signal.throwIfAborted();
   }
 
   /** The final path already holds this exact file → "have it"; anything else there → NAME_CLASH. */
@@ -379,7 +425,7 @@ export class ReceiveSession {
   private async cancel(hex: string, message: string): Promise<void> {
     const state = this.state;
     if (state.kind === 'idle' || state.hex !== hex) {
-      this.log.debug({ transfer: hex }, 'cancel for a transfer not in flight');
+      await this.reclaimPartial(hex, message);
       return;
     }
     if (state.kind === 'preparing') {
@@ -399,6 +445,52 @@ export class ReceiveSession {
     await rm(partial, { force: true }).catch((err: unknown) => log.warn({ err, path: partial }, 'could not delete a partial'));
     log.info({ reason: message }, 'cancelled by the server');
     this.receiver.emit('failed', { ...this.describe(offer), outcome: Outcome.CANCELLED, message: message ?? 'cancelled' });
+  }
+
+  /** A CANCEL for a transfer not in flight: a partial this member holds of it will never be resumed. */
+  private async reclaimPartial(hex: string, message: string): Promise<void> {
+    const path = partialPathFor(this.receiver.root, hex);
+    try {
+      const bytes = await partialLength(path);
+      if (bytes === undefined) {
+        this.log.debug({ transfer: hex }, 'cancel for a transfer not in flight');
+        return;
+      }
+      await rm(path, { force: true });
+      this.log.info({ transfer: hex, bytes, reason: message }, 'deleted a partial the server will not offer again');
+    } catch (err) {
+      this.log.warn({ err, path }, 'could not delete a partial');
+    }
+  }
+
+  // ---- partials report ----
+
+  /**
+   * The server asked which partials this member holds (once per connection): list them in PARTIALS,
+   * then PING. The server answers in order, so the PONG comes after its CANCEL for every dead one.
+   */
+  private async reportPartials(): Promise<void> {
+    if (this.reported) return;
+    this.reported = true;
+    const held = await heldPartials(this.receiver.root, MAX_PARTIALS_REPORTED).catch((err: unknown) => {
+      this.log.warn({ err }, 'could not list partials to report');
+      return [];
+    });
+    if (held.length === 0) return;
+    for (let start = 0; start < held.length; start += MAX_PARTIALS_PER_FRAME) {
+      const transfers = held.slice(start, start + MAX_PARTIALS_PER_FRAME).map((hex) => Buffer.from(hex, 'hex'));
+      this.send({ type: 'partials', transfers });
+    }
+    let resolve = (): void => undefined;
+    const answered = new Promise<void>((settle) => (resolve = settle));
+    this.reclaim = { marker: Date.now(), answered, resolve };
+    this.send({ type: 'ping', time: this.reclaim.marker });
+    this.log.debug({ partials: held.length }, 'reported partials');
+  }
+
+  /** A PONG from the server: the one answering the report's PING means every reclaiming CANCEL is in. */
+  pong(time: number): void {
+    if (this.reclaim?.marker === time) this.reclaim.resolve();
   }
 
   /** Deletes a partial; a failure to delete is logged, never allowed to stop the answer to the server. */

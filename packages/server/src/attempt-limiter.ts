@@ -1,6 +1,7 @@
 /**
- * Token buckets of failed attempts, one per key (a source address, an id, or one key for everyone).
- * Each failure takes a token; a key whose bucket is empty is blocked until a token drips back. Keys
+ * Token buckets, one per key (a source address, an id, or one key for everyone): of failed attempts
+ * (each failure takes a token; `blocked` asks first), or of requests (`take` asks and takes in one).
+ * A key whose bucket is empty is blocked until a token drips back. Keys
  * come from the network, so the table is capped: beyond `maxKeys` the oldest entries are forgotten
  * (a forgotten key starts full again, which is why a global key is kept beside the per-source ones).
  */
@@ -21,6 +22,13 @@ export class AttemptLimiter {
 
   blocked(key: string, now: number): boolean {
     return this.level(key, now) < 1;
+  }
+
+  /** Takes a token if there is one: false means over the rate, refuse the request. */
+  take(key: string, now: number): boolean {
+    if (this.blocked(key, now)) return false;
+    this.fail(key, now);
+    return true;
   }
 
   fail(key: string, now: number): void {

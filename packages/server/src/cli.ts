@@ -3,16 +3,17 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  checkedText, GroupcastError, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
+  checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
-import { loadConfigFile, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
+import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './control-socket.js';
 import { startServer } from './daemon.js';
 import { runDistribute, type DistributeFlags } from './distribute-view.js';
-import { MAX_INVITE_USES, type CreatedInvite } from './invites.js';
+import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './invites.js';
 import type { GroupView, MemberView, StatusView } from './operations.js';
 import { STARTER_CONFIG } from './starter-config.js';
-import { groupsTable, membersTable, statusText } from './status-view.js';
+import { parseWebToken } from './web/access.js';
+import { groupsTable, invitesTable, membersTable, statusText } from './status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4 } as const;
@@ -30,7 +31,10 @@ interface CommonFlags {
   logLevel?: ServerSettings['logLevel'];
   logFormat?: LogFormat;
   keep?: string;
+  maxOpenMembers?: number;
+  openMemberExpiry?: string;
   metrics?: string;
+  webToken?: string;
   json?: boolean;
 }
 
@@ -49,7 +53,10 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     logLevel: flags.logLevel,
     logFormat: flags.logFormat,
     keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
+    maxOpenMembers: flags.maxOpenMembers,
+    openMemberExpiryMs: flags.openMemberExpiry === undefined ? undefined : parseDuration(flags.openMemberExpiry),
     metrics: flags.metrics,
+    webToken: flags.webToken,
   }, defaultStateDir('server'), path);
 }
 
@@ -101,15 +108,21 @@ function options<T>(argv: Argv<T>) {
     .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
     .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
-    .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT [default: off]' });
+    .option('max-open-members', { group: DAEMON, coerce: integerOption('--max-open-members', 1, MAX_OPEN_MEMBERS_LIMIT), describe: 'members an open group takes besides its configured and allowed ones; later JOINs are refused "group full" [default: 1000]' })
+    .option('open-member-expiry', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long an open group keeps a member that neither connects nor sends anything [default: 30d]' })
+    .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics (/metrics) and the live web view (/) on PORT (127.0.0.1) or ADDR:PORT [default: off]' })
+    .option('web-token', { type: 'string', group: DAEMON, coerce: checkedText(parseWebToken), describe: 'token every request to --metrics must carry (?token= once, or Authorization: Bearer); required off loopback. Prefer GROUPCAST_WEB_TOKEN or the config file: flags show in ps' });
 }
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
-const DAEMON_OPTIONS = ['interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'metrics'] as const;
+const DAEMON_OPTIONS = [
+  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'max-open-members', 'open-member-expiry',
+  'metrics', 'web-token',
+] as const;
 
 /** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
 function operatorCommand<T>(argv: Argv<T>): Argv<T> {
-  return DAEMON_OPTIONS.reduce((y, key) => y.hide(key), argv);
+  return hideOptions(argv, DAEMON_OPTIONS);
 }
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
@@ -186,7 +199,7 @@ const cli = options(yargs(hideBin(process.argv)))
     .positional('id', { type: 'string' })
     .example('$0 members', 'every known member: id, name, address, online since / last seen, groups, pending and failed deliveries')
     .example('$0 members allow Developers ABCDEFG-…', 'let a member id into Developers')
-    .example('$0 members revoke Developers ABCDEFG-…', 'take it out again (queued files for it fail)'), async (flags) => {
+    .example('$0 members revoke Developers ABCDEFG', 'take it out again (queued files for it fail); the 7-character short id of a known member is enough'), async (flags) => {
     const stateDir = await stateDirOf(flags as CommonFlags);
     if (flags.action === 'list') {
       const members = await callDaemon<MemberView[]>(stateDir, 'members', {});
@@ -194,10 +207,10 @@ const cli = options(yargs(hideBin(process.argv)))
       return;
     }
     if (!flags.group || !flags.id) throw new GroupcastError(ErrorCode.USAGE, `members ${flags.action} needs <group> <id>`);
-    const result = await callDaemon(stateDir, flags.action, { group: flags.group, id: flags.id });
-    print(flags.json, result, () => `${flags.action === 'allow' ? 'allowed' : 'revoked'} ${flags.id} in ${flags.group}`);
+    const result = await callDaemon<{ id: string }>(stateDir, flags.action, { group: flags.group, id: flags.id });
+    print(flags.json, result, () => `${flags.action === 'allow' ? 'allowed' : 'revoked'} ${result.id} in ${flags.group}`);
   })
-  .command('invite <group>', 'make a one-time join code for a group (enrolls the member that uses it, and pins this server for it)', (y) => y
+  .command('invite <group>', 'make a one-time join code for a group (enrolls the member that uses it, and pins this server for it)', (y) => operatorCommand(y)
     .positional('group', { type: 'string', demandOption: true })
     .option('uses', { type: 'number', default: 1, coerce: integerOption('--uses', 1, MAX_INVITE_USES), describe: 'how many members may use the code' })
     .option('ttl', { type: 'string', default: '1h', coerce: checkedText(parseDuration), describe: 'how long the code is valid (at most 30d)' })
@@ -207,11 +220,26 @@ const cli = options(yargs(hideBin(process.argv)))
       group: flags.group, uses: flags.uses, ttlMs: parseDuration(flags.ttl),
     });
     print(flags.json, invite, () => [
-      `join code for ${invite.group}: ${invite.code}`,
+      `join code for ${invite.group}: ${invite.code}   (invite ${invite.invite}: "group-server invites cancel ${invite.invite}" withdraws it)`,
       `  ${invite.uses === 1 ? 'one member' : `up to ${invite.uses} members`}, until ${new Date(invite.expiresAt).toISOString()}; this server is ${invite.server}`,
       'on the member:',
       `  group-client --join ${invite.group} --code ${invite.code} --downloads DIR`,
     ].join('\n'));
+  })
+  .command('invites [action] [invite]', 'list the invites (never their codes), or cancel one by its invite id', (y) => operatorCommand(y)
+    .positional('action', { choices: ['list', 'cancel'] as const, default: 'list' as const })
+    .positional('invite', { type: 'string', describe: 'with cancel: the invite id printed by "invite", or its first 4+ characters' })
+    .example('$0 invites', 'group, state, uses left, expiry and creation of every invite')
+    .example('$0 invites cancel 3f9a', 'refuse that code from now on (members it enrolled stay)'), async (flags) => {
+    const stateDir = await stateDirOf(flags as CommonFlags);
+    if (flags.action === 'list') {
+      const invites = await callDaemon<InviteView[]>(stateDir, 'invites', {});
+      print(flags.json, invites, () => invitesTable(invites, now()));
+      return;
+    }
+    if (!flags.invite) throw new GroupcastError(ErrorCode.USAGE, 'invites cancel needs <invite> (the id "group-server invites" lists)');
+    const cancelled = await callDaemon<InviteView>(stateDir, 'cancelInvite', { invite: flags.invite });
+    print(flags.json, cancelled, () => `cancelled invite ${cancelled.invite} for ${cancelled.group}: its code is refused from now on`);
   })
   .command('id', "print this server's id (members pin it with --server-id)", (y) => operatorCommand(y), async (flags) => {
     const stateDir = await stateDirOf(flags as CommonFlags);
@@ -232,14 +260,22 @@ const cli = options(yargs(hideBin(process.argv)))
   .fail((message, err) => {
     // Errors from a command's handler go to the catch below; yargs' own (parsing, coerce) are usage.
     if (err && err.name !== 'YError') throw err;
-    process.stderr.write(`group-server: ${message || err?.message}\nRun "group-server --help" for usage.\n`);
-    process.exit(EXIT.USAGE);
+    fail(ErrorCode.USAGE, message || err?.message || 'bad usage', EXIT.USAGE, '\nRun "group-server --help" for usage.');
   });
+
+/** Errors that mean the command line or config is wrong (exit 2), as the README promises; the rest exit 1. */
+const USAGE_CODES: ReadonlySet<ErrorCode> = new Set([ErrorCode.CONFIG, ErrorCode.USAGE, ErrorCode.BAD_ID, ErrorCode.UNKNOWN_GROUP]);
+
+/** Reports an error (as JSON on stdout with --json, see errorJson) and exits. */
+function fail(code: ErrorCode, message: string, exitCode: number, hint = ''): never {
+  if (wantsJson(process.argv.slice(2))) process.stdout.write(errorJson(code, message));
+  else process.stderr.write(`group-server: ${message}${hint}\n`);
+  process.exit(exitCode);
+}
 
 try {
   await cli.parseAsync();
 } catch (err) {
-  const usage = isGroupcastError(err) && (err.code === ErrorCode.CONFIG || err.code === ErrorCode.USAGE || err.code === ErrorCode.BAD_ID);
-  process.stderr.write(`group-server: ${(err as Error).message}\n`);
-  process.exit(usage ? EXIT.USAGE : EXIT.FAILED);
+  const code = isGroupcastError(err) ? err.code : ErrorCode.INTERNAL;
+  fail(code, (err as Error).message, isGroupcastError(err) && USAGE_CODES.has(err.code) ? EXIT.USAGE : EXIT.FAILED);
 }

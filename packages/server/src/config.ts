@@ -5,6 +5,11 @@ import {
   MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, validateGroupName,
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
+import { parseWebToken } from './web/access.js';
+import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './membership.js';
+
+/** A sanity bound on --max-open-members: past it, members.json and fan-out stop being cheap. */
+export const MAX_OPEN_MEMBERS_LIMIT = 100_000;
 
 /** A zod string checked by one of shared's validators, so the rule lives in one place. */
 function validated<T>(check: (text: string) => T) {
@@ -47,7 +52,10 @@ const fileSchema = z.strictObject({
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
+  maxOpenMembers: z.number().int().min(1).max(MAX_OPEN_MEMBERS_LIMIT).optional(),
+  openMemberExpiry: validated(parseDuration).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
+  webToken: validated(parseWebToken).optional(),
 });
 
 export type GroupConfig = z.output<typeof groupSchema>;
@@ -78,8 +86,14 @@ export interface ServerSettings {
   logFormat: LogFormat | undefined;
   /** How long undelivered files wait for offline members; the daemon's default when undefined. */
   keepMs: number | undefined;
-  /** `--metrics` listen address, when the Prometheus endpoint is wanted. */
+  /** How many members an open group takes beyond its configured and allowed ones. */
+  maxOpenMembers: number;
+  /** How long an open group keeps a member that neither connects nor sends a datagram. */
+  openMemberExpiryMs: number;
+  /** `--metrics` listen address, when the Prometheus endpoint (and the web view beside it) is wanted. */
   metrics: string | undefined;
+  /** `--web-token`: required of every request to the metrics listener when set; required to listen off loopback. */
+  webToken: string | undefined;
   /** The file the settings came from, if any (named or found in the search path). */
   configFile: string | undefined;
   /** True when no config file named the groups, so the server runs on the built-in ones. */
@@ -95,7 +109,7 @@ type Overrides = { [K in keyof Omit<ServerSettings, 'groups' | 'defaultGroups' |
 
 /** Merges the layers; `flags` holds only what was given on the command line or in the environment. */
 export function resolveSettings(file: ConfigFile, flags: Overrides, defaultStateDir: string, configFile?: string): ServerSettings {
-  const { groups, keep, ...fileRest } = file;
+  const { groups, keep, openMemberExpiry, ...fileRest } = file;
   return {
     name: hostname().slice(0, MAX_SERVER_NAME),
     stateDir: defaultStateDir,
@@ -108,7 +122,10 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     logLevel: 'info',
     logFormat: undefined,
     keepMs: keep,
+    maxOpenMembers: DEFAULT_MAX_OPEN_MEMBERS,
+    openMemberExpiryMs: openMemberExpiry ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS,
     metrics: undefined,
+    webToken: undefined,
     ...definedOnly(fileRest),
     ...definedOnly(flags),
     groups: groups ?? DEFAULT_GROUPS,

@@ -1,6 +1,6 @@
 import {
-  ControlEndpoint, familyOf, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
-  shortId, StateLock, type Logger, type PeerId,
+  ControlEndpoint, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  shortId, StateLock, type Logger, type MetricsEndpoint, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
 import type { ServerSettings } from './config.js';
@@ -11,9 +11,12 @@ import { Distributor } from './distributor.js';
 import { Invites } from './invites.js';
 import { Membership } from './membership.js';
 import { ServerMetrics } from './metrics.js';
-import { operations, type ServerDescription } from './operations.js';
+import { operations, statusOf, type ServerDescription } from './operations.js';
 import { Outbox } from './outbox.js';
 import { ContentStore } from './store.js';
+import { requireTokenOffLoopback } from './web/access.js';
+import { LiveStatus } from './web/live-status.js';
+import { webView } from './web/web-view.js';
 
 export interface RunningServer {
   id: PeerId;
@@ -35,11 +38,19 @@ export function startServer(settings: ServerSettings, log: Logger): Promise<Runn
 
 async function startLocked(settings: ServerSettings, log: Logger, lock: StateLock): Promise<RunningServer> {
   const { stateDir } = settings;
+  const metricsAddress = settings.metrics ? parseMetricsAddress(settings.metrics) : undefined;
+  if (metricsAddress) requireTokenOffLoopback(metricsAddress.host, settings.webToken);
   const identity = await loadOrCreateIdentity(stateDir, `group-server ${settings.name}`);
   const id = identity.signer.id;
   if (identity.created) log.info({ id }, 'created server identity');
 
-  const membership = new Membership({ log: log.child({ component: 'membership' }), groups: settings.groups, stateDir });
+  const membership = new Membership({
+    log: log.child({ component: 'membership' }),
+    groups: settings.groups,
+    stateDir,
+    maxOpenMembers: settings.maxOpenMembers,
+    openMemberExpiryMs: settings.openMemberExpiryMs,
+  });
   await membership.load();
   const invites = new Invites({ log: log.child({ component: 'invites' }), stateDir, signer: identity.signer, membership });
   await invites.load();
@@ -59,7 +70,9 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     iface,
     role: 'server',
   });
-  await endpoint.open();
+  await endpoint.open().catch((err: unknown) => {
+    throw listenFailure(err, 'UDP', iface.address, settings.port, 'another program holds it without sharing; choose another with --port');
+  });
 
   let distributor: Distributor | undefined;
   const dataPlane = new DataPlane({
@@ -69,6 +82,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     host: iface.address,
     port: settings.tcpPort,
     serverName: settings.name,
+    isLive: (transfer, member) => outbox.isLive(transfer, member),
     onSession: (session) => {
       metrics?.watchSession(session);
       membership.setOnline(session.id, true, { name: session.name, address: session.address });
@@ -81,7 +95,10 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
       distributor?.wake(session.id);
     },
   });
-  await dataPlane.start();
+  await dataPlane.start().catch((err: unknown) => {
+    endpoint.close();
+    throw listenFailure(err, 'TCP', iface.address, settings.tcpPort, 'another group-server? choose another with --tcp-port');
+  });
 
   distributor = new Distributor({
     log: log.child({ component: 'distributor' }),
@@ -98,6 +115,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
   });
   membership.on('revoked', (member, group) => running.revoke(member, group, `access to ${group} revoked`));
   await running.start();
+  membership.start();
 
   // What members are told to dial: the data plane's own port unless a forwarder sits in front of it.
   const advertisedPort = (): number => settings.advertisePort ?? dataPlane.port;
@@ -113,9 +131,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
   announcer.start();
 
   metrics?.register({ endpoint, dataPlane, controlPlane, membership, outbox, distributor: running });
-  const metricsEndpoint = metrics && settings.metrics
-    ? await serveMetrics(metrics, parseMetricsAddress(settings.metrics), log.child({ component: 'metrics' }))
-    : undefined;
+  let metricsEndpoint: MetricsEndpoint | undefined;
 
   const describe = (): ServerDescription => ({
     id,
@@ -133,13 +149,17 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     connections: dataPlane.counters,
     control: controlPlane.counters,
     invites: invites.counters,
+    membership: membership.counters,
   });
-  const controlSocket = new ControlSocket({
-    log: log.child({ component: 'control-socket' }),
-    stateDir,
-    handlers: operations({ membership, distributor: running, outbox, dataPlane, invites, describe }),
-  });
+  const handlers = operations({ membership, distributor: running, outbox, dataPlane, invites, describe });
+  const controlSocket = new ControlSocket({ log: log.child({ component: 'control-socket' }), stateDir, handlers });
   await controlSocket.start();
+
+  // The web view shares the metrics listener: one port to open or firewall, one token rule.
+  const live = metrics ? new LiveStatus({ log: log.child({ component: 'web' }), status: statusOf(handlers), distributor: running, membership }) : undefined;
+  metricsEndpoint = metrics && metricsAddress && live
+    ? await serveMetrics(metrics, metricsAddress, log.child({ component: 'metrics' }), webView({ live, token: settings.webToken }))
+    : undefined;
 
   log.info(
     { id, interface: `${iface.name} ${iface.address}`, group: `${settings.groupAddress}:${settings.port}`, tcpPort: dataPlane.port, stateDir, config: settings.configFile, groups: membership.groupInfo().map((g) => g.name) },
@@ -162,6 +182,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     udpPort: settings.port,
     close: () => {
       closing ??= (async () => {
+        live?.close();
         await metricsEndpoint?.close();
         await controlSocket.close();
         announcer.close();

@@ -1,5 +1,5 @@
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
+import { ErrorCode, peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
 import { MemberSession } from './member-session.js';
 import type { Membership } from './membership.js';
 
@@ -12,7 +12,8 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 export class DataPlane {
   private server: Server | undefined;
   private readonly sessions = new Map<PeerId, MemberSession>();
-  readonly counters = { refused: 0, admitted: 0 };
+  /** Connections refused and admitted; sessions closed for breaking the protocol or for stalling (member-session.ts). */
+  readonly counters = { refused: 0, admitted: 0, violations: 0, stalled: 0 };
 
   constructor(
     private readonly options: {
@@ -23,6 +24,8 @@ export class DataPlane {
       port: number;
       serverName: string;
       onSession: (session: MemberSession) => void;
+      /** Whether a transfer may still be offered to a member; a member's partials of any other are reclaimed. */
+      isLive: (transfer: string, member: PeerId) => boolean;
     },
   ) {}
 
@@ -58,8 +61,10 @@ export class DataPlane {
     return typeof address === 'object' && address ? address.port : 0;
   }
 
+  /** The member's session, once it has said HELLO: nothing is offered over a connection before that. */
   session(id: PeerId): MemberSession | undefined {
-    return this.sessions.get(id);
+    const session = this.sessions.get(id);
+    return session?.ready ? session : undefined;
   }
 
   private admit(socket: TLSSocket): void {
@@ -74,12 +79,15 @@ export class DataPlane {
       return;
     }
     this.counters.admitted++;
-    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName);
+    const isLive = (transfer: string): boolean => this.options.isLive(transfer, id);
+    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName, isLive);
     this.sessions.get(id)?.close(new Error('replaced by a newer connection'));
     this.sessions.set(id, session);
     session.once('ready', () => this.options.onSession(session));
     session.once('closed', () => {
       if (this.sessions.get(id) === session) this.sessions.delete(id);
+      if (session.fault?.code === ErrorCode.STALLED) this.counters.stalled++;
+      else if (session.fault) this.counters.violations++;
     });
     session.start();
   }

@@ -7,7 +7,7 @@ import {
   type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from './membership.js';
-import type { MemberSession } from './member-session.js';
+import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
 
@@ -223,6 +223,10 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       if (controller.signal.aborted && !this.closed) {
         log.warn({ ...fields, reason: String(controller.signal.reason) }, 'delivery cancelled');
         this.settle(delivery, 'failed', String(controller.signal.reason));
+      } else if (isMemberFault(err)) {
+        // The member broke the protocol or stalled: that costs an attempt and backs off, or a member
+        // that does it on every offer would be re-offered (and hold a slot) forever.
+        this.failedAttempt(delivery, Outcome.FAILED, err.message, fields);
       } else {
         // A dropped link is not the member's fault: no attempt is charged, it resumes on reconnect.
         const reason = this.closed ? 'interrupted: server shutting down' : `interrupted: ${(err as Error).message}`;

@@ -17,6 +17,21 @@ interface InviteRecord {
   redeemedBy: PeerId[];
   createdAt: number;
   expiresAt: number;
+  /** When the operator cancelled it (`group-server invites cancel`); a cancelled code enrolls nobody. */
+  cancelledAt?: number;
+}
+
+/** What `group-server invites` shows of an invite: never the code or its key. */
+export interface InviteView {
+  /** The random invite id printed beside the code at creation: `invites cancel` takes it or a prefix. */
+  invite: string;
+  group: string;
+  uses: number;
+  usesLeft: number;
+  state: 'active' | 'used' | 'expired' | 'cancelled';
+  createdAt: number;
+  expiresAt: number;
+  cancelledAt: number | null;
 }
 
 interface Persisted {
@@ -51,6 +66,10 @@ const PER_SOURCE = { burst: 5, refillMs: 10_000 };
 /** For everyone together, whatever addresses and ids a guesser forges: 20, then one every 2 s. */
 const GLOBAL = { burst: 20, refillMs: 2_000 };
 const NO_PROOF = Buffer.alloc(0);
+/** What a member is told when its code matches an invite that no longer enrolls anyone. */
+const REFUSALS = { used: 'join code already used', expired: 'join code expired', cancelled: 'join code cancelled' } as const;
+/** The shortest invite id prefix `invites cancel` accepts, so a slip of one character cannot cancel a random invite. */
+export const MIN_INVITE_PREFIX = 4;
 
 /**
  * One-time, expiring join codes (`group-server invite`), kept in `<stateDir>/invites.json` (0600).
@@ -142,12 +161,13 @@ export class Invites {
       await this.saved;
       return { ok: true, proof: answer };
     }
-    const spent = invite.redeemedBy.length >= invite.uses;
-    if (now > invite.expiresAt || spent) {
+    const state = this.stateOf(invite, now);
+    if (state !== 'active') {
       if (authorized) return { ok: true, proof: NO_PROOF };
       this.counters.refused++;
-      log.info({ member, address, group, invite: invite.id }, spent ? 'join code already used' : 'join code expired');
-      return { ok: false, reason: NakReason.BAD_CODE, message: spent ? 'join code already used' : 'join code expired' };
+      const message = REFUSALS[state];
+      log.info({ member, address, group, invite: invite.id }, message);
+      return { ok: false, reason: NakReason.BAD_CODE, message };
     }
     invite.redeemedBy.push(member);
     membership.allow(group, member);
@@ -155,6 +175,51 @@ export class Invites {
     this.counters.redeemed++;
     log.info({ member, address, group, invite: invite.id, usesLeft: invite.uses - invite.redeemedBy.length }, 'join code redeemed');
     return { ok: true, proof: answer };
+  }
+
+  private stateOf(invite: InviteRecord, now: number): InviteView['state'] {
+    if (invite.cancelledAt !== undefined) return 'cancelled';
+    if (invite.redeemedBy.length >= invite.uses) return 'used';
+    return now > invite.expiresAt ? 'expired' : 'active';
+  }
+
+  /** Every invite still remembered (live, or ended less than REMEMBER_MS ago), oldest first. */
+  list(): InviteView[] {
+    this.prune();
+    const now = this.now();
+    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map((record) => ({
+      invite: record.id,
+      group: record.group,
+      uses: record.uses,
+      usesLeft: Math.max(0, record.uses - record.redeemedBy.length),
+      state: this.stateOf(record, now),
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+      cancelledAt: record.cancelledAt ?? null,
+    }));
+  }
+
+  /**
+   * Cancels the invite whose id starts with `prefix` (at least MIN_INVITE_PREFIX characters): its code
+   * is refused from now on ("join code cancelled"); members it already enrolled stay (revoke them).
+   */
+  async cancel(prefix: string): Promise<InviteView> {
+    const wanted = prefix.trim().toLowerCase();
+    if (!/^[0-9a-f]+$/.test(wanted) || wanted.length < MIN_INVITE_PREFIX) {
+      throw new GroupcastError(ErrorCode.USAGE, `"${prefix.slice(0, 40)}" is not an invite id: give at least ${MIN_INVITE_PREFIX} of its hex characters (group-server invites lists them)`);
+    }
+    const matches = [...this.records.values()].filter((record) => record.id.startsWith(wanted));
+    const [invite] = matches;
+    if (!invite) throw new GroupcastError(ErrorCode.USAGE, `no invite with an id starting with "${wanted}" (group-server invites lists them)`);
+    if (matches.length > 1) throw new GroupcastError(ErrorCode.USAGE, `"${wanted}" matches ${matches.length} invites (${matches.map((m) => m.id).join(', ')}): give more characters`);
+    if (invite.cancelledAt === undefined) {
+      invite.cancelledAt = this.now();
+      await this.persist();
+      this.options.log.info({ invite: invite.id, group: invite.group }, 'invite cancelled');
+    }
+    const view = this.list().find((record) => record.invite === invite.id);
+    if (!view) throw new GroupcastError(ErrorCode.USAGE, `invite ${invite.id} is gone`);
+    return view;
   }
 
   /** Forgets invites past expiry by more than REMEMBER_MS. */

@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
-  DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, Outcome, PROTOCOL_VERSION,
+  DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration, FrameReader, GroupcastError,
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST,
   type Frame, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -28,6 +28,57 @@ const REHASH_BYTES_PER_MS = 50_000;
 const CLOSE_GRACE_MS = 2_000;
 /** After the last byte the member fsyncs and renames; allow for a slow disk. */
 const RESULT_TIMEOUT_MS = 120_000;
+/**
+ * The member's HELLO must come this soon after the handshake. Until it does the connection is not a
+ * session (nothing is offered over it), so without a deadline a silent or pinging peer would hold a
+ * socket and the member's slot in the data plane for as long as it liked.
+ */
+export const HELLO_TIMEOUT_MS = 10_000;
+/**
+ * Output the member has not taken yet (the socket's write buffer) beyond which it is disconnected.
+ * Every write waits for 'drain' once the buffer is past its high-water mark, so an honest member never
+ * has more than one DATA frame, the read-ahead one and a few small frames waiting (about 0.5 MiB);
+ * this is the hard ceiling behind that rule, so no member can make the server hold more for it.
+ */
+export const MAX_UNREAD_BYTES = 2 * 1024 * 1024;
+/**
+ * The progress deadline. A member that kept the server waiting on its output for at least half of a
+ * window and took less than PROGRESS_FLOOR_BYTES in it is stalled, and disconnected: it holds one of
+ * the `--concurrency` delivery slots while doing nothing useful (heartbeats alone do not find it, it may
+ * still send frames). A floor over a window, not "no byte for N s": a member that reads one small chunk
+ * a second makes some progress forever. 1 MiB in 30 s (35 KB/s) is far below any LAN link or disk, so
+ * an honest member is never cut; 30 s is twice the heartbeat timeout, so a link that died is found by
+ * the heartbeat first (not charged) rather than reported as a stall (charged).
+ * GC_PROGRESS_WINDOW_MS overrides the window, for tests.
+ */
+export const PROGRESS_WINDOW_MS = windowFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
+export const PROGRESS_FLOOR_BYTES = 1024 * 1024;
+
+function windowFromEnvironment(text: string | undefined, fallback: number): number {
+  const value = Number(text);
+  return Number.isInteger(value) && value >= 100 && value <= 3_600_000 ? value : fallback;
+}
+
+/** Errors that are the member's doing: bad bytes, a frame at the wrong time, a stall. They cost the delivery an attempt. */
+const MEMBER_FAULTS = new Set<string>([
+  ErrorCode.PROTOCOL, ErrorCode.STALLED, ErrorCode.WIRE_SHORT, ErrorCode.WIRE_TRAILING, ErrorCode.WIRE_MAGIC,
+  ErrorCode.WIRE_VERSION, ErrorCode.WIRE_TYPE, ErrorCode.WIRE_TOO_LARGE, ErrorCode.WIRE_FIELD,
+]);
+
+export function isMemberFault(err: unknown): err is GroupcastError {
+  return err instanceof GroupcastError && MEMBER_FAULTS.has(err.code);
+}
+
+function violation(message: string): GroupcastError {
+  return new GroupcastError(ErrorCode.PROTOCOL, `protocol violation: ${message}`);
+}
+
+interface Pending {
+  reply: Promise<Reply>;
+  /** Starts the timeout; a member that does not answer in time is stalled. */
+  arm: (timeoutMs: number) => void;
+  received: () => boolean;
+}
 
 export interface MemberSessionEvents {
   ready: [];
@@ -37,23 +88,46 @@ export interface MemberSessionEvents {
 }
 
 /**
- * One member's data connection, after TLS has proven who it is. Runs one delivery at a time:
- * OFFER → ACCEPT(offset) | DECLINE → DATA… → RESULT. Heartbeats find a dead link within
- * HEARTBEAT_TIMEOUT_MS. Anything that violates the protocol closes the connection.
+ * One member's data connection, after TLS has proven who it is. It becomes a session when the member's
+ * HELLO arrives (within HELLO_TIMEOUT_MS). Runs one delivery at a time: OFFER → ACCEPT(offset) |
+ * DECLINE → DATA… → RESULT. Heartbeats find a dead link within HEARTBEAT_TIMEOUT_MS; the progress
+ * deadline finds a member that is alive but stopped reading. Every frame goes out through send(), which
+ * holds the member to MAX_UNREAD_BYTES. Anything that violates the protocol closes the connection.
  */
 export class MemberSession extends EventEmitter<MemberSessionEvents> {
   name = '';
-  private readonly waiting = new Map<string, { resolve: (frame: Reply) => void; reject: (err: Error) => void }>();
-  private readonly unclaimed = new Map<string, Reply>();
+  /** Why the connection was closed, when it was the member's doing (isMemberFault). */
+  fault: GroupcastError | undefined;
+  private hello = false;
+  /** The transfer offered now; only replies about it are accepted. */
+  private current: string | undefined;
+  /** The last transfer cancelled: a reply to it may have crossed the CANCEL, and is dropped. */
+  private cancelled: string | undefined;
+  private waiter: { resolve: (frame: Reply) => void; reject: (err: Error) => void } | undefined;
+  /** A reply to the current transfer that came before it was asked for (RESULT in ACCEPT's chunk): at most one. */
+  private early: Reply | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private helloDeadline: NodeJS.Timeout | undefined;
+  private progressCheck: NodeJS.Timeout | undefined;
   private lastHeard = Date.now();
+  /** False while the member's frames wait unread because a PONG to it waits for the socket to drain. */
+  private listening = true;
+  /** Bytes handed to the socket; minus its writableLength, what the member has taken. */
+  private written = 0;
+  /** Since when a write has been waiting for 'drain', if one is. */
+  private blockedAt: number | undefined;
+  /** The progress window under way: when it began, what had been taken then, how long output waited in it. */
+  private window = { start: Date.now(), taken: 0, waitedMs: 0 };
   private closed = false;
+  private partialsReported = 0;
 
   constructor(
     readonly id: PeerId,
     private readonly socket: TLSSocket,
     private readonly log: Logger,
     private readonly serverName: string,
+    /** Whether a transfer may still be offered to this member (its delivery is pending or sending). */
+    private readonly isLive: (transfer: string) => boolean,
   ) {
     super();
   }
@@ -62,114 +136,208 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     return this.socket.remoteAddress ?? '';
   }
 
+  /** The member has said HELLO: only now may anything be offered to it. */
+  get ready(): boolean {
+    return this.hello && !this.closed;
+  }
+
   start(): void {
     const reader = new FrameReader((frame) => this.onFrame(frame));
     this.socket.pipe(reader);
     reader.on('error', (err) => this.close(err));
     this.socket.on('error', (err) => this.close(err));
     this.socket.on('close', () => this.close());
-    this.socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.serverName }));
+    this.socket.on('drain', () => this.unblocked());
+    this.send(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: this.serverName }));
+    this.helloDeadline = setTimeout(() => {
+      this.close(violation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
+    }, HELLO_TIMEOUT_MS);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
-    this.heartbeat.unref();
+    this.progressCheck = setInterval(() => this.checkProgress(), PROGRESS_WINDOW_MS);
+    for (const timer of [this.helloDeadline, this.heartbeat, this.progressCheck]) timer.unref();
+  }
+
+  /**
+   * The one way a frame goes out. A member whose unread output would pass MAX_UNREAD_BYTES is cut off
+   * instead; false means "wait for drain()" (or that the connection is closed).
+   */
+  private send(frame: Buffer, flushed?: () => void): boolean {
+    if (this.closed) return false;
+    const unread = this.socket.writableLength + frame.length;
+    if (unread > MAX_UNREAD_BYTES) {
+      this.close(new GroupcastError(ErrorCode.STALLED, `stalled: ${formatBytes(unread)} of output unread`));
+      return false;
+    }
+    this.written += frame.length;
+    if (this.socket.write(frame, flushed)) return true;
+    this.blockedAt ??= Date.now();
+    return false;
+  }
+
+  private unblocked(): void {
+    if (this.blockedAt === undefined) return;
+    this.window.waitedMs += Date.now() - Math.max(this.blockedAt, this.window.start);
+    this.blockedAt = undefined;
+  }
+
+  /** Ends a progress window: a member that kept output waiting most of it and took less than the floor is stalled. */
+  private checkProgress(): void {
+    const now = Date.now();
+    const taken = this.written - this.socket.writableLength;
+    const waited = this.window.waitedMs + (this.blockedAt === undefined ? 0 : now - Math.max(this.blockedAt, this.window.start));
+    const progress = taken - this.window.taken;
+    this.window = { start: now, taken, waitedMs: 0 };
+    if (waited >= PROGRESS_WINDOW_MS / 2 && progress < PROGRESS_FLOOR_BYTES) {
+      this.close(new GroupcastError(
+        ErrorCode.STALLED,
+        `stalled: took ${formatBytes(progress)} in ${formatDuration(PROGRESS_WINDOW_MS)}, under the floor of ${formatBytes(PROGRESS_FLOOR_BYTES)}`,
+      ));
+    }
   }
 
   private beat(): void {
     if (Date.now() - this.lastHeard > HEARTBEAT_TIMEOUT_MS) {
-      this.close(new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout'));
+      // Not heard because the server stopped listening: the member talks but has taken nothing all this time.
+      this.close(this.listening
+        ? new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout')
+        : new GroupcastError(ErrorCode.STALLED, `stalled: took no output for ${formatDuration(HEARTBEAT_TIMEOUT_MS)}`));
       return;
     }
-    this.socket.write(encodeFrame({ type: 'ping', time: Date.now() }));
+    this.send(encodeFrame({ type: 'ping', time: Date.now() }));
   }
 
-  private onFrame(frame: Frame): void {
+  private onFrame(frame: Frame): void | Promise<void> {
     if (this.closed) return; // still draining after a graceful close: nothing more is answered
     this.lastHeard = Date.now();
+    if (!this.hello && frame.type !== 'hello') throw violation(`${frame.type} before HELLO`);
     switch (frame.type) {
       case 'hello':
+        if (this.hello) throw violation('a second HELLO');
+        this.hello = true;
+        clearTimeout(this.helloDeadline);
         this.name = frame.name;
+        // Before any OFFER: ask for the member's partials, so it reclaims dead ones before it checks space.
+        this.send(encodeFrame(RECLAIM_REQUEST));
         this.emit('ready');
         return;
-      case 'ping':
-        this.socket.write(encodeFrame({ type: 'pong', time: frame.time }));
+      case 'partials':
+        this.reclaimPartials(frame.transfers);
         return;
+      case 'ping':
+        // Not answering faster than the member reads: while the PONG waits, its next frames wait too.
+        return this.send(encodeFrame({ type: 'pong', time: frame.time })) ? undefined : this.listenAfterDrain();
       case 'pong':
         return;
       case 'accept':
       case 'decline':
-      case 'result': {
-        // RESULT can arrive in the same chunk as ACCEPT, before deliver() asks for it: keep it until
-        // asked. A reply to a transfer already cancelled is kept too, and dropped at the next offer.
-        const transfer = frame.transfer.toString('hex');
-        const waiter = this.waiting.get(transfer);
-        if (waiter) waiter.resolve(frame);
-        else this.unclaimed.set(transfer, frame);
+      case 'result':
+        this.onReply(frame);
         return;
-      }
       default:
-        throw new GroupcastError(ErrorCode.PROTOCOL, `member sent ${frame.type}`);
+        throw violation(`member sent ${frame.type}`);
     }
   }
 
-  /** Registers for the member's next reply about a transfer; the timeout starts when armed. */
-  private expect(transfer: string): { reply: Promise<Reply>; arm: (timeoutMs: number) => void; received: () => boolean } {
+  /** A reply is kept only for the transfer offered now; one about anything else breaks the protocol. */
+  private onReply(frame: Reply): void {
+    const transfer = frame.transfer.toString('hex');
+    if (transfer === this.cancelled) return;
+    if (transfer !== this.current) throw violation(`${frame.type} for a transfer not offered`);
+    if (this.waiter) {
+      this.waiter.resolve(frame);
+      return;
+    }
+    if (this.early) throw violation(`${frame.type} after ${this.early.type}, before the server asked`);
+    this.early = frame;
+  }
+
+  /** Answers PARTIALS: CANCEL for each reported transfer this member will never be offered again. */
+  private reclaimPartials(transfers: Buffer[]): void {
+    this.partialsReported += transfers.length;
+    if (this.partialsReported > MAX_PARTIALS_REPORTED) {
+      throw violation(`more than ${MAX_PARTIALS_REPORTED} partials reported`);
+    }
+    for (const transfer of transfers) {
+      if (this.isLive(transfer.toString('hex'))) continue;
+      this.send(encodeFrame({ type: 'cancel', transfer, message: 'will not be offered again' }));
+    }
+  }
+
+  /** Registers for the member's next reply about the current transfer; the timeout starts when armed. */
+  private expect(): Pending {
     let timer: NodeJS.Timeout | undefined;
     let received = false;
     const reply = new Promise<Reply>((resolve, reject) => {
-      const settle = (): void => {
-        received = true;
-        clearTimeout(timer);
-        this.waiting.delete(transfer);
-      };
-      this.waiting.set(transfer, {
-        resolve: (frame) => {
+      const waiter = {
+        resolve: (frame: Reply): void => {
           settle();
           resolve(frame);
         },
-        reject: (err) => {
+        reject: (err: Error): void => {
           settle();
           reject(err);
         },
-      });
+      };
+      const settle = (): void => {
+        received = true;
+        clearTimeout(timer);
+        if (this.waiter === waiter) this.waiter = undefined;
+      };
+      this.waiter = waiter;
     });
     reply.catch(() => undefined);
-    const early = this.unclaimed.get(transfer);
+    const early = this.early;
     if (early) {
-      this.unclaimed.delete(transfer);
-      this.waiting.get(transfer)?.resolve(early);
+      this.early = undefined;
+      this.waiter?.resolve(early);
     }
     const arm = (timeoutMs: number): void => {
       if (received) return;
       // A member that is alive (heartbeats) but does not answer is stuck mid-transfer: only a new
       // connection resets both ends, and a re-offer on this one would break the one-at-a-time rule.
       timer = setTimeout(() => {
-        this.close(new GroupcastError(ErrorCode.TIMEOUT, 'member did not answer in time'));
+        this.close(new GroupcastError(ErrorCode.STALLED, `stalled: no answer within ${formatDuration(timeoutMs)}`));
       }, timeoutMs);
     };
     return { reply, arm, received: () => received };
   }
 
-  /** Offers a file and streams it from the offset the member holds. Rejects if the link fails. */
+  /**
+   * Offers a file and streams it from the offset the member holds. Rejects if the link fails; with the
+   * member's fault (isMemberFault) when that is why.
+   */
   async deliver(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
-    if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed');
+    if (this.closed) throw this.fault ?? new GroupcastError(ErrorCode.CLOSED, 'connection closed');
+    this.current = transfer.id;
+    this.early = undefined;
+    try {
+      return await this.offer(transfer, path, signal);
+    } catch (err) {
+      throw this.fault ?? err;
+    } finally {
+      this.current = undefined;
+      this.early = undefined;
+    }
+  }
+
+  private async offer(transfer: TransferRecord, path: string, signal: AbortSignal): Promise<DeliveryOutcome> {
     const id = Buffer.from(transfer.id, 'hex');
-    this.unclaimed.clear();
-    const answer = this.expect(transfer.id);
+    const answer = this.expect();
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
-    this.socket.write(encodeFrame({
+    this.send(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),
     }));
     const first = await answer.reply;
     if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
-    if (first.type !== 'accept' || first.offset > transfer.size) {
-      throw this.violation(`bad answer to offer: ${first.type}`);
-    }
+    if (first.type !== 'accept') throw this.violation(`${first.type} in answer to an offer`);
+    if (first.offset > transfer.size) throw this.violation(`accept at offset ${first.offset} past the size ${transfer.size}`);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
-    const result = this.expect(transfer.id);
+    const result = this.expect();
     const bytesSent = await this.stream(transfer, id, path, first.offset, signal, result.received);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
-    if (last.type !== 'result') throw this.violation(`expected result, got ${last.type}`);
+    if (last.type !== 'result') throw this.violation(`${last.type} where a result was due`);
     return { outcome: last.outcome, message: last.message, offset: first.offset, bytesSent };
   }
 
@@ -224,7 +392,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
             resolve();
           };
           unflushed.add(release);
-          flowing = this.socket.write(frame, release);
+          flowing = this.send(frame, release);
         });
         if (!flowing) await this.drained();
         this.emit('progress', transfer.id, position, length);
@@ -235,6 +403,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       await file.close();
     }
     return position - from;
+  }
+
+  private async listenAfterDrain(): Promise<void> {
+    this.listening = false;
+    await this.drained();
+    this.listening = true;
   }
 
   /** Waits for 'drain' or the session's end, and removes both listeners either way (it runs once per frame). */
@@ -251,16 +425,14 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     });
   }
 
-  cancel(transfer: string, reason: string): void {
-    const waiter = this.waiting.get(transfer);
-    waiter?.reject(new GroupcastError(ErrorCode.CLOSED, reason));
-    if (!this.closed) {
-      this.socket.write(encodeFrame({ type: 'cancel', transfer: Buffer.from(transfer, 'hex'), message: reason }));
-    }
+  private cancel(transfer: string, reason: string): void {
+    this.cancelled = transfer;
+    this.waiter?.reject(new GroupcastError(ErrorCode.CLOSED, reason));
+    this.send(encodeFrame({ type: 'cancel', transfer: Buffer.from(transfer, 'hex'), message: reason }));
   }
 
   private violation(message: string): GroupcastError {
-    const err = new GroupcastError(ErrorCode.PROTOCOL, message);
+    const err = violation(message);
     this.close(err);
     return err;
   }
@@ -268,10 +440,13 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   close(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.helloDeadline);
     clearInterval(this.heartbeat);
+    clearInterval(this.progressCheck);
+    if (isMemberFault(err)) this.fault = err;
     if (err) this.log.warn({ err }, 'member connection closed');
     else this.log.info('member connection closed');
-    for (const waiter of this.waiting.values()) waiter.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
+    this.waiter?.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
     // End gracefully so frames already written (a CANCEL on revoke) reach the member; a peer that is
     // gone does not hold the socket open past the grace period.
     this.socket.end();

@@ -29,6 +29,8 @@ interface Group {
   config: GroupConfig;
   allowed: Set<PeerId>;
   revoked: Set<PeerId>;
+  /** In an open group: joined ids that are in only because it is open. What the cap counts. */
+  guests: Set<PeerId>;
 }
 
 export interface MembershipEvents {
@@ -40,12 +42,45 @@ export interface MembershipEvents {
   presence: [id: PeerId, online: boolean];
 }
 
+/** A change from the network is on disk this soon after the first one of a quiet spell. */
 const PERSIST_DELAY_MS = 200;
+/**
+ * Under a storm of joins, writes start at most this often: the file is at most the open-group caps'
+ * worth of records (~250 KB at the default cap), so a flood costs ~125 KB/s of writes, not 5 MB per
+ * 200 ms. Lost on a crash is at most this much of joins, which members repeat after the restart.
+ */
+const PERSIST_MIN_GAP_MS = 2_000;
+/**
+ * Default cap on the members of one open group that are not explicitly allowed: far more than a LAN
+ * team, small enough that a flood of fresh keys costs 1000 records (~250 KB in members.json) and 1000
+ * deliveries per distribution, not one per key. Raised with --max-open-members.
+ */
+export const DEFAULT_MAX_OPEN_MEMBERS = 1_000;
+/**
+ * Default time after which an open group forgets a member that neither connected nor sent a datagram:
+ * a month covers holidays; a key used once (a flood, a reinstalled machine) does not stay for good.
+ */
+export const DEFAULT_OPEN_MEMBER_EXPIRY_MS = 30 * 24 * 3_600_000;
+/** Expiry is checked at a tenth of the expiry time, within these bounds: cheap, and timely enough. */
+const EXPIRY_SWEEP_MIN_MS = 1_000;
+const EXPIRY_SWEEP_MAX_MS = 3_600_000;
+
+export interface MembershipOptions {
+  log: Logger;
+  groups: GroupConfig[];
+  stateDir: string;
+  clock?: () => number;
+  /** Members of an open group beyond the explicitly allowed ones; a JOIN past it is NAKed GROUP_FULL. */
+  maxOpenMembers?: number;
+  /** An open group's member not seen for this long is dropped (configured and allowed ids never are). */
+  openMemberExpiryMs?: number;
+}
 
 /**
  * Who may be in which group, and who is. Authorization = the group is open, or the id is listed in
  * the config or allowed at run time, and not revoked. Joins and runtime changes persist to
- * members.json (coalesced, so a join storm costs a few writes, not one per join).
+ * members.json (coalesced, so a join storm costs a few writes, not one per join). Open groups are
+ * bounded: at most maxOpenMembers guests each, and a guest not seen for openMemberExpiryMs is dropped.
  */
 export class Membership extends EventEmitter<MembershipEvents> {
   private readonly groups = new Map<string, Group>();
@@ -55,15 +90,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly path: string;
   private persistTimer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
+  private lastPersistAt = -Infinity;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  readonly counters = { persisted: 0, full: 0, expired: 0 };
 
-  constructor(
-    private readonly options: { log: Logger; groups: GroupConfig[]; stateDir: string; clock?: () => number },
-  ) {
+  constructor(private readonly options: MembershipOptions) {
     super();
     this.path = join(options.stateDir, 'members.json');
     for (const config of options.groups) {
-      this.groups.set(config.name, { config, allowed: new Set(config.members), revoked: new Set() });
+      this.groups.set(config.name, { config, allowed: new Set(config.members), revoked: new Set(), guests: new Set() });
     }
+  }
+
+  private get maxOpenMembers(): number {
+    return this.options.maxOpenMembers ?? DEFAULT_MAX_OPEN_MEMBERS;
+  }
+
+  private get expiryMs(): number {
+    return this.options.openMemberExpiryMs ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS;
   }
 
   private now(): number {
@@ -81,7 +125,25 @@ export class Membership extends EventEmitter<MembershipEvents> {
         group?.revoked.add(id);
       }
     }
-    for (const record of state.members) this.members.set(record.id, record);
+    for (const record of state.members) {
+      this.members.set(record.id, record);
+      for (const name of record.joined) this.countGuest(record.id, name);
+    }
+  }
+
+  /** Applies the open-group bounds to loaded state at once, then forgets idle members periodically. */
+  start(): void {
+    this.trimToCap();
+    this.expireIdle();
+    const every = Math.min(EXPIRY_SWEEP_MAX_MS, Math.max(EXPIRY_SWEEP_MIN_MS, this.expiryMs / 10));
+    this.expiryTimer = setInterval(() => this.expireIdle(), every);
+    this.expiryTimer.unref();
+  }
+
+  /** Notes an id joined to a group on openness alone (neither configured nor allowed). */
+  private countGuest(id: PeerId, groupName: string): void {
+    const group = this.groups.get(groupName);
+    if (group?.config.open && !group.allowed.has(id) && !group.revoked.has(id)) group.guests.add(id);
   }
 
   groupInfo(): GroupInfo[] {
@@ -114,14 +176,27 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (!this.isAuthorized(id, groupName)) {
       return { ok: false, reason: NakReason.NOT_AUTHORIZED, message: `not authorized for "${groupName}"` };
     }
+    const already = this.members.get(id)?.joined.includes(groupName) ?? false;
+    if (!already && this.isFullFor(id, groupName)) {
+      this.counters.full++;
+      return { ok: false, reason: NakReason.GROUP_FULL, message: `open group "${groupName}" is full (${this.maxOpenMembers} members)` };
+    }
     const record = this.touch(id, seen.address);
-    if (!record.joined.includes(groupName)) {
+    if (!already) {
       record.joined.push(groupName);
+      this.countGuest(id, groupName);
       this.options.log.info({ member: id, group: groupName, address: seen.address }, 'member joined');
       this.emit('joined', id, groupName);
     }
     this.schedulePersist();
     return { ok: true };
+  }
+
+  /** Would this id take a guest place that the open group no longer has? */
+  private isFullFor(id: PeerId, groupName: string): boolean {
+    const group = this.groups.get(groupName);
+    if (!group?.config.open || group.allowed.has(id)) return false;
+    return group.guests.size >= this.maxOpenMembers;
   }
 
   leave(id: PeerId, groupName: string, seen: { address: string }): Verdict {
@@ -132,6 +207,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (record?.joined.includes(groupName)) {
       this.touch(id, seen.address);
       record.joined = record.joined.filter((name) => name !== groupName);
+      this.groups.get(groupName)?.guests.delete(id);
       this.options.log.info({ member: id, group: groupName }, 'member left');
       this.emit('left', id, groupName);
       this.emit('revoked', id, groupName);
@@ -144,6 +220,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const group = this.requireGroup(groupName);
     group.revoked.delete(id);
     group.allowed.add(id);
+    group.guests.delete(id);
     this.options.log.info({ member: id, group: groupName }, 'member allowed');
     this.schedulePersist();
   }
@@ -152,6 +229,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const group = this.requireGroup(groupName);
     group.allowed.delete(id);
     group.revoked.add(id);
+    group.guests.delete(id);
     this.options.log.info({ member: id, group: groupName }, 'member revoked');
     this.emit('revoked', id, groupName);
     this.schedulePersist();
@@ -187,11 +265,27 @@ export class Membership extends EventEmitter<MembershipEvents> {
       .map((record) => record.id);
   }
 
+  /** Has this id a record, or a place given by the operator? Its requests are not rate-limited. */
+  isKnown(id: PeerId): boolean {
+    return this.members.has(id) || this.isExplicit(id);
+  }
+
+  /** Is the id listed in the config or allowed at run time in some group? Such records are bounded by the operator. */
+  private isExplicit(id: PeerId): boolean {
+    return [...this.groups.values()].some((group) => group.allowed.has(id));
+  }
+
+  /**
+   * A connection alone records nothing for an id that never joined: an open group admits any key's
+   * TLS, and a record per key would let anyone grow members.json (only JOINs, under the cap, do).
+   */
   setOnline(id: PeerId, online: boolean, seen?: { name: string; address: string }): void {
     if (online) {
       if (!this.online.has(id)) this.online.set(id, this.now());
-      const record = this.touch(id, seen?.address ?? '');
-      if (seen?.name) record.name = seen.name;
+      if (this.members.has(id) || this.isExplicit(id)) {
+        const record = this.touch(id, seen?.address ?? '');
+        if (seen?.name) record.name = seen.name;
+      }
     } else {
       this.online.delete(id);
       const record = this.members.get(id);
@@ -225,15 +319,69 @@ export class Membership extends EventEmitter<MembershipEvents> {
     });
   }
 
+  /**
+   * Drops open-group members not seen for the expiry time (not online, no datagram, no connection),
+   * and forgets records that nothing holds any more. Configured and allowed ids are never expired.
+   */
+  expireIdle(): void {
+    const cutoff = this.now() - this.expiryMs;
+    for (const record of [...this.members.values()]) {
+      if (this.online.has(record.id) || record.lastSeen > cutoff) continue;
+      for (const name of record.joined.filter((joined) => this.groups.get(joined)?.guests.has(record.id))) {
+        this.counters.expired++;
+        this.dropGuest(record, name, 'idle member expired');
+      }
+      this.forgetIfUnheld(record);
+    }
+  }
+
+  /**
+   * State from before the cap (or a cap lowered since) may hold more guests than it allows: keep the
+   * most recently seen, so one past flood does not cost every later distribution for a month.
+   */
+  private trimToCap(): void {
+    for (const [name, group] of this.groups) {
+      const excess = group.guests.size - this.maxOpenMembers;
+      if (excess <= 0) continue;
+      const records = [...group.guests].map((id) => this.members.get(id)).filter((r): r is MemberRecord => r !== undefined);
+      const stalest = records.sort((a, b) => a.lastSeen - b.lastSeen).slice(0, excess);
+      this.options.log.warn({ group: name, dropped: stalest.length, cap: this.maxOpenMembers }, 'open group over its cap; dropping the longest unseen members');
+      for (const record of stalest) {
+        this.dropGuest(record, name, 'member dropped over the open-group cap');
+        this.forgetIfUnheld(record);
+      }
+    }
+  }
+
+  /** Takes a guest out of an open group; it leaves, and what is queued for it is cancelled. */
+  private dropGuest(record: MemberRecord, name: string, why: string): void {
+    record.joined = record.joined.filter((joined) => joined !== name);
+    this.groups.get(name)?.guests.delete(record.id);
+    this.options.log.info({ member: record.id, group: name, lastSeen: new Date(record.lastSeen).toISOString() }, why);
+    this.emit('left', record.id, name);
+    this.emit('revoked', record.id, name);
+    this.schedulePersist();
+  }
+
+  /** A record in no group and not allowed anywhere is worth nothing: forget it. */
+  private forgetIfUnheld(record: MemberRecord): void {
+    if (record.joined.length > 0 || this.isExplicit(record.id) || this.online.has(record.id)) return;
+    this.members.delete(record.id);
+    this.schedulePersist();
+  }
+
   private schedulePersist(): void {
     if (this.persistTimer) return;
+    const delay = Math.max(PERSIST_DELAY_MS, this.lastPersistAt + PERSIST_MIN_GAP_MS - Date.now());
     this.persistTimer = setTimeout(() => {
       this.persistTimer = undefined;
       void this.persist();
-    }, PERSIST_DELAY_MS);
+    }, delay);
   }
 
   private persist(): Promise<void> {
+    this.lastPersistAt = Date.now();
+    this.counters.persisted++;
     const state: Persisted = { version: 1, allowed: {}, revoked: {}, members: [...this.members.values()] };
     for (const [name, group] of this.groups) {
       state.allowed[name] = [...group.allowed].filter((id) => !group.config.members.includes(id));
@@ -256,6 +404,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   close(): Promise<void> {
+    clearInterval(this.expiryTimer);
     return this.flush();
   }
 }

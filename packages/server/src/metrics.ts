@@ -33,6 +33,11 @@ export class ServerMetrics extends Metrics {
       list: controlPlane.counters.lists, join: controlPlane.counters.joins, leave: controlPlane.counters.leaves,
     }));
     this.counter('groupcast_control_refusals_total', 'JOIN or LEAVE requests refused (NAK).', () => controlPlane.counters.naks);
+    this.counter('groupcast_control_cookies_total', 'LISTs without a valid cookie, answered with a COOKIE.', () => controlPlane.counters.cookies);
+    this.counter('groupcast_control_rate_limited_total', 'LIST, JOIN and LEAVE requests dropped over the per-source rate.', () => controlPlane.counters.limited);
+    this.counterBy('groupcast_open_members_total', 'Open-group joins refused at the cap, and idle members expired.', 'event', () => ({
+      full: membership.counters.full, expired: membership.counters.expired,
+    }));
     this.counterBy('groupcast_connections_total', 'Data connections, by whether they were admitted.', 'result', () => ({
       admitted: dataPlane.counters.admitted, refused: dataPlane.counters.refused,
     }));

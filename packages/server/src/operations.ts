@@ -3,7 +3,7 @@ import { ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo,
 import type { Handler } from './control-socket.js';
 import type { DataPlane } from './data-plane.js';
 import type { Distributor } from './distributor.js';
-import { DEFAULT_INVITE_TTL_MS, type Invites } from './invites.js';
+import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from './invites.js';
 import type { Membership } from './membership.js';
 import type { DeliveryRecord, Outbox, TransferRecord } from './outbox.js';
 
@@ -65,6 +65,8 @@ export interface ServerDescription {
   control: Record<string, number>;
   /** Join codes created, redeemed, refused (wrong, expired or used) and rate-limited. */
   invites: Record<string, number>;
+  /** members.json writes, open-group joins refused at the cap, idle open-group members expired. */
+  membership: Record<string, number>;
 }
 
 export interface GroupView extends GroupInfo {
@@ -104,10 +106,40 @@ const PROGRESS_INTERVAL_MS = 250;
 const RECONNECT_GRACE_MS = 5_000;
 const REVOKE_GRACE_MS = 5_000;
 
+/** The shortest id prefix `members allow|revoke` accept: the 7 characters every table shows (shortId). */
+export const MIN_ID_PREFIX = 7;
+
+/**
+ * A member id as the operator typed it: a full id, or a unique prefix of at least MIN_ID_PREFIX
+ * characters of a member the server knows (case and dashes do not matter). An ambiguous prefix is
+ * refused with the candidates, so a revoke never hits the wrong member.
+ */
+export function resolveMemberId(text: string, known: readonly PeerId[]): PeerId {
+  const compact = text.toUpperCase().replace(/[-\s]/g, '');
+  if (compact.length >= 56) return parsePeerId(text);
+  if (compact.length < MIN_ID_PREFIX) {
+    throw new GroupcastError(ErrorCode.BAD_ID, `"${text.slice(0, 80)}" is too short: give the full id or at least its first ${MIN_ID_PREFIX} characters`);
+  }
+  const matches = known.filter((id) => id.replace(/-/g, '').startsWith(compact));
+  if (matches.length === 1 && matches[0]) return matches[0];
+  if (matches.length === 0) {
+    throw new GroupcastError(ErrorCode.BAD_ID, `no known member has an id starting with "${text.slice(0, 80)}" (group-server members lists them; a new member needs its full id)`);
+  }
+  throw new GroupcastError(ErrorCode.BAD_ID, `"${text.slice(0, 80)}" matches ${matches.length} members (${matches.slice(0, 5).map(shortIdOf).join(', ')}${matches.length > 5 ? ', …' : ''}): give more characters of the id`);
+}
+
+const shortIdOf = (id: PeerId): string => id.slice(0, 15);
+
 function str(params: Record<string, unknown>, name: string): string {
   const value = params[name];
   if (typeof value !== 'string' || !value) throw new GroupcastError(ErrorCode.USAGE, `missing ${name}`);
   return value;
+}
+
+/** The `status` answer as a function, for the web view: the same view the CLI gets. */
+export function statusOf(handlers: Record<string, Handler>): () => Promise<StatusView> {
+  const never = new AbortController().signal;
+  return async () => (await handlers.status?.({}, () => undefined, never)) as StatusView;
 }
 
 /** The daemon's answers to the operator's commands, served over the control socket. */
@@ -244,6 +276,8 @@ export function operations(ctx: Context): Record<string, Handler> {
     return { ...member, pending: count('pending', 'sending'), failed: count('failed') };
   });
 
+  const knownIds = (): PeerId[] => membership.listMembers().map((m) => m.id);
+
   return {
     distribute,
     status: async (): Promise<StatusView> => ({
@@ -260,14 +294,16 @@ export function operations(ctx: Context): Record<string, Handler> {
       const created = await ctx.invites.create(str(params, 'group'), uses, ttlMs);
       return { ...created, server: ctx.describe().id };
     },
+    invites: async (): Promise<InviteView[]> => ctx.invites.list(),
+    cancelInvite: async (params): Promise<InviteView> => ctx.invites.cancel(str(params, 'invite')),
     allow: async (params) => {
-      const id = parsePeerId(str(params, 'id'));
+      const id = resolveMemberId(str(params, 'id'), knownIds());
       membership.allow(str(params, 'group'), id);
       await membership.flush();
       return { group: params.group, id, allowed: true };
     },
     revoke: async (params) => {
-      const id = parsePeerId(str(params, 'id'));
+      const id = resolveMemberId(str(params, 'id'), knownIds());
       const group = str(params, 'group');
       membership.revoke(group, id);
       await membership.flush();

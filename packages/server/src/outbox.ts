@@ -217,6 +217,12 @@ export class Outbox {
     return [...this.transfers.values()];
   }
 
+  /** Whether the transfer may still be offered to the member: its delivery is pending or sending. */
+  isLive(transferId: string, member: PeerId): boolean {
+    const state = this.deliveries.get(key(transferId, member))?.state;
+    return state === 'pending' || state === 'sending';
+  }
+
   deliveriesOf(transferId: string): readonly DeliveryRecord[] {
     return this.byTransfer.get(transferId) ?? [];
   }

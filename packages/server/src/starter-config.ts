@@ -35,8 +35,20 @@ export const STARTER_CONFIG = `// group-server configuration: JSON with comments
   // How long a distributed file waits for members that are offline: 30s, 10m, 12h, 7d.
   // "keep": "7d",
 
-  // Prometheus endpoint: "9477" means 127.0.0.1:9477; "ADDR:PORT" to listen elsewhere. Off unless set.
+  // Members an open group takes besides its configured and allowed ones; later JOINs are refused "group full".
+  // "maxOpenMembers": 1000,
+
+  // How long an open group keeps a member that neither connects nor sends anything (configured and
+  // allowed members are never dropped).
+  // "openMemberExpiry": "30d",
+
+  // Prometheus metrics (/metrics) and the live web view (/): "9477" means 127.0.0.1:9477; "ADDR:PORT" to
+  // listen elsewhere, which needs "webToken". Off unless set.
   // "metrics": "9477",
+
+  // Token every request to the metrics listener must carry (open /?token=... once, or send
+  // "Authorization: Bearer ..."); 16 to 256 characters, e.g. from "openssl rand -hex 24".
+  // "webToken": "change-me-to-a-long-random-secret",
 
   // fatal, error, warn, info, debug, trace or silent.
   // "logLevel": "info",

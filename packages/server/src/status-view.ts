@@ -1,4 +1,5 @@
 import { formatBytes, formatDuration, formatTable, printable, shortId } from '@groupcast/shared';
+import type { InviteView } from './invites.js';
 import type { DeliveryView, GroupView, MemberView, StatusView } from './operations.js';
 
 /** How many transfers `status` lists; --json has them all. */
@@ -39,14 +40,14 @@ function serverLines(server: StatusView['server'], now: number): string[] {
     `  data       TLS on ${server.interface}:${server.tcpPort}`,
     `  state      ${server.stateDir}`,
     `  config     ${server.configFile ?? '(none: built-in defaults, flags and GROUPCAST_* variables)'}`,
-    ...(server.metrics ? [`  metrics    http://${server.metrics}/metrics`] : []),
+    ...(server.metrics ? [`  metrics    http://${server.metrics}/metrics`, `  web view   http://${server.metrics}/`] : []),
     `  traffic    ${server.datagrams.received} datagrams in, ${server.datagrams.sent} out, ${dropped} dropped; `
       + `${server.connections.admitted} connections admitted, ${server.connections.refused} refused`,
   ];
 }
 
 /** Why a delivery is not done: what it waits for and, if an attempt failed, why; or why it failed for good. */
-function why(d: DeliveryView): string {
+export function why(d: DeliveryView): string {
   const reason = printable(d.reason);
   if (d.state === 'failed' || !reason) return reason || d.waiting;
   return `${d.waiting}; last attempt: ${reason}`;
@@ -82,4 +83,16 @@ export function statusText(status: StatusView, now: number): string {
       ...(status.transfers.length > recent.length ? [`(the ${recent.length} most recent of ${status.transfers.length}; --json lists all)`] : []),
     ];
   return [...serverLines(status.server, now), '', groupsTable(status.groups), '', ...members, '', ...transfers, ...undelivered(recent)].join('\n');
+}
+
+/** `invites`: what each remembered invite is, never its code. Times as ISO in UTC, like `invite` prints them. */
+export function invitesTable(invites: InviteView[], now: number): string {
+  if (invites.length === 0) return 'no invites: make one with "group-server invite <group>"';
+  const until = (at: number): string => (at > now ? `in ${formatDuration(at - now)}` : `${formatDuration(now - at)} ago`);
+  return formatTable(
+    ['INVITE', 'GROUP', 'STATE', 'USES LEFT', 'EXPIRES', 'CREATED'],
+    invites.map((i) => [
+      i.invite, i.group, i.state, `${i.usesLeft} of ${i.uses}`, `${new Date(i.expiresAt).toISOString()} (${until(i.expiresAt)})`, new Date(i.createdAt).toISOString(),
+    ]),
+  );
 }

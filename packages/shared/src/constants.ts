@@ -24,6 +24,14 @@ export const MAX_FILE_NAME = 255;
 export const MAX_WIRE_NAME = 4096;
 
 export const TRANSFER_ID_LENGTH = 16;
+/**
+ * A member reports the partials it holds in PARTIALS frames of at most this many transfer ids (4 KiB of
+ * ids: far below MAX_FRAME), and at most MAX_PARTIALS_REPORTED ids per connection, so what a server
+ * answers (one CANCEL each) is bounded whatever the member sends. A member holding more reports the
+ * rest on a later connection, once the first ones are reclaimed.
+ */
+export const MAX_PARTIALS_PER_FRAME = 256;
+export const MAX_PARTIALS_REPORTED = 1024;
 export const SHA256_LENGTH = 32;
 /** Payload bytes per DATA frame: large enough to amortise framing, small enough to interleave control. */
 export const DATA_CHUNK = 256 * 1024;

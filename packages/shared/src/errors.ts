@@ -24,12 +24,16 @@ export const ErrorCode = {
   // configuration and state
   CONFIG: 'GC_ERR_CONFIG',
   STATE_DIR: 'GC_ERR_STATE_DIR',
+  /** A port the daemon must listen on is taken or not allowed: an environment problem, exit 1. */
+  PORT_IN_USE: 'GC_ERR_PORT_IN_USE',
   // transfers
   NAME: 'GC_ERR_NAME',
   CHECKSUM: 'GC_ERR_CHECKSUM',
   NO_SPACE: 'GC_ERR_NO_SPACE',
   PROTOCOL: 'GC_ERR_PROTOCOL',
   TIMEOUT: 'GC_ERR_TIMEOUT',
+  /** The peer is alive but stopped taking what is sent to it, or answering what it was asked. */
+  STALLED: 'GC_ERR_STALLED',
   CLOSED: 'GC_ERR_CLOSED',
   /** A file being stored for distribution kept changing while it was copied. */
   SOURCE_CHANGED: 'GC_ERR_SOURCE_CHANGED',
@@ -37,6 +41,8 @@ export const ErrorCode = {
   DAEMON_UNREACHABLE: 'GC_ERR_DAEMON_UNREACHABLE',
   USAGE: 'GC_ERR_USAGE',
   NOT_FOUND: 'GC_ERR_NOT_FOUND',
+  /** Anything without a code of its own (a bug, an unexpected system error): reported, exit 1. */
+  INTERNAL: 'GC_ERR_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -20,3 +20,4 @@ export * from './runtime/config-file.js';
 export * from './runtime/metrics.js';
 export * from './runtime/journal.js';
 export * from './runtime/state-lock.js';
+export * from './runtime/cli-output.js';

@@ -16,9 +16,12 @@ export interface ControlEndpointOptions {
   port: number;
   iface: MulticastInterface;
   /**
-   * 'server': one socket on the group port, which also sends, so unicast requests reach it.
-   * 'client': a listener on the group port for announcements plus an ephemeral socket for requests,
-   * so that several members on one host each get their own replies.
+   * Both roles have a listener bound to the group address on the group port, joined to the group: it
+   * hears only multicast. Beside it:
+   * 'server': a socket bound to the interface's own address on the group port, which sends everything
+   * and hears unicast requests (--server), and only on that interface, never on 0.0.0.0.
+   * 'client': an ephemeral socket for requests, so that several members on one host each get their
+   * own replies (unbound, so a --server across a router is reached by whatever route the host has).
    */
   role: 'server' | 'client';
   clock?: () => number;
@@ -57,16 +60,16 @@ export class ControlEndpoint extends EventEmitter<ControlEndpointEvents> {
   }
 
   async open(): Promise<void> {
-    const { port, role } = this.options;
-    const listener = await this.bind(port, true);
-    this.sender = role === 'server' ? listener : await this.bind(0, false);
+    const { port, role, groupAddress, iface } = this.options;
+    await this.bind(port, groupAddress, true);
+    this.sender = role === 'server' ? await this.bind(port, iface.address, false) : await this.bind(0, undefined, false);
   }
 
   get localPort(): number {
     return this.sender?.address().port ?? 0;
   }
 
-  private async bind(port: number, joinGroup: boolean): Promise<Socket> {
+  private async bind(port: number, address: string | undefined, joinGroup: boolean): Promise<Socket> {
     const { iface, groupAddress } = this.options;
     const socket = createSocket({
       type: iface.family === 'IPv4' ? 'udp4' : 'udp6',
@@ -77,10 +80,9 @@ export class ControlEndpoint extends EventEmitter<ControlEndpointEvents> {
     });
     this.sockets.push(socket);
     socket.on('message', (buf, from) => this.receive(buf, from));
-    // A member's listener binds to the group address itself, so it hears only multicast: unicast
-    // requests to this host's control port (the --server fallback) then always reach a server here,
+    // Listeners bind to the group address itself, so they hear only multicast: unicast requests to
+    // this host's control port (the --server fallback) then always reach the server's unicast socket,
     // never a member's listener that happened to bind the shared port after it.
-    const address = this.options.role === 'client' && joinGroup ? groupAddress : undefined;
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
       socket.bind(port, address, () => {

@@ -23,6 +23,12 @@ export function createLogger(options: { name: string; level: LevelWithSilent; fo
   return pino(base, pino.destination({ dest: 2, sync: true }));
 }
 
+/**
+ * How many keys a RateLimitedLog remembers. Keys may name what the network sent (a sender id), so the
+ * table is capped; past it the oldest key is forgotten, which at worst logs that key once more.
+ */
+const MAX_RATE_LIMITED_KEYS = 1_024;
+
 /** Logs a recurring warning once per key per interval, counting what it held back. */
 export class RateLimitedLog {
   private readonly last = new Map<string, { at: number; suppressed: number }>();
@@ -39,7 +45,12 @@ export class RateLimitedLog {
       entry.suppressed++;
       return;
     }
+    this.last.delete(key);
     this.last.set(key, { at: now, suppressed: 0 });
+    for (const oldest of this.last.keys()) {
+      if (this.last.size <= MAX_RATE_LIMITED_KEYS) break;
+      this.last.delete(oldest);
+    }
     this.log.warn({ ...fields, suppressed: entry?.suppressed ?? 0 }, message);
   }
 }

@@ -1,10 +1,10 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import type { Counter } from 'prom-client';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import type { Logger } from './logger.js';
-import { parseHostPort } from './network.js';
+import { listenFailure, parseHostPort } from './network.js';
 
 export const DEFAULT_METRICS_PORT = 9477;
 
@@ -108,13 +108,24 @@ export interface MetricsEndpoint {
   close(): Promise<void>;
 }
 
-/** Serves `GET /metrics` in the Prometheus text format. A failed bind is fatal, like any listener's. */
-export async function serveMetrics(metrics: Metrics, listen: { host: string; port: number }, log: Logger): Promise<MetricsEndpoint> {
-  const server: Server = createServer((request, response) => {
-    if (request.method !== 'GET' && request.method !== 'HEAD') {
-      response.writeHead(405, { allow: 'GET, HEAD' }).end();
-      return;
-    }
+/**
+ * Something else served on the metrics listener (the server's web view): it answers the request, or
+ * calls `next()` to let `/metrics` be served. It sees every request first, so it can also refuse one.
+ */
+export type HttpHandler = (request: IncomingMessage, response: ServerResponse, next: () => void) => void;
+
+/**
+ * Connections the listener holds at once: the page, its event streams (bounded on their own) and
+ * scrapers need a few; past this the kernel queues and then refuses new ones, and nothing grows.
+ */
+const MAX_HTTP_CONNECTIONS = 64;
+
+/**
+ * Serves `GET /metrics` in the Prometheus text format, and whatever `handler` serves besides. A failed
+ * bind is fatal, like any listener's.
+ */
+export async function serveMetrics(metrics: Metrics, listen: { host: string; port: number }, log: Logger, handler?: HttpHandler): Promise<MetricsEndpoint> {
+  const serveScrape = (request: IncomingMessage, response: ServerResponse): void => {
     if (request.url !== '/metrics') {
       response.writeHead(404, { 'content-type': 'text/plain' }).end('metrics are at /metrics\n');
       return;
@@ -126,7 +137,16 @@ export async function serveMetrics(metrics: Metrics, listen: { host: string; por
         response.writeHead(500).end();
       },
     );
+  };
+  const server: Server = createServer((request, response) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (handler) handler(request, response, () => serveScrape(request, response));
+    else serveScrape(request, response);
   });
+  server.maxConnections = MAX_HTTP_CONNECTIONS;
   server.on('clientError', (_err, socket) => socket.destroy());
   try {
     await new Promise<void>((resolve, reject) => {
@@ -137,7 +157,7 @@ export async function serveMetrics(metrics: Metrics, listen: { host: string; por
       });
     });
   } catch (err) {
-    throw new GroupcastError(ErrorCode.CONFIG, `--metrics: cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
+    throw listenFailure(err, 'HTTP (--metrics)', listen.host, listen.port, 'another group-server or exporter? choose another with --metrics');
   }
   const bound = server.address();
   const port = typeof bound === 'object' && bound ? bound.port : listen.port;

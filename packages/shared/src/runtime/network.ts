@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { isIPv4, isIPv6 } from 'node:net';
-import { ErrorCode, GroupcastError } from '../errors.js';
+import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
 
 export type Family = 'IPv4' | 'IPv6';
 
@@ -67,4 +67,17 @@ export function parseHostPort(text: string, defaultPort: number): { host: string
     throw new GroupcastError(ErrorCode.USAGE, `not a HOST[:PORT]: ${text}`);
   }
   return { host, port };
+}
+
+/**
+ * A failed bind as an operator reads it: "TCP port 47701 on 127.0.0.1 is already in use (another
+ * group-server?)" instead of a raw `listen EADDRINUSE`. `what` names the listener ("TCP", "UDP", "HTTP").
+ */
+export function listenFailure(err: unknown, what: string, host: string, port: number, hint: string): GroupcastError {
+  const code = errnoCode(err);
+  const where = `${what} port ${port} on ${host}`;
+  if (code === 'EADDRINUSE') return new GroupcastError(ErrorCode.PORT_IN_USE, `${where} is already in use (${hint})`, { cause: err });
+  if (code === 'EACCES') return new GroupcastError(ErrorCode.PORT_IN_USE, `${where} is not allowed for this user (ports below 1024 need privileges)`, { cause: err });
+  if (code === 'EADDRNOTAVAIL') return new GroupcastError(ErrorCode.PORT_IN_USE, `${host} is not an address of this machine, so ${what} port ${port} cannot be bound there`, { cause: err });
+  return new GroupcastError(ErrorCode.PORT_IN_USE, `cannot listen on ${where}: ${(err as Error).message}`, { cause: err });
 }

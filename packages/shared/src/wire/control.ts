@@ -26,6 +26,7 @@ export const DatagramType = {
   LEAVE: 5,
   ACK: 6,
   NAK: 7,
+  COOKIE: 8,
 } as const;
 
 export type MembershipOp = 'join' | 'leave';
@@ -37,6 +38,7 @@ export const NakReason = {
   NOT_AUTHORIZED: 2,
   BAD_CODE: 3,
   RATE_LIMITED: 4,
+  GROUP_FULL: 5,
 } as const;
 export type NakReason = (typeof NakReason)[keyof typeof NakReason];
 
@@ -46,7 +48,17 @@ export const NAK_REASON_NAMES: Record<NakReason, string> = {
   [NakReason.NOT_AUTHORIZED]: 'not authorized',
   [NakReason.BAD_CODE]: 'bad join code',
   [NakReason.RATE_LIMITED]: 'rate limited',
+  [NakReason.GROUP_FULL]: 'group full',
 };
+
+/**
+ * A LIST's cookie: the server's proof that the source address of an earlier LIST is real (it received
+ * the COOKIE sent there). A LIST carries one or sixteen zero bytes for none, then padding, so that a
+ * LIST without one is as large as the COOKIE that answers it: an unproven source never gets back more
+ * bytes than it sent.
+ */
+export const LIST_COOKIE_LENGTH = 16;
+const LIST_PADDING_LENGTH = 16;
 
 export interface GroupInfo {
   name: string;
@@ -56,14 +68,17 @@ export interface GroupInfo {
 
 export type ControlMessage =
   | { type: 'announce'; name: string; instance: Buffer; tcpPort: number; groupCount: number; groups: string[] }
-  | { type: 'list' }
+  /** `cookie`: empty (none yet), or the LIST_COOKIE_LENGTH bytes of the server's last COOKIE. */
+  | { type: 'list'; cookie: Buffer }
   | { type: 'groups'; request: Buffer; page: number; pages: number; tcpPort: number; groups: GroupInfo[] }
   /** `proof`: empty, or INVITE_PROOF_LENGTH bytes proving the member holds a join code (invite.ts). */
   | { type: 'join'; group: string; proof: Buffer }
   | { type: 'leave'; group: string }
   /** `proof`: empty, or the server's answer to a JOIN's join-code proof. */
   | { type: 'ack'; request: Buffer; op: MembershipOp; group: string; tcpPort: number; proof: Buffer }
-  | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string };
+  | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string }
+  /** The answer to a LIST without a valid cookie: ask again with this one. */
+  | { type: 'cookie'; request: Buffer; cookie: Buffer };
 
 export interface Datagram {
   sender: PeerId;
@@ -81,6 +96,7 @@ const TYPE_CODES = {
   leave: DatagramType.LEAVE,
   ack: DatagramType.ACK,
   nak: DatagramType.NAK,
+  cookie: DatagramType.COOKIE,
 } as const;
 
 const OP_CODES: Record<MembershipOp, number> = { join: 1, leave: 2 };
@@ -114,6 +130,16 @@ function writeBody(sink: Sink, message: ControlMessage): void {
       for (const group of message.groups) sink.str8(group);
       return;
     case 'list':
+      if (message.cookie.length !== 0 && message.cookie.length !== LIST_COOKIE_LENGTH) {
+        throw new RangeError(`a cookie is 0 or ${LIST_COOKIE_LENGTH} bytes, not ${message.cookie.length}`);
+      }
+      sink.bytes(message.cookie.length === 0 ? Buffer.alloc(LIST_COOKIE_LENGTH) : message.cookie);
+      sink.bytes(Buffer.alloc(LIST_PADDING_LENGTH));
+      return;
+    case 'cookie':
+      if (message.cookie.length !== LIST_COOKIE_LENGTH) throw new RangeError(`a cookie is ${LIST_COOKIE_LENGTH} bytes`);
+      sink.bytes(message.request);
+      sink.bytes(message.cookie);
       return;
     case 'groups':
       sink.bytes(message.request);
@@ -212,8 +238,14 @@ function readBody(type: number, reader: Reader): ControlMessage {
       for (let i = 0; i < listed; i++) groups.push(reader.str8('group', MAX_GROUP_NAME));
       return { type: 'announce', name, instance, tcpPort, groupCount, groups };
     }
-    case DatagramType.LIST:
-      return { type: 'list' };
+    case DatagramType.LIST: {
+      const cookie = reader.bytes(LIST_COOKIE_LENGTH, 'cookie');
+      // Padding is ignored on receipt; it is there only to make the request as large as the COOKIE.
+      reader.bytes(LIST_PADDING_LENGTH, 'padding');
+      return { type: 'list', cookie: cookie.every((byte) => byte === 0) ? Buffer.alloc(0) : cookie };
+    }
+    case DatagramType.COOKIE:
+      return { type: 'cookie', request: reader.bytes(NONCE_LENGTH, 'request'), cookie: reader.bytes(LIST_COOKIE_LENGTH, 'cookie') };
     case DatagramType.GROUPS: {
       const request = reader.bytes(NONCE_LENGTH, 'request');
       const page = reader.u8('page');

@@ -1,4 +1,6 @@
-import { MAX_GROUP_NAME, MAX_WIRE_NAME, MAX_REASON, MAX_SERVER_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH } from '../constants.js';
+import {
+  MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME, MAX_WIRE_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
+} from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
 
@@ -9,6 +11,8 @@ import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
  *
  * Each side's first frame is HELLO. The server then pushes OFFER; the member answers ACCEPT (with the
  * offset it already holds) or DECLINE; DATA frames follow from that offset; the member answers RESULT.
+ * Right after HELLO the server asks which partials the member holds (a CANCEL for RECLAIM_TRANSFER);
+ * the member lists them in PARTIALS and the server CANCELs each one it will never offer again.
  */
 export const FRAME_HEADER_LENGTH = 5;
 export const HELLO_MAGIC = Buffer.from('GCDP', 'latin1');
@@ -23,7 +27,21 @@ export const FrameType = {
   PING: 7,
   PONG: 8,
   CANCEL: 9,
+  PARTIALS: 10,
 } as const;
+
+/**
+ * The all-zero transfer id, which no transfer has (ids are random). A CANCEL for it asks the member to
+ * report its partials (PARTIALS). It is a CANCEL so that a member predating PARTIALS ignores it, as it
+ * ignores any CANCEL for a transfer not in flight, and a member sends PARTIALS only to a server that
+ * asked: a server predating it would close the connection on an unknown frame type.
+ */
+export const RECLAIM_TRANSFER: Buffer = Buffer.alloc(TRANSFER_ID_LENGTH);
+export const RECLAIM_REQUEST: Frame = { type: 'cancel', transfer: RECLAIM_TRANSFER, message: 'which partials do you hold?' };
+
+export function isReclaimRequest(frame: Frame): boolean {
+  return frame.type === 'cancel' && frame.transfer.equals(RECLAIM_TRANSFER);
+}
 
 /**
  * Outcome of a delivery as the member reports it, in DECLINE and RESULT. Unknown values decode as
@@ -73,7 +91,8 @@ export type Frame =
   | { type: 'result'; transfer: Buffer; outcome: Outcome; message: string }
   | { type: 'ping'; time: number }
   | { type: 'pong'; time: number }
-  | { type: 'cancel'; transfer: Buffer; message: string };
+  | { type: 'cancel'; transfer: Buffer; message: string }
+  | { type: 'partials'; transfers: Buffer[] };
 
 const TYPE_CODES = {
   hello: FrameType.HELLO,
@@ -85,6 +104,7 @@ const TYPE_CODES = {
   ping: FrameType.PING,
   pong: FrameType.PONG,
   cancel: FrameType.CANCEL,
+  partials: FrameType.PARTIALS,
 } as const;
 
 function writeBody(sink: Sink, frame: Frame): void {
@@ -123,6 +143,10 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'cancel':
       sink.bytes(frame.transfer);
       sink.str8(truncateUtf8(frame.message, MAX_REASON));
+      return;
+    case 'partials':
+      sink.u16(frame.transfers.length);
+      for (const transfer of frame.transfers) sink.bytes(transfer);
       return;
   }
 }
@@ -173,6 +197,14 @@ function transferId(reader: Reader): Buffer {
   return reader.bytes(TRANSFER_ID_LENGTH, 'transfer id');
 }
 
+function readTransferList(reader: Reader): Buffer[] {
+  const count = reader.u16('partials count');
+  if (count > MAX_PARTIALS_PER_FRAME) {
+    throw new GroupcastError(ErrorCode.WIRE_FIELD, `PARTIALS lists ${count} transfers, over ${MAX_PARTIALS_PER_FRAME}`);
+  }
+  return Array.from({ length: count }, () => transferId(reader));
+}
+
 function readBody(type: number, reader: Reader): Frame {
   switch (type) {
     case FrameType.HELLO: {
@@ -210,6 +242,8 @@ function readBody(type: number, reader: Reader): Frame {
       return { type: type === FrameType.PING ? 'ping' : 'pong', time: reader.u64('time') };
     case FrameType.CANCEL:
       return { type: 'cancel', transfer: transferId(reader), message: reader.str8('message', MAX_REASON) };
+    case FrameType.PARTIALS:
+      return { type: 'partials', transfers: readTransferList(reader) };
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown frame type ${type}`);
   }

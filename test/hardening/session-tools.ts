@@ -1,0 +1,172 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connect, type TLSSocket } from 'node:tls';
+import {
+  encodeFrame, FrameReader, PROTOCOL_VERSION, TLS_CIPHERS,
+  type Frame, type Identity,
+} from '../../packages/shared/src/index.js';
+import type { DeliveryView } from '../../packages/server/src/operations.js';
+import { callDaemon } from '../../packages/server/src/control-socket.js';
+import { CLIENT_BIN, SERVER_BIN, testPort, type Daemon, type harness } from '../support/daemons.js';
+import { craft, Datagrams, nonceOf } from '../security/tools.js';
+
+/**
+ * What the session hardening tests use: a real group-server started with a config the test writes,
+ * and a hostile member built from the shared codecs (an identity the test holds, a JOIN it signs, a
+ * raw TLS connection over which it says exactly the frames the test wants, and reads or stops reading).
+ */
+type Harness = ReturnType<typeof harness>;
+
+export const MiB = 1024 * 1024;
+
+export interface Server {
+  daemon: Daemon;
+  state: string;
+  id: string;
+  udpPort: number;
+  tcpPort: number;
+}
+
+/** Starts a group-server on loopback whose closed groups allow the given ids. */
+export async function startServer(
+  h: Harness, groups: Array<{ name: string; members: string[] }>, args: string[] = [], env: Record<string, string> = {},
+): Promise<Server> {
+  const state = await h.dir('server');
+  const config = join(state, 'config.json');
+  await writeFile(config, JSON.stringify({ groups }));
+  const udpPort = testPort();
+  const daemon = h.spawn('server', SERVER_BIN, [
+    '--config', config, '--state-dir', state, '--tcp-port', '0', '--interface', '127.0.0.1', '--port', String(udpPort), ...args,
+  ], env);
+  const started = await daemon.waitForMsg('group-server started');
+  return { daemon, state, id: String(started.id), udpPort, tcpPort: Number(started.tcpPort) };
+}
+
+/** A real group-client that joins these groups of the server. */
+export function startMember(h: Harness, server: Server, name: string, state: string, downloads: string, groups: string[]): Daemon {
+  return h.spawn(name, CLIENT_BIN, [
+    ...groups.flatMap((group) => ['--join', group]), '--server-id', server.id, '--state-dir', state, '--downloads', downloads,
+    '--name', name, '--interface', '127.0.0.1', '--port', String(server.udpPort),
+  ]);
+}
+
+/** Joins a group as `identity` with a JOIN the test signs, as the real client would; resolves on the ACK. */
+export async function joinAs(server: Server, identity: Identity, group: string): Promise<void> {
+  const udp = await Datagrams.open();
+  try {
+    const join = craft({ type: 'join', group, proof: Buffer.alloc(0) }, identity.signer);
+    await udp.send(join, server.udpPort);
+    const answer = await udp.answerTo(nonceOf(join));
+    if (answer.message.type !== 'ack') throw new Error(`join of ${group} refused: ${JSON.stringify(answer.message)}`);
+  } finally {
+    udp.close();
+  }
+}
+
+export async function deliveries(server: Server): Promise<DeliveryView[]> {
+  const status = await callDaemon<{ transfers: Array<{ deliveries: DeliveryView[] }> }>(server.state, 'status', {});
+  return status.transfers.flatMap((transfer) => transfer.deliveries);
+}
+
+export async function connectionCounters(server: Server): Promise<Record<string, number>> {
+  const status = await callDaemon<{ server: { connections: Record<string, number> } }>(server.state, 'status', {});
+  return status.server.connections;
+}
+
+/** The resident set size of a process, in bytes (VmRSS in /proc/<pid>/status). */
+export async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+  if (!kb) throw new Error(`no VmRSS for ${pid}`);
+  return Number(kb) * 1024;
+}
+
+/**
+ * A member's data connection driven by hand. It keeps every frame the server sends, and can stop
+ * reading at any point (the socket is paused, so the server's output backs up into its own buffers).
+ */
+export class HostileLink {
+  readonly frames: Frame[] = [];
+  closed = false;
+  private readonly waiters = new Set<() => void>();
+
+  private constructor(readonly socket: TLSSocket, onFrame: (frame: Frame, link: HostileLink) => void) {
+    const reader = new FrameReader((frame) => {
+      this.frames.push(frame);
+      onFrame(frame, this);
+      this.wake();
+    });
+    reader.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => reader.write(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+
+  /** Connects with the identity's certificate; `onFrame` sees each frame as it is read. */
+  static open(port: number, identity: Identity, onFrame: (frame: Frame, link: HostileLink) => void = () => undefined): Promise<HostileLink> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({
+        host: '127.0.0.1', port, cert: identity.certPem, key: identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
+        rejectUnauthorized: false, checkServerIdentity: () => undefined,
+      });
+      socket.once('secureConnect', () => resolve(new HostileLink(socket, onFrame)));
+      socket.once('error', reject);
+    });
+  }
+
+  send(frame: Frame): void {
+    if (!this.closed) this.socket.write(encodeFrame(frame));
+  }
+
+  hello(name = 'hostile'): void {
+    this.send({ type: 'hello', version: PROTOCOL_VERSION, name });
+  }
+
+  stopReading(): void {
+    this.socket.pause();
+  }
+
+  private wake(): void {
+    for (const waiter of this.waiters) waiter();
+  }
+
+  /** Resolves when `check` holds, re-checked on every frame and on the close; bounded in time. */
+  until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const test = (): void => {
+        if (!check()) return;
+        done();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(test);
+      };
+      this.waiters.add(test);
+      test();
+    });
+  }
+
+  /** The first frame of this type (already read or to come). */
+  async frame<T extends Frame['type']>(type: T, timeoutMs?: number): Promise<Extract<Frame, { type: T }>> {
+    const find = (): Frame | undefined => this.frames.find((frame) => frame.type === type);
+    await this.until(() => find() !== undefined, `a ${type} frame`, timeoutMs);
+    return find() as Extract<Frame, { type: T }>;
+  }
+
+  /** Resolves when the server has closed the connection. */
+  whenClosed(timeoutMs?: number): Promise<void> {
+    return this.until(() => this.closed, 'the server to close the connection', timeoutMs);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
