@@ -184,9 +184,9 @@ function sourceError(source: string, err: unknown): GroupcastError {
 
 /**
  * Copies `source` from its start to its end into `target` in one pass, handing each chunk to
- * `consume` (the hashes) before it is written, and reading the next chunk while the last one is
- * written. Returns the bytes copied. A read error is mapped by `readError` (it is the source's); a
- * write error is left as it is (it is the store's).
+ * `consume` (the hashes) while it is written, and reading the next chunk meanwhile. Returns the bytes
+ * copied. A read error is mapped by `readError` (it is the source's); a write error is left as it is
+ * (it is the store's).
  */
 async function copyFrom(
   source: FileHandle,
@@ -214,9 +214,10 @@ async function copyFrom(
       reading = read(current, position + chunk.length);
       // Kept from counting as unhandled while the loop waits on the other one; awaited above.
       reading.catch(() => undefined);
-      consume(chunk);
+      // The write and the hashing only read the chunk: they overlap.
       writing = writeFully(target, chunk, position);
       writing.catch(() => undefined);
+      consume(chunk);
       position += chunk.length;
     }
   } finally {
