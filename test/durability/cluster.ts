@@ -152,9 +152,9 @@ export class Cluster {
     return { name, state, downloads: downloads ?? await this.h.dir(`${name}-dl`), id: await idOf(this.h, CLIENT_BIN, state), groups };
   }
 
-  /** Writes the config (groups and the ids allowed in each) and starts the server. */
-  async startServer(groups: Array<{ name: string; members: Member[] }>, extra: string[] = []): Promise<Daemon> {
-    this.serverState = await this.h.dir('server');
+  /** Writes the config (groups and the ids allowed in each) and starts the server (on `stateDir`, or a new directory). */
+  async startServer(groups: Array<{ name: string; members: Member[] }>, extra: string[] = [], stateDir?: string): Promise<Daemon> {
+    this.serverState = stateDir ?? await this.h.dir('server');
     this.serverId = await idOf(this.h, SERVER_BIN, this.serverState);
     this.config = join(this.serverState, 'config.json');
     await writeFile(this.config, JSON.stringify({

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import {
-  ControlEndpoint, createLogger, ensurePrivateDir, loadOrCreateIdentity, serveMetrics,
+  ControlEndpoint, createLogger, loadOrCreateIdentity, serveMetrics, StateLock,
   type Logger, type NakReason, type PeerId,
 } from '@groupcast/shared';
 import { ServerConnection } from './connection.js';
@@ -10,7 +10,7 @@ import { Invitation } from './invitation.js';
 import { Membership } from './membership.js';
 import { ClientMetrics } from './metrics.js';
 import { OnReceive } from './on-receive.js';
-import { resolveOptions, type ClientOptions } from './options.js';
+import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
 import { ServerPin } from './pinning.js';
 import { PeerNode } from './peer/peer-node.js';
 import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
@@ -78,14 +78,18 @@ function forward<K extends keyof ClientEvents>(from: EventEmitter, to: EventEmit
 /**
  * Starts a member daemon: state and identity, the pin, the download area, the control plane
  * (discovery, then joins), and — after the first ACK — the data connection. A failure while starting
- * closes whatever had started and rethrows: STATE_DIR / CONFIG / a bind error are the fatal ones.
+ * closes whatever had started and rethrows: STATE_DIR (also: another daemon runs on it) / CONFIG / a
+ * bind error are the fatal ones.
  */
 export async function startClient(options: ClientOptions): Promise<GroupClient> {
   const resolved = resolveOptions(options);
+  return StateLock.hold(resolved.stateDir, 'group-client', (lock) => startLocked(options, resolved, lock));
+}
+
+async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lock: StateLock): Promise<GroupClient> {
   const log = options.log ?? createLogger({ name: 'group-client', level: 'silent' });
   const clock = options.clock ?? Date.now;
 
-  await ensurePrivateDir(resolved.stateDir);
   const identity = await loadOrCreateIdentity(resolved.stateDir, `group-client ${hostname()}`);
   const id = identity.signer.id;
   if (identity.created) log.info({ id }, 'created a new identity');
@@ -146,7 +150,8 @@ export async function startClient(options: ClientOptions): Promise<GroupClient> 
   for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
   forward(discovery, client, 'server');
 
-  client.started.push(pin, ...(peers ? [peers] : []), receiver);
+  // First in, last out: the lock is given up after everything else has stopped.
+  client.started.push(lock, pin, ...(peers ? [peers] : []), receiver);
   if (peers) log.info({ peerPort: peers.port }, 'serving pieces to peers');
   const status = new StatusFile({
     stateDir: resolved.stateDir, id, name: resolved.name, downloads: receiver.root, groups: resolved.groups, log: log.child({ component: 'status' }),

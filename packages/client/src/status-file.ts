@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
+import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
 import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './received-log.js';
 
@@ -114,16 +114,6 @@ export class StatusFile {
   }
 }
 
-/** Whether a process with this pid exists (EPERM: it does, as another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
-}
-
 export interface StatusReport {
   status: ClientStatus;
   /** Running now: the file says so and its process exists (a crash leaves `running: true` behind). */
@@ -152,7 +142,7 @@ export async function readStatus(stateDir: string, recentCount: number): Promise
   const { records } = parseReceivedLog(log);
   return {
     status,
-    running: status.running && alive(status.pid),
+    running: status.running && processExists(status.pid),
     recent: records.slice(-recentCount).reverse(),
     received: records.length,
   };

@@ -1,6 +1,6 @@
 import {
-  ControlEndpoint, ensurePrivateDir, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
-  shortId, type Logger, type MetricsEndpoint, type PeerId,
+  ControlEndpoint, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
+  shortId, StateLock, type Logger, type MetricsEndpoint, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './announcer.js';
 import type { ServerSettings } from './config.js';
@@ -29,13 +29,17 @@ export const DEFAULT_KEEP_MS = 7 * 24 * 3600 * 1000;
 
 /**
  * Composes the server from its parts and starts them in dependency order; close() stops them in
- * reverse. Only an unusable state directory or a failed bind makes start fail.
+ * reverse. Only an unusable state directory (or one another daemon runs on) or a failed bind makes
+ * start fail.
  */
-export async function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
+export function startServer(settings: ServerSettings, log: Logger): Promise<RunningServer> {
+  return StateLock.hold(settings.stateDir, 'group-server', (lock) => startLocked(settings, log, lock));
+}
+
+async function startLocked(settings: ServerSettings, log: Logger, lock: StateLock): Promise<RunningServer> {
   const { stateDir } = settings;
   const metricsAddress = settings.metrics ? parseMetricsAddress(settings.metrics) : undefined;
   if (metricsAddress) requireTokenOffLoopback(metricsAddress.host, settings.webToken);
-  await ensurePrivateDir(stateDir);
   const identity = await loadOrCreateIdentity(stateDir, `group-server ${settings.name}`);
   const id = identity.signer.id;
   if (identity.created) log.info({ id }, 'created server identity');
@@ -187,6 +191,7 @@ export async function startServer(settings: ServerSettings, log: Logger): Promis
         await dataPlane.close();
         await outbox.close();
         await membership.close();
+        await lock.close();
         log.info('group-server stopped');
       })();
       return closing;

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import {
-  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, isGroupcastError, printable, shortId, type PeerId,
+  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
@@ -218,11 +218,6 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     return code;
   } catch (err) {
     stopBars();
-    // This CLI could read the file (checkFiles), the daemon could not: it reads it as its own user.
-    if (isGroupcastError(err, ErrorCode.NOT_FOUND) && err.message.startsWith('cannot read ')) {
-      throw new GroupcastError(ErrorCode.NOT_FOUND, `${err.message}; the server reads the file itself, as the user it runs as: `
-        + 'give that user read access, or copy the file somewhere it can read (a service with PrivateTmp cannot see /tmp)', { cause: err });
-    }
     throw err;
   } finally {
     process.off('SIGINT', interrupted);

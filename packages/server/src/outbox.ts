@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { Journal, type Logger, type PeerId } from '@groupcast/shared';
+import { Journal, stateWriteError, type Logger, type PeerId } from '@groupcast/shared';
 
 export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
 
@@ -94,7 +94,11 @@ export class Outbox {
       if (delivery.state !== 'sending') continue;
       Object.assign(delivery, { state: 'pending', attempts: Math.max(0, delivery.attempts - 1), reason: 'interrupted: server restarted', notBefore: 0 });
     }
-    await this.journal.rewrite(this.snapshotEntries());
+    // The snapshot only saves space: on a full state disk the server starts on the journal as it is
+    // (the next start replays it the same way) and delivers what is pending.
+    await this.journal.rewrite(this.snapshotEntries()).catch((err: unknown) => {
+      this.options.log.warn({ err: stateWriteError('cannot compact the outbox journal', this.journal.path, err) }, 'starting on the journal as it is');
+    });
   }
 
   private snapshotEntries(): Entry[] {
@@ -158,16 +162,29 @@ export class Outbox {
     return { transfer, member, state: 'pending', attempts: 0, bytesSent: 0, reason: '', updatedAt: now, notBefore: 0 };
   }
 
-  /** Records a transfer and one delivery per member, durably. */
+  /**
+   * Records a transfer and one delivery per member, durably, in one append: if it cannot be written
+   * and synced (a full state disk) the transfer is not recorded at all, neither on disk nor here, and
+   * this rejects (NO_SPACE or STATE_DIR) so that nobody is told it exists.
+   */
   async create(transfer: TransferRecord, members: PeerId[]): Promise<DeliveryRecord[]> {
     this.transfers.set(transfer.id, transfer);
     const created = members.map((member) => this.newDelivery(transfer.id, member));
     for (const delivery of created) this.index(delivery);
-    await Promise.all([
-      this.journal.append({ kind: 'transfer', transfer }),
-      ...created.map((delivery) => this.journal.append({ kind: 'delivery', delivery })),
-    ]);
-    await this.journal.sync();
+    let written = false;
+    try {
+      await this.journal.appendAll([
+        { kind: 'transfer', transfer },
+        ...created.map((delivery): Entry => ({ kind: 'delivery', delivery })),
+      ]);
+      written = true;
+      await this.journal.sync();
+    } catch (err) {
+      this.drop(transfer.id);
+      // Written but not synced: a tombstone keeps a restart from bringing back what was refused.
+      if (written) this.journal.append({ kind: 'forget', transfer: transfer.id }).catch(() => undefined);
+      throw stateWriteError('cannot record the distribution', this.journal.path, err);
+    }
     return created;
   }
 

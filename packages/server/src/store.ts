@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { constants, type BigIntStats } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, PieceHasher, choosePieceSize } from '@groupcast/shared';
+import {
+  choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
+  stateWriteError, writeFully,
+} from '@groupcast/shared';
 import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './delivery/piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
@@ -71,25 +74,55 @@ export class ContentStore {
     return stored;
   }
 
-  /** Copies (reflinks where the filesystem can), hashes the copy, fsyncs, and files it under its hash. */
+  /**
+   * Copies the file into the store and files it under its sha256. The source is opened once, and
+   * everything else is done on that handle: it is opened without following a symbolic link and
+   * without waiting (a FIFO or a device swapped in for a file is refused at once, never read), and
+   * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
+   * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
+   */
   async ingest(source: string): Promise<StoredFile> {
-    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const handle = await openSource(source);
     try {
-      const info = await stat(source);
-      if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file`);
-      await copyFile(source, temp, constants.COPYFILE_FICLONE);
+      for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
+        const stored = await this.storeFrom(source, handle);
+        if (stored) return stored;
+      }
+      throw new GroupcastError(
+        ErrorCode.SOURCE_CHANGED,
+        `${source} changed while being stored (${INGEST_ATTEMPTS} tries): distribute it once nothing writes to it any more, or distribute a copy`,
+      );
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** One copy of the open source into the store; undefined if the source changed meanwhile. */
+  private async storeFrom(source: string, handle: FileHandle): Promise<StoredFile | undefined> {
+    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    let needed = 0;
+    try {
+      const before = await statOf(source, handle);
+      needed = Number(before.size);
       const hash = createHash('sha256');
-      const handle = await open(temp, 'r');
+      const target = await open(temp, 'wx', 0o600);
       let size: number;
       let pieces: PieceHasher;
       try {
-        size = (await handle.stat()).size;
-        // Pieces are hashed in the same read as the whole file.
-        pieces = new PieceHasher(choosePieceSize(size));
-        await hashFromHandle(handle, size, { update: (chunk) => { hash.update(chunk); pieces.update(chunk); } });
-        await handle.sync();
+        // Pieces are hashed in the same pass as the whole file.
+        pieces = new PieceHasher(choosePieceSize(needed));
+        const digest = (chunk: Buffer): void => {
+          hash.update(chunk);
+          pieces.update(chunk);
+        };
+        size = await copyFrom(handle, target, digest, (err) => sourceError(source, err));
+        await target.sync();
       } finally {
-        await handle.close();
+        await target.close();
+      }
+      if (!unchanged(before, await statOf(source, handle), size)) {
+        await rm(temp, { force: true });
+        return undefined;
       }
       const sha256 = hash.digest('hex');
       await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
@@ -98,9 +131,128 @@ export class ContentStore {
       return { sha256, size };
     } catch (err) {
       await rm(temp, { force: true });
-      if (err instanceof GroupcastError) throw err;
-      const reason = errnoCode(err) === 'ENOENT' ? 'no such file' : (err as Error).message;
-      throw new GroupcastError(ErrorCode.NOT_FOUND, `cannot read ${source}: ${reason}`, { cause: err });
+      // What is not the source's fault is the store's: its free space is measured without the partial copy.
+      throw isGroupcastError(err) ? err : await this.storeError(source, needed, err);
     }
+  }
+
+  /** A failed write into the store: a full disk says how much was needed and how much is free. */
+  private async storeError(source: string, needed: number, err: unknown): Promise<GroupcastError> {
+    const free = await statfs(this.dir).then((fs) => fs.bavail * fs.bsize, () => undefined);
+    const room = needed > 0 && free !== undefined ? ` (needs ${formatBytes(needed)}, ${formatBytes(free)} free)` : '';
+    return stateWriteError(`cannot store ${source}${room}`, join(this.dir, 'file'), err);
+  }
+}
+
+/** How many times a source that changes while being copied is copied before it is refused. */
+const INGEST_ATTEMPTS = 3;
+/** Bytes per read and write of a copy: large enough that system calls cost little next to the hashing. */
+const COPY_CHUNK = 1024 * 1024;
+
+/**
+ * Opens an operator's file to store it: not through a symbolic link in its last component (a link
+ * swapped in must not make the server read its own key), not waiting for a FIFO's writer, and only
+ * if the open handle is a regular file.
+ */
+async function openSource(source: string): Promise<FileHandle> {
+  let handle: FileHandle;
+  try {
+    handle = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    throw sourceError(source, err);
+  }
+  try {
+    const info = await statOf(source, handle);
+    if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (${kindOf(info)})`);
+    return handle;
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+function statOf(source: string, handle: FileHandle): Promise<BigIntStats> {
+  return handle.stat({ bigint: true }).catch((err: unknown) => {
+    throw sourceError(source, err);
+  });
+}
+
+function kindOf(info: BigIntStats): string {
+  if (info.isFIFO()) return 'a FIFO';
+  if (info.isDirectory()) return 'a directory';
+  if (info.isCharacterDevice() || info.isBlockDevice()) return 'a device';
+  if (info.isSocket()) return 'a socket';
+  return 'not a file';
+}
+
+/** The source is as it was when its copy began: same file, same size as copied, not written since. */
+function unchanged(before: BigIntStats, after: BigIntStats, copied: number): boolean {
+  return after.ino === before.ino && after.dev === before.dev && after.size === before.size && BigInt(copied) === before.size
+    && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs;
+}
+
+/**
+ * The one mapping of a failure to open or read an operator's file to what the operator can do about
+ * it. The server reads the file as the user it runs as, which may see another file system than the
+ * operator's shell (a service with PrivateTmp has its own /tmp).
+ */
+function sourceError(source: string, err: unknown): GroupcastError {
+  if (isGroupcastError(err)) return err;
+  const code = errnoCode(err);
+  if (code === 'ENOENT') {
+    return new GroupcastError(ErrorCode.NOT_FOUND, `cannot read ${source}: no such file as the server sees it (a service with PrivateTmp cannot see /tmp)`, { cause: err });
+  }
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new GroupcastError(ErrorCode.NOT_FOUND, `cannot read ${source}: permission denied to the user the server runs as (uid ${process.getuid?.() ?? '?'}): `
+      + 'give that user read access, or copy the file somewhere it can read', { cause: err });
+  }
+  if (code === 'ELOOP') {
+    return new GroupcastError(ErrorCode.USAGE, `${source} is a symbolic link: name the file it points to (the server does not follow links to the files it distributes)`, { cause: err });
+  }
+  if (code === 'ENXIO') return new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (a socket)`, { cause: err });
+  return new GroupcastError(ErrorCode.NOT_FOUND, `cannot read ${source}: ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * Copies `source` from its start to its end into `target` in one pass, handing each chunk to
+ * `consume` (the hashes) while it is written, and reading the next chunk meanwhile. Returns the bytes
+ * copied. A read error is mapped by `readError` (it is the source's); a write error is left as it is
+ * (it is the store's).
+ */
+async function copyFrom(
+  source: FileHandle,
+  target: FileHandle,
+  consume: (chunk: Buffer) => void,
+  readError: (err: unknown) => GroupcastError,
+): Promise<number> {
+  // Two buffers: one being read into while the other's chunk is hashed and written.
+  let current = Buffer.alloc(COPY_CHUNK);
+  let spare = Buffer.alloc(COPY_CHUNK);
+  const read = (buffer: Buffer, position: number): Promise<Buffer> => source.read(buffer, 0, buffer.length, position).then(
+    ({ bytesRead }) => buffer.subarray(0, bytesRead),
+    (err: unknown) => Promise.reject(readError(err)),
+  );
+  let position = 0;
+  let reading = read(current, position);
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    for (;;) {
+      const chunk = await reading;
+      // The spare buffer, which the last write used, is free once that write is done.
+      await writing;
+      if (chunk.length === 0) return position;
+      [current, spare] = [spare, current];
+      reading = read(current, position + chunk.length);
+      // Kept from counting as unhandled while the loop waits on the other one; awaited above.
+      reading.catch(() => undefined);
+      // The write and the hashing only read the chunk: they overlap.
+      writing = writeFully(target, chunk, position);
+      writing.catch(() => undefined);
+      consume(chunk);
+      position += chunk.length;
+    }
+  } finally {
+    // Neither handle may be closed while an operation on it is in flight.
+    await Promise.allSettled([reading, writing]);
   }
 }

@@ -35,6 +35,8 @@ export const ErrorCode = {
   /** The peer is alive but stopped taking what is sent to it, or answering what it was asked. */
   STALLED: 'GC_ERR_STALLED',
   CLOSED: 'GC_ERR_CLOSED',
+  /** A file being stored for distribution kept changing while it was copied. */
+  SOURCE_CHANGED: 'GC_ERR_SOURCE_CHANGED',
   // operator commands
   DAEMON_UNREACHABLE: 'GC_ERR_DAEMON_UNREACHABLE',
   USAGE: 'GC_ERR_USAGE',

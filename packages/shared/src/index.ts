@@ -22,4 +22,5 @@ export * from './runtime/format.js';
 export * from './runtime/config-file.js';
 export * from './runtime/metrics.js';
 export * from './runtime/journal.js';
+export * from './runtime/state-lock.js';
 export * from './runtime/cli-output.js';

@@ -1,7 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
-import { errnoCode, ErrorCode, GroupcastError } from '../errors.js';
+import { errnoCode, ErrorCode, GroupcastError, isGroupcastError } from '../errors.js';
 
 /**
  * Where a daemon keeps its state when not told: systemd's $STATE_DIRECTORY for a service, else
@@ -33,15 +34,45 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** A full disk or an exhausted quota: the two ways a write fails for want of space. */
+export function isNoSpace(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * The one mapping of a failed write of the daemon's own state (journal, store, state files) to an
+ * error: a full disk is NO_SPACE and says which directory, anything else is STATE_DIR.
+ */
+export function stateWriteError(what: string, path: string, err: unknown): GroupcastError {
+  if (isGroupcastError(err)) return err;
+  if (isNoSpace(err)) return new GroupcastError(ErrorCode.NO_SPACE, `${what}: no space left on the state disk (${dirname(path)})`, { cause: err });
+  return new GroupcastError(ErrorCode.STATE_DIR, `${what}: ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * Writes all of `data` at `position` (null: at the file's end, for a file opened to append). A single
+ * write may write less than asked (a disk filling up does that before it fails), so it loops; an
+ * error, including the one that follows a short write on a full disk, rejects.
+ */
+export async function writeFully(handle: FileHandle, data: Uint8Array, position: number | null): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position === null ? null : position + done);
+    done += bytesWritten;
+  }
+}
+
 /**
  * Replaces a file so that a crash at any instant leaves either the old or the new contents:
  * write a temporary sibling, fsync it, rename over the target, fsync the directory.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const temp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  const handle = await open(temp, 'w', mode);
+  // Unique per call: two writers of one file in the same millisecond must not share a temporary.
+  const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const handle = await open(temp, 'wx', mode);
   try {
-    await handle.writeFile(data);
+    await writeFully(handle, typeof data === 'string' ? Buffer.from(data) : data, 0);
     await handle.sync();
   } catch (err) {
     await handle.close();
