@@ -222,9 +222,12 @@ export class MemberSwarm implements SwarmHandle {
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
     this.options.toServer(have);
     for (const link of this.links.values()) link.send(have);
+    // Pieces are written concurrently: the last two can both find the file complete; it completes once.
     if (this.held.complete) {
-      this.done = true;
-      this.options.complete();
+      if (!this.done) {
+        this.done = true;
+        this.options.complete();
+      }
       return;
     }
     this.schedule();
