@@ -8,6 +8,23 @@ import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './received-
 export const STATUS_FILE = 'status.json';
 const WRITE_DELAY_MS = 200;
 const RECENT_PROBLEMS = 10;
+/** The peer figures change with every piece: they are looked at this often and written when they moved. */
+const PEERS_REFRESH_MS = 1_000;
+/** Peers dropped for a bad piece listed in status.json, the most recent ones; the count covers them all. */
+const BAD_PEERS_SHOWN = 20;
+
+/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start, bad peers. */
+export interface PeerStatus {
+  port: number;
+  links: number;
+  /** Bytes of verified pieces kept from the server and from peers, and bytes served to peers. */
+  fromServer: number;
+  fromPeers: number;
+  toPeers: number;
+  badPieces: number;
+  /** Peers dropped for serving a bad piece: the transfer and piece of the last one. */
+  badPeers: Array<{ id: PeerId; transfer: string; piece: number }>;
+}
 
 export type GroupState = 'joining' | 'joined' | 'refused';
 
@@ -28,6 +45,8 @@ export interface ClientStatus {
   groups: Array<{ name: string; state: GroupState; reason: string }>;
   /** The last few transfers that did not arrive (declined or failed), newest last. */
   problems: Array<{ time: number; transfer: string; group: string; name: string; outcome: string; message: string }>;
+  /** Null when this member does not take part in peer-assisted delivery (--no-peers); absent in files of older versions. */
+  peers?: PeerStatus | null;
 }
 
 /**
@@ -39,10 +58,15 @@ export class StatusFile {
   readonly path: string;
   private readonly status: ClientStatus;
   private timer: NodeJS.Timeout | undefined;
+  private peersTimer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly options: { stateDir: string; id: PeerId; name: string; downloads: string; groups: string[]; log: Logger },
+    private readonly options: {
+      stateDir: string; id: PeerId; name: string; downloads: string; groups: string[]; log: Logger;
+      /** The peer figures now; undefined without peer-assisted delivery. */
+      peers?: (() => PeerStatus) | undefined;
+    },
   ) {
     this.path = join(options.stateDir, STATUS_FILE);
     const now = Date.now();
@@ -51,7 +75,17 @@ export class StatusFile {
       downloads: options.downloads, server: null, connectedSince: null,
       groups: options.groups.map((name) => ({ name, state: 'joining', reason: '' })),
       problems: [],
+      peers: options.peers?.() ?? null,
     };
+  }
+
+  private refreshPeers(): void {
+    const peers = this.options.peers?.();
+    if (!peers) return;
+    peers.badPeers = peers.badPeers.slice(-BAD_PEERS_SHOWN);
+    if (JSON.stringify(peers) === JSON.stringify(this.status.peers)) return;
+    this.status.peers = peers;
+    this.changed();
   }
 
   /** Follows the daemon's events; writes the first snapshot now. */
@@ -85,6 +119,10 @@ export class StatusFile {
     };
     client.on('declined', problem);
     client.on('failed', problem);
+    if (this.options.peers) {
+      this.peersTimer = setInterval(() => this.refreshPeers(), PEERS_REFRESH_MS);
+      this.peersTimer.unref();
+    }
     return this.write();
   }
 
@@ -107,6 +145,7 @@ export class StatusFile {
   /** Records a clean stop. */
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    clearInterval(this.peersTimer);
     this.timer = undefined;
     this.status.running = false;
     this.status.connectedSince = null;

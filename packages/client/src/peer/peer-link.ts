@@ -1,8 +1,8 @@
 import type { TLSSocket } from 'node:tls';
 import {
   allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, pieceLength, verifyPiece,
-  type Frame, type Logger, type PeerId,
+  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle, verifyPiece,
+  type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
@@ -71,6 +71,8 @@ export class PeerLink {
     private readonly owner: LinkOwner,
     private readonly log: Logger,
     remoteBits: Buffer,
+    /** `--peer-rate`: what this member uploads to all its peers together; every DATA frame served waits for it. */
+    private readonly limits: readonly TokenBucket[] = [],
   ) {
     this.remote = Bitfield.fromWire(remoteBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
@@ -177,6 +179,8 @@ export class PeerLink {
           const chunk = Math.min(DATA_CHUNK, data.length - at);
           const { frame, payload } = allocDataFrame(this.owner.transfer, start + at, chunk);
           data.copy(payload, 0, at, at + chunk);
+          const wait = throttle(this.limits, chunk);
+          if (wait) await wait;
           if (!this.write(frame)) await this.drained();
           this.owner.served(chunk);
         }

@@ -21,6 +21,7 @@ const REDIAL_MS = 10_000;
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
 
+/** Bytes of verified pieces kept, by where they came from (a piece fetched twice counts once), served, and bad pieces. */
 export interface SwarmCounters {
   fromServer: number;
   fromPeers: number;
@@ -145,8 +146,7 @@ export class MemberSwarm implements SwarmHandle {
       this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
       return;
     }
-    this.options.counters.fromServer += current.data.length;
-    await this.keep(piece, current.data);
+    await this.keep(piece, current.data, 'fromServer');
   }
 
   // ---- from links (LinkOwner) ----
@@ -175,8 +175,7 @@ export class MemberSwarm implements SwarmHandle {
 
   pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
     this.dropPending(piece, link);
-    this.options.counters.fromPeers += data.length;
-    void this.keep(piece, data);
+    void this.keep(piece, data, 'fromPeers');
   }
 
   badPiece(link: PeerLink, piece: number): void {
@@ -207,7 +206,7 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  private async keep(piece: number, data: Buffer): Promise<void> {
+  private async keep(piece: number, data: Buffer, source: 'fromServer' | 'fromPeers'): Promise<void> {
     if (this.held.has(piece) || this.done) {
       this.schedule();
       return;
@@ -218,6 +217,7 @@ export class MemberSwarm implements SwarmHandle {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
     }
+    this.options.counters[source] += data.length;
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
     this.options.toServer(have);
