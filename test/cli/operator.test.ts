@@ -108,7 +108,7 @@ describe('operator CLIs on loopback', () => {
     expect(out).toContain('2 member(s), 0 offline');
     // Every update prints with --progress-interval 0; the last one is always at 100%.
     expect(out).toMatch(/^alice \([A-Z2-7]{7}\) {2}build\.bin {2}100% {2}24\.0 MiB of 24\.0 MiB {2}[\d.]+ \S+\/s {2}eta /m);
-    for (const name of ['alice', 'bob']) expect(out).toMatch(new RegExp(`^✓ ${name} \\([A-Z2-7]{7}\\) build\\.bin delivered \\(24\\.0 MiB sent in `, 'm'));
+    for (const name of ['alice', 'bob']) expect(out).toMatch(new RegExp(`^✓ ${name} \\([A-Z2-7]{7}\\) build\\.bin delivered \\(from server [0-9.]+ (?:B|KiB|MiB), from peers [0-9.]+ (?:B|KiB|MiB), in `, 'm'));
     expect(out).toMatch(/^MEMBER +FILE +STATE +SENT +TIME +REASON$/m);
     expect(out).toMatch(/^alice \([A-Z2-7]{7}\) +build\.bin +delivered +24\.0 MiB +[\d.]+m?s/m);
     expect(out).toContain('2 delivered, 0 pending, 0 failed');

@@ -71,6 +71,8 @@ export class MemberSwarm implements SwarmHandle {
   private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
   private anyOutstanding = 0;
   private readonly askedOfServer = new Set<number>();
+  /** Pieces being written now. */
+  private readonly writing = new Set<number>();
   private serverPiece: ServerPiece | undefined;
   private seededAt: number | undefined;
   private waitTimer: NodeJS.Timeout | undefined;
@@ -207,15 +209,19 @@ export class MemberSwarm implements SwarmHandle {
   // ---- keeping pieces ----
 
   private async keep(piece: number, data: Buffer, source: 'fromServer' | 'fromPeers'): Promise<void> {
-    if (this.held.has(piece) || this.done) {
+    // A piece that came from two sources (the endgame) is written and counted once.
+    if (this.held.has(piece) || this.writing.has(piece) || this.done) {
       this.schedule();
       return;
     }
+    this.writing.add(piece);
     try {
       await this.options.partial.write(piece, data);
     } catch (err) {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
+    } finally {
+      this.writing.delete(piece);
     }
     this.options.counters[source] += data.length;
     this.pending.delete(piece);
@@ -259,8 +265,11 @@ export class MemberSwarm implements SwarmHandle {
   }
 
   private pump(): void {
-    if (this.done || this.closedFlag) return;
+    if (this.closedFlag) return;
+    // A finished member still dials the peers listed after it: the one with the smaller id dials, so
+    // without this a later member with a larger id would never link to it.
     this.dialListed();
+    if (this.done) return;
     this.askPeers();
     this.askServer();
   }
@@ -274,6 +283,12 @@ export class MemberSwarm implements SwarmHandle {
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
     }
+  }
+
+  /** Whether a listed peer with a smaller id (the one that dials) may still link to this member. */
+  private awaitsDial(): boolean {
+    for (const id of this.allowed.keys()) if (id < this.options.node.id && !this.banned.has(id)) return true;
+    return false;
   }
 
   dialEnded(id: PeerId): void {
@@ -338,8 +353,10 @@ export class MemberSwarm implements SwarmHandle {
       }
       return;
     }
-    // No link and none being dialed: no peer will bring anything, so the server is asked at once.
-    const alone = this.links.size === 0 && this.dialing.size === 0;
+    // No link, none being dialed, and no listed peer that would dial us (the smaller id dials): no
+    // peer will bring anything, so the server is asked at once. A member that only waits to be dialed
+    // is not alone: asking at once would take every piece from the server before its links open.
+    const alone = this.links.size === 0 && this.dialing.size === 0 && !this.awaitsDial();
     const waited = Date.now() - this.seededAt >= PEER_WAIT_MS;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
