@@ -123,9 +123,12 @@ const DAEMON_OPTIONS = [
   'metrics', 'web-token',
 ] as const;
 
-/** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
-function operatorCommand<T>(argv: Argv<T>): Argv<T> {
-  return hideOptions(argv, DAEMON_OPTIONS);
+/**
+ * The operator's commands accept the daemon's options (see above) but do not list them in their help;
+ * `own`: those the command gives a meaning of its own (distribute --rate).
+ */
+function operatorCommand<T>(argv: Argv<T>, own: ReadonlyArray<(typeof DAEMON_OPTIONS)[number]> = []): Argv<T> {
+  return hideOptions(argv, DAEMON_OPTIONS.filter((key) => !own.includes(key)));
 }
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
@@ -164,13 +167,13 @@ const cli = options(yargs(hideBin(process.argv)))
   .command(
     'distribute <group> <files..>',
     'send files to every member of a group (talks to the running daemon)',
-    (y) => operatorCommand(y)
+    (y) => operatorCommand(y, ['rate'])
       .positional('group', { type: 'string', demandOption: true })
       .positional('files', { type: 'string', array: true, demandOption: true })
       .option('wait-all', { type: 'boolean', describe: 'also wait for members that are offline now' })
       .option('timeout', { type: 'string', coerce: checkedText(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
       .option('progress-interval', { type: 'string', default: '5s', coerce: checkedText(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
-      .option('rate', { type: 'string', hidden: false, coerce: checkedText(parseRate), describe: 'the most these files take of the server\'s upload, in bytes per second over all their members (under the daemon\'s --rate): 20M, 500k [default: no cap of their own]' })
+      .option('rate', { type: 'string', coerce: checkedText(parseRate), describe: 'the most these files take of the server\'s upload, in bytes per second over all their members (under the daemon\'s --rate): 20M, 500k [default: no cap of their own]' })
       .example('$0 distribute Developers ./build.tar.gz', 'push a file to every member of Developers')
       .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members')
       .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts'),
