@@ -9,9 +9,9 @@ import type { PiecePartial } from './piece-partial.js';
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
 export const SERVER_REQUESTS = 8;
 /**
- * Once the server has seeded every piece, a piece no connected peer has is asked of the server after
- * this wait: pieces on their way to other members appear at peers within it, so the server does not
- * send them twice; a member with no peer at all asks at once.
+ * Once the server has seeded every piece, a piece no connected peer has is asked of the server when
+ * peers have brought nothing for this long: pieces on their way to other members appear at peers
+ * meanwhile, so the server does not send them twice; a member with no peer at all asks at once.
  */
 export const PEER_WAIT_MS = 2_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
@@ -71,10 +71,14 @@ export class MemberSwarm implements SwarmHandle {
   private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
   private anyOutstanding = 0;
   private readonly askedOfServer = new Set<number>();
+  /** Peers whose link was closed because both sides hold everything: not dialed again. */
+  private readonly finishedPeers = new Set<PeerId>();
   /** Pieces being written now. */
   private readonly writing = new Set<number>();
   private serverPiece: ServerPiece | undefined;
   private seededAt: number | undefined;
+  /** When a piece last arrived from a peer. */
+  private lastPeerPieceAt = 0;
   private waitTimer: NodeJS.Timeout | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private done = false;
@@ -168,7 +172,20 @@ export class MemberSwarm implements SwarmHandle {
       return;
     }
     this.links.set(link.id, link);
+    if (this.closeIfIdle(link)) return;
     this.pump();
+  }
+
+  /**
+   * Two members that both hold everything have nothing for each other: their link goes (and is not
+   * dialed again), so a finished member's MAX_PEER_LINKS slots serve members that still need pieces —
+   * otherwise the first members to finish keep their links to each other and turn the next ones away.
+   */
+  private closeIfIdle(link: PeerLink): boolean {
+    if (!this.held.complete || !link.remote.complete) return false;
+    this.finishedPeers.add(link.id);
+    link.close();
+    return true;
   }
 
   readPiece(piece: number): Promise<Buffer | undefined> {
@@ -176,6 +193,7 @@ export class MemberSwarm implements SwarmHandle {
   }
 
   pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
+    this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
     void this.keep(piece, data, 'fromPeers');
   }
@@ -193,7 +211,8 @@ export class MemberSwarm implements SwarmHandle {
     this.schedule();
   }
 
-  changed(): void {
+  changed(link: PeerLink): void {
+    if (this.closeIfIdle(link)) return;
     this.schedule();
   }
 
@@ -232,6 +251,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.held.complete) {
       if (!this.done) {
         this.done = true;
+        for (const link of [...this.links.values()]) this.closeIfIdle(link);
         this.options.complete();
       }
       return;
@@ -278,7 +298,7 @@ export class MemberSwarm implements SwarmHandle {
   private dialListed(): void {
     for (const [id, entry] of this.allowed) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
-      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.options.node.id > id) continue;
+      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id) || this.options.node.id > id) continue;
       if (Date.now() - (this.unreachable.get(id) ?? -Infinity) < REDIAL_MS) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
@@ -357,7 +377,9 @@ export class MemberSwarm implements SwarmHandle {
     // peer will bring anything, so the server is asked at once. A member that only waits to be dialed
     // is not alone: asking at once would take every piece from the server before its links open.
     const alone = this.links.size === 0 && this.dialing.size === 0 && !this.awaitsDial();
-    const waited = Date.now() - this.seededAt >= PEER_WAIT_MS;
+    // Peers still bringing pieces will bring these too as they spread (the server seeded each once):
+    // the server is asked only once peers have brought nothing for PEER_WAIT_MS.
+    const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
       if (this.held.has(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
