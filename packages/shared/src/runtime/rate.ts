@@ -1,8 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { ErrorCode, GroupcastError } from '../errors.js';
 
-/** The lowest rate accepted: below it one DATA frame would wait minutes, which no operator means. */
-export const MIN_RATE = 64 * 1024;
+/** The lowest rate accepted (64k): below it one 256 KiB DATA frame waits seconds, which no operator means. */
+export const MIN_RATE = 64_000;
 /** The highest: 1 Tbit/s, beyond any link (and safely inside a double's exact integers over years). */
 export const MAX_RATE = 125_000_000_000;
 /**
@@ -28,7 +28,7 @@ export function parseRate(text: string): number {
 /** A rate from JSON (a config file, the control socket): a number of bytes per second in range. */
 export function checkRate(value: unknown, shown: string = String(value)): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < MIN_RATE || value > MAX_RATE) {
-    throw new GroupcastError(ErrorCode.USAGE, `rate ${shown} out of range: ${MIN_RATE} (64k) to ${MAX_RATE} bytes per second`);
+    throw new GroupcastError(ErrorCode.USAGE, `rate ${shown} out of range: 64k to 125G bytes per second`);
   }
   return value;
 }
