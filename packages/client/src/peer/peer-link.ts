@@ -56,6 +56,11 @@ function violation(message: string): GroupcastError {
  */
 export class PeerLink {
   readonly remote: Bitfield;
+  /**
+   * What the peer was told this side holds, in the handshake's BITFIELD. Pieces kept between that and
+   * the link opening were never announced over it (HAVE goes to open links): the swarm sends them on attach.
+   */
+  readonly announced: Bitfield;
   private readonly inbound = new Map<number, Inbound>();
   private readonly serveQueue: number[] = [];
   private serving = false;
@@ -72,9 +77,12 @@ export class PeerLink {
     private readonly log: Logger,
     remoteBits: Buffer,
     /** `--peer-rate`: what this member uploads to all its peers together; every DATA frame served waits for it. */
-    private readonly limits: readonly TokenBucket[] = [],
+    private readonly limits: readonly TokenBucket[],
+    /** The BITFIELD this side sent in the handshake. */
+    sentBits: Buffer,
   ) {
     this.remote = Bitfield.fromWire(remoteBits, owner.held.length);
+    this.announced = Bitfield.fromWire(sentBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
     socket.on('close', () => this.close());

@@ -196,6 +196,8 @@ export class PeerNode {
     };
     let greeted = false;
     let link: PeerLink | undefined;
+    /** What our BITFIELD told the peer: pieces kept after it are announced when the link opens. */
+    let sentBits: Buffer = Buffer.alloc(0);
     const reader = new FrameReader((frame: Frame) => {
       if (link) return link.onFrame(frame);
       if (!greeted) {
@@ -209,9 +211,12 @@ export class PeerNode {
         throw new GroupcastError(ErrorCode.NOT_AUTHORIZED, 'peer is not listed for that transfer');
       }
       if (swarm.linkCount() >= MAX_PEER_LINKS) throw new GroupcastError(ErrorCode.PROTOCOL, 'enough peer links for that transfer');
-      if (!dialedFor) socket.write(Buffer.concat([this.hello(), bitfieldOf(swarm)]));
+      if (!dialedFor) {
+        sentBits = swarm.held.toWire();
+        socket.write(Buffer.concat([this.hello(), encodeFrame({ type: 'bitfield', transfer: swarm.transfer, bits: sentBits })]));
+      }
       settle();
-      link = new PeerLink(id, socket, reader, swarm, log.child({ transfer: frame.transfer.toString('hex') }), frame.bits, this.limits);
+      link = new PeerLink(id, socket, reader, swarm, log.child({ transfer: frame.transfer.toString('hex') }), frame.bits, this.limits, sentBits);
       opened?.();
       swarm.attach(link);
     });
@@ -223,7 +228,10 @@ export class PeerNode {
       if (!link) fail(new GroupcastError(ErrorCode.CLOSED, 'peer closed during the handshake'));
     });
     socket.pipe(reader);
-    if (dialedFor) socket.write(Buffer.concat([this.hello(), bitfieldOf(dialedFor)]));
+    if (dialedFor) {
+      sentBits = dialedFor.held.toWire();
+      socket.write(Buffer.concat([this.hello(), encodeFrame({ type: 'bitfield', transfer: dialedFor.transfer, bits: sentBits })]));
+    }
   }
 
   async close(): Promise<void> {
@@ -231,8 +239,4 @@ export class PeerNode {
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
-}
-
-function bitfieldOf(swarm: SwarmHandle): Buffer {
-  return encodeFrame({ type: 'bitfield', transfer: swarm.transfer, bits: swarm.held.toWire() });
 }

@@ -16,7 +16,12 @@ export const SERVER_REQUESTS = 8;
 export const PEER_WAIT_MS = 2_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
 export const SEED_LINGER_MS = 60_000;
-/** A peer that could not be dialed is tried again after this long. */
+/**
+ * A peer that could not be dialed is tried again after FIRST_REDIAL_MS, doubling up to REDIAL_MS: the
+ * usual refusal is a peer that has not been offered the transfer yet (its OFFER is a moment behind
+ * ours), and a link a second later still saves the server a copy.
+ */
+const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
@@ -65,7 +70,8 @@ export class MemberSwarm implements SwarmHandle {
   private allowed = new Map<PeerId, PeerEntry>();
   private readonly links = new Map<PeerId, PeerLink>();
   private readonly dialing = new Set<PeerId>();
-  private readonly unreachable = new Map<PeerId, number>();
+  /** Peers whose last dial failed: when, and how long to wait before the next. */
+  private readonly unreachable = new Map<PeerId, { at: number; waitMs: number }>();
   private readonly banned = new Set<PeerId>();
   /** Sources each missing piece is being fetched from. */
   private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
@@ -173,6 +179,10 @@ export class MemberSwarm implements SwarmHandle {
     }
     this.links.set(link.id, link);
     if (this.closeIfIdle(link)) return;
+    // Pieces kept during the handshake were in neither our BITFIELD nor a HAVE the peer could see.
+    for (let piece = 0; piece < this.held.length; piece++) {
+      if (this.held.has(piece) && !link.announced.has(piece)) link.send({ type: 'have', transfer: this.transfer, piece });
+    }
     this.pump();
   }
 
@@ -299,21 +309,24 @@ export class MemberSwarm implements SwarmHandle {
     for (const [id, entry] of this.allowed) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
       if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id) || this.options.node.id > id) continue;
-      if (Date.now() - (this.unreachable.get(id) ?? -Infinity) < REDIAL_MS) continue;
+      const failed = this.unreachable.get(id);
+      if (failed && Date.now() - failed.at < failed.waitMs) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
     }
   }
 
-  /** Whether a listed peer with a smaller id (the one that dials) may still link to this member. */
-  private awaitsDial(): boolean {
-    for (const id of this.allowed.keys()) if (id < this.options.node.id && !this.banned.has(id)) return true;
+  /** Whether a listed peer may still link to this member: one it dials (again, after a failure), or one that dials it. */
+  private mayLink(): boolean {
+    for (const id of this.allowed.keys()) if (!this.banned.has(id) && !this.finishedPeers.has(id)) return true;
     return false;
   }
 
   dialEnded(id: PeerId): void {
     this.dialing.delete(id);
-    this.unreachable.set(id, Date.now());
+    const waitMs = Math.min(REDIAL_MS, 2 * (this.unreachable.get(id)?.waitMs ?? FIRST_REDIAL_MS / 2));
+    this.unreachable.set(id, { at: Date.now(), waitMs });
+    setTimeout(() => this.schedule(), waitMs).unref();
     this.schedule();
   }
 
@@ -373,10 +386,10 @@ export class MemberSwarm implements SwarmHandle {
       }
       return;
     }
-    // No link, none being dialed, and no listed peer that would dial us (the smaller id dials): no
-    // peer will bring anything, so the server is asked at once. A member that only waits to be dialed
-    // is not alone: asking at once would take every piece from the server before its links open.
-    const alone = this.links.size === 0 && this.dialing.size === 0 && !this.awaitsDial();
+    // No link, none being dialed, and no listed peer that may still link: no peer will bring anything,
+    // so the server is asked at once. A member that waits to be dialed, or to dial again, is not alone:
+    // asking at once would take every piece from the server before its links open.
+    const alone = this.links.size === 0 && this.dialing.size === 0 && !this.mayLink();
     // Peers still bringing pieces will bring these too as they spread (the server seeded each once):
     // the server is asked only once peers have brought nothing for PEER_WAIT_MS.
     const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
