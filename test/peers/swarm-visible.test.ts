@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_BIN, harness, SERVER_BIN, testPort } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
+import { parseMetrics } from '../support/metrics.js';
 import { Cluster, finalPath, MiB, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
 
 /**
@@ -21,15 +22,6 @@ let members: Member[];
 const memberMetrics = new Map<string, number>();
 
 interface Delivery { member: string; bytesSent: number; bytesFromPeers: number; state: string }
-
-function parseMetrics(text: string): Map<string, number> {
-  const values = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (match?.[1] && match[2]) values.set(match[1], Number(match[2]));
-  }
-  return values;
-}
 
 const scrape = async (port: number): Promise<Map<string, number>> => parseMetrics(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
 

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
+import type { SwarmCounters } from './peer/swarm.js';
 import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './received-log.js';
 
 export const STATUS_FILE = 'status.json';
@@ -13,15 +14,10 @@ const PEERS_REFRESH_MS = 1_000;
 /** Peers dropped for a bad piece listed in status.json, the most recent ones; the count covers them all. */
 const BAD_PEERS_SHOWN = 20;
 
-/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start, bad peers. */
-export interface PeerStatus {
+/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start (SwarmCounters), bad peers. */
+export interface PeerStatus extends SwarmCounters {
   port: number;
   links: number;
-  /** Bytes of verified pieces kept from the server and from peers, and bytes served to peers. */
-  fromServer: number;
-  fromPeers: number;
-  toPeers: number;
-  badPieces: number;
   /** Peers dropped for serving a bad piece: the transfer and piece of the last one. */
   badPeers: Array<{ id: PeerId; transfer: string; piece: number }>;
 }
