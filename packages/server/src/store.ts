@@ -9,6 +9,16 @@ import {
 import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './delivery/piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
+
+/**
+ * A file of at most one piece has the whole file's sha256 as its only piece hash (and an empty one has
+ * none), so nothing is kept beside it: many small files cost no extra file each, nor space on a full disk.
+ */
+function onePiece(sha256: string, size: number): StoredPieces | undefined {
+  const pieceSize = choosePieceSize(size);
+  if (size > pieceSize) return undefined;
+  return { pieceSize, hashes: size === 0 ? Buffer.alloc(0) : Buffer.from(sha256, 'hex') };
+}
 const SHA256_NAME = /^[0-9a-f]{64}$/;
 
 export interface StoredFile {
@@ -59,6 +69,8 @@ export class ContentStore {
    * A file stored before pieces existed (or whose pieces file is damaged) is hashed again once.
    */
   async pieces(sha256: string, size: number): Promise<StoredPieces> {
+    const single = onePiece(sha256, size);
+    if (single) return single;
     const path = this.path(sha256);
     const kept = await loadPieces(path, size);
     if (kept) return kept;
@@ -125,7 +137,7 @@ export class ContentStore {
         return undefined;
       }
       const sha256 = hash.digest('hex');
-      await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
+      if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
       await fsyncDir(this.dir);
       return { sha256, size };
