@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clientConfigSchema, STARTER_CLIENT_CONFIG } from '../../packages/client/src/config.js';
 import { loadConfigFile as loadServerConfig } from '../../packages/server/src/config.js';
-import { STARTER_CONFIG } from '../../packages/server/src/starter-config.js';
+import { STARTER_CONFIG } from '../../packages/server/src/operator/starter-config.js';
 import { parseConfigText } from '../../packages/shared/src/runtime/config-file.js';
 import { CLIENT_BIN, SERVER_BIN, harness, testPort } from '../support/daemons.js';
 

@@ -4,16 +4,16 @@ import {
   ControlEndpoint, createLogger, loadOrCreateIdentity, serveMetrics, StateLock,
   type Logger, type NakReason, type PeerId,
 } from '@groupcast/shared';
-import { ServerConnection } from './connection.js';
-import { Discovery, type ServerInfo } from './discovery.js';
-import { Invitation } from './invitation.js';
-import { Membership } from './membership.js';
+import { ServerConnection } from './receive/connection.js';
+import { Discovery, type ServerInfo } from './discovery/discovery.js';
+import { Invitation } from './discovery/invitation.js';
+import { Membership } from './discovery/membership.js';
 import { ClientMetrics } from './metrics.js';
-import { OnReceive } from './on-receive.js';
+import { OnReceive } from './receive/on-receive.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
-import { ServerPin } from './pinning.js';
+import { ServerPin } from './discovery/pinning.js';
 import { PeerNode } from './peer/peer-node.js';
-import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
+import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
 import { StatusFile } from './status-file.js';
 
 export interface ClientEvents {

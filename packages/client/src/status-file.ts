@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
-import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './received-log.js';
+import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './receive/received-log.js';
 
 export const STATUS_FILE = 'status.json';
 const WRITE_DELAY_MS = 200;

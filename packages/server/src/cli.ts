@@ -6,14 +6,14 @@ import {
   checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
-import { callDaemon } from './control-socket.js';
+import { callDaemon } from './operator/control-socket.js';
 import { startServer } from './daemon.js';
-import { runDistribute, type DistributeFlags } from './distribute-view.js';
-import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './invites.js';
-import type { GroupView, MemberView, StatusView } from './operations.js';
-import { STARTER_CONFIG } from './starter-config.js';
+import { runDistribute, type DistributeFlags } from './operator/distribute-view.js';
+import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './control/invites.js';
+import type { GroupView, MemberView, StatusView } from './operator/operations.js';
+import { STARTER_CONFIG } from './operator/starter-config.js';
 import { parseWebToken } from './web/access.js';
-import { groupsTable, invitesTable, membersTable, statusText } from './status-view.js';
+import { groupsTable, invitesTable, membersTable, statusText } from './operator/status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4 } as const;

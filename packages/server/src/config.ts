@@ -6,7 +6,7 @@ import {
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 import { parseWebToken } from './web/access.js';
-import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './membership.js';
+import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './control/membership.js';
 
 /** A sanity bound on --max-open-members: past it, members.json and fan-out stop being cheap. */
 export const MAX_OPEN_MEMBERS_LIMIT = 100_000;

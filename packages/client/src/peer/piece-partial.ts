@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { Bitfield, ErrorCode, GroupcastError, hashFromHandle, pieceCount, pieceLength, verifyPiece } from '@groupcast/shared';
-import type { PieceSpec } from '../incoming-file.js';
+import type { PieceSpec } from '../receive/incoming-file.js';
 
 /**
  * A transfer's partial when pieces arrive in any order, from the server and from peers: a file of the

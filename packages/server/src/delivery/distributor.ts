@@ -6,12 +6,12 @@ import {
   backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
-import type { Membership } from './membership.js';
+import type { Membership } from '../control/membership.js';
 import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore } from './store.js';
-import { manifestOf } from './delivery/piece-file.js';
-import { Tracker, type Seat } from './delivery/swarm.js';
+import { manifestOf } from './piece-file.js';
+import { Tracker, type Seat } from './swarm.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([

@@ -1,11 +1,11 @@
 import { isAbsolute } from 'node:path';
 import { ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
 import type { Handler } from './control-socket.js';
-import type { DataPlane } from './data-plane.js';
-import type { Distributor } from './distributor.js';
-import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from './invites.js';
-import type { Membership } from './membership.js';
-import type { DeliveryRecord, Outbox, TransferRecord } from './outbox.js';
+import type { DataPlane } from '../delivery/data-plane.js';
+import type { Distributor } from '../delivery/distributor.js';
+import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from '../control/invites.js';
+import type { Membership } from '../control/membership.js';
+import type { DeliveryRecord, Outbox, TransferRecord } from '../delivery/outbox.js';
 
 /** What the operator's commands see of a delivery. */
 export interface DeliveryView {

@@ -6,7 +6,7 @@ import {
   choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
   stateWriteError, writeFully,
 } from '@groupcast/shared';
-import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './delivery/piece-file.js';
+import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
 

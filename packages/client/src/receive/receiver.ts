@@ -13,9 +13,9 @@ import {
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
-import type { PeerNode } from './peer/peer-node.js';
-import { PiecePartial } from './peer/piece-partial.js';
-import { MemberSwarm, type SwarmCounters } from './peer/swarm.js';
+import type { PeerNode } from '../peer/peer-node.js';
+import { PiecePartial } from '../peer/piece-partial.js';
+import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
 
 export interface TransferEvent {
   transfer: string;
