@@ -130,6 +130,13 @@ function operatorCommand<T>(argv: Argv<T>): Argv<T> {
   return hideOptions(argv, DAEMON_OPTIONS);
 }
 
+/** `cancel` and `retry`: a transfer, and optionally the one member whose delivery of it is meant. */
+function transferCommand<T>(argv: Argv<T>) {
+  return operatorCommand(argv)
+    .positional('transfer', { type: 'string', demandOption: true, describe: 'the transfer id status shows, or its first 6+ characters' })
+    .option('member', { type: 'string', describe: 'only the delivery to this member (full id or 7+ characters of it)' });
+}
+
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
 async function stateDirOf(flags: CommonFlags): Promise<string> {
   return (await settingsFrom(flags)).stateDir;
@@ -246,17 +253,13 @@ const cli = options(yargs(hideBin(process.argv)))
     const cancelled = await callDaemon<InviteView>(stateDir, 'cancelInvite', { invite: flags.invite });
     print(flags.json, cancelled, () => `cancelled invite ${cancelled.invite} for ${cancelled.group}: its code is refused from now on`);
   })
-  .command('cancel <transfer>', 'stop a transfer: what is in flight is cancelled (the member deletes its partial), what is pending fails', (y) => operatorCommand(y)
-    .positional('transfer', { type: 'string', demandOption: true, describe: 'the transfer id status shows, or its first 6+ characters' })
-    .option('member', { type: 'string', describe: 'only the delivery to this member (full id or 7+ characters of it)' })
+  .command('cancel <transfer>', 'stop a transfer: what is in flight is cancelled (the member deletes its partial), what is pending fails', (y) => transferCommand(y)
     .example('$0 cancel 3f9a0c', 'cancel every delivery of that transfer not done yet')
     .example('$0 cancel 3f9a0c --member ABCDEFG', 'only the one to that member'), async (flags) => {
     const result = await callDaemon<DeliveryChange>(await stateDirOf(flags as CommonFlags), 'cancel', { transfer: flags.transfer, member: flags.member });
     print(flags.json, result, () => changeText('cancelled', result));
   })
-  .command('retry <transfer>', 'send a transfer again to the members it failed for (or was cancelled for), attempts reset', (y) => operatorCommand(y)
-    .positional('transfer', { type: 'string', demandOption: true, describe: 'the transfer id status shows, or its first 6+ characters' })
-    .option('member', { type: 'string', describe: 'only the delivery to this member (full id or 7+ characters of it)' })
+  .command('retry <transfer>', 'send a transfer again to the members it failed for (or was cancelled for), attempts reset', (y) => transferCommand(y)
     .example('$0 retry 3f9a0c', 'every failed delivery of that transfer')
     .example('$0 retry 3f9a0c --member ABCDEFG', 'only the one to that member, once its disk has room again'), async (flags) => {
     const result = await callDaemon<DeliveryChange>(await stateDirOf(flags as CommonFlags), 'retry', { transfer: flags.transfer, member: flags.member });
