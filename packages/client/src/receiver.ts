@@ -32,10 +32,17 @@ export interface UndeliveredEvent extends TransferEvent {
   message: string;
 }
 
+/** A peer sent a piece whose hash is wrong; it is dropped for the transfer. */
+export interface BadPeerEvent extends TransferEvent {
+  peer: PeerId;
+  piece: number;
+}
+
 export interface ReceiverEvents {
   received: [event: ReceivedEvent];
   declined: [event: UndeliveredEvent];
   failed: [event: UndeliveredEvent];
+  badPeer: [event: BadPeerEvent];
 }
 
 /** The connection a session answers over. */
@@ -65,8 +72,6 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
   private settled: Promise<void> = Promise.resolve();
   /** Bytes by source and bad pieces, over every swarmed transfer. */
   readonly swarmCounters: SwarmCounters = { fromServer: 0, fromPeers: 0, toPeers: 0, badPieces: 0 };
-  /** Peers dropped for a bad piece, for status: id → the last transfer and piece. */
-  readonly badPeers = new Map<PeerId, { transfer: string; piece: number }>();
 
   constructor(readonly options: ReceiverOptions) {
     super();
@@ -402,7 +407,7 @@ export class ReceiveSession {
       toServer: (frame) => this.send(frame),
       complete: () => void this.finishSwarm(hex).catch((err: unknown) => log.error({ err }, 'could not finish a swarmed transfer')),
       failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
-      badPeer: (id, piece) => this.receiver.badPeers.set(id, { transfer: hex, piece }),
+      badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...this.describe(offer), peer, piece }),
     });
     this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log };
     log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
