@@ -5,7 +5,7 @@
 // from the shared codecs serves corrupted pieces, is dropped and reported, and every honest member
 // ends verified.
 
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateIdentity } from '../../packages/shared/src/index.js';
@@ -14,8 +14,9 @@ import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import { serverStatus, until } from '../security/tools.js';
 import type { Daemon } from '../support/daemons.js';
 import {
-  CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, sha256File, type Member,
+  CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, type Member,
 } from '../multihost/support.js';
+import { allocated, expectVerified as verified } from './support.js';
 
 const available = await multihostAvailable();
 const MiB = 1024 * 1024;
@@ -55,17 +56,7 @@ describe.skipIf(!available)('faults in a swarm', () => {
   const online = (m: Member): Promise<unknown> => server.waitForMsg('member online', { member: m.id, address: m.host.ipv4 }, 60_000);
   const received = (m: Member, file: string, timeoutMs = 120_000): Promise<unknown> => m.daemon!.waitForMsg('received', { file }, timeoutMs);
 
-  /** Bytes written into a member's partials (they are sparse until pieces arrive). */
-  async function allocated(m: Member): Promise<number> {
-    const dir = join(m.downloads, '.groupcast-partial');
-    let total = 0;
-    for (const name of await readdir(dir).catch(() => [])) total += await stat(join(dir, name)).then((s) => s.blocks * 512, () => 0);
-    return total;
-  }
-
-  async function expectVerified(name: string, sha256: string, who = members): Promise<void> {
-    for (const m of who) expect(await sha256File(join(m.downloads, GROUP, name)), m.host.name).toBe(sha256);
-  }
+  const expectVerified = (name: string, sha256: string, who = members): Promise<void> => verified(GROUP, name, sha256, who);
 
   async function file(name: string, size: number): Promise<{ path: string; sha256: string }> {
     const path = join(serverState, name);

@@ -438,6 +438,9 @@ export class ReceiveSession {
     const state = this.state;
     if (state.kind !== 'swarming' || state.hex !== hex) return;
     const { offer, placement, partial, swarm, log } = state;
+    // Hashing and placing take a while: a second completion (or late DATA) meanwhile finds nothing to
+    // finish. Two finishes would place the file twice and answer a false NAME_CLASH, failing the delivery.
+    this.state = { kind: 'discarding', hex, transfer: offer.transfer };
     const digest = await partial.digest();
     const placed = await this.finish({ offer, placement, file: partial, digest, log });
     if (placed) {
