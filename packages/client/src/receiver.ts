@@ -137,7 +137,7 @@ type State =
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
-  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger };
+  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger; finishing?: boolean };
 
 const IDLE: State = { kind: 'idle' };
 
@@ -436,11 +436,12 @@ export class ReceiveSession {
 
   private async finishSwarm(hex: string): Promise<void> {
     const state = this.state;
-    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
     const { offer, placement, partial, swarm, log } = state;
-    // Hashing and placing take a while: a second completion (or late DATA) meanwhile finds nothing to
-    // finish. Two finishes would place the file twice and answer a false NAME_CLASH, failing the delivery.
-    this.state = { kind: 'discarding', hex, transfer: offer.transfer };
+    // Hashing and placing take a while: a second completion meanwhile finds it finishing. Two finishes
+    // would place the file twice and answer a false NAME_CLASH, failing the delivery for good. The state
+    // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
+    state.finishing = true;
     const digest = await partial.digest();
     const placed = await this.finish({ offer, placement, file: partial, digest, log });
     if (placed) {
@@ -457,7 +458,8 @@ export class ReceiveSession {
 
   private async swarmFailed(hex: string, outcome: Outcome, message: string, err: unknown): Promise<void> {
     const state = this.state;
-    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    // Once every piece is held and verified, a late bad piece (from the server, after an endgame) changes nothing.
+    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
     this.state = { kind: 'discarding', hex, transfer: state.offer.transfer };
     await state.swarm.close();
     // A bad piece from the server is never written: the pieces held stay for the retry.
