@@ -13,7 +13,7 @@ import { OnReceive } from './receive/on-receive.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
 import { ServerPin } from './discovery/pinning.js';
 import { PeerNode } from './peer/peer-node.js';
-import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
+import { Receiver, type BadPeerEvent, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
 import { StatusFile } from './status-file.js';
 
 export interface ClientEvents {
@@ -25,6 +25,7 @@ export interface ClientEvents {
   received: [event: ReceivedEvent];
   declined: [event: UndeliveredEvent];
   failed: [event: UndeliveredEvent];
+  badPeer: [event: BadPeerEvent];
 }
 
 /** A running member daemon. */
@@ -145,7 +146,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
 
   await receiver.start();
   const client = new RunningClient(id, receiver.root, log);
-  for (const event of ['received', 'declined', 'failed'] as const) forward(receiver, client, event);
+  for (const event of ['received', 'declined', 'failed', 'badPeer'] as const) forward(receiver, client, event);
   for (const event of ['joined', 'refused'] as const) forward(membership, client, event);
   for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
   forward(discovery, client, 'server');

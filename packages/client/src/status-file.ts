@@ -28,6 +28,11 @@ export interface ClientStatus {
   groups: Array<{ name: string; state: GroupState; reason: string }>;
   /** The last few transfers that did not arrive (declined or failed), newest last. */
   problems: Array<{ time: number; transfer: string; group: string; name: string; outcome: string; message: string }>;
+  /**
+   * Peers dropped for sending a piece that does not match the manifest: how many since start, and the
+   * last few, newest last. Absent in files written before peer-assisted delivery.
+   */
+  badPeers?: { count: number; recent: Array<{ time: number; peer: PeerId; transfer: string; group: string; name: string; piece: number }> };
 }
 
 /**
@@ -51,6 +56,7 @@ export class StatusFile {
       downloads: options.downloads, server: null, connectedSince: null,
       groups: options.groups.map((name) => ({ name, state: 'joining', reason: '' })),
       problems: [],
+      badPeers: { count: 0, recent: [] },
     };
   }
 
@@ -85,6 +91,13 @@ export class StatusFile {
     };
     client.on('declined', problem);
     client.on('failed', problem);
+    client.on('badPeer', ({ peer, transfer, group: groupName, name, piece }) => {
+      const badPeers = (this.status.badPeers ??= { count: 0, recent: [] });
+      badPeers.count++;
+      badPeers.recent.push({ time: Date.now(), peer, transfer, group: groupName, name, piece });
+      badPeers.recent.splice(0, Math.max(0, badPeers.recent.length - RECENT_PROBLEMS));
+      this.changed();
+    });
     return this.write();
   }
 

@@ -40,5 +40,13 @@ export function statusText(report: StatusReport, now: number): string {
       status.problems.slice().reverse().map((p) => [time(p.time), printable(p.group), printable(p.name), p.outcome, printable(p.message)]),
     ));
   }
+  const badPeers = status.badPeers;
+  if (badPeers && badPeers.count > 0) {
+    lines.push('', `PEERS DROPPED FOR BAD PIECES (${badPeers.count} since start)`);
+    lines.push(formatTable(
+      ['WHEN (UTC)', 'PEER', 'GROUP', 'FILE', 'PIECE'],
+      badPeers.recent.slice().reverse().map((b) => [time(b.time), b.peer, printable(b.group), printable(b.name), String(b.piece)]),
+    ));
+  }
   return lines.join('\n');
 }

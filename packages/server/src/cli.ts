@@ -109,7 +109,7 @@ function options<T>(argv: Argv<T>) {
     .option('port', { group: DAEMON, coerce: integerOption('--port', 1, 65535), describe: 'UDP control port [default: 47700]' })
     .option('tcp-port', { group: DAEMON, coerce: integerOption('--tcp-port', 0, 65535), describe: 'TLS data port, 0 for any free one [default: 47701]' })
     .option('advertise-port', { type: 'number', group: DAEMON, coerce: integerOption('--advertise-port', 1, 65535), describe: 'TCP port members are told to connect to, when a port forward sits in front of --tcp-port [default: the --tcp-port in use]' })
-    .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
+    .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'streamed transfers in flight at once; pulled ones (peer-assisted) have their own 256 [default: 8]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
     .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members (and the backlog is kept for new ones) [default: 7d]' })
     .option('backlog', { choices: BACKLOG_POLICIES, group: DAEMON, describe: 'what a member that joins later gets of earlier files: none, latest (newest file of each name), all [default: latest]' })

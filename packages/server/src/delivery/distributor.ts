@@ -27,6 +27,14 @@ const RETRY_CAP_MS = 5 * 60_000;
 /** Retention is checked every quarter of the keep time, within these bounds, so expiry is never late by much. */
 const SWEEP_MIN_MS = 250;
 const SWEEP_MAX_MS = 60_000;
+/**
+ * Pulled deliveries in flight at once, beside the `concurrency` streamed ones. A pulling member costs
+ * the server a seat in the tracker, one open store file and the pieces it asks for, which the tracker
+ * seeds about once for the whole swarm — not a file's worth of upload each, as a stream does. So they
+ * do not take the stream slots: a group of up to this many members pulls in one wave, and all of them
+ * can serve each other; past it, later members wait for a slot as streams do.
+ */
+export const MAX_PULLS = 256;
 /** Finished transfers past retention kept for status; older ones are forgotten, bounding memory and the journal. */
 export const HISTORY_LIMIT = 256;
 export const EXPIRED_REASON = 'expired (retention)';
@@ -94,11 +102,13 @@ function describeOutcome(outcome: Outcome, message: string): string {
 
 /**
  * Turns distributions into deliveries and runs them: each member's deliveries in order over its own
- * connection, at most `concurrency` transfers at once across all members (the p-queue), failures
- * retried with backoff and jitter, offline members left pending until they reconnect.
+ * connection, at most `concurrency` streamed transfers at once across all members (one p-queue) and
+ * MAX_PULLS pulled ones (another), failures retried with backoff and jitter, offline members left
+ * pending until they reconnect.
  */
 export class Distributor extends EventEmitter<DistributorEvents> {
-  private readonly queue: PQueue;
+  private readonly streams: PQueue;
+  private readonly pulls: PQueue;
   /** Who holds which piece of each transfer being pulled: the server seeds from it and lists peers. */
   private readonly tracker: Tracker;
   private readonly active = new Set<PeerId>();
@@ -119,7 +129,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
 
   constructor(private readonly options: DistributorOptions) {
     super();
-    this.queue = new PQueue({ concurrency: options.concurrency });
+    this.streams = new PQueue({ concurrency: options.concurrency });
+    this.pulls = new PQueue({ concurrency: Math.max(options.concurrency, MAX_PULLS) });
     this.tracker = new Tracker(options.log.child({ component: 'tracker' }));
   }
 
@@ -281,8 +292,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       return;
     }
     this.active.add(member);
-    void this.queue
-      .add(() => this.run(member, delivery))
+    void this.run(member, delivery)
       .catch((err: unknown) => this.options.log.error({ err, member }, 'delivery crashed'))
       .finally(() => {
         this.active.delete(member);
@@ -309,17 +319,32 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     if (state !== 'pending' && this.options.outbox.deliveriesOf(delivery.transfer).every(isTerminal)) void this.sweep();
   }
 
+  /**
+   * Runs one delivery in a slot: a pull slot when the member can pull, a stream slot when it cannot or
+   * when the transfer turns out not to be pullable (no piece hashes, no peer online).
+   */
   private async run(member: PeerId, delivery: DeliveryRecord): Promise<void> {
+    const session = this.options.session(member);
+    if (session?.supportsPieces && session.swarms && (await this.pulls.add(() => this.attempt(member, delivery, true)))) return;
+    if (this.closed) return;
+    await this.streams.add(() => this.attempt(member, delivery, false));
+  }
+
+  /** One attempt at a delivery. In a pull slot it runs only if it is pulled; false: it needs a stream slot. */
+  private async attempt(member: PeerId, delivery: DeliveryRecord, pullSlot: boolean): Promise<boolean> {
     const { outbox, store, log } = this.options;
     const session = this.options.session(member);
     const transfer = outbox.transfer(delivery.transfer);
-    if (!session || !transfer || delivery.state !== 'pending') return;
+    if (!session || !transfer || delivery.state !== 'pending') return true;
+    const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
+    const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
+    const pulled = manifest !== undefined && session.swarms && this.hasSwarmPeers(member, transfer);
+    if (pullSlot && !pulled) return false;
     const controller = new AbortController();
     const k = key(transfer.id, member);
     this.inflight.set(k, { controller, member });
     outbox.update(delivery, { state: 'sending', attempts: delivery.attempts + 1 });
     this.emit('delivery', delivery);
-    const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
     let sent = 0;
     const onProgress = (id: string, position: number, bytes: number): void => {
       if (id !== transfer.id) return;
@@ -329,8 +354,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     session.on('progress', onProgress);
     let seat: Seat | undefined;
     try {
-      const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
-      seat = manifest && session.swarms && this.hasSwarmPeers(member, transfer) ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
+      seat = pulled ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
       const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat);
       if (result.outcome === Outcome.OK) seat?.complete();
       else seat?.leave();
@@ -362,6 +386,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       session.off('progress', onProgress);
       this.inflight.delete(k);
     }
+    return true;
   }
 
   /**
@@ -463,11 +488,12 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.closed = true;
     clearInterval(this.sweeper);
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
-    this.queue.clear();
+    this.pulls.clear();
+    this.streams.clear();
     for (const { member } of this.inflight.values()) {
       this.options.session(member)?.close(new GroupcastError(ErrorCode.CLOSED, 'server shutting down'));
     }
-    await this.queue.onIdle();
+    await Promise.all([this.pulls.onIdle(), this.streams.onIdle()]);
     await this.sweeping;
   }
 }
