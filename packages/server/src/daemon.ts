@@ -56,7 +56,8 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
   await invites.load();
   const store = new ContentStore(stateDir);
   await store.open();
-  const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }) });
+  const keepMs = settings.keepMs ?? DEFAULT_KEEP_MS;
+  const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }), keepMs });
   await outbox.load();
 
   const startedAt = Date.now();
@@ -107,7 +108,8 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     membership,
     session: (member) => dataPlane.session(member),
     concurrency: settings.concurrency,
-    keepMs: settings.keepMs ?? DEFAULT_KEEP_MS,
+    keepMs,
+    backlog: settings.backlog,
   });
   const running = distributor;
   membership.on('joined', (member, group) => {

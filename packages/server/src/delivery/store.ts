@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, type BigIntStats } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
@@ -26,6 +26,12 @@ export interface StoredFile {
   size: number;
 }
 
+/** A file retention took out of the store, and the space it gave back. */
+export interface RemovedFile {
+  name: string;
+  bytes: number;
+}
+
 /**
  * Content-addressed copies of distributed files, named by sha256. A distribution reads from here,
  * never from the operator's path, so editing or deleting the original cannot corrupt a transfer in
@@ -45,18 +51,25 @@ export class ContentStore {
   /**
    * Deletes what no transfer needs: copies a crash left half-ingested, and files whose transfer was
    * never recorded (a crash between ingest and the outbox write) or has been forgotten. Call only
-   * while no distribution is being recorded. Returns the names removed.
+   * while no distribution is being recorded. Returns the files removed and their sizes.
    */
-  async prune(needed: ReadonlySet<string>): Promise<string[]> {
-    const removed: string[] = [];
+  async prune(needed: ReadonlySet<string>): Promise<RemovedFile[]> {
+    const removed: RemovedFile[] = [];
     for (const name of await readdir(this.dir)) {
       const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name))
         || (name.endsWith(PIECES_SUFFIX) && !needed.has(name.slice(0, -PIECES_SUFFIX.length)));
       if (!stray) continue;
-      await rm(join(this.dir, name), { force: true });
-      removed.push(name);
+      const path = join(this.dir, name);
+      const bytes = await stat(path).then((info) => info.size, () => 0);
+      await rm(path, { force: true });
+      removed.push({ name, bytes });
     }
     return removed;
+  }
+
+  /** Whether the store still holds the file (retention may have removed it). */
+  has(sha256: string): Promise<boolean> {
+    return stat(this.path(sha256)).then((info) => info.isFile(), () => false);
   }
 
   path(sha256: string): string {
