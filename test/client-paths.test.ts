@@ -4,10 +4,10 @@
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, isGroupcastError } from '@groupcast/shared';
-import { placementFor, resumeOffset, spaceShortfall, partialPathFor, PARTIAL_DIR } from '../packages/client/src/download-area.js';
-import { parseReceivedLog } from '../packages/client/src/received-log.js';
+import { placementFor, resumeOffset, spaceShortfall, partialPathFor, PARTIAL_DIR } from '../packages/client/src/receive/download-area.js';
+import { parseReceivedLog } from '../packages/client/src/receive/received-log.js';
 import { defaultDownloadsDir, parseDuration, resolveOptions } from '../packages/client/src/options.js';
-import { formatGroupListing } from '../packages/client/src/groups-table.js';
+import { formatGroupListing } from '../packages/client/src/discovery/groups-table.js';
 
 const ROOT = '/srv/downloads';
 

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, ErrorCode, isGroupcastError, Outcome, type Frame, type PeerId } from '@groupcast/shared';
-import { Receiver, type ReceiveSession, type ReceivedEvent, type UndeliveredEvent } from '../packages/client/src/receiver.js';
-import { PARTIAL_DIR } from '../packages/client/src/download-area.js';
+import { Receiver, type ReceiveSession, type ReceivedEvent, type UndeliveredEvent } from '../packages/client/src/receive/receiver.js';
+import { PARTIAL_DIR } from '../packages/client/src/receive/download-area.js';
 
 const SERVER = 'SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0' as PeerId;
 const WAIT_MS = 5_000;

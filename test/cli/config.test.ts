@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clientConfigSchema, STARTER_CLIENT_CONFIG } from '../../packages/client/src/config.js';
 import { loadConfigFile as loadServerConfig } from '../../packages/server/src/config.js';
-import { STARTER_CONFIG } from '../../packages/server/src/starter-config.js';
+import { STARTER_CONFIG } from '../../packages/server/src/operator/starter-config.js';
 import { parseConfigText } from '../../packages/shared/src/runtime/config-file.js';
 import { CLIENT_BIN, SERVER_BIN, harness, testPort } from '../support/daemons.js';
 
@@ -50,7 +50,7 @@ describe('starter configs (init)', () => {
     await writeFile(join(dir, 'server.json'), server);
     const parsed = await loadServerConfig(join(dir, 'server.json'));
     expect(Object.keys(parsed).sort()).toEqual(
-      ['advertisePort', 'concurrency', 'groupAddress', 'groups', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
+      ['advertisePort', 'backlog', 'concurrency', 'groupAddress', 'groups', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
     );
     const client = parseConfigText('client.json', uncommented(STARTER_CLIENT_CONFIG), clientConfigSchema);
     expect(Object.keys(client).sort()).toEqual(Object.keys(clientConfigSchema.shape).sort());

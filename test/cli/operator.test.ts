@@ -71,7 +71,10 @@ describe('operator CLIs on loopback', () => {
     server = h.spawn('server', SERVER_BIN, ['--config', config, '--state-dir', serverState, '--tcp-port', '0', '--metrics', `127.0.0.1:${metricsPort}`, ...network]);
     await server.waitForMsg('group-server started');
     await server.waitForMsg('metrics endpoint listening');
-    const common = (m: Member) => ['--join', 'Developers', '--server-id', serverId, '--state-dir', m.state, '--downloads', m.downloads, '--name', m.name, ...network];
+    // The server's own stream (--no-peers): the exact byte counts below are what it sent.
+    const common = (m: Member) => [
+      '--join', 'Developers', '--server-id', serverId, '--state-dir', m.state, '--downloads', m.downloads, '--name', m.name, '--no-peers', ...network,
+    ];
     members.alice.daemon = h.spawn('alice', CLIENT_BIN, [
       ...common(members.alice),
       '--on-receive', 'printf "%s\\n" "$GROUPCAST_FILE" "$GROUPCAST_GROUP" "$GROUPCAST_SHA256" "$GROUPCAST_SIZE" "$GROUPCAST_NAME" > "$HOOKS/$GROUPCAST_TRANSFER"',

@@ -3,7 +3,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveMemberId } from '../../packages/server/src/operations.js';
+import { resolveMemberId } from '../../packages/server/src/operator/operations.js';
 import type { PeerId } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 

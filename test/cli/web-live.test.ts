@@ -2,9 +2,9 @@ import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { Distributor } from '../../packages/server/src/distributor.js';
-import type { Membership } from '../../packages/server/src/membership.js';
-import type { StatusView } from '../../packages/server/src/operations.js';
+import type { Distributor } from '../../packages/server/src/delivery/distributor.js';
+import type { Membership } from '../../packages/server/src/control/membership.js';
+import type { StatusView } from '../../packages/server/src/operator/operations.js';
 import { LiveStatus, MAX_EVENT_STREAMS, MAX_STREAM_BUFFERED_BYTES, WEB_PUSH_INTERVAL_MS } from '../../packages/server/src/web/live-status.js';
 import { waitUntil } from '../durability/cluster.js';
 

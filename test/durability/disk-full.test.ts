@@ -3,7 +3,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, Outcome, type Frame, type PeerId } from '@groupcast/shared';
-import { Receiver } from '../../packages/client/src/receiver.js';
+import { Receiver } from '../../packages/client/src/receive/receiver.js';
 import { harness } from '../support/daemons.js';
 import { listFiles, sha256File } from '../support/files.js';
 import { Cluster, finalPath, MiB, Mounts, partialDir, waitUntil, writeRandomFile, type Member } from './cluster.js';

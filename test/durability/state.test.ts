@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, type PeerId } from '@groupcast/shared';
-import { Distributor, EXPIRED_REASON, HISTORY_LIMIT, sweepInterval } from '../../packages/server/src/distributor.js';
-import { Membership } from '../../packages/server/src/membership.js';
-import { Outbox, type TransferRecord } from '../../packages/server/src/outbox.js';
-import { ContentStore } from '../../packages/server/src/store.js';
-import { PARTIAL_DIR, PARTIAL_MAX_AGE_MS, reclaimStalePartials } from '../../packages/client/src/download-area.js';
+import { Distributor, EXPIRED_REASON, HISTORY_LIMIT, sweepInterval } from '../../packages/server/src/delivery/distributor.js';
+import { Membership } from '../../packages/server/src/control/membership.js';
+import { Outbox, type TransferRecord } from '../../packages/server/src/delivery/outbox.js';
+import { ContentStore } from '../../packages/server/src/delivery/store.js';
+import { PARTIAL_DIR, PARTIAL_MAX_AGE_MS, reclaimStalePartials } from '../../packages/client/src/receive/download-area.js';
 
 const log = createLogger({ name: 'test', level: 'silent' });
 const ALICE = 'ALICE' as PeerId;

@@ -8,8 +8,8 @@ import {
   RECLAIM_TRANSFER, TLS_CIPHERS,
   type Frame, type PeerId,
 } from '../../packages/shared/src/index.js';
-import { PARTIAL_DIR } from '../../packages/client/src/download-area.js';
-import { Receiver } from '../../packages/client/src/receiver.js';
+import { PARTIAL_DIR } from '../../packages/client/src/receive/download-area.js';
+import { Receiver } from '../../packages/client/src/receive/receiver.js';
 import { harness } from '../support/daemons.js';
 import { Cluster, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
 import { identityIn } from '../security/tools.js';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_GROUP_ADDRESS, NakReason } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
 import { serverStatus, until } from '../security/tools.js';
-import { JOIN_PER_SOURCE, LIST_PER_SOURCE } from '../../packages/server/src/control-plane.js';
+import { JOIN_PER_SOURCE, LIST_PER_SOURCE } from '../../packages/server/src/control/control-plane.js';
 import { freshSigner, nonceOf, signed, Udp, type Received } from './control-udp.js';
 
 /**

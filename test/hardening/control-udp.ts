@@ -15,10 +15,7 @@ export function signed(message: ControlMessage, signer: Signer): Buffer {
   return encodeDatagram(message, signer, { timestamp: Date.now(), nonce: randomBytes(NONCE_LENGTH) });
 }
 
-/** The request nonce a signed datagram carries (bytes 12–27 of the envelope). */
-export function nonceOf(datagram: Buffer): Buffer {
-  return datagram.subarray(12, 12 + NONCE_LENGTH);
-}
+export { nonceOf } from '../security/tools.js';
 
 export interface Received {
   datagram: Datagram;

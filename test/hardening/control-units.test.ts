@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NakReason, RateLimitedLog, type Logger } from '../../packages/shared/src/index.js';
-import { AttemptLimiter } from '../../packages/server/src/attempt-limiter.js';
-import { LIST_COOKIE_SLICE_MS, ListCookies } from '../../packages/server/src/list-cookie.js';
-import { Membership } from '../../packages/server/src/membership.js';
+import { AttemptLimiter } from '../../packages/server/src/control/attempt-limiter.js';
+import { LIST_COOKIE_SLICE_MS, ListCookies } from '../../packages/server/src/control/list-cookie.js';
+import { Membership } from '../../packages/server/src/control/membership.js';
 import { freshSigner } from './control-udp.js';
 
 const silent = pino({ level: 'silent' });

@@ -5,8 +5,8 @@ import {
   encodeFrame, FrameReader, PROTOCOL_VERSION, TLS_CIPHERS,
   type Frame, type Identity,
 } from '../../packages/shared/src/index.js';
-import type { DeliveryView } from '../../packages/server/src/operations.js';
-import { callDaemon } from '../../packages/server/src/control-socket.js';
+import type { DeliveryView } from '../../packages/server/src/operator/operations.js';
+import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { CLIENT_BIN, SERVER_BIN, testPort, type Daemon, type harness } from '../support/daemons.js';
 import { craft, Datagrams, nonceOf } from '../security/tools.js';
 

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, type Identity } from '../../packages/shared/src/index.js';
-import { callDaemon } from '../../packages/server/src/control-socket.js';
+import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 import { writeRandomFile } from '../durability/cluster.js';
 import { identityIn } from '../security/tools.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../packages/shared/src/index.js';
-import { callDaemon } from '../../packages/server/src/control-socket.js';
+import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { harness } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
 import { Cluster, finalPath, MiB, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';

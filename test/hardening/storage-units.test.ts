@@ -4,7 +4,7 @@ import { mkdir, open, readdir, rm, stat, symlink, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorCode, Journal, LOCK_NAME, StateLock } from '../../packages/shared/src/index.js';
-import { ContentStore } from '../../packages/server/src/store.js';
+import { ContentStore } from '../../packages/server/src/delivery/store.js';
 import { harness } from '../support/daemons.js';
 import { MiB } from '../durability/cluster.js';
 

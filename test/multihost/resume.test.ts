@@ -1,6 +1,8 @@
 // A member host's cable is pulled in the middle of a transfer and plugged back in: the connection
 // dies on both sides (heartbeat timeout), the member reconnects, and the transfer resumes from the
 // bytes already held instead of starting over. The other member, on its own link, is unaffected.
+// The members take the server's stream (--no-peers), whose byte offsets this test pins down; a swarm
+// member resuming from its pieces is test/peers/swarm.test.ts.
 
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -53,6 +55,7 @@ describe.skipIf(!available)('a link cut mid-transfer', () => {
     for (const m of members) {
       m.daemon = lan.spawn(m.host, m.host.name, CLIENT_BIN, [
         '--join', 'Developers', '--server-id', serverId, '--state-dir', m.state, '--downloads', m.downloads, '--interface', m.host.ipv4!,
+        '--no-peers',
       ]);
     }
     for (const m of members) await server.waitForMsg('member online', { member: m.id });

@@ -3,7 +3,7 @@
 // other; the server seeds about one copy; members that cannot reach each other get everything from the
 // server; a member killed mid-transfer resumes from its pieces while the others finish.
 
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { waitUntil } from '../durability/cluster.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import type { Daemon } from '../support/daemons.js';
 import {
   CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, sha256File, type Member,
 } from '../multihost/support.js';
+import { allocated, expectVerified as verified } from './support.js';
 
 const available = await multihostAvailable();
 const MiB = 1024 * 1024;
@@ -37,14 +38,6 @@ describe.skipIf(!available)('peer-assisted delivery on a LAN', () => {
   };
   const online = (m: Member): Promise<unknown> => server.waitForMsg('member online', { member: m.id, address: m.host.ipv4 });
 
-  /** Bytes written into a member's partials (they are sparse until pieces arrive). */
-  async function allocated(m: Member): Promise<number> {
-    const dir = join(m.downloads, '.groupcast-partial');
-    let total = 0;
-    for (const name of await readdir(dir).catch(() => [])) total += await stat(join(dir, name)).then((s) => s.blocks * 512, () => 0);
-    return total;
-  }
-
   /** Bytes the server sent for one transfer, over all its deliveries. */
   async function serverSent(transfer: string): Promise<number> {
     const result = await lan.run(serverHost, SERVER_BIN, ['status', '--json', '--state-dir', serverState]);
@@ -59,9 +52,7 @@ describe.skipIf(!available)('peer-assisted delivery on a LAN', () => {
     return { code, summary, sha256, transfer: summary.transfers[0]!.id };
   }
 
-  async function expectVerified(name: string, sha256: string, who = members): Promise<void> {
-    for (const m of who) expect(await sha256File(join(m.downloads, GROUP, name)), m.host.name).toBe(sha256);
-  }
+  const expectVerified = (name: string, sha256: string, who = members): Promise<void> => verified(GROUP, name, sha256, who);
 
   beforeAll(async () => {
     topo = await createTopology({ hosts: 9, ipv6: false, prefix: 'peers' });

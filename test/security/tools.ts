@@ -8,7 +8,7 @@ import {
   decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, TLS_CIPHERS,
   type ControlMessage, type Datagram, type Identity, type Signer,
 } from '../../packages/shared/src/index.js';
-import { callDaemon } from '../../packages/server/src/control-socket.js';
+import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 
 /**
  * What the attack tests use besides real daemons: identities the test holds the keys of, a UDP

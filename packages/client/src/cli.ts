@@ -10,10 +10,10 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { readClientConfig, STARTER_CLIENT_CONFIG } from './config.js';
 import { startClient } from './daemon.js';
-import { formatGroupListing } from './groups-table.js';
-import { listGroups } from './list-groups.js';
+import { formatGroupListing } from './discovery/groups-table.js';
+import { listGroups } from './discovery/list-groups.js';
 import { defaultDownloadsDir, parseDuration, parsePort, resolveOptions, type ClientOptions } from './options.js';
-import { ServerPin } from './pinning.js';
+import { ServerPin } from './discovery/pinning.js';
 import { statusText } from './status-view.js';
 import { readStatus } from './status-file.js';
 

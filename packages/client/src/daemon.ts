@@ -4,16 +4,16 @@ import {
   ControlEndpoint, createLogger, loadOrCreateIdentity, serveMetrics, StateLock,
   type Logger, type NakReason, type PeerId,
 } from '@groupcast/shared';
-import { ServerConnection } from './connection.js';
-import { Discovery, type ServerInfo } from './discovery.js';
-import { Invitation } from './invitation.js';
-import { Membership } from './membership.js';
+import { ServerConnection } from './receive/connection.js';
+import { Discovery, type ServerInfo } from './discovery/discovery.js';
+import { Invitation } from './discovery/invitation.js';
+import { Membership } from './discovery/membership.js';
 import { ClientMetrics } from './metrics.js';
-import { OnReceive } from './on-receive.js';
+import { OnReceive } from './receive/on-receive.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
-import { ServerPin } from './pinning.js';
+import { ServerPin } from './discovery/pinning.js';
 import { PeerNode } from './peer/peer-node.js';
-import { Receiver, type ReceivedEvent, type UndeliveredEvent } from './receiver.js';
+import { Receiver, type BadPeerEvent, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
 import { StatusFile, type PeerStatus } from './status-file.js';
 
 export interface ClientEvents {
@@ -25,6 +25,7 @@ export interface ClientEvents {
   received: [event: ReceivedEvent];
   declined: [event: UndeliveredEvent];
   failed: [event: UndeliveredEvent];
+  badPeer: [event: BadPeerEvent];
 }
 
 /** A running member daemon. */
@@ -145,7 +146,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
 
   await receiver.start();
   const client = new RunningClient(id, receiver.root, log);
-  for (const event of ['received', 'declined', 'failed'] as const) forward(receiver, client, event);
+  for (const event of ['received', 'declined', 'failed', 'badPeer'] as const) forward(receiver, client, event);
   for (const event of ['joined', 'refused'] as const) forward(membership, client, event);
   for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
   forward(discovery, client, 'server');
@@ -153,10 +154,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
   // First in, last out: the lock is given up after everything else has stopped.
   client.started.push(lock, pin, ...(peers ? [peers] : []), receiver);
   if (peers) log.info({ peerPort: peers.port }, 'serving pieces to peers');
-  const peerStatus = peers && ((): PeerStatus => ({
-    port: peers.port, links: peers.links, ...receiver.swarmCounters,
-    badPeers: [...receiver.badPeers].map(([peer, last]) => ({ id: peer, ...last })),
-  }));
+  const peerStatus = peers && ((): PeerStatus => ({ port: peers.port, links: peers.links, ...receiver.swarmCounters }));
   const status = new StatusFile({
     stateDir: resolved.stateDir, id, name: resolved.name, downloads: receiver.root, groups: resolved.groups, log: log.child({ component: 'status' }),
     peers: peerStatus,

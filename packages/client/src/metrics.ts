@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import { Metrics, OUTCOME_NAMES, type ControlEndpoint } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
-import type { OnReceive } from './on-receive.js';
+import type { OnReceive } from './receive/on-receive.js';
 import type { PeerNode } from './peer/peer-node.js';
 import type { SwarmCounters } from './peer/swarm.js';
 

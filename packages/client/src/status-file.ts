@@ -4,22 +4,18 @@ import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
 import type { SwarmCounters } from './peer/swarm.js';
-import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './received-log.js';
+import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './receive/received-log.js';
 
 export const STATUS_FILE = 'status.json';
 const WRITE_DELAY_MS = 200;
 const RECENT_PROBLEMS = 10;
 /** The peer figures change with every piece: they are looked at this often and written when they moved. */
 const PEERS_REFRESH_MS = 1_000;
-/** Peers dropped for a bad piece listed in status.json, the most recent ones; the count covers them all. */
-const BAD_PEERS_SHOWN = 20;
 
-/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start (SwarmCounters), bad peers. */
+/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start (SwarmCounters). */
 export interface PeerStatus extends SwarmCounters {
   port: number;
   links: number;
-  /** Peers dropped for serving a bad piece: the transfer and piece of the last one. */
-  badPeers: Array<{ id: PeerId; transfer: string; piece: number }>;
 }
 
 export type GroupState = 'joining' | 'joined' | 'refused';
@@ -43,6 +39,11 @@ export interface ClientStatus {
   problems: Array<{ time: number; transfer: string; group: string; name: string; outcome: string; message: string }>;
   /** Null when this member does not take part in peer-assisted delivery (--no-peers); absent in files of older versions. */
   peers?: PeerStatus | null;
+  /**
+   * Peers dropped for sending a piece that does not match the manifest: how many since start, and the
+   * last few, newest last. Absent in files written before peer-assisted delivery.
+   */
+  badPeers?: { count: number; recent: Array<{ time: number; peer: PeerId; transfer: string; group: string; name: string; piece: number }> };
 }
 
 /**
@@ -72,13 +73,13 @@ export class StatusFile {
       groups: options.groups.map((name) => ({ name, state: 'joining', reason: '' })),
       problems: [],
       peers: options.peers?.() ?? null,
+      badPeers: { count: 0, recent: [] },
     };
   }
 
   private refreshPeers(): void {
     const peers = this.options.peers?.();
     if (!peers) return;
-    peers.badPeers = peers.badPeers.slice(-BAD_PEERS_SHOWN);
     if (JSON.stringify(peers) === JSON.stringify(this.status.peers)) return;
     this.status.peers = peers;
     this.changed();
@@ -119,6 +120,13 @@ export class StatusFile {
       this.peersTimer = setInterval(() => this.refreshPeers(), PEERS_REFRESH_MS);
       this.peersTimer.unref();
     }
+    client.on('badPeer', ({ peer, transfer, group: groupName, name, piece }) => {
+      const badPeers = (this.status.badPeers ??= { count: 0, recent: [] });
+      badPeers.count++;
+      badPeers.recent.push({ time: Date.now(), peer, transfer, group: groupName, name, piece });
+      badPeers.recent.splice(0, Math.max(0, badPeers.recent.length - RECENT_PROBLEMS));
+      this.changed();
+    });
     return this.write();
   }
 

@@ -3,16 +3,14 @@ import type { ClientStatus, StatusReport } from './status-file.js';
 
 const time = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 
-/** Peer-assisted delivery: the port and links, bytes by source, and the peers dropped for a bad piece. */
+/** Peer-assisted delivery: the port and links, bytes by source (the peers dropped for a bad piece have their own table). */
 function peerLines(peers: ClientStatus['peers']): string[] {
   if (peers === undefined) return [];
   if (peers === null) return ['  peers      off (--no-peers): every file from the server'];
-  const lines = [
+  return [
     `  peers      port ${peers.port}, ${peers.links} link(s) open; from server ${formatBytes(peers.fromServer)}, from peers ${formatBytes(peers.fromPeers)}, `
       + `served to peers ${formatBytes(peers.toPeers)}; ${peers.badPieces} bad piece(s)`,
   ];
-  for (const bad of peers.badPeers) lines.push(`  bad peer   ${bad.id}  piece ${bad.piece} of transfer ${bad.transfer.slice(0, 12)}`);
-  return lines;
 }
 
 /** `group-client status` for people. Everything that came from the wire goes through printable(). */
@@ -51,6 +49,14 @@ export function statusText(report: StatusReport, now: number): string {
     lines.push(formatTable(
       ['WHEN (UTC)', 'GROUP', 'FILE', 'OUTCOME', 'MESSAGE'],
       status.problems.slice().reverse().map((p) => [time(p.time), printable(p.group), printable(p.name), p.outcome, printable(p.message)]),
+    ));
+  }
+  const badPeers = status.badPeers;
+  if (badPeers && badPeers.count > 0) {
+    lines.push('', `PEERS DROPPED FOR BAD PIECES (${badPeers.count} since start)`);
+    lines.push(formatTable(
+      ['WHEN (UTC)', 'PEER', 'GROUP', 'FILE', 'PIECE'],
+      badPeers.recent.slice().reverse().map((b) => [time(b.time), b.peer, printable(b.group), printable(b.name), String(b.piece)]),
     ));
   }
   return lines.join('\n');

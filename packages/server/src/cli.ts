@@ -6,14 +6,16 @@ import {
   checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
-import { callDaemon } from './control-socket.js';
+import { callDaemon } from './operator/control-socket.js';
 import { startServer } from './daemon.js';
-import { runDistribute, type DistributeFlags } from './distribute-view.js';
-import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './invites.js';
-import type { GroupView, MemberView, StatusView } from './operations.js';
-import { STARTER_CONFIG } from './starter-config.js';
+import { runDistribute, type DistributeFlags } from './operator/distribute-view.js';
+import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './control/invites.js';
+import type { DeliveryChange, GroupView, MemberView, PruneResult, StatusView } from './operator/operations.js';
+import { BACKLOG_POLICIES, type BacklogPolicy } from './delivery/distributor.js';
+import { changeText, pruneText } from './operator/change-view.js';
+import { STARTER_CONFIG } from './operator/starter-config.js';
 import { parseWebToken } from './web/access.js';
-import { groupsTable, invitesTable, membersTable, statusText } from './status-view.js';
+import { groupsTable, invitesTable, membersTable, statusText } from './operator/status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4 } as const;
@@ -32,6 +34,7 @@ interface CommonFlags {
   logLevel?: ServerSettings['logLevel'];
   logFormat?: LogFormat;
   keep?: string;
+  backlog?: BacklogPolicy;
   maxOpenMembers?: number;
   openMemberExpiry?: string;
   metrics?: string;
@@ -55,6 +58,7 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     logLevel: flags.logLevel,
     logFormat: flags.logFormat,
     keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
+    backlog: flags.backlog,
     maxOpenMembers: flags.maxOpenMembers,
     openMemberExpiryMs: flags.openMemberExpiry === undefined ? undefined : parseDuration(flags.openMemberExpiry),
     metrics: flags.metrics,
@@ -107,10 +111,11 @@ function options<T>(argv: Argv<T>) {
     .option('port', { group: DAEMON, coerce: integerOption('--port', 1, 65535), describe: 'UDP control port [default: 47700]' })
     .option('tcp-port', { group: DAEMON, coerce: integerOption('--tcp-port', 0, 65535), describe: 'TLS data port, 0 for any free one [default: 47701]' })
     .option('advertise-port', { type: 'number', group: DAEMON, coerce: integerOption('--advertise-port', 1, 65535), describe: 'TCP port members are told to connect to, when a port forward sits in front of --tcp-port [default: the --tcp-port in use]' })
-    .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'transfers in flight at once [default: 8]' })
+    .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'streamed transfers in flight at once; pulled ones (peer-assisted) have their own 256 [default: 8]' })
     .option('rate', { type: 'string', group: DAEMON, coerce: checkedText(parseRate), describe: 'the most the server uploads, in bytes per second over every member and distribution: 50M, 800k, 1G (powers of 1000) [default: unlimited]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
-    .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members [default: 7d]' })
+    .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members (and the backlog is kept for new ones) [default: 7d]' })
+    .option('backlog', { choices: BACKLOG_POLICIES, group: DAEMON, describe: 'what a member that joins later gets of earlier files: none, latest (newest file of each name), all [default: latest]' })
     .option('max-open-members', { group: DAEMON, coerce: integerOption('--max-open-members', 1, MAX_OPEN_MEMBERS_LIMIT), describe: 'members an open group takes besides its configured and allowed ones; later JOINs are refused "group full" [default: 1000]' })
     .option('open-member-expiry', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long an open group keeps a member that neither connects nor sends anything [default: 30d]' })
     .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics (/metrics) and the live web view (/) on PORT (127.0.0.1) or ADDR:PORT [default: off]' })
@@ -119,7 +124,7 @@ function options<T>(argv: Argv<T>) {
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
 const DAEMON_OPTIONS = [
-  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'rate', 'name', 'keep', 'max-open-members', 'open-member-expiry',
+  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'rate', 'name', 'keep', 'backlog', 'max-open-members', 'open-member-expiry',
   'metrics', 'web-token',
 ] as const;
 
@@ -129,6 +134,13 @@ const DAEMON_OPTIONS = [
  */
 function operatorCommand<T>(argv: Argv<T>, own: ReadonlyArray<(typeof DAEMON_OPTIONS)[number]> = []): Argv<T> {
   return hideOptions(argv, DAEMON_OPTIONS.filter((key) => !own.includes(key)));
+}
+
+/** `cancel` and `retry`: a transfer, and optionally the one member whose delivery of it is meant. */
+function transferCommand<T>(argv: Argv<T>) {
+  return operatorCommand(argv)
+    .positional('transfer', { type: 'string', demandOption: true, describe: 'the transfer id status shows, or its first 6+ characters' })
+    .option('member', { type: 'string', describe: 'only the delivery to this member (full id or 7+ characters of it)' });
 }
 
 /** Validates a flag at parse time (a usage error, exit 2) and keeps the text as given. */
@@ -248,6 +260,23 @@ const cli = options(yargs(hideBin(process.argv)))
     if (!flags.invite) throw new GroupcastError(ErrorCode.USAGE, 'invites cancel needs <invite> (the id "group-server invites" lists)');
     const cancelled = await callDaemon<InviteView>(stateDir, 'cancelInvite', { invite: flags.invite });
     print(flags.json, cancelled, () => `cancelled invite ${cancelled.invite} for ${cancelled.group}: its code is refused from now on`);
+  })
+  .command('cancel <transfer>', 'stop a transfer: what is in flight is cancelled (the member deletes its partial), what is pending fails', (y) => transferCommand(y)
+    .example('$0 cancel 3f9a0c', 'cancel every delivery of that transfer not done yet')
+    .example('$0 cancel 3f9a0c --member ABCDEFG', 'only the one to that member'), async (flags) => {
+    const result = await callDaemon<DeliveryChange>(await stateDirOf(flags as CommonFlags), 'cancel', { transfer: flags.transfer, member: flags.member });
+    print(flags.json, result, () => changeText('cancelled', result));
+  })
+  .command('retry <transfer>', 'send a transfer again to the members it failed for (or was cancelled for), attempts reset', (y) => transferCommand(y)
+    .example('$0 retry 3f9a0c', 'every failed delivery of that transfer')
+    .example('$0 retry 3f9a0c --member ABCDEFG', 'only the one to that member, once its disk has room again'), async (flags) => {
+    const result = await callDaemon<DeliveryChange>(await stateDirOf(flags as CommonFlags), 'retry', { transfer: flags.transfer, member: flags.member });
+    print(flags.json, result, () => changeText('queued again', result));
+  })
+  .command('prune', 'remove now the stored files retention would remove (deliveries ended, not kept for the backlog)', (y) => operatorCommand(y)
+    .example('$0 prune --json', 'files and bytes removed, as JSON'), async (flags) => {
+    const result = await callDaemon<PruneResult>(await stateDirOf(flags as CommonFlags), 'prune', {});
+    print(flags.json, result, () => pruneText(result));
   })
   .command('id', "print this server's id (members pin it with --server-id)", (y) => operatorCommand(y), async (flags) => {
     const stateDir = await stateDirOf(flags as CommonFlags);

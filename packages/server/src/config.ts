@@ -6,7 +6,8 @@ import {
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 import { parseWebToken } from './web/access.js';
-import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './membership.js';
+import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './control/membership.js';
+import { BACKLOG_POLICIES, DEFAULT_BACKLOG, type BacklogPolicy } from './delivery/distributor.js';
 
 /** A sanity bound on --max-open-members: past it, members.json and fan-out stop being cheap. */
 export const MAX_OPEN_MEMBERS_LIMIT = 100_000;
@@ -53,6 +54,7 @@ const fileSchema = z.strictObject({
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
+  backlog: z.enum(BACKLOG_POLICIES).optional(),
   maxOpenMembers: z.number().int().min(1).max(MAX_OPEN_MEMBERS_LIMIT).optional(),
   openMemberExpiry: validated(parseDuration).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
@@ -89,6 +91,8 @@ export interface ServerSettings {
   logFormat: LogFormat | undefined;
   /** How long undelivered files wait for offline members; the daemon's default when undefined. */
   keepMs: number | undefined;
+  /** What a member that joins later is given of earlier distributions (and so what the store keeps). */
+  backlog: BacklogPolicy;
   /** How many members an open group takes beyond its configured and allowed ones. */
   maxOpenMembers: number;
   /** How long an open group keeps a member that neither connects nor sends a datagram. */
@@ -126,6 +130,7 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     logLevel: 'info',
     logFormat: undefined,
     keepMs: keep,
+    backlog: DEFAULT_BACKLOG,
     maxOpenMembers: DEFAULT_MAX_OPEN_MEMBERS,
     openMemberExpiryMs: openMemberExpiry ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS,
     metrics: undefined,

@@ -2,18 +2,18 @@ import {
   ControlEndpoint, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
   shortId, StateLock, TokenBucket, type Logger, type MetricsEndpoint, type PeerId,
 } from '@groupcast/shared';
-import { Announcer } from './announcer.js';
+import { Announcer } from './control/announcer.js';
 import type { ServerSettings } from './config.js';
-import { ControlPlane } from './control-plane.js';
-import { ControlSocket } from './control-socket.js';
-import { DataPlane } from './data-plane.js';
-import { Distributor } from './distributor.js';
-import { Invites } from './invites.js';
-import { Membership } from './membership.js';
+import { ControlPlane } from './control/control-plane.js';
+import { ControlSocket } from './operator/control-socket.js';
+import { DataPlane } from './delivery/data-plane.js';
+import { Distributor } from './delivery/distributor.js';
+import { Invites } from './control/invites.js';
+import { Membership } from './control/membership.js';
 import { ServerMetrics } from './metrics.js';
-import { operations, statusOf, type ServerDescription } from './operations.js';
-import { Outbox } from './outbox.js';
-import { ContentStore } from './store.js';
+import { operations, statusOf, type ServerDescription } from './operator/operations.js';
+import { Outbox } from './delivery/outbox.js';
+import { ContentStore } from './delivery/store.js';
 import { requireTokenOffLoopback } from './web/access.js';
 import { LiveStatus } from './web/live-status.js';
 import { webView } from './web/web-view.js';
@@ -56,7 +56,8 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
   await invites.load();
   const store = new ContentStore(stateDir);
   await store.open();
-  const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }) });
+  const keepMs = settings.keepMs ?? DEFAULT_KEEP_MS;
+  const outbox = new Outbox({ stateDir, log: log.child({ component: 'outbox' }), keepMs });
   await outbox.load();
 
   const startedAt = Date.now();
@@ -107,7 +108,8 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     membership,
     session: (member) => dataPlane.session(member),
     concurrency: settings.concurrency,
-    keepMs: settings.keepMs ?? DEFAULT_KEEP_MS,
+    keepMs,
+    backlog: settings.backlog,
     rate: settings.rate === undefined ? undefined : new TokenBucket(settings.rate),
   });
   const running = distributor;

@@ -1,10 +1,10 @@
 import { Metrics, type ControlEndpoint } from '@groupcast/shared';
-import type { ControlPlane } from './control-plane.js';
-import type { DataPlane } from './data-plane.js';
-import type { Distributor } from './distributor.js';
-import type { MemberSession } from './member-session.js';
-import type { Membership } from './membership.js';
-import type { DeliveryState, Outbox } from './outbox.js';
+import type { ControlPlane } from './control/control-plane.js';
+import type { DataPlane } from './delivery/data-plane.js';
+import type { Distributor } from './delivery/distributor.js';
+import type { MemberSession } from './delivery/member-session.js';
+import type { Membership } from './control/membership.js';
+import type { DeliveryState, Outbox } from './delivery/outbox.js';
 
 const STATES: DeliveryState[] = ['pending', 'sending', 'delivered', 'failed'];
 

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, rm, type FileHandle } from 'node:fs/promises';
-import { Bitfield, ErrorCode, GroupcastError, hashFromHandle, pieceCount, pieceLength, verifyPiece } from '@groupcast/shared';
-import type { PieceSpec } from '../incoming-file.js';
+import type { FileHandle } from 'node:fs/promises';
+import { Bitfield, hashFromHandle, pieceCount, pieceLength, verifyPiece } from '@groupcast/shared';
+import type { PieceSpec } from '../receive/incoming-file.js';
+import { openPartial, PartialFile, writeFully } from '../receive/partial-file.js';
 
 /**
  * A transfer's partial when pieces arrive in any order, from the server and from peers: a file of the
@@ -10,21 +10,19 @@ import type { PieceSpec } from '../incoming-file.js';
  * run: opening re-reads the partial and holds exactly the pieces whose bytes match the manifest, so a
  * restarted member resumes from its pieces without a separate record to get out of step.
  */
-export class PiecePartial {
-  private handle: FileHandle | undefined;
-
+export class PiecePartial extends PartialFile {
   private constructor(
-    readonly path: string,
+    path: string,
     readonly size: number,
     readonly pieces: PieceSpec,
     handle: FileHandle,
     readonly held: Bitfield,
   ) {
-    this.handle = handle;
+    super(path, handle);
   }
 
   static async open(path: string, size: number, pieces: PieceSpec, signal: AbortSignal): Promise<PiecePartial> {
-    const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+    const handle = await openPartial(path);
     try {
       const existing = (await handle.stat()).size;
       if (existing > size) await handle.truncate(0);
@@ -56,13 +54,7 @@ export class PiecePartial {
 
   /** Writes a piece the caller has verified. */
   async write(piece: number, data: Buffer): Promise<void> {
-    const handle = this.openHandle();
-    let done = 0;
-    const at = piece * this.pieces.pieceSize;
-    while (done < data.length) {
-      const { bytesWritten } = await handle.write(data, done, data.length - done, at + done);
-      done += bytesWritten;
-    }
+    await writeFully(this.openHandle(), data, piece * this.pieces.pieceSize);
     this.held.set(piece);
   }
 
@@ -90,21 +82,5 @@ export class PiecePartial {
   /** Makes the data durable; the handle stays open, so peers can still be served from it once it is placed. */
   async seal(): Promise<void> {
     await this.openHandle().sync();
-  }
-
-  async release(): Promise<void> {
-    const handle = this.handle;
-    this.handle = undefined;
-    await handle?.close().catch(() => undefined);
-  }
-
-  async discard(): Promise<void> {
-    await this.release();
-    await rm(this.path, { force: true });
-  }
-
-  private openHandle(): FileHandle {
-    if (!this.handle) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is closed`);
-    return this.handle;
   }
 }

@@ -3,7 +3,7 @@ import {
   errnoCode, isPieceSize, MAX_MANIFEST_PIECES, pieceCount, SHA256_LENGTH, writeFileAtomic,
   type Manifest,
 } from '@groupcast/shared';
-import type { TransferRecord } from '../outbox.js';
+import type { TransferRecord } from './outbox.js';
 
 /** Beside each store file: its piece size (u32) then the SHA-256 of every piece. */
 export const PIECES_SUFFIX = '.pieces';

@@ -1,8 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { RateLimitedLog, type Logger, type PeerId } from '@groupcast/shared';
-import type { Distributor } from '../distributor.js';
-import type { Membership } from '../membership.js';
-import type { StatusView } from '../operations.js';
+import type { Distributor } from '../delivery/distributor.js';
+import type { Membership } from '../control/membership.js';
+import type { StatusView } from '../operator/operations.js';
 import { positionKey, webSnapshot } from './snapshot.js';
 
 /** Pushes are coalesced to at most one per this interval, however many progress events arrive. */

@@ -1,6 +1,6 @@
 import { printable, type PeerId } from '@groupcast/shared';
-import type { StatusView } from '../operations.js';
-import { why } from '../status-view.js';
+import type { StatusView } from '../operator/operations.js';
+import { why } from '../operator/status-view.js';
 
 /** Transfers the page shows: the most recent ones, like `status`; the CLI's --json has them all. */
 export const WEB_TRANSFERS = 10;

@@ -1,8 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
-import { errnoCode, ErrorCode, GroupcastError, hashFromHandle, PieceVerifier } from '@groupcast/shared';
+import { stat, type FileHandle } from 'node:fs/promises';
+import { errnoCode, hashFromHandle, PieceVerifier } from '@groupcast/shared';
 import { resumeOffset } from './download-area.js';
+import { openPartial, PartialFile, writeFully } from './partial-file.js';
 
 /** Dirty data is forced to disk this often, so a resume after a crash never trusts more than a checkpoint's worth. */
 export const CHECKPOINT_BYTES = 64 * 1024 * 1024;
@@ -28,12 +28,11 @@ export interface PieceSpec {
  * holds, and the offset the next byte must come from. Writes are sequential and awaited, so memory
  * holds at most one frame's payload whatever the file's size.
  */
-export class IncomingFile {
+export class IncomingFile extends PartialFile {
   private sinceCheckpoint = 0;
-  private handle: FileHandle | undefined;
 
   private constructor(
-    readonly path: string,
+    path: string,
     readonly size: number,
     handle: FileHandle,
     private readonly hash: Hash,
@@ -41,7 +40,7 @@ export class IncomingFile {
     private readonly checkpointBytes: number,
     private readonly verifier: PieceVerifier | undefined,
   ) {
-    this.handle = handle;
+    super(path, handle);
   }
 
   /**
@@ -52,7 +51,7 @@ export class IncomingFile {
   static async open(
     path: string, size: number, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES, pieces?: PieceSpec,
   ): Promise<IncomingFile> {
-    const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+    const handle = await openPartial(path);
     try {
       const held = (await handle.stat()).size;
       let offset = resumeOffset(held, size);
@@ -115,13 +114,6 @@ export class IncomingFile {
     }
   }
 
-  /** Closes and keeps the partial, for a resume on the next connection. */
-  async release(): Promise<void> {
-    const handle = this.handle;
-    this.handle = undefined;
-    await handle?.close().catch(() => undefined);
-  }
-
   /**
    * After a piece failed its check: cuts the partial back to its verified pieces and closes it, so the
    * next attempt resumes from there instead of from nothing.
@@ -131,25 +123,6 @@ export class IncomingFile {
     await handle.truncate(this.verifier?.verified ?? 0);
     await handle.datasync();
     await this.release();
-  }
-
-  /** Closes and deletes the partial, returning its space. */
-  async discard(): Promise<void> {
-    await this.release();
-    await rm(this.path, { force: true });
-  }
-
-  private openHandle(): FileHandle {
-    if (!this.handle) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is closed`);
-    return this.handle;
-  }
-}
-
-async function writeFully(handle: FileHandle, payload: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < payload.length) {
-    const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
-    done += bytesWritten;
   }
 }
 

@@ -8,8 +8,8 @@ import {
   type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
-import { servePieces, type PullLink, type SwarmFrame } from './delivery/piece-server.js';
-import type { Seat, SeatLink } from './delivery/swarm.js';
+import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
+import type { Seat, SeatLink } from './swarm.js';
 
 export interface DeliveryOutcome {
   outcome: Outcome;

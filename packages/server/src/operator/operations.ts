@@ -1,11 +1,11 @@
 import { isAbsolute } from 'node:path';
 import { checkRate, ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
 import type { Handler } from './control-socket.js';
-import type { DataPlane } from './data-plane.js';
-import type { DeliverySources, Distributor } from './distributor.js';
-import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from './invites.js';
-import type { Membership } from './membership.js';
-import type { DeliveryRecord, Outbox, TransferRecord } from './outbox.js';
+import type { DataPlane } from '../delivery/data-plane.js';
+import type { DeliverySources, Distributor } from '../delivery/distributor.js';
+import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from '../control/invites.js';
+import type { Membership } from '../control/membership.js';
+import type { DeliveryRecord, Outbox, TransferRecord } from '../delivery/outbox.js';
 
 /** What the operator's commands see of a delivery. */
 export interface DeliveryView {
@@ -112,6 +112,8 @@ const PROGRESS_INTERVAL_MS = 250;
  */
 const RECONNECT_GRACE_MS = 5_000;
 const REVOKE_GRACE_MS = 5_000;
+/** How long `cancel` waits for the deliveries it stopped mid-stream to end before it answers. */
+const CANCEL_GRACE_MS = 10_000;
 
 /** The shortest id prefix `members allow|revoke` accept: the 7 characters every table shows (shortId). */
 export const MIN_ID_PREFIX = 7;
@@ -137,6 +139,58 @@ export function resolveMemberId(text: string, known: readonly PeerId[]): PeerId 
 
 const shortIdOf = (id: PeerId): string => id.slice(0, 15);
 
+/** The shortest transfer-id prefix `cancel` and `retry` accept (status shows 12 characters). */
+export const MIN_TRANSFER_PREFIX = 6;
+
+/**
+ * A transfer id as the operator typed it: the full id or a unique prefix of at least
+ * MIN_TRANSFER_PREFIX hex characters of a transfer the server still lists.
+ */
+export function resolveTransferId(text: string, known: readonly string[]): string {
+  const prefix = text.trim().toLowerCase();
+  if (!/^[0-9a-f]+$/.test(prefix) || prefix.length < MIN_TRANSFER_PREFIX) {
+    throw new GroupcastError(ErrorCode.USAGE, `"${text.slice(0, 80)}" is not a transfer id: give the id status shows, or at least its first ${MIN_TRANSFER_PREFIX} hex characters`);
+  }
+  const matches = known.filter((id) => id.startsWith(prefix));
+  if (matches.length === 1 && matches[0]) return matches[0];
+  if (matches.length === 0) {
+    throw new GroupcastError(ErrorCode.NOT_FOUND, `no transfer has an id starting with "${prefix}" (group-server status lists them; old finished ones are forgotten)`);
+  }
+  throw new GroupcastError(ErrorCode.USAGE, `"${prefix}" matches ${matches.length} transfers (${matches.slice(0, 5).map((id) => id.slice(0, 12)).join(', ')}${matches.length > 5 ? ', …' : ''}): give more characters of the id`);
+}
+
+/**
+ * A member's failed deliveries that still matter: one is resolved once the member received the same
+ * file name in the same group later (a re-send), so `members` stops counting it.
+ */
+function unresolvedFailures(deliveries: readonly DeliveryRecord[], transferOf: (id: string) => TransferRecord | undefined): number {
+  const nameOf = (t: TransferRecord): string => `${t.group}/${t.name}`;
+  const received = new Map<string, number>();
+  for (const d of deliveries) {
+    const t = transferOf(d.transfer);
+    if (t && d.state === 'delivered') received.set(nameOf(t), Math.max(received.get(nameOf(t)) ?? -Infinity, t.createdAt));
+  }
+  return deliveries.filter((d) => {
+    const t = transferOf(d.transfer);
+    return d.state === 'failed' && !(t && (received.get(nameOf(t)) ?? -Infinity) >= t.createdAt);
+  }).length;
+}
+
+/** What `cancel` and `retry` answer: the transfer and the deliveries they changed. */
+export interface DeliveryChange {
+  transfer: TransferRecord;
+  changed: DeliveryView[];
+  /** Deliveries asked for that were left as they were, with why. */
+  unchanged: Array<DeliveryView & { why: string }>;
+}
+
+/** What `prune` answers: the store files removed and the bytes given back. */
+export interface PruneResult {
+  files: number;
+  bytes: number;
+  removed: Array<{ name: string; bytes: number }>;
+}
+
 function str(params: Record<string, unknown>, name: string): string {
   const value = params[name];
   if (typeof value !== 'string' || !value) throw new GroupcastError(ErrorCode.USAGE, `missing ${name}`);
@@ -153,9 +207,9 @@ export function statusOf(handlers: Record<string, Handler>): () => Promise<Statu
 export function operations(ctx: Context): Record<string, Handler> {
   const { membership, distributor, outbox, dataPlane } = ctx;
 
-  /** Resolves once the member has no delivery being sent, or after `timeoutMs`. */
-  const nothingInFlight = (member: PeerId, timeoutMs: number): Promise<void> => new Promise((resolve) => {
-    const busy = (): boolean => outbox.deliveriesFor(member).some((d) => d.state === 'sending');
+  /** Resolves once none of these deliveries is being sent, or after `timeoutMs`. */
+  const untilNotSending = (deliveries: () => readonly DeliveryRecord[], timeoutMs: number): Promise<void> => new Promise((resolve) => {
+    const busy = (): boolean => deliveries().some((d) => d.state === 'sending');
     const done = (): void => {
       clearTimeout(timer);
       distributor.off('delivery', check);
@@ -168,6 +222,7 @@ export function operations(ctx: Context): Record<string, Handler> {
     distributor.on('delivery', check);
     check();
   });
+  const nothingInFlight = (member: PeerId, timeoutMs: number): Promise<void> => untilNotSending(() => outbox.deliveriesFor(member), timeoutMs);
 
   const view = (delivery: DeliveryRecord): DeliveryView => {
     const transfer = outbox.transfer(delivery.transfer);
@@ -283,10 +338,33 @@ export function operations(ctx: Context): Record<string, Handler> {
     const deliveries = outbox.deliveriesFor(member.id);
     const count = (...states: DeliveryRecord['state'][]): number => deliveries.filter((d) => states.includes(d.state)).length;
     const sum = (field: 'bytesSent' | 'bytesFromPeers'): number => deliveries.reduce((total, d) => total + d[field], 0);
-    return { ...member, pending: count('pending', 'sending'), failed: count('failed'), bytesFromServer: sum('bytesSent'), bytesFromPeers: sum('bytesFromPeers') };
+    return {
+      ...member, pending: count('pending', 'sending'), failed: unresolvedFailures(deliveries, (id) => outbox.transfer(id)),
+      bytesFromServer: sum('bytesSent'), bytesFromPeers: sum('bytesFromPeers'),
+    };
   });
 
   const knownIds = (): PeerId[] => membership.listMembers().map((m) => m.id);
+
+  /** The transfer named by `params.transfer`, and its deliveries, all or the one to `params.member`. */
+  const chosen = (params: Record<string, unknown>): { transfer: TransferRecord; deliveries: readonly DeliveryRecord[] } => {
+    const transfer = outbox.transfer(resolveTransferId(str(params, 'transfer'), outbox.listTransfers().map((t) => t.id)));
+    if (!transfer) throw new GroupcastError(ErrorCode.NOT_FOUND, 'that transfer was just forgotten');
+    const all = outbox.deliveriesOf(transfer.id);
+    if (params.member === undefined) return { transfer, deliveries: all };
+    const member = resolveMemberId(str(params, 'member'), knownIds());
+    const deliveries = all.filter((d) => d.member === member);
+    if (deliveries.length === 0) {
+      throw new GroupcastError(ErrorCode.NOT_FOUND, `transfer ${transfer.id.slice(0, 12)} (${transfer.name}) has no delivery to ${shortIdOf(member)}`);
+    }
+    return { transfer, deliveries };
+  };
+
+  const change = (transfer: TransferRecord, asked: readonly DeliveryRecord[], changed: readonly DeliveryRecord[], why: (d: DeliveryRecord) => string): DeliveryChange => ({
+    transfer,
+    changed: changed.map(view),
+    unchanged: asked.filter((d) => !changed.includes(d)).map((d) => ({ ...view(d), why: why(d) })),
+  });
 
   return {
     distribute,
@@ -303,6 +381,22 @@ export function operations(ctx: Context): Record<string, Handler> {
       const ttlMs = params.ttlMs === undefined ? DEFAULT_INVITE_TTL_MS : Number(params.ttlMs);
       const created = await ctx.invites.create(str(params, 'group'), uses, ttlMs);
       return { ...created, server: ctx.describe().id };
+    },
+    cancel: async (params): Promise<DeliveryChange> => {
+      const { transfer, deliveries } = chosen(params);
+      const ended = distributor.cancel(deliveries);
+      // Those in flight end when the stream notices the abort: the answer waits for them (bounded).
+      await untilNotSending(() => ended, CANCEL_GRACE_MS);
+      return change(transfer, deliveries, ended, (d) => `already ${d.state}`);
+    },
+    retry: async (params): Promise<DeliveryChange> => {
+      const { transfer, deliveries } = chosen(params);
+      const retried = await distributor.retry(transfer, deliveries);
+      return change(transfer, deliveries, retried, (d) => (d.state === 'failed' ? `no longer a member of ${transfer.group}` : `not failed (${d.state})`));
+    },
+    prune: async (): Promise<PruneResult> => {
+      const removed = await distributor.prune();
+      return { files: removed.length, bytes: removed.reduce((sum, file) => sum + file.bytes, 0), removed };
     },
     invites: async (): Promise<InviteView[]> => ctx.invites.list(),
     cancelInvite: async (params): Promise<InviteView> => ctx.invites.cancel(str(params, 'invite')),

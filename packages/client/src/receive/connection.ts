@@ -5,8 +5,8 @@ import {
   PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
   type Frame, type Identity, type Logger, type PeerId,
 } from '@groupcast/shared';
-import type { Discovery } from './discovery.js';
-import type { ServerPin } from './pinning.js';
+import type { Discovery } from '../discovery/discovery.js';
+import type { ServerPin } from '../discovery/pinning.js';
 import type { Receiver, ReceiveSession } from './receiver.js';
 
 export interface ConnectionEvents {

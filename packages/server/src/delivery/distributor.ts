@@ -6,12 +6,12 @@ import {
   backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
-import type { Membership } from './membership.js';
+import type { Membership } from '../control/membership.js';
 import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
-import type { ContentStore } from './store.js';
-import { manifestOf } from './delivery/piece-file.js';
-import { Tracker, type Seat } from './delivery/swarm.js';
+import type { ContentStore, RemovedFile } from './store.js';
+import { manifestOf } from './piece-file.js';
+import { Tracker, type Seat } from './swarm.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([
@@ -27,9 +27,45 @@ const RETRY_CAP_MS = 5 * 60_000;
 /** Retention is checked every quarter of the keep time, within these bounds, so expiry is never late by much. */
 const SWEEP_MIN_MS = 250;
 const SWEEP_MAX_MS = 60_000;
+/**
+ * Pulled deliveries in flight at once, beside the `concurrency` streamed ones. A pulling member costs
+ * the server a seat in the tracker, one open store file and the pieces it asks for, which the tracker
+ * seeds about once for the whole swarm — not a file's worth of upload each, as a stream does. So they
+ * do not take the stream slots: a group of up to this many members pulls in one wave, and all of them
+ * can serve each other; past it, later members wait for a slot as streams do.
+ */
+export const MAX_PULLS = 256;
 /** Finished transfers past retention kept for status; older ones are forgotten, bounding memory and the journal. */
 export const HISTORY_LIMIT = 256;
 export const EXPIRED_REASON = 'expired (retention)';
+export const CANCELLED_REASON = 'cancelled by the operator';
+export const RETRIED_REASON = 'retried by the operator';
+
+/**
+ * What a member that joins a group later is given of what was distributed before (and so what the
+ * store keeps for it once the deliveries ended): nothing, the newest file of each name, or every file;
+ * in each case only until `--keep` runs out. The default is `latest`; docs/OPERATIONS.md says why.
+ */
+export const BACKLOG_POLICIES = ['none', 'latest', 'all'] as const;
+export type BacklogPolicy = (typeof BACKLOG_POLICIES)[number];
+export const DEFAULT_BACKLOG: BacklogPolicy = 'latest';
+
+/**
+ * The transfers a member joining now would be given under the policy, in the order they were
+ * distributed. Retention keeps exactly these files besides the ones still being delivered: one rule
+ * for both, so what the policy promises is still in the store.
+ */
+export function backlogOf(transfers: readonly TransferRecord[], policy: BacklogPolicy, now: number): TransferRecord[] {
+  const live = transfers.filter((t) => t.expiresAt > now);
+  if (policy !== 'latest') return policy === 'all' ? live : [];
+  const newest = new Map<string, TransferRecord>();
+  const nameOf = (t: TransferRecord): string => `${t.group}/${t.name}`;
+  for (const t of live) {
+    const seen = newest.get(nameOf(t));
+    if (!seen || t.createdAt >= seen.createdAt) newest.set(nameOf(t), t);
+  }
+  return live.filter((t) => newest.get(nameOf(t)) === t);
+}
 
 export function sweepInterval(keepMs: number): number {
   return Math.min(SWEEP_MAX_MS, Math.max(SWEEP_MIN_MS, Math.floor(keepMs / 4)));
@@ -58,6 +94,8 @@ export interface DistributorOptions {
   keepMs: number;
   /** `--rate`: the server's total upload, over every member and distribution. */
   rate?: TokenBucket | undefined;
+  /** What a member joining later is given, and so what the store keeps; DEFAULT_BACKLOG when unset. */
+  backlog?: BacklogPolicy;
   clock?: () => number;
 }
 
@@ -73,11 +111,13 @@ function describeOutcome(outcome: Outcome, message: string): string {
 
 /**
  * Turns distributions into deliveries and runs them: each member's deliveries in order over its own
- * connection, at most `concurrency` transfers at once across all members (the p-queue), failures
- * retried with backoff and jitter, offline members left pending until they reconnect.
+ * connection, at most `concurrency` streamed transfers at once across all members (one p-queue) and
+ * MAX_PULLS pulled ones (another), failures retried with backoff and jitter, offline members left
+ * pending until they reconnect.
  */
 export class Distributor extends EventEmitter<DistributorEvents> {
-  private readonly queue: PQueue;
+  private readonly streams: PQueue;
+  private readonly pulls: PQueue;
   /** Who holds which piece of each transfer being pulled: the server seeds from it and lists peers. */
   private readonly tracker: Tracker;
   private readonly active = new Set<PeerId>();
@@ -86,14 +126,22 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   /** Buckets of distributions with a rate of their own, shared by their deliveries in flight. */
   private readonly transferRates = new Map<string, { bucket: TokenBucket; users: number }>();
   private sweeper: NodeJS.Timeout | undefined;
-  private sweeping: Promise<void> | undefined;
-  /** Distributions between ingest and outbox record: their store files are not yet referenced. */
+  private sweeping: Promise<RemovedFile[]> | undefined;
+  /** A pass was asked for while one ran: run another when it ends, so no completion is missed. */
+  private sweepAgain = false;
+  /**
+   * Operations about to reference store files the outbox does not reference yet (a distribution
+   * between ingest and record, a backlog or a retry being queued): retention does not prune meanwhile.
+   */
   private recording = 0;
+  /** A pass skipped pruning because of `recording`: prune once the last of those ends. */
+  private pruneSkipped = false;
   private closed = false;
 
   constructor(private readonly options: DistributorOptions) {
     super();
-    this.queue = new PQueue({ concurrency: options.concurrency });
+    this.streams = new PQueue({ concurrency: options.concurrency });
+    this.pulls = new PQueue({ concurrency: Math.max(options.concurrency, MAX_PULLS) });
     this.tracker = new Tracker(options.log.child({ component: 'tracker' }));
   }
 
@@ -152,16 +200,88 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         for (const member of members) this.wake(member);
       }
     } finally {
-      this.recording--;
+      this.endRecording();
     }
     return { transfers, members };
   }
 
-  /** A member joined a group: give it the group's unexpired backlog. */
+  private endRecording(): void {
+    if (--this.recording > 0 || !this.pruneSkipped) return;
+    this.pruneSkipped = false;
+    void this.sweep();
+  }
+
+  private get backlog(): BacklogPolicy {
+    return this.options.backlog ?? DEFAULT_BACKLOG;
+  }
+
+  /** A member joined a group: give it the group's backlog, as the policy says (backlogOf). */
   async memberJoined(member: PeerId, group: string): Promise<void> {
-    const added = await this.options.outbox.backfill(member, group);
-    if (added.length > 0) this.options.log.info({ member, group, deliveries: added.length }, 'backlog queued for new member');
+    const { outbox, store, log } = this.options;
+    this.recording++;
+    try {
+      await this.sweeping;
+      const offered = backlogOf(outbox.listTransfers().filter((t) => t.group === group), this.backlog, this.now());
+      // A file a narrower policy before a restart let retention remove cannot be offered.
+      const held = await Promise.all(offered.map((t) => store.has(t.sha256)));
+      const added = await outbox.backfill(member, offered.filter((_, i) => held[i]));
+      if (added.length > 0) log.info({ member, group, deliveries: added.length, backlog: this.backlog }, 'backlog queued for new member');
+    } finally {
+      this.endRecording();
+    }
     this.wake(member);
+  }
+
+  /**
+   * The operator cancels deliveries: one in flight is stopped (the member is sent CANCEL and deletes
+   * its partial) and fails as it ends; a pending one fails now. Returns those it ended or is ending.
+   */
+  cancel(deliveries: readonly DeliveryRecord[]): DeliveryRecord[] {
+    const ended: DeliveryRecord[] = [];
+    for (const delivery of deliveries) {
+      if (delivery.state === 'sending') this.inflight.get(key(delivery.transfer, delivery.member))?.controller.abort(CANCELLED_REASON);
+      else if (delivery.state === 'pending') this.settle(delivery, 'failed', CANCELLED_REASON);
+      else continue;
+      ended.push(delivery);
+    }
+    if (ended.length > 0) this.options.log.info({ transfer: ended[0]?.transfer, members: ended.map((d) => d.member) }, 'cancelling deliveries');
+    return ended;
+  }
+
+  /**
+   * Puts failed (or cancelled) deliveries of a transfer back in line as new ones: attempts reset, due
+   * now. Refused (NOT_FOUND) once the transfer expired or the store no longer holds its file. A member
+   * no longer authorized for the group is left as it is. Returns the deliveries queued again.
+   */
+  async retry(transfer: TransferRecord, deliveries: readonly DeliveryRecord[]): Promise<DeliveryRecord[]> {
+    const { store, membership, log } = this.options;
+    this.recording++;
+    try {
+      await this.sweeping;
+      const what = `${transfer.name} (transfer ${transfer.id.slice(0, 12)})`;
+      if (transfer.expiresAt <= this.now()) {
+        throw new GroupcastError(ErrorCode.NOT_FOUND, `${what} has expired (--keep): distribute the file again`);
+      }
+      if (!(await store.has(transfer.sha256))) {
+        throw new GroupcastError(ErrorCode.NOT_FOUND, `the store no longer holds ${what}: retention removed it once its deliveries ended; distribute the file again`);
+      }
+      const retried = deliveries.filter((d) => d.state === 'failed' && membership.isAuthorized(d.member, transfer.group));
+      for (const delivery of retried) {
+        this.options.outbox.update(delivery, { attempts: 0 });
+        this.settle(delivery, 'pending', RETRIED_REASON);
+      }
+      if (retried.length > 0) log.info({ transfer: transfer.id, file: transfer.name, members: retried.map((d) => d.member) }, 'deliveries retried');
+      for (const member of new Set(retried.map((d) => d.member))) this.wake(member);
+      return retried;
+    } finally {
+      this.endRecording();
+    }
+  }
+
+  /** Runs a retention pass now (after one under way) and returns the store files it removed. */
+  async prune(): Promise<RemovedFile[]> {
+    await this.sweeping;
+    return this.sweep();
   }
 
   /** The member lost the group: stop what is in flight and fail what is queued. */
@@ -192,8 +312,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       return;
     }
     this.active.add(member);
-    void this.queue
-      .add(() => this.run(member, delivery))
+    void this.run(member, delivery)
       .catch((err: unknown) => this.options.log.error({ err, member }, 'delivery crashed'))
       .finally(() => {
         this.active.delete(member);
@@ -216,19 +335,36 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   private settle(delivery: DeliveryRecord, state: 'delivered' | 'failed' | 'pending', reason: string, notBefore = 0): void {
     this.options.outbox.update(delivery, { state, reason, notBefore });
     this.emit('delivery', delivery);
+    // Retention follows the deliveries: the last one of a transfer to end may free its file now.
+    if (state !== 'pending' && this.options.outbox.deliveriesOf(delivery.transfer).every(isTerminal)) void this.sweep();
   }
 
+  /**
+   * Runs one delivery in a slot: a pull slot when the member can pull, a stream slot when it cannot or
+   * when the transfer turns out not to be pullable (no piece hashes, no peer online).
+   */
   private async run(member: PeerId, delivery: DeliveryRecord): Promise<void> {
+    const session = this.options.session(member);
+    if (session?.supportsPieces && session.swarms && (await this.pulls.add(() => this.attempt(member, delivery, true)))) return;
+    if (this.closed) return;
+    await this.streams.add(() => this.attempt(member, delivery, false));
+  }
+
+  /** One attempt at a delivery. In a pull slot it runs only if it is pulled; false: it needs a stream slot. */
+  private async attempt(member: PeerId, delivery: DeliveryRecord, pullSlot: boolean): Promise<boolean> {
     const { outbox, store, log } = this.options;
     const session = this.options.session(member);
     const transfer = outbox.transfer(delivery.transfer);
-    if (!session || !transfer || delivery.state !== 'pending') return;
+    if (!session || !transfer || delivery.state !== 'pending') return true;
+    const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
+    const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
+    const pulled = manifest !== undefined && session.swarms && this.hasSwarmPeers(member, transfer);
+    if (pullSlot && !pulled) return false;
     const controller = new AbortController();
     const k = key(transfer.id, member);
     this.inflight.set(k, { controller, member });
     outbox.update(delivery, { state: 'sending', attempts: delivery.attempts + 1 });
     this.emit('delivery', delivery);
-    const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
     let sent = 0;
     let seat: Seat | undefined;
     const onProgress = (id: string, position: number, bytes: number): void => {
@@ -245,8 +381,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     session.on('progress', onProgress);
     const limits = this.limitsFor(transfer);
     try {
-      const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
-      seat = manifest && session.swarms && this.hasSwarmPeers(member, transfer) ? this.tracker.join(transfer.id, transfer.size, manifest.pieceSize, session.seatLink) : undefined;
+      seat = pulled ? this.tracker.join(transfer.id, transfer.size, manifest.pieceSize, session.seatLink) : undefined;
       const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat, limits.buckets);
       counted();
       if (result.outcome === Outcome.OK) seat?.complete();
@@ -279,6 +414,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       limits.release();
       this.inflight.delete(k);
     }
+    return true;
   }
 
   /**
@@ -332,43 +468,61 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.settle(delivery, 'pending', reason, this.now() + retryIn);
   }
 
-  /** Runs one retention pass; a pass still running is not started again. */
-  private sweep(): Promise<void> {
-    this.sweeping ??= this.expire()
-      .catch((err: unknown) => this.options.log.error({ err }, 'retention sweep failed'))
+  /** Runs one retention pass; asked for while one runs, another follows it. */
+  private sweep(): Promise<RemovedFile[]> {
+    if (this.closed) return Promise.resolve([]);
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return this.sweeping;
+    }
+    this.sweeping = this.expire()
+      .catch((err: unknown) => {
+        this.options.log.error({ err }, 'retention sweep failed');
+        return [];
+      })
       .finally(() => {
         this.sweeping = undefined;
+        if (!this.sweepAgain) return;
+        this.sweepAgain = false;
+        void this.sweep();
       });
     return this.sweeping;
   }
 
   /**
    * Retention: a delivery still pending when its transfer expires fails (the member never came back);
-   * the store keeps only files a live transfer needs; finished transfers past retention stay visible
-   * to status up to HISTORY_LIMIT, the oldest forgotten first.
+   * the store keeps a file only while a delivery of it is pending or sending, or while the backlog
+   * policy would still give it to a member joining now (backlogOf); finished transfers past retention
+   * stay visible to status up to HISTORY_LIMIT, the oldest forgotten first.
    */
-  private async expire(): Promise<void> {
+  private async expire(): Promise<RemovedFile[]> {
     const { outbox, store, log } = this.options;
     const now = this.now();
+    const transfers = outbox.listTransfers();
+    const backlog = new Set(backlogOf(transfers, this.backlog, now));
     const needed = new Set<string>();
     const finished: TransferRecord[] = [];
-    for (const transfer of outbox.listTransfers()) {
+    for (const transfer of transfers) {
       const deliveries = outbox.deliveriesOf(transfer.id);
-      if (transfer.expiresAt > now || deliveries.some((d) => d.state === 'sending')) {
-        needed.add(transfer.sha256);
-        continue;
-      }
-      for (const delivery of deliveries.filter((d) => d.state === 'pending')) {
+      const expired = transfer.expiresAt <= now;
+      for (const delivery of expired ? deliveries.filter((d) => d.state === 'pending') : []) {
         log.warn({ transfer: transfer.id, member: delivery.member, group: transfer.group, file: transfer.name }, 'delivery expired');
         this.settle(delivery, 'failed', EXPIRED_REASON);
       }
-      if (deliveries.every(isTerminal)) finished.push(transfer);
+      if (backlog.has(transfer) || !deliveries.every(isTerminal)) needed.add(transfer.sha256);
+      else if (expired) finished.push(transfer);
     }
     finished.sort((a, b) => b.expiresAt - a.expiresAt);
     for (const transfer of finished.slice(HISTORY_LIMIT)) outbox.forget(transfer.id);
-    if (this.recording > 0) return;
+    if (this.recording > 0) {
+      this.pruneSkipped = true;
+      return [];
+    }
     const removed = await store.prune(needed);
-    if (removed.length > 0) log.info({ files: removed.length }, 'removed store files no transfer needs');
+    if (removed.length > 0) {
+      log.info({ files: removed.length, bytes: removed.reduce((sum, file) => sum + file.bytes, 0) }, 'removed store files no transfer needs');
+    }
+    return removed;
   }
 
   /**
@@ -381,11 +535,12 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.closed = true;
     clearInterval(this.sweeper);
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
-    this.queue.clear();
+    this.pulls.clear();
+    this.streams.clear();
     for (const { member } of this.inflight.values()) {
       this.options.session(member)?.close(new GroupcastError(ErrorCode.CLOSED, 'server shutting down'));
     }
-    await this.queue.onIdle();
+    await Promise.all([this.pulls.onIdle(), this.streams.onIdle()]);
     await this.sweeping;
   }
 }

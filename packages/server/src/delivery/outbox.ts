@@ -76,7 +76,11 @@ export class Outbox {
   private readonly byMember = new Map<PeerId, DeliveryRecord[]>();
   private readonly byTransfer = new Map<string, DeliveryRecord[]>();
 
-  constructor(private readonly options: { stateDir: string; log: Logger; clock?: () => number }) {
+  /**
+   * `keepMs`, when given, is the retention in force: every transfer loaded expires at its creation
+   * plus it, so a shorter (or longer) `--keep` at a restart applies to what is already stored.
+   */
+  constructor(private readonly options: { stateDir: string; log: Logger; clock?: () => number; keepMs?: number }) {
     this.journal = new Journal(join(options.stateDir, 'outbox.jsonl'), isEntry);
   }
 
@@ -92,6 +96,8 @@ export class Outbox {
       else if (entry.kind === 'forget') this.drop(entry.transfer);
       else if (this.transfers.has(entry.delivery.transfer)) this.index(entry.delivery);
     }
+    const { keepMs } = this.options;
+    if (keepMs !== undefined) for (const transfer of this.transfers.values()) transfer.expiresAt = transfer.createdAt + keepMs;
     // What was in flight when the server stopped goes back in line; the member kept its partial, so
     // the next offer resumes it. As with a dropped link, the interrupted attempt is not charged.
     for (const delivery of this.deliveries.values()) {
@@ -194,11 +200,10 @@ export class Outbox {
     return created;
   }
 
-  /** A member that joins late gets the group's unexpired transfers it has no delivery for. */
-  async backfill(member: PeerId, group: string): Promise<DeliveryRecord[]> {
-    const now = this.now();
-    const added = [...this.transfers.values()]
-      .filter((t) => t.group === group && t.expiresAt > now && !this.deliveries.has(key(t.id, member)))
+  /** A member that joins late gets these transfers (its backlog), those it has no delivery for yet. */
+  async backfill(member: PeerId, transfers: readonly TransferRecord[]): Promise<DeliveryRecord[]> {
+    const added = transfers
+      .filter((t) => this.transfers.has(t.id) && !this.deliveries.has(key(t.id, member)))
       .map((t) => this.newDelivery(t.id, member));
     for (const delivery of added) {
       this.index(delivery);

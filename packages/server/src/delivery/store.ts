@@ -1,19 +1,35 @@
 import { createHash } from 'node:crypto';
 import { constants, type BigIntStats } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
   stateWriteError, writeFully,
 } from '@groupcast/shared';
-import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './delivery/piece-file.js';
+import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
+
+/**
+ * A file of at most one piece has the whole file's sha256 as its only piece hash (and an empty one has
+ * none), so nothing is kept beside it: many small files cost no extra file each, nor space on a full disk.
+ */
+function onePiece(sha256: string, size: number): StoredPieces | undefined {
+  const pieceSize = choosePieceSize(size);
+  if (size > pieceSize) return undefined;
+  return { pieceSize, hashes: size === 0 ? Buffer.alloc(0) : Buffer.from(sha256, 'hex') };
+}
 const SHA256_NAME = /^[0-9a-f]{64}$/;
 
 export interface StoredFile {
   sha256: string;
   size: number;
+}
+
+/** A file retention took out of the store, and the space it gave back. */
+export interface RemovedFile {
+  name: string;
+  bytes: number;
 }
 
 /**
@@ -35,18 +51,25 @@ export class ContentStore {
   /**
    * Deletes what no transfer needs: copies a crash left half-ingested, and files whose transfer was
    * never recorded (a crash between ingest and the outbox write) or has been forgotten. Call only
-   * while no distribution is being recorded. Returns the names removed.
+   * while no distribution is being recorded. Returns the files removed and their sizes.
    */
-  async prune(needed: ReadonlySet<string>): Promise<string[]> {
-    const removed: string[] = [];
+  async prune(needed: ReadonlySet<string>): Promise<RemovedFile[]> {
+    const removed: RemovedFile[] = [];
     for (const name of await readdir(this.dir)) {
       const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name))
         || (name.endsWith(PIECES_SUFFIX) && !needed.has(name.slice(0, -PIECES_SUFFIX.length)));
       if (!stray) continue;
-      await rm(join(this.dir, name), { force: true });
-      removed.push(name);
+      const path = join(this.dir, name);
+      const bytes = await stat(path).then((info) => info.size, () => 0);
+      await rm(path, { force: true });
+      removed.push({ name, bytes });
     }
     return removed;
+  }
+
+  /** Whether the store still holds the file (retention may have removed it). */
+  has(sha256: string): Promise<boolean> {
+    return stat(this.path(sha256)).then((info) => info.isFile(), () => false);
   }
 
   path(sha256: string): string {
@@ -59,6 +82,8 @@ export class ContentStore {
    * A file stored before pieces existed (or whose pieces file is damaged) is hashed again once.
    */
   async pieces(sha256: string, size: number): Promise<StoredPieces> {
+    const single = onePiece(sha256, size);
+    if (single) return single;
     const path = this.path(sha256);
     const kept = await loadPieces(path, size);
     if (kept) return kept;
@@ -125,7 +150,7 @@ export class ContentStore {
         return undefined;
       }
       const sha256 = hash.digest('hex');
-      await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
+      if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
       await fsyncDir(this.dir);
       return { sha256, size };

@@ -13,9 +13,9 @@ import {
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
-import type { PeerNode } from './peer/peer-node.js';
-import { PiecePartial } from './peer/piece-partial.js';
-import { MemberSwarm, type SwarmCounters } from './peer/swarm.js';
+import type { PeerNode } from '../peer/peer-node.js';
+import { PiecePartial } from '../peer/piece-partial.js';
+import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
 
 export interface TransferEvent {
   transfer: string;
@@ -32,10 +32,17 @@ export interface UndeliveredEvent extends TransferEvent {
   message: string;
 }
 
+/** A peer sent a piece whose hash is wrong; it is dropped for the transfer. */
+export interface BadPeerEvent extends TransferEvent {
+  peer: PeerId;
+  piece: number;
+}
+
 export interface ReceiverEvents {
   received: [event: ReceivedEvent];
   declined: [event: UndeliveredEvent];
   failed: [event: UndeliveredEvent];
+  badPeer: [event: BadPeerEvent];
 }
 
 /** The connection a session answers over. */
@@ -65,8 +72,6 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
   private settled: Promise<void> = Promise.resolve();
   /** Bytes by source and bad pieces, over every swarmed transfer. */
   readonly swarmCounters: SwarmCounters = { fromServer: 0, fromPeers: 0, toPeers: 0, badPieces: 0 };
-  /** Peers dropped for a bad piece, for status: id → the last transfer and piece. */
-  readonly badPeers = new Map<PeerId, { transfer: string; piece: number }>();
 
   constructor(readonly options: ReceiverOptions) {
     super();
@@ -132,7 +137,7 @@ type State =
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
-  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger };
+  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger; finishing?: boolean };
 
 const IDLE: State = { kind: 'idle' };
 
@@ -402,7 +407,7 @@ export class ReceiveSession {
       toServer: (frame) => this.send(frame),
       complete: () => void this.finishSwarm(hex).catch((err: unknown) => log.error({ err }, 'could not finish a swarmed transfer')),
       failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
-      badPeer: (id, piece) => this.receiver.badPeers.set(id, { transfer: hex, piece }),
+      badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...this.describe(offer), peer, piece }),
     });
     this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log };
     log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
@@ -431,8 +436,12 @@ export class ReceiveSession {
 
   private async finishSwarm(hex: string): Promise<void> {
     const state = this.state;
-    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
     const { offer, placement, partial, swarm, log } = state;
+    // Hashing and placing take a while: a second completion meanwhile finds it finishing. Two finishes
+    // would place the file twice and answer a false NAME_CLASH, failing the delivery for good. The state
+    // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
+    state.finishing = true;
     const digest = await partial.digest();
     const placed = await this.finish({ offer, placement, file: partial, digest, log });
     if (placed) {
@@ -449,7 +458,8 @@ export class ReceiveSession {
 
   private async swarmFailed(hex: string, outcome: Outcome, message: string, err: unknown): Promise<void> {
     const state = this.state;
-    if (state.kind !== 'swarming' || state.hex !== hex) return;
+    // Once every piece is held and verified, a late bad piece (from the server, after an endgame) changes nothing.
+    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
     this.state = { kind: 'discarding', hex, transfer: state.offer.transfer };
     await state.swarm.close();
     // A bad piece from the server is never written: the pieces held stay for the retry.

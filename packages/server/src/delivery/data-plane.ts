@@ -1,7 +1,7 @@
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { ALPN_PIECES, ErrorCode, peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
 import { MemberSession } from './member-session.js';
-import type { Membership } from './membership.js';
+import type { Membership } from '../control/membership.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 

@@ -36,8 +36,13 @@ export const STARTER_CONFIG = `// group-server configuration: JSON with comments
   // "800k", "1G" (powers of 1000). "distribute --rate" caps one distribution below it. Unlimited unless set.
   // "rate": "50M",
 
-  // How long a distributed file waits for members that are offline: 30s, 10m, 12h, 7d.
+  // How long a distributed file waits for members that are offline: 30s, 10m, 12h, 7d. A file is
+  // removed from the store as soon as its deliveries ended, unless the backlog below keeps it.
   // "keep": "7d",
+
+  // What a member that joins a group later gets of what was distributed before (within "keep"):
+  // "none", "latest" (the newest file of each name) or "all".
+  // "backlog": "latest",
 
   // Members an open group takes besides its configured and allowed ones; later JOINs are refused "group full".
   // "maxOpenMembers": 1000,

@@ -1,5 +1,5 @@
 import { formatBytes, formatDuration, formatTable, printable, shortId } from '@groupcast/shared';
-import type { InviteView } from './invites.js';
+import type { InviteView } from '../control/invites.js';
 import type { DeliveryView, GroupView, MemberView, StatusView } from './operations.js';
 
 /** How many transfers `status` lists; --json has them all. */

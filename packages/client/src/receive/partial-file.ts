@@ -1,0 +1,50 @@
+import { constants } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { ErrorCode, GroupcastError } from '@groupcast/shared';
+
+/** Opens or creates a partial for reading and writing, never through a symlink planted at its path. */
+export function openPartial(path: string): Promise<FileHandle> {
+  return open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+}
+
+/** Writes all of `payload` at `position`: a file write may take fewer bytes than asked. */
+export async function writeFully(handle: FileHandle, payload: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < payload.length) {
+    const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * What every kind of partial shares, streamed in order or pulled as pieces: one open handle, closed
+ * once (release keeps the data for a resume, discard deletes it), and no use after it is closed.
+ */
+export abstract class PartialFile {
+  protected handle: FileHandle | undefined;
+
+  protected constructor(
+    readonly path: string,
+    handle: FileHandle,
+  ) {
+    this.handle = handle;
+  }
+
+  /** Closes and keeps the partial, for a resume on the next connection. Safe to call twice. */
+  async release(): Promise<void> {
+    const handle = this.handle;
+    this.handle = undefined;
+    await handle?.close().catch(() => undefined);
+  }
+
+  /** Closes and deletes the partial, returning its space. */
+  async discard(): Promise<void> {
+    await this.release();
+    await rm(this.path, { force: true });
+  }
+
+  protected openHandle(): FileHandle {
+    if (!this.handle) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is closed`);
+    return this.handle;
+  }
+}
