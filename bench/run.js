@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
-// hosts on one bridge), prints its tables, and writes bench/results/<name>.json. With --readme the
+// hosts on one bridge; sixteen for scale), prints its tables, and writes bench/results/<name>.json. With --readme the
 // results section of bench/README.md is then rewritten from bench/results: the latest result of each
 // benchmark, with the command and date it came from. Needs root (namespaces).
 //
@@ -19,13 +20,14 @@ import { formatTable } from '@groupcast/shared';
 import { discovery, discoveryTables } from './discovery.js';
 import { joinStorm, joinStormTables } from './join-storm.js';
 import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
+import { scale, scaleTables } from './scale.js';
 import { smallFiles, smallFilesTables } from './small-files.js';
 import { throughput, throughputFiles, throughputTables } from './throughput.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const RESULTS = join(ROOT, 'bench/results');
 const README = join(ROOT, 'bench/README.md');
-const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm'];
+const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm', 'scale'];
 
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(text.trim());
@@ -44,6 +46,10 @@ function settings(argv) {
       readme: { type: 'boolean', default: false },
       members: { type: 'string', default: '1,4,8' },
       repeat: { type: 'string' },
+      'scale-members': { type: 'string', default: '1,4,8,16' },
+      'scale-size': { type: 'string', default: '64MiB' },
+      'scale-mbit': { type: 'string', default: '200' },
+      'scale-skip-wide': { type: 'boolean', default: false },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -58,6 +64,12 @@ function settings(argv) {
     smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },
+    scale: {
+      memberCounts: values['scale-members'].split(',').map(Number),
+      size: parseSize(values['scale-size']),
+      mbit: Number(values['scale-mbit']),
+      wideConcurrency: !values['scale-skip-wide'],
+    },
     command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
 }
@@ -103,7 +115,8 @@ async function main() {
   const config = settings(process.argv.slice(2));
   const work = join(process.env.BENCH_WORK ?? '/var/tmp', `groupcast-bench-${process.pid}`);
   const recv = join(process.env.BENCH_RECV ?? '/dev/shm', `groupcast-bench-${process.pid}`);
-  const lab = await Lab.open({ hosts: 9, work, recv });
+  const hosts = config.only.includes('scale') ? Math.max(9, 1 + Math.max(...config.scale.memberCounts)) : 9;
+  const lab = await Lab.open({ hosts, work, recv });
   const stop = () => {
     lab.close().finally(() => process.exit(130));
   };
@@ -129,6 +142,12 @@ async function main() {
     if (config.only.includes('join-storm')) {
       const result = await joinStorm(lab, config.joinStorm);
       await save('join-storm', config, config.joinStorm, result, joinStormTables(result));
+    }
+    if (config.only.includes('scale')) {
+      const file = join(work, 'scale.bin');
+      await writeRandomFile(file, config.scale.size);
+      const result = await scale(lab, { ...config.scale, file });
+      await save('scale', config, config.scale, result, scaleTables(result));
     }
   } finally {
     await lab.close();

@@ -113,9 +113,10 @@ export class Lab {
 
   /**
    * A server on hosts[0] with one open group, `Bench`, and `members` clients on the next hosts, all
-   * joined and online. Each member gets a fresh download directory under `recv`.
+   * joined and online. Each member gets a fresh download directory under `recv`; `clientArgs` and
+   * `serverArgs` are added to the daemons' command lines.
    */
-  async startGroup(name, members) {
+  async startGroup(name, members, { clientArgs = [], serverArgs = [] } = {}) {
     const server = this.hosts[0];
     const state = join(this.work, `${name}-server`);
     await mkdir(state, { recursive: true });
@@ -123,7 +124,7 @@ export class Lab {
     await writeFile(config, JSON.stringify({ groups: [{ name: 'Bench', open: true }] }));
     const id = (await this.run(server, SERVER_BIN, ['id', '--state-dir', state])).stdout.trim();
     const serverDaemon = this.spawn(server, 'server', SERVER_BIN, [
-      '--config', config, '--state-dir', state, '--interface', server.ipv4, '--name', 'bench',
+      '--config', config, '--state-dir', state, '--interface', server.ipv4, '--name', 'bench', ...serverArgs,
     ]);
     await serverDaemon.waitForMsg('group-server started', {}, SPAWN_WAIT_MS);
     const clients = [];
@@ -132,7 +133,7 @@ export class Lab {
       const downloads = join(this.recv, `${name}-${host.name}`);
       const daemon = this.spawn(host, host.name, CLIENT_BIN, [
         '--join', 'Bench', '--server-id', id, '--state-dir', clientState, '--downloads', downloads, '--interface', host.ipv4,
-        '--log-level', 'warn',
+        '--log-level', 'warn', ...clientArgs,
       ]);
       clients.push({ host, daemon, downloads, state: clientState });
     }

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseMetrics } from '../support/metrics.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 
 /**
@@ -38,16 +39,6 @@ function onTerminal(args: string[], timeoutMs = 60_000): Promise<{ code: number 
       resolve({ code, output });
     });
   });
-}
-
-/** `name{labels} value` lines of the Prometheus text format, by name and label text. */
-function parseMetrics(text: string): Map<string, number> {
-  const values = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (match?.[1] && match[2]) values.set(match[1], Number(match[2]));
-  }
-  return values;
 }
 
 describe('operator CLIs on loopback', () => {
@@ -111,9 +102,9 @@ describe('operator CLIs on loopback', () => {
     expect(out).toContain('2 member(s), 0 offline');
     // Every update prints with --progress-interval 0; the last one is always at 100%.
     expect(out).toMatch(/^alice \([A-Z2-7]{7}\) {2}build\.bin {2}100% {2}24\.0 MiB of 24\.0 MiB {2}[\d.]+ \S+\/s {2}eta /m);
-    for (const name of ['alice', 'bob']) expect(out).toMatch(new RegExp(`^✓ ${name} \\([A-Z2-7]{7}\\) build\\.bin delivered \\(24\\.0 MiB sent in `, 'm'));
-    expect(out).toMatch(/^MEMBER +FILE +STATE +SENT +TIME +REASON$/m);
-    expect(out).toMatch(/^alice \([A-Z2-7]{7}\) +build\.bin +delivered +24\.0 MiB +[\d.]+m?s/m);
+    for (const name of ['alice', 'bob']) expect(out).toMatch(new RegExp(`^✓ ${name} \\([A-Z2-7]{7}\\) build\\.bin delivered \\(from server [0-9.]+ (?:B|KiB|MiB), from peers [0-9.]+ (?:B|KiB|MiB), in `, 'm'));
+    expect(out).toMatch(/^MEMBER +FILE +STATE +FROM SERVER +FROM PEERS +TIME +REASON$/m);
+    expect(out).toMatch(/^alice \([A-Z2-7]{7}\) +build\.bin +delivered +[\d.]+ (?:B|KiB|MiB) +[\d.]+ (?:B|KiB|MiB) +[\d.]+m?s/m);
     expect(out).toContain('2 delivered, 0 pending, 0 failed');
     expect(out).not.toContain('\u001b[');
   });
@@ -127,7 +118,7 @@ describe('operator CLIs on loopback', () => {
     expect(output).toMatch(/(alice|bob) \([A-Z2-7]{7}\) +image\.iso \[[█░]{20}\] +\d+% [\d.]+ \S+ [\d.]+ \S+\/s eta \S+/);
     expect(output).toMatch(/✓ alice \([A-Z2-7]{7}\) image\.iso delivered/);
     expect(output).toMatch(/✓ bob \([A-Z2-7]{7}\) image\.iso delivered/);
-    expect(output).toMatch(/MEMBER +FILE +STATE +SENT +TIME +REASON/);
+    expect(output).toMatch(/MEMBER +FILE +STATE +FROM SERVER +FROM PEERS +TIME +REASON/);
     expect(output).toContain('2 delivered, 0 pending, 0 failed');
   });
 
@@ -179,10 +170,10 @@ describe('operator CLIs on loopback', () => {
     expect(human.stdout).toContain(`  id         ${serverId}`);
     expect(human.stdout).toContain(`  metrics    http://127.0.0.1:${metricsPort}/metrics`);
     expect(human.stdout).toMatch(/^Developers +closed +2 +2/m);
-    expect(human.stdout).toMatch(/^MEMBER +NAME +ADDRESS +STATUS +JOINED +PENDING +FAILED$/m);
-    expect(human.stdout).toMatch(/^[A-Z2-7]{7} +alice +127\.0\.0\.1 +online [\d.]+m?s +Developers +0 +0$/m);
-    expect(human.stdout).toMatch(/^TRANSFER +FILE +GROUP +SIZE +AGE +DELIVERED +PENDING +FAILED$/m);
-    expect(human.stdout).toMatch(/^[0-9a-f]{12} +build\.bin +Developers +24\.0 MiB +\S+ +2 +0 +0$/m);
+    expect(human.stdout).toMatch(/^MEMBER +NAME +ADDRESS +STATUS +JOINED +PENDING +FAILED +FROM SERVER +FROM PEERS$/m);
+    expect(human.stdout).toMatch(/^[A-Z2-7]{7} +alice +127\.0\.0\.1 +online [\d.]+m?s +Developers +0 +0 +[\d.]+ (?:B|KiB|MiB) +[\d.]+ (?:B|KiB|MiB)$/m);
+    expect(human.stdout).toMatch(/^TRANSFER +FILE +GROUP +SIZE +AGE +DELIVERED +PENDING +FAILED +FROM SERVER +FROM PEERS$/m);
+    expect(human.stdout).toMatch(/^[0-9a-f]{12} +build\.bin +Developers +24\.0 MiB +\S+ +2 +0 +0 +[\d.]+ (?:B|KiB|MiB) +[\d.]+ (?:B|KiB|MiB)$/m);
 
     const status = JSON.parse((await serverCli(['status', '--json'])).stdout) as {
       server: { id: string; metrics: string; startedAt: number; configFile: string };
@@ -273,7 +264,7 @@ describe('operator CLIs on loopback', () => {
     const result = await serverCli(['distribute', 'Developers', path]);
     expect(result.code, result.stdout + result.stderr).toBe(3);
     expect(result.stdout).toMatch(/2 member\(s\), 1 offline: bob \([A-Z2-7]{7}\)/);
-    expect(result.stdout).toMatch(/^bob \([A-Z2-7]{7}\) +late\.txt +pending +0 B +member offline$/m);
+    expect(result.stdout).toMatch(/^bob \([A-Z2-7]{7}\) +late\.txt +pending +0 B +0 B +member offline$/m);
     expect(result.stdout).toContain('1 delivered, 1 pending, 0 failed');
 
     const list = JSON.parse((await serverCli(['members', '--json'])).stdout) as Array<{ id: string; online: boolean; onlineSince: number | null; lastSeen: number; pending: number }>;

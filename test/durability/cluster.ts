@@ -38,6 +38,7 @@ export interface DeliveryStatus {
   reason: string;
   attempts: number;
   bytesSent: number;
+  bytesFromPeers: number;
 }
 
 /** Writes `size` random bytes in chunks (memory stays small) and returns their sha256. */

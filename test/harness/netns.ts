@@ -68,6 +68,11 @@ export interface Host {
   /** Caps traffic towards this host at the bridge (HTB), e.g. so that a transfer lasts long enough to cut. */
   limitRate(mbit: number): Promise<void>;
   unlimitRate(): Promise<void>;
+  /**
+   * Shapes the host's link both ways with tc tbf, like a switch port of `mbit` Mbit/s: on the host's
+   * interface (what it sends) and on the bridge port (what it receives). Replaces limitRate's HTB.
+   */
+  shapeLink(mbit: number): Promise<void>;
 }
 
 export interface Topology {
@@ -415,6 +420,7 @@ async function createHost(p: HostParams): Promise<Host> {
     unblockMulticast: () => link.unblockMulticast(),
     limitRate: (mbit) => link.limitRate(mbit),
     unlimitRate: () => link.unlimitRate(),
+    shapeLink: (mbit) => link.shape(mbit),
   };
 }
 
@@ -520,6 +526,7 @@ class HostLink {
   private cutState = false;
   private mcastBlocked = false;
   private rateLimited = false;
+  private shaped = false;
 
   constructor(
     private readonly bridgeNs: string,
@@ -576,9 +583,26 @@ class HostLink {
   async unlimitRate(): Promise<void> {
     if (!this.rateLimited) return;
     await inNs(this.bridgeNs, 'tc', ['qdisc', 'del', 'dev', this.port, 'root']);
+    if (this.shaped) await inNs(this.hostNs, 'tc', ['qdisc', 'del', 'dev', HOST_IFNAME, 'root']);
     this.rateLimited = false;
+    this.shaped = false;
+  }
+
+  async shape(mbit: number): Promise<void> {
+    if (!(mbit > 0) || !Number.isFinite(mbit)) throw new RangeError(`rate must be a positive number of Mbit/s, got ${mbit}`);
+    // veths hand tbf whole GSO segments (up to 64 KiB): the bucket must hold a few of them or the
+    // link runs far below its rate; the queue holds SHAPE_LATENCY of traffic, like a switch's buffer.
+    const tbf = ['tbf', 'rate', `${mbit}mbit`, 'burst', SHAPE_BURST, 'latency', SHAPE_LATENCY];
+    await inNs(this.bridgeNs, 'tc', ['qdisc', 'replace', 'dev', this.port, 'root', ...tbf]);
+    await inNs(this.hostNs, 'tc', ['qdisc', 'replace', 'dev', HOST_IFNAME, 'root', ...tbf]);
+    this.rateLimited = true;
+    this.shaped = true;
   }
 }
+
+/** tbf bucket and queue for shapeLink (see there). */
+const SHAPE_BURST = '256kb';
+const SHAPE_LATENCY = '20ms';
 
 const MULTICAST_UDP_MATCHES: readonly (readonly string[])[] = [
   ['pref', '10', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', '224.0.0.0/4', 'match', 'ip', 'protocol', '17', '0xff'],

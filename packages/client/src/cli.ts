@@ -3,7 +3,7 @@ import { DEFAULT_PEER_PORT } from './peer/peer-node.js';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
-  ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress,
+  ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress, parseRate,
   checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, wantsJson, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
@@ -42,6 +42,7 @@ const OPTIONS = {
   'on-receive-jobs': { type: 'number', default: 2, describe: '--on-receive commands running at once', coerce: integerOption('--on-receive-jobs', 1, 64), group: 'Daemon:' },
   metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checkedText(parseMetricsAddress), group: 'Daemon:' },
   'peer-port': { type: 'number', default: DEFAULT_PEER_PORT, describe: 'serve verified pieces to other members on this TCP port (0: any free port)', coerce: integerOption('--peer-port', 0, 65535), group: 'Daemon:' },
+  'peer-rate': { type: 'string', describe: 'the most this member uploads to its peers, in bytes per second over every link: 20M, 500k (powers of 1000) [default: unlimited]', coerce: checkedText(parseRate), group: 'Daemon:' },
   peers: { type: 'boolean', default: true, describe: 'take part in peer-assisted delivery (--no-peers: take every file from the server)', group: 'Daemon:' },
 } as const satisfies Record<string, Options>;
 
@@ -68,6 +69,7 @@ function clientOptions(argv: Args, log: Logger): ClientOptions {
     onReceive: argv.onReceive === undefined ? undefined : { command: argv.onReceive, timeoutMs: argv.onReceiveTimeout, concurrency: argv.onReceiveJobs },
     metrics: argv.metrics,
     peerPort: argv.peers ? argv.peerPort : undefined,
+    peerRate: argv.peerRate === undefined ? undefined : parseRate(argv.peerRate),
     log,
   };
 }

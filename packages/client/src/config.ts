@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { absolutePath, loadConfigFileSync, LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress } from '@groupcast/shared';
+import { absolutePath, loadConfigFileSync, LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress, parseRate } from '@groupcast/shared';
 
 /** A string that one of shared's parsers accepts; kept as written, since the flag's own parsing applies after. */
 function parsed(check: (text: string) => unknown) {
@@ -31,6 +31,7 @@ export const clientConfigSchema = z.strictObject({
   onReceiveTimeout: parsed(parseDuration).optional(),
   onReceiveJobs: z.number().int().min(1).max(64).optional(),
   metrics: parsed(parseMetricsAddress).optional(),
+  peerRate: parsed(parseRate).optional(),
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
 });
@@ -87,6 +88,10 @@ export const STARTER_CLIENT_CONFIG = `// group-client configuration: JSON with c
 
   // Prometheus endpoint: "9478" means 127.0.0.1:9478; "ADDR:PORT" to listen elsewhere. Off unless set.
   // "metrics": "9478",
+
+  // The most this member uploads to other members (peer-assisted delivery), in bytes per second over
+  // every peer link: "20M", "500k" (powers of 1000). Unlimited unless set.
+  // "peerRate": "20M",
 
   // fatal, error, warn, info, debug, trace or silent; json or pretty.
   // "logLevel": "info",

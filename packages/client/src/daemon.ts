@@ -14,7 +14,7 @@ import { resolveOptions, type ClientOptions, type ResolvedOptions } from './opti
 import { ServerPin } from './discovery/pinning.js';
 import { PeerNode } from './peer/peer-node.js';
 import { Receiver, type BadPeerEvent, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
-import { StatusFile } from './status-file.js';
+import { StatusFile, type PeerStatus } from './status-file.js';
 
 export interface ClientEvents {
   server: [server: ServerInfo];
@@ -123,7 +123,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
     unicast: resolved.unicast,
   });
   const peers = resolved.peerPort === undefined ? undefined : new PeerNode({
-    log: log.child({ component: 'peers' }), identity, name: resolved.name, port: resolved.peerPort, host: resolved.iface.address,
+    log: log.child({ component: 'peers' }), identity, name: resolved.name, port: resolved.peerPort, host: resolved.iface.address, rate: resolved.peerRate,
   });
   await peers?.start();
   const receiver = new Receiver({
@@ -154,8 +154,10 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
   // First in, last out: the lock is given up after everything else has stopped.
   client.started.push(lock, pin, ...(peers ? [peers] : []), receiver);
   if (peers) log.info({ peerPort: peers.port }, 'serving pieces to peers');
+  const peerStatus = peers && ((): PeerStatus => ({ port: peers.port, links: peers.links, ...receiver.swarmCounters }));
   const status = new StatusFile({
     stateDir: resolved.stateDir, id, name: resolved.name, downloads: receiver.root, groups: resolved.groups, log: log.child({ component: 'status' }),
+    peers: peerStatus,
   });
   await status.watch(client);
   client.started.push(status);
@@ -168,7 +170,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
     await endpoint.open();
     client.started.push(endpoint);
     if (resolved.metrics) {
-      client.started.push(await serveMetrics(new ClientMetrics(endpoint, client, onReceive), resolved.metrics, log.child({ component: 'metrics' })));
+      client.started.push(await serveMetrics(new ClientMetrics(endpoint, client, onReceive, peers && { node: peers, counters: receiver.swarmCounters }), resolved.metrics, log.child({ component: 'metrics' })));
     }
     log.info(
       { id, interface: resolved.iface.name, address: resolved.iface.address, group: `${resolved.groupAddress}:${resolved.port}`, downloads: receiver.root },

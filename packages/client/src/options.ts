@@ -37,6 +37,8 @@ export interface ClientOptions {
   metrics?: string | undefined;
   /** The peer port (0: any free one); undefined: no peer-assisted delivery, every file from the server. */
   peerPort?: number | undefined;
+  /** `--peer-rate`: bytes per second this member uploads to its peers at most; unlimited when undefined. */
+  peerRate?: number | undefined;
 }
 
 export interface ResolvedOptions {
@@ -54,6 +56,7 @@ export interface ResolvedOptions {
   onReceive: { command: string; timeoutMs: number; concurrency: number } | undefined;
   metrics: { host: string; port: number } | undefined;
   peerPort: number | undefined;
+  peerRate: number | undefined;
 }
 
 function usage(message: string, cause?: unknown): GroupcastError {
@@ -135,5 +138,6 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     onReceive: options.onReceive?.command ? options.onReceive : undefined,
     metrics: options.metrics === undefined ? undefined : parseMetricsAddress(options.metrics),
     peerPort: options.peerPort,
+    peerRate: options.peerRate,
   };
 }

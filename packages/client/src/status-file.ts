@@ -3,11 +3,20 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
+import type { SwarmCounters } from './peer/swarm.js';
 import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './receive/received-log.js';
 
 export const STATUS_FILE = 'status.json';
 const WRITE_DELAY_MS = 200;
 const RECENT_PROBLEMS = 10;
+/** The peer figures change with every piece: they are looked at this often and written when they moved. */
+const PEERS_REFRESH_MS = 1_000;
+
+/** Peer-assisted delivery as status shows it: the port, links now, bytes by source since start (SwarmCounters). */
+export interface PeerStatus extends SwarmCounters {
+  port: number;
+  links: number;
+}
 
 export type GroupState = 'joining' | 'joined' | 'refused';
 
@@ -28,6 +37,8 @@ export interface ClientStatus {
   groups: Array<{ name: string; state: GroupState; reason: string }>;
   /** The last few transfers that did not arrive (declined or failed), newest last. */
   problems: Array<{ time: number; transfer: string; group: string; name: string; outcome: string; message: string }>;
+  /** Null when this member does not take part in peer-assisted delivery (--no-peers); absent in files of older versions. */
+  peers?: PeerStatus | null;
   /**
    * Peers dropped for sending a piece that does not match the manifest: how many since start, and the
    * last few, newest last. Absent in files written before peer-assisted delivery.
@@ -44,10 +55,15 @@ export class StatusFile {
   readonly path: string;
   private readonly status: ClientStatus;
   private timer: NodeJS.Timeout | undefined;
+  private peersTimer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly options: { stateDir: string; id: PeerId; name: string; downloads: string; groups: string[]; log: Logger },
+    private readonly options: {
+      stateDir: string; id: PeerId; name: string; downloads: string; groups: string[]; log: Logger;
+      /** The peer figures now; undefined without peer-assisted delivery. */
+      peers?: (() => PeerStatus) | undefined;
+    },
   ) {
     this.path = join(options.stateDir, STATUS_FILE);
     const now = Date.now();
@@ -56,8 +72,17 @@ export class StatusFile {
       downloads: options.downloads, server: null, connectedSince: null,
       groups: options.groups.map((name) => ({ name, state: 'joining', reason: '' })),
       problems: [],
+      peers: options.peers?.() ?? null,
       badPeers: { count: 0, recent: [] },
     };
+  }
+
+  private refreshPeers(): void {
+    const peers = this.options.peers?.();
+    if (!peers) return;
+    if (JSON.stringify(peers) === JSON.stringify(this.status.peers)) return;
+    this.status.peers = peers;
+    this.changed();
   }
 
   /** Follows the daemon's events; writes the first snapshot now. */
@@ -91,6 +116,10 @@ export class StatusFile {
     };
     client.on('declined', problem);
     client.on('failed', problem);
+    if (this.options.peers) {
+      this.peersTimer = setInterval(() => this.refreshPeers(), PEERS_REFRESH_MS);
+      this.peersTimer.unref();
+    }
     client.on('badPeer', ({ peer, transfer, group: groupName, name, piece }) => {
       const badPeers = (this.status.badPeers ??= { count: 0, recent: [] });
       badPeers.count++;
@@ -120,6 +149,7 @@ export class StatusFile {
   /** Records a clean stop. */
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    clearInterval(this.peersTimer);
     this.timer = undefined;
     this.status.running = false;
     this.status.connectedSince = null;

@@ -1,7 +1,17 @@
 import { formatBytes, formatDuration, formatTable, printable } from '@groupcast/shared';
-import type { StatusReport } from './status-file.js';
+import type { ClientStatus, StatusReport } from './status-file.js';
 
 const time = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+
+/** Peer-assisted delivery: the port and links, bytes by source (the peers dropped for a bad piece have their own table). */
+function peerLines(peers: ClientStatus['peers']): string[] {
+  if (peers === undefined) return [];
+  if (peers === null) return ['  peers      off (--no-peers): every file from the server'];
+  return [
+    `  peers      port ${peers.port}, ${peers.links} link(s) open; from server ${formatBytes(peers.fromServer)}, from peers ${formatBytes(peers.fromPeers)}, `
+      + `served to peers ${formatBytes(peers.toPeers)}; ${peers.badPieces} bad piece(s)`,
+  ];
+}
 
 /** `group-client status` for people. Everything that came from the wire goes through printable(). */
 export function statusText(report: StatusReport, now: number): string {
@@ -19,6 +29,7 @@ export function statusText(report: StatusReport, now: number): string {
     `  server     ${server}`,
     ...(link ? [`  link       ${link}`] : []),
     `  downloads  ${status.downloads}`,
+    ...peerLines(status.peers),
     '',
     status.groups.length === 0
       ? 'no groups to join (--join <group>)'

@@ -3,7 +3,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, ensurePrivateDir, type LogFormat,
+  checkedText, errorJson, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './operator/control-socket.js';
@@ -29,6 +29,7 @@ interface CommonFlags {
   tcpPort?: number;
   advertisePort?: number;
   concurrency?: number;
+  rate?: string;
   name?: string;
   logLevel?: ServerSettings['logLevel'];
   logFormat?: LogFormat;
@@ -53,6 +54,7 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     tcpPort: flags.tcpPort,
     advertisePort: flags.advertisePort,
     concurrency: flags.concurrency,
+    rate: flags.rate === undefined ? undefined : parseRate(flags.rate),
     logLevel: flags.logLevel,
     logFormat: flags.logFormat,
     keepMs: flags.keep === undefined ? undefined : parseDuration(flags.keep),
@@ -110,6 +112,7 @@ function options<T>(argv: Argv<T>) {
     .option('tcp-port', { group: DAEMON, coerce: integerOption('--tcp-port', 0, 65535), describe: 'TLS data port, 0 for any free one [default: 47701]' })
     .option('advertise-port', { type: 'number', group: DAEMON, coerce: integerOption('--advertise-port', 1, 65535), describe: 'TCP port members are told to connect to, when a port forward sits in front of --tcp-port [default: the --tcp-port in use]' })
     .option('concurrency', { group: DAEMON, coerce: integerOption('--concurrency', 1, 1024), describe: 'streamed transfers in flight at once; pulled ones (peer-assisted) have their own 256 [default: 8]' })
+    .option('rate', { type: 'string', group: DAEMON, coerce: checkedText(parseRate), describe: 'the most the server uploads, in bytes per second over every member and distribution: 50M, 800k, 1G (powers of 1000) [default: unlimited]' })
     .option('name', { type: 'string', group: DAEMON, describe: 'server name in announcements [default: host name]' })
     .option('keep', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long undelivered files wait for offline members (and the backlog is kept for new ones) [default: 7d]' })
     .option('backlog', { choices: BACKLOG_POLICIES, group: DAEMON, describe: 'what a member that joins later gets of earlier files: none, latest (newest file of each name), all [default: latest]' })
@@ -121,13 +124,16 @@ function options<T>(argv: Argv<T>) {
 
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
 const DAEMON_OPTIONS = [
-  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'name', 'keep', 'backlog', 'max-open-members', 'open-member-expiry',
+  'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'rate', 'name', 'keep', 'backlog', 'max-open-members', 'open-member-expiry',
   'metrics', 'web-token',
 ] as const;
 
-/** The operator's commands accept the daemon's options (see above) but do not list them in their help. */
-function operatorCommand<T>(argv: Argv<T>): Argv<T> {
-  return hideOptions(argv, DAEMON_OPTIONS);
+/**
+ * The operator's commands accept the daemon's options (see above) but do not list them in their help;
+ * `own`: those the command gives a meaning of its own (distribute --rate).
+ */
+function operatorCommand<T>(argv: Argv<T>, own: ReadonlyArray<(typeof DAEMON_OPTIONS)[number]> = []): Argv<T> {
+  return hideOptions(argv, DAEMON_OPTIONS.filter((key) => !own.includes(key)));
 }
 
 /** `cancel` and `retry`: a transfer, and optionally the one member whose delivery of it is meant. */
@@ -173,12 +179,13 @@ const cli = options(yargs(hideBin(process.argv)))
   .command(
     'distribute <group> <files..>',
     'send files to every member of a group (talks to the running daemon)',
-    (y) => operatorCommand(y)
+    (y) => operatorCommand(y, ['rate'])
       .positional('group', { type: 'string', demandOption: true })
       .positional('files', { type: 'string', array: true, demandOption: true })
       .option('wait-all', { type: 'boolean', describe: 'also wait for members that are offline now' })
       .option('timeout', { type: 'string', coerce: checkedText(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
       .option('progress-interval', { type: 'string', default: '5s', coerce: checkedText(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
+      .option('rate', { type: 'string', coerce: checkedText(parseRate), describe: 'the most these files take of the server\'s upload, in bytes per second over all their members (under the daemon\'s --rate): 20M, 500k [default: no cap of their own]' })
       .example('$0 distribute Developers ./build.tar.gz', 'push a file to every member of Developers')
       .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members')
       .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts'),
@@ -190,6 +197,7 @@ const cli = options(yargs(hideBin(process.argv)))
         json: flags.json ?? false,
         progressIntervalMs: parseDuration(flags.progressInterval),
         ...(flags.timeout ? { timeoutMs: parseDuration(flags.timeout) } : {}),
+        ...(flags.rate ? { rate: parseRate(flags.rate) } : {}),
       };
       process.exitCode = await runDistribute(await stateDirOf(flags as CommonFlags), options);
     },

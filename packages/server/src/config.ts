@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import {
   absolutePath, definedOnly, DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, loadConfigFile as loadConfig,
-  MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, validateGroupName,
+  MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, parseRate, validateGroupName,
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 import { parseWebToken } from './web/access.js';
@@ -50,6 +50,7 @@ const fileSchema = z.strictObject({
   tcpPort: z.number().int().min(0).max(65535).optional(),
   advertisePort: port.optional(),
   concurrency: z.number().int().min(1).max(1024).optional(),
+  rate: validated(parseRate).optional(),
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
   keep: validated(parseDuration).optional(),
@@ -84,6 +85,8 @@ export interface ServerSettings {
   /** The TCP port members are told to connect to, when a forwarder or NAT sits in front of tcpPort. */
   advertisePort: number | undefined;
   concurrency: number;
+  /** `--rate`: bytes per second the server uploads at most, over every member and distribution; unlimited when undefined. */
+  rate: number | undefined;
   logLevel: NonNullable<ConfigFile['logLevel']>;
   logFormat: LogFormat | undefined;
   /** How long undelivered files wait for offline members; the daemon's default when undefined. */
@@ -123,6 +126,7 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     tcpPort: DEFAULT_TCP_PORT,
     advertisePort: undefined,
     concurrency: 8,
+    rate: undefined,
     logLevel: 'info',
     logFormat: undefined,
     keepMs: keep,

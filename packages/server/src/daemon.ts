@@ -1,6 +1,6 @@
 import {
   ControlEndpoint, familyOf, listenFailure, loadOrCreateIdentity, parseMetricsAddress, resolveInterface, serveMetrics,
-  shortId, StateLock, type Logger, type MetricsEndpoint, type PeerId,
+  shortId, StateLock, TokenBucket, type Logger, type MetricsEndpoint, type PeerId,
 } from '@groupcast/shared';
 import { Announcer } from './control/announcer.js';
 import type { ServerSettings } from './config.js';
@@ -110,6 +110,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     concurrency: settings.concurrency,
     keepMs,
     backlog: settings.backlog,
+    rate: settings.rate === undefined ? undefined : new TokenBucket(settings.rate),
   });
   const running = distributor;
   membership.on('joined', (member, group) => {

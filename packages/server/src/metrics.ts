@@ -42,6 +42,8 @@ export class ServerMetrics extends Metrics {
       admitted: dataPlane.counters.admitted, refused: dataPlane.counters.refused,
     }));
     this.gauge('groupcast_members_online', 'Members with a data connection now.', () => membership.listMembers().filter((m) => m.online).length);
+    this.counter('groupcast_peer_bytes_total', 'File bytes members took from their peers instead of the server (pieces they reported that the server had not sent them).', () => distributor.swarm.peerBytes);
+    this.gauge('groupcast_swarm_members', 'Members taking part in a transfer\'s swarm now (pulling, or finished and still listed as a source).', () => distributor.swarm.members);
     this.gaugeBy('groupcast_deliveries', 'Deliveries in the outbox, by state.', 'state', () => {
       const counts = Object.fromEntries(STATES.map((state) => [state, 0])) as Record<DeliveryState, number>;
       for (const delivery of outbox.allDeliveries()) counts[delivery.state]++;

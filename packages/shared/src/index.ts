@@ -24,3 +24,4 @@ export * from './runtime/metrics.js';
 export * from './runtime/journal.js';
 export * from './runtime/state-lock.js';
 export * from './runtime/cli-output.js';
+export * from './runtime/rate.js';

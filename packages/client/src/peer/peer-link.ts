@@ -1,8 +1,8 @@
 import type { TLSSocket } from 'node:tls';
 import {
   allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, pieceLength, verifyPiece,
-  type Frame, type Logger, type PeerId,
+  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle, verifyPiece,
+  type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
@@ -56,6 +56,11 @@ function violation(message: string): GroupcastError {
  */
 export class PeerLink {
   readonly remote: Bitfield;
+  /**
+   * What the peer was told this side holds, in the handshake's BITFIELD. Pieces kept between that and
+   * the link opening were never announced over it (HAVE goes to open links): the swarm sends them on attach.
+   */
+  readonly announced: Bitfield;
   private readonly inbound = new Map<number, Inbound>();
   private readonly serveQueue: number[] = [];
   private serving = false;
@@ -71,8 +76,13 @@ export class PeerLink {
     private readonly owner: LinkOwner,
     private readonly log: Logger,
     remoteBits: Buffer,
+    /** `--peer-rate`: what this member uploads to all its peers together; every DATA frame served waits for it. */
+    private readonly limits: readonly TokenBucket[],
+    /** The BITFIELD this side sent in the handshake. */
+    sentBits: Buffer,
   ) {
     this.remote = Bitfield.fromWire(remoteBits, owner.held.length);
+    this.announced = Bitfield.fromWire(sentBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
     socket.on('close', () => this.close());
@@ -177,6 +187,8 @@ export class PeerLink {
           const chunk = Math.min(DATA_CHUNK, data.length - at);
           const { frame, payload } = allocDataFrame(this.owner.transfer, start + at, chunk);
           data.copy(payload, 0, at, at + chunk);
+          const wait = throttle(this.limits, chunk);
+          if (wait) await wait;
           if (!this.write(frame)) await this.drained();
           this.owner.served(chunk);
         }

@@ -1,7 +1,7 @@
 import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import {
   ALPN_PEERS, Capability, encodeFrame, errnoCode, ErrorCode, FrameReader, GroupcastError, peerIdOf, PROTOCOL_VERSION,
-  shortId, TLS_CIPHERS,
+  shortId, TLS_CIPHERS, TokenBucket,
   type Frame, type Identity, type Logger, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import { PeerLink, type LinkOwner } from './peer-link.js';
@@ -32,6 +32,8 @@ export interface PeerNodeOptions {
   /** 0 picks a free port. */
   port: number;
   host: string;
+  /** `--peer-rate`: bytes per second served to peers at most, over every link; unlimited when undefined. */
+  rate?: number | undefined;
 }
 
 export interface PeerCounters {
@@ -50,8 +52,18 @@ export class PeerNode {
   private readonly swarms = new Map<string, SwarmHandle>();
   private handshaking = 0;
   readonly counters: PeerCounters = { refused: 0, accepted: 0, dialed: 0 };
+  private readonly limits: TokenBucket[];
 
-  constructor(private readonly options: PeerNodeOptions) {}
+  constructor(private readonly options: PeerNodeOptions) {
+    this.limits = options.rate === undefined ? [] : [new TokenBucket(options.rate)];
+  }
+
+  /** Peer links open now, over every transfer (finished ones still serving included). */
+  get links(): number {
+    let count = 0;
+    for (const swarm of this.swarms.values()) count += swarm.linkCount();
+    return count;
+  }
 
   /** Binds the peer port. The default port taken (several members on one host) falls back to any free one. */
   async start(): Promise<void> {
@@ -184,6 +196,8 @@ export class PeerNode {
     };
     let greeted = false;
     let link: PeerLink | undefined;
+    /** What our BITFIELD told the peer: pieces kept after it are announced when the link opens. */
+    let sentBits: Buffer = Buffer.alloc(0);
     const reader = new FrameReader((frame: Frame) => {
       if (link) return link.onFrame(frame);
       if (!greeted) {
@@ -197,9 +211,12 @@ export class PeerNode {
         throw new GroupcastError(ErrorCode.NOT_AUTHORIZED, 'peer is not listed for that transfer');
       }
       if (swarm.linkCount() >= MAX_PEER_LINKS) throw new GroupcastError(ErrorCode.PROTOCOL, 'enough peer links for that transfer');
-      if (!dialedFor) socket.write(Buffer.concat([this.hello(), bitfieldOf(swarm)]));
+      if (!dialedFor) {
+        sentBits = swarm.held.toWire();
+        socket.write(Buffer.concat([this.hello(), encodeFrame({ type: 'bitfield', transfer: swarm.transfer, bits: sentBits })]));
+      }
       settle();
-      link = new PeerLink(id, socket, reader, swarm, log.child({ transfer: frame.transfer.toString('hex') }), frame.bits);
+      link = new PeerLink(id, socket, reader, swarm, log.child({ transfer: frame.transfer.toString('hex') }), frame.bits, this.limits, sentBits);
       opened?.();
       swarm.attach(link);
     });
@@ -211,7 +228,10 @@ export class PeerNode {
       if (!link) fail(new GroupcastError(ErrorCode.CLOSED, 'peer closed during the handshake'));
     });
     socket.pipe(reader);
-    if (dialedFor) socket.write(Buffer.concat([this.hello(), bitfieldOf(dialedFor)]));
+    if (dialedFor) {
+      sentBits = dialedFor.held.toWire();
+      socket.write(Buffer.concat([this.hello(), encodeFrame({ type: 'bitfield', transfer: dialedFor.transfer, bits: sentBits })]));
+    }
   }
 
   async close(): Promise<void> {
@@ -219,8 +239,4 @@ export class PeerNode {
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
-}
-
-function bitfieldOf(swarm: SwarmHandle): Buffer {
-  return encodeFrame({ type: 'bitfield', transfer: swarm.transfer, bits: swarm.held.toWire() });
 }

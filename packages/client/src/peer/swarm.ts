@@ -9,18 +9,24 @@ import type { PiecePartial } from './piece-partial.js';
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
 export const SERVER_REQUESTS = 8;
 /**
- * Once the server has seeded every piece, a piece no connected peer has is asked of the server after
- * this wait: pieces on their way to other members appear at peers within it, so the server does not
- * send them twice; a member with no peer at all asks at once.
+ * Once the server has seeded every piece, a piece no connected peer has is asked of the server when
+ * peers have brought nothing for this long: pieces on their way to other members appear at peers
+ * meanwhile, so the server does not send them twice; a member with no peer at all asks at once.
  */
 export const PEER_WAIT_MS = 2_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
 export const SEED_LINGER_MS = 60_000;
-/** A peer that could not be dialed is tried again after this long. */
+/**
+ * A peer that could not be dialed is tried again after FIRST_REDIAL_MS, doubling up to REDIAL_MS: the
+ * usual refusal is a peer that has not been offered the transfer yet (its OFFER is a moment behind
+ * ours), and a link a second later still saves the server a copy.
+ */
+const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
 
+/** Bytes of verified pieces kept, by where they came from (a piece fetched twice counts once), served, and bad pieces. */
 export interface SwarmCounters {
   fromServer: number;
   fromPeers: number;
@@ -64,14 +70,21 @@ export class MemberSwarm implements SwarmHandle {
   private allowed = new Map<PeerId, PeerEntry>();
   private readonly links = new Map<PeerId, PeerLink>();
   private readonly dialing = new Set<PeerId>();
-  private readonly unreachable = new Map<PeerId, number>();
+  /** Peers whose last dial failed: when, and how long to wait before the next. */
+  private readonly unreachable = new Map<PeerId, { at: number; waitMs: number }>();
   private readonly banned = new Set<PeerId>();
   /** Sources each missing piece is being fetched from. */
   private readonly pending = new Map<number, Set<PeerLink | 'server'>>();
   private anyOutstanding = 0;
   private readonly askedOfServer = new Set<number>();
+  /** Peers whose link was closed because both sides hold everything: not dialed again. */
+  private readonly finishedPeers = new Set<PeerId>();
+  /** Pieces being written now. */
+  private readonly writing = new Set<number>();
   private serverPiece: ServerPiece | undefined;
   private seededAt: number | undefined;
+  /** When a piece last arrived from a peer. */
+  private lastPeerPieceAt = 0;
   private waitTimer: NodeJS.Timeout | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private done = false;
@@ -145,8 +158,7 @@ export class MemberSwarm implements SwarmHandle {
       this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
       return;
     }
-    this.options.counters.fromServer += current.data.length;
-    await this.keep(piece, current.data);
+    await this.keep(piece, current.data, 'fromServer');
   }
 
   // ---- from links (LinkOwner) ----
@@ -166,7 +178,24 @@ export class MemberSwarm implements SwarmHandle {
       return;
     }
     this.links.set(link.id, link);
+    if (this.closeIfIdle(link)) return;
+    // Pieces kept during the handshake were in neither our BITFIELD nor a HAVE the peer could see.
+    for (let piece = 0; piece < this.held.length; piece++) {
+      if (this.held.has(piece) && !link.announced.has(piece)) link.send({ type: 'have', transfer: this.transfer, piece });
+    }
     this.pump();
+  }
+
+  /**
+   * Two members that both hold everything have nothing for each other: their link goes (and is not
+   * dialed again), so a finished member's MAX_PEER_LINKS slots serve members that still need pieces —
+   * otherwise the first members to finish keep their links to each other and turn the next ones away.
+   */
+  private closeIfIdle(link: PeerLink): boolean {
+    if (!this.held.complete || !link.remote.complete) return false;
+    this.finishedPeers.add(link.id);
+    link.close();
+    return true;
   }
 
   readPiece(piece: number): Promise<Buffer | undefined> {
@@ -174,9 +203,9 @@ export class MemberSwarm implements SwarmHandle {
   }
 
   pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
+    this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
-    this.options.counters.fromPeers += data.length;
-    void this.keep(piece, data);
+    void this.keep(piece, data, 'fromPeers');
   }
 
   badPiece(link: PeerLink, piece: number): void {
@@ -192,7 +221,8 @@ export class MemberSwarm implements SwarmHandle {
     this.schedule();
   }
 
-  changed(): void {
+  changed(link: PeerLink): void {
+    if (this.closeIfIdle(link)) return;
     this.schedule();
   }
 
@@ -207,17 +237,22 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  private async keep(piece: number, data: Buffer): Promise<void> {
-    if (this.held.has(piece) || this.done) {
+  private async keep(piece: number, data: Buffer, source: 'fromServer' | 'fromPeers'): Promise<void> {
+    // A piece that came from two sources (the endgame) is written and counted once.
+    if (this.held.has(piece) || this.writing.has(piece) || this.done) {
       this.schedule();
       return;
     }
+    this.writing.add(piece);
     try {
       await this.options.partial.write(piece, data);
     } catch (err) {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
+    } finally {
+      this.writing.delete(piece);
     }
+    this.options.counters[source] += data.length;
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
     this.options.toServer(have);
@@ -226,6 +261,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.held.complete) {
       if (!this.done) {
         this.done = true;
+        for (const link of [...this.links.values()]) this.closeIfIdle(link);
         this.options.complete();
       }
       return;
@@ -259,8 +295,11 @@ export class MemberSwarm implements SwarmHandle {
   }
 
   private pump(): void {
-    if (this.done || this.closedFlag) return;
+    if (this.closedFlag) return;
+    // A finished member still dials the peers listed after it: the one with the smaller id dials, so
+    // without this a later member with a larger id would never link to it.
     this.dialListed();
+    if (this.done) return;
     this.askPeers();
     this.askServer();
   }
@@ -269,16 +308,25 @@ export class MemberSwarm implements SwarmHandle {
   private dialListed(): void {
     for (const [id, entry] of this.allowed) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
-      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.options.node.id > id) continue;
-      if (Date.now() - (this.unreachable.get(id) ?? -Infinity) < REDIAL_MS) continue;
+      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id) || this.options.node.id > id) continue;
+      const failed = this.unreachable.get(id);
+      if (failed && Date.now() - failed.at < failed.waitMs) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
     }
   }
 
+  /** Whether a listed peer may still link to this member: one it dials (again, after a failure), or one that dials it. */
+  private mayLink(): boolean {
+    for (const id of this.allowed.keys()) if (!this.banned.has(id) && !this.finishedPeers.has(id)) return true;
+    return false;
+  }
+
   dialEnded(id: PeerId): void {
     this.dialing.delete(id);
-    this.unreachable.set(id, Date.now());
+    const waitMs = Math.min(REDIAL_MS, 2 * (this.unreachable.get(id)?.waitMs ?? FIRST_REDIAL_MS / 2));
+    this.unreachable.set(id, { at: Date.now(), waitMs });
+    setTimeout(() => this.schedule(), waitMs).unref();
     this.schedule();
   }
 
@@ -338,9 +386,13 @@ export class MemberSwarm implements SwarmHandle {
       }
       return;
     }
-    // No link and none being dialed: no peer will bring anything, so the server is asked at once.
-    const alone = this.links.size === 0 && this.dialing.size === 0;
-    const waited = Date.now() - this.seededAt >= PEER_WAIT_MS;
+    // No link, none being dialed, and no listed peer that may still link: no peer will bring anything,
+    // so the server is asked at once. A member that waits to be dialed, or to dial again, is not alone:
+    // asking at once would take every piece from the server before its links open.
+    const alone = this.links.size === 0 && this.dialing.size === 0 && !this.mayLink();
+    // Peers still bringing pieces will bring these too as they spread (the server seeded each once):
+    // the server is asked only once peers have brought nothing for PEER_WAIT_MS.
+    const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
       if (this.held.has(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;

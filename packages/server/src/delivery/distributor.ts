@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TRANSFER_ID_LENGTH, validateFileName,
+  backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from '../control/membership.js';
@@ -71,10 +71,17 @@ export function sweepInterval(keepMs: number): number {
   return Math.min(SWEEP_MAX_MS, Math.max(SWEEP_MIN_MS, Math.floor(keepMs / 4)));
 }
 
+/** Where a delivery's bytes came from so far, over all its attempts. */
+export interface DeliverySources {
+  fromServer: number;
+  fromPeers: number;
+}
+
 export interface DistributorEvents {
   /** A delivery changed state. */
   delivery: [delivery: DeliveryRecord];
-  progress: [transfer: string, member: PeerId, position: number];
+  /** `position`: what the member holds (streamed: the offset reached; pulled: its pieces, from anyone). */
+  progress: [transfer: string, member: PeerId, position: number, sources: DeliverySources];
 }
 
 export interface DistributorOptions {
@@ -85,6 +92,8 @@ export interface DistributorOptions {
   session: (member: PeerId) => MemberSession | undefined;
   concurrency: number;
   keepMs: number;
+  /** `--rate`: the server's total upload, over every member and distribution. */
+  rate?: TokenBucket | undefined;
   /** What a member joining later is given, and so what the store keeps; DEFAULT_BACKLOG when unset. */
   backlog?: BacklogPolicy;
   clock?: () => number;
@@ -114,6 +123,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   private readonly active = new Set<PeerId>();
   private readonly inflight = new Map<string, { controller: AbortController; member: PeerId }>();
   private readonly retryTimers = new Map<PeerId, NodeJS.Timeout>();
+  /** Buckets of distributions with a rate of their own, shared by their deliveries in flight. */
+  private readonly transferRates = new Map<string, { bucket: TokenBucket; users: number }>();
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping: Promise<RemovedFile[]> | undefined;
   /** A pass was asked for while one ran: run another when it ends, so no completion is missed. */
@@ -145,8 +156,16 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.sweeper.unref();
   }
 
-  /** Stores each file, records a delivery per current member, and starts sending to those online. */
-  async distribute(group: string, paths: string[]): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
+  /** Members in a transfer's swarm now, and the bytes members took from peers since start (metrics). */
+  get swarm(): { members: number; peerBytes: number } {
+    return { members: this.tracker.members, peerBytes: this.tracker.peerBytes };
+  }
+
+  /**
+   * Stores each file, records a delivery per current member, and starts sending to those online.
+   * `rate` caps what these files' deliveries take together, under the server's own --rate.
+   */
+  async distribute(group: string, paths: string[], options: { rate?: number | undefined } = {}): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
     const { membership, store, outbox, log } = this.options;
     if (!membership.hasGroup(group)) throw new GroupcastError(ErrorCode.UNKNOWN_GROUP, `no group named "${group}"`);
     const names = paths.map((path) => validateFileName(basename(path)));
@@ -170,6 +189,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
           sha256: file.sha256,
           createdAt: now,
           expiresAt: now + this.options.keepMs,
+          ...(options.rate === undefined ? {} : { rate: options.rate }),
         }));
         await Promise.all(recorded.map((transfer) => outbox.create(transfer, members)));
         for (const transfer of recorded) {
@@ -346,19 +366,26 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     outbox.update(delivery, { state: 'sending', attempts: delivery.attempts + 1 });
     this.emit('delivery', delivery);
     let sent = 0;
+    let seat: Seat | undefined;
     const onProgress = (id: string, position: number, bytes: number): void => {
       if (id !== transfer.id) return;
       sent += bytes;
-      this.emit('progress', transfer.id, member, position);
+      this.emit('progress', transfer.id, member, position, {
+        fromServer: delivery.bytesSent + sent, fromPeers: delivery.bytesFromPeers + (seat?.fromPeers ?? 0),
+      });
+    };
+    const counted = (): void => {
+      delivery.bytesSent += sent;
+      delivery.bytesFromPeers += seat?.fromPeers ?? 0;
     };
     session.on('progress', onProgress);
-    let seat: Seat | undefined;
+    const limits = this.limitsFor(transfer);
     try {
-      seat = pulled ? this.tracker.join(transfer.id, manifest.entries[0]!.pieces.length / 32, session.seatLink) : undefined;
-      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat);
+      seat = pulled ? this.tracker.join(transfer.id, transfer.size, manifest.pieceSize, session.seatLink) : undefined;
+      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat, limits.buckets);
+      counted();
       if (result.outcome === Outcome.OK) seat?.complete();
       else seat?.leave();
-      delivery.bytesSent += sent;
       if (result.outcome === Outcome.OK) {
         log.info({ ...fields, resumedAt: result.offset, bytesSent: result.bytesSent }, 'delivered');
         this.settle(delivery, 'delivered', '');
@@ -366,7 +393,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         this.failedAttempt(delivery, result.outcome, describeOutcome(result.outcome, result.message), fields);
       }
     } catch (err) {
-      delivery.bytesSent += sent;
+      counted();
       if (controller.signal.aborted && !this.closed) {
         log.warn({ ...fields, reason: String(controller.signal.reason) }, 'delivery cancelled');
         this.settle(delivery, 'failed', String(controller.signal.reason));
@@ -384,9 +411,29 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     } finally {
       if (seat && !seat.held.complete) seat.leave();
       session.off('progress', onProgress);
+      limits.release();
       this.inflight.delete(k);
     }
     return true;
+  }
+
+  /**
+   * The rate limits one delivery's DATA frames wait for: its distribution's bucket (shared by that
+   * distribution's deliveries in flight, made for the first and dropped after the last) and the server's.
+   */
+  private limitsFor(transfer: TransferRecord): { buckets: TokenBucket[]; release: () => void } {
+    const server = this.options.rate ? [this.options.rate] : [];
+    if (transfer.rate === undefined) return { buckets: server, release: () => undefined };
+    let shared = this.transferRates.get(transfer.id);
+    if (!shared) this.transferRates.set(transfer.id, (shared = { bucket: new TokenBucket(transfer.rate), users: 0 }));
+    shared.users++;
+    const entry = shared;
+    return {
+      buckets: [entry.bucket, ...server],
+      release: () => {
+        if (--entry.users === 0 && this.transferRates.get(transfer.id) === entry) this.transferRates.delete(transfer.id);
+      },
+    };
   }
 
   /**

@@ -4,8 +4,8 @@ import type { TLSSocket } from 'node:tls';
 import {
   ALPN_PIECES, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
   FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION,
-  RECLAIM_REQUEST,
-  type Capabilities, type Frame, type Logger, type Manifest, type PeerId,
+  RECLAIM_REQUEST, throttle,
+  type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
@@ -365,13 +365,13 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
    * member's fault (isMemberFault) when that is why.
    */
   async deliver(
-    transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest, seat?: Seat,
+    transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest, seat?: Seat, limits: readonly TokenBucket[] = [],
   ): Promise<DeliveryOutcome> {
     if (this.closed) throw this.fault ?? new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     this.current = transfer.id;
     this.early = undefined;
     try {
-      return await this.offer(transfer, path, signal, manifest, seat);
+      return await this.offer(transfer, path, signal, manifest, seat, limits);
     } catch (err) {
       throw this.fault ?? err;
     } finally {
@@ -382,6 +382,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   private async offer(
     transfer: TransferRecord, path: string, signal: AbortSignal, manifest: Manifest | undefined, seat: Seat | undefined,
+    limits: readonly TokenBucket[],
   ): Promise<DeliveryOutcome> {
     const id = Buffer.from(transfer.id, 'hex');
     const answer = this.expect();
@@ -402,9 +403,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const result = this.expect();
     const bytesSent = seat && manifest
       ? await servePieces({
-        link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply,
+        link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply, limits,
       })
-      : await this.stream(transfer, id, path, first.offset, signal, result.received);
+      : await this.stream(transfer, id, path, first.offset, signal, result.received, limits);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`${last.type} where a result was due`);
@@ -415,10 +416,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
    * Sends the file from `from` as DATA frames. Two frame buffers take turns: while one is being written
    * to the socket, the next chunk is read into the other (read-ahead), and a buffer is refilled only
    * once the socket has taken what it held (the write callback). The disk and the socket work at the
-   * same time, and a transfer holds two frames, allocated once, whatever the file's size.
+   * same time, and a transfer holds two frames, allocated once, whatever the file's size. Each frame
+   * waits for the rate limits (`limits`: the distribution's, the server's) before it goes.
    */
   private async stream(
     transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal, answered: () => boolean,
+    limits: readonly TokenBucket[],
   ): Promise<number> {
     const file = await open(path, 'r');
     // Made on first use and no larger than the file needs: a small file costs one small buffer.
@@ -450,6 +453,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
         const frame = await next;
         const length = frame.length - DATA_HEADER_LENGTH;
+        const wait = throttle(limits, length);
+        if (wait) await wait;
         position += length;
         const sent = slot;
         slot = 1 - slot;

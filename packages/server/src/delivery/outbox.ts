@@ -11,6 +11,8 @@ export interface TransferRecord {
   sha256: string;
   createdAt: number;
   expiresAt: number;
+  /** `distribute --rate`: bytes per second this distribution may take of the server's upload, over all its members. */
+  rate?: number;
 }
 
 export interface DeliveryRecord {
@@ -23,6 +25,8 @@ export interface DeliveryRecord {
    * is not counted); resuming keeps this near the size instead of a multiple of it.
    */
   bytesSent: number;
+  /** Bytes of the file the member took from its peers instead, counted the same way (see Seat). */
+  bytesFromPeers: number;
   /** Why the last attempt did not deliver, or why it failed for good. */
   reason: string;
   updatedAt: number;
@@ -124,6 +128,8 @@ export class Outbox {
   }
 
   private index(delivery: DeliveryRecord): void {
+    // Journals written before peers were counted have no such field.
+    if (typeof delivery.bytesFromPeers !== 'number') delivery.bytesFromPeers = 0;
     const k = key(delivery.transfer, delivery.member);
     const existing = this.deliveries.get(k);
     if (existing) {
@@ -165,7 +171,7 @@ export class Outbox {
 
   private newDelivery(transfer: string, member: PeerId): DeliveryRecord {
     const now = this.now();
-    return { transfer, member, state: 'pending', attempts: 0, bytesSent: 0, reason: '', updatedAt: now, notBefore: 0 };
+    return { transfer, member, state: 'pending', attempts: 0, bytesSent: 0, bytesFromPeers: 0, reason: '', updatedAt: now, notBefore: 0 };
   }
 
   /**

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import {
-  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength,
-  type Frame,
+  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, throttle,
+  type Frame, type TokenBucket,
 } from '@groupcast/shared';
 import type { Seat } from './swarm.js';
 
@@ -24,7 +24,7 @@ export interface PullLink {
   isClosed(): boolean;
   /** Tells the member the transfer is abandoned (CANCEL). */
   cancel(reason: string): void;
-  /** Payload bytes of a piece went out; `held` is what the member holds by now, from anyone. */
+  /** Progress: `held` is what the member holds by now, from anyone; `bytes` the payload just sent (0 on a HAVE). */
   sent(held: number, bytes: number): void;
 }
 
@@ -38,6 +38,8 @@ export interface PullOptions {
   signal: AbortSignal;
   /** Settles when the member's RESULT arrives (or the wait for it fails). */
   ended: Promise<unknown>;
+  /** Rate limits every DATA frame waits for: the distribution's, the server's. */
+  limits: readonly TokenBucket[];
 }
 
 function violation(message: string): GroupcastError {
@@ -69,10 +71,13 @@ export async function servePieces(options: PullOptions): Promise<number> {
     switch (frame.type) {
       case 'bitfield':
         seat.bitfield(frame.bits);
+        link.sent(seat.heldBytes, 0);
         return;
       case 'have':
         if (frame.piece >= seat.swarm.pieces) throw violation(`HAVE for piece ${frame.piece} of ${seat.swarm.pieces}`);
         seat.have(frame.piece);
+        // Progress is what the member holds, from anyone: pieces from peers move it too.
+        link.sent(seat.heldBytes, 0);
         return;
       case 'request':
         if (frame.piece !== ANY_PIECE && frame.piece >= seat.swarm.pieces) throw violation(`REQUEST for piece ${frame.piece} of ${seat.swarm.pieces}`);
@@ -134,8 +139,11 @@ async function sendPiece(file: Awaited<ReturnType<typeof open>>, options: PullOp
     const { frame, payload } = allocDataFrame(transfer, at, chunk);
     const { bytesRead } = await file.read(payload, 0, chunk, at);
     if (bytesRead !== chunk) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${options.path} is shorter than recorded`);
+    const wait = throttle(options.limits, chunk);
+    if (wait) await wait;
     await link.write(frame);
-    link.sent(Math.min(size, options.seat.held.count * pieceSize), chunk);
+    link.sent(options.seat.heldBytes, chunk);
   }
+  options.seat.sent(piece);
   return length;
 }

@@ -1,5 +1,5 @@
 import {
-  Bitfield, MAX_PEERS_LISTED, shortId,
+  Bitfield, MAX_PEERS_LISTED, pieceCount, pieceLength, shortId,
   type Frame, type Logger, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 
@@ -22,12 +22,19 @@ export interface SeatLink {
 
 /**
  * One member's place in a transfer's swarm: what it holds (from its BITFIELD and HAVEs), and the
- * pieces the server chose to send it under "any piece" requests.
+ * pieces the server chose to send it under "any piece" requests. It also tells where this attempt's
+ * pieces came from: a piece the member reports (HAVE) that the server did not send it came from peers.
  */
 export class Seat {
   held: Bitfield;
+  /** Bytes of the pieces held, from anyone: a pulled delivery's progress. */
+  heldBytes = 0;
+  /** Bytes of the pieces the member reported in this attempt that the server had not sent it. */
+  fromPeers = 0;
   /** Pieces this seat was chosen to get from the server and has not reported yet. */
   readonly assigned = new Set<number>();
+  /** Pieces the server sent this member whole in this attempt. */
+  private readonly sentByServer: Bitfield;
   private lingerTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -35,16 +42,29 @@ export class Seat {
     readonly link: SeatLink,
   ) {
     this.held = Bitfield.empty(swarm.pieces);
+    this.sentByServer = Bitfield.empty(swarm.pieces);
   }
 
-  /** The member's holdings on joining (it may resume with pieces from peers, in any order). */
+  /** The member's holdings on joining (it may resume with pieces from peers, in any order): counted for neither source. */
   bitfield(bits: Buffer): void {
     const held = Bitfield.fromWire(bits, this.swarm.pieces);
-    for (let i = 0; i < held.length; i++) if (held.has(i)) this.have(i);
+    for (let i = 0; i < held.length; i++) if (held.has(i)) this.have(i, false);
   }
 
-  have(piece: number): void {
+  /** The server has sent the whole piece to this member. */
+  sent(piece: number): void {
+    this.sentByServer.set(piece);
+  }
+
+  /** `reported`: the member said HAVE for it now, so it came from the server or from a peer in this attempt. */
+  have(piece: number, reported = true): void {
     if (piece >= this.swarm.pieces || !this.held.set(piece)) return;
+    const bytes = this.swarm.pieceBytes(piece);
+    this.heldBytes += bytes;
+    if (reported && !this.sentByServer.has(piece)) {
+      this.fromPeers += bytes;
+      this.swarm.peerBytes(bytes);
+    }
     this.swarm.holders[piece]!++;
     this.assigned.delete(piece);
     this.swarm.unassign(piece);
@@ -65,7 +85,7 @@ export class Seat {
 
   /** Delivered: it holds everything, and stays listed for SEED_LINGER_MS unless its connection goes. */
   complete(): void {
-    for (let i = 0; i < this.swarm.pieces; i++) this.have(i);
+    for (let i = 0; i < this.swarm.pieces; i++) this.have(i, false);
     this.lingerTimer = setTimeout(() => this.leave(), SEED_LINGER_MS);
     this.lingerTimer.unref();
   }
@@ -82,18 +102,31 @@ export class Seat {
  * whenever someone joins or leaves (a revoked member leaves at once, and its peers drop it).
  */
 export class Swarm {
+  readonly pieces: number;
   readonly holders: Uint16Array;
   private readonly inFlight: Uint8Array;
   private readonly seats = new Map<PeerId, Seat>();
 
   constructor(
     readonly transfer: Buffer,
-    readonly pieces: number,
+    readonly size: number,
+    readonly pieceSize: number,
     private readonly log: Logger,
     private readonly onEmpty: () => void,
+    /** Bytes members took from peers (a piece reported that the server had not sent), for the metrics. */
+    readonly peerBytes: (bytes: number) => void,
   ) {
-    this.holders = new Uint16Array(pieces);
-    this.inFlight = new Uint8Array(pieces);
+    this.pieces = pieceCount(size, pieceSize);
+    this.holders = new Uint16Array(this.pieces);
+    this.inFlight = new Uint8Array(this.pieces);
+  }
+
+  pieceBytes(piece: number): number {
+    return pieceLength(piece, this.size, this.pieceSize);
+  }
+
+  get members(): number {
+    return this.seats.size;
   }
 
   join(link: SeatLink): Seat {
@@ -165,14 +198,25 @@ export class Swarm {
 /** Every transfer's swarm, made when its first member starts pulling and forgotten when its last leaves. */
 export class Tracker {
   private readonly swarms = new Map<string, Swarm>();
+  /** Bytes members reported getting from peers, over every swarm since start. */
+  peerBytes = 0;
 
   constructor(private readonly log: Logger) {}
 
-  join(transferHex: string, pieces: number, link: SeatLink): Seat {
+  /** Members taking part in a swarm now (pulling, or finished and still listed as a source). */
+  get members(): number {
+    let count = 0;
+    for (const swarm of this.swarms.values()) count += swarm.members;
+    return count;
+  }
+
+  join(transferHex: string, size: number, pieceSize: number, link: SeatLink): Seat {
     let swarm = this.swarms.get(transferHex);
-    if (!swarm || swarm.pieces !== pieces) {
-      const made: Swarm = new Swarm(Buffer.from(transferHex, 'hex'), pieces, this.log.child({ transfer: transferHex }), () => {
+    if (!swarm || swarm.pieceSize !== pieceSize || swarm.size !== size) {
+      const made: Swarm = new Swarm(Buffer.from(transferHex, 'hex'), size, pieceSize, this.log.child({ transfer: transferHex }), () => {
         if (this.swarms.get(transferHex) === made) this.swarms.delete(transferHex);
+      }, (bytes) => {
+        this.peerBytes += bytes;
       });
       swarm = made;
       this.swarms.set(transferHex, swarm);

@@ -14,6 +14,8 @@ export interface DistributeFlags {
   /** Without a terminal: at most one progress line per delivery this often (0: every update). */
   progressIntervalMs: number;
   timeoutMs?: number;
+  /** `--rate`: bytes per second these files' deliveries take together. */
+  rate?: number;
 }
 
 /** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to. */
@@ -58,6 +60,8 @@ interface Row {
   file: string;
   size: number;
   position: number;
+  fromServer: number;
+  fromPeers: number;
   meter: RateMeter;
   startedAt: number | undefined;
   finishedAt: number | undefined;
@@ -65,12 +69,20 @@ interface Row {
   bar: cliProgress.SingleBar | undefined;
 }
 
-/** `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s` */
-export function progressLine(row: Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter'>): string {
+/** "from server 12.0 MiB, from peers 57.3 MiB": where a member's bytes came from. */
+export function sourcesText(fromServer: number, fromPeers: number): string {
+  return `from server ${formatBytes(fromServer)}, from peers ${formatBytes(fromPeers)}`;
+}
+
+/**
+ * `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s  from server 12.0 MiB, from peers 57.3 MiB`
+ * The position is what the member holds, from anyone.
+ */
+export function progressLine(row: Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers'>): string {
   const percent = row.size > 0 ? Math.floor((row.position / row.size) * 100) : 100;
   const eta = row.meter.eta(row.size - row.position);
   return `${row.label}  ${row.file}  ${percent}%  ${formatBytes(row.position)} of ${formatBytes(row.size)}  `
-    + `${formatBytes(row.meter.rate)}/s  eta ${eta === undefined ? '?' : formatDuration(eta)}`;
+    + `${formatBytes(row.meter.rate)}/s  eta ${eta === undefined ? '?' : formatDuration(eta)}  ${sourcesText(row.fromServer, row.fromPeers)}`;
 }
 
 function summary(result: DistributeResult, rows: Map<string, Row>): string {
@@ -78,12 +90,12 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
     const row = rows.get(`${d.transfer}/${d.member}`);
     const took = row?.startedAt !== undefined && row.finishedAt !== undefined && d.state === 'delivered' ? formatDuration(row.finishedAt - row.startedAt) : '';
     const reason = d.state === 'delivered' ? '' : printable(d.reason || d.waiting || (d.online ? '' : 'member offline'));
-    return [memberLabel(d.member, d.memberName), printable(d.file), d.state, formatBytes(d.bytesSent), took, reason];
+    return [memberLabel(d.member, d.memberName), printable(d.file), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
   });
   const count = (state: string): number => result.deliveries.filter((d) => d.state === state).length;
   const pending = result.deliveries.length - count('delivered') - count('failed');
   return [
-    formatTable(['MEMBER', 'FILE', 'STATE', 'SENT', 'TIME', 'REASON'], table),
+    formatTable(['MEMBER', 'FILE', 'STATE', 'FROM SERVER', 'FROM PEERS', 'TIME', 'REASON'], table),
     '',
     `${count('delivered')} delivered, ${pending} pending, ${count('failed')} failed${result.timedOut ? ' (timed out waiting)' : ''}`
       + (pending > 0 && !result.timedOut ? ': pending deliveries go out when those members come back (group-server status shows them)' : ''),
@@ -113,7 +125,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   const total = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
-    format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}',
+    format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}  {sources}',
     barsize: 20,
     hideCursor: true,
     clearOnComplete: false,
@@ -130,7 +142,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     const key = `${transfer}/${member}`;
     let row = rows.get(key);
     if (!row) {
-      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined };
+      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined };
       rows.set(key, row);
     }
     return row;
@@ -157,10 +169,15 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
       if (!row) return;
       row.startedAt ??= now;
       row.position = event.position;
+      row.fromServer = event.fromServer;
+      row.fromPeers = event.fromPeers;
       row.meter.add(now, event.position);
       if (bars) {
         const eta = row.meter.eta(row.size - row.position);
-        const payload = { label: row.label.padEnd(labelWidth), file: row.file, sent: formatBytes(row.position), rate: formatBytes(row.meter.rate), left: eta === undefined ? '?' : formatDuration(eta) };
+        const payload = {
+          label: row.label.padEnd(labelWidth), file: row.file, sent: formatBytes(row.position), rate: formatBytes(row.meter.rate),
+          left: eta === undefined ? '?' : formatDuration(eta), sources: sourcesText(row.fromServer, row.fromPeers),
+        };
         if (row.bar) row.bar.update(event.position, payload);
         else {
           row.bar = bars.create(row.size, event.position, payload);
@@ -182,8 +199,9 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (d.state === 'delivered') {
       row.finishedAt = now;
       const took = row.startedAt === undefined ? 0 : now - row.startedAt;
-      const speed = took >= 1_000 ? `, ${formatBytes((d.bytesSent / took) * 1_000)}/s` : '';
-      say(`✓ ${row.label} ${row.file} delivered ${d.bytesSent === 0 && d.size > 0 ? '(the member already had it)' : `(${formatBytes(d.bytesSent)} sent in ${formatDuration(took)}${speed})`}`);
+      const taken = d.bytesSent + d.bytesFromPeers;
+      const speed = took >= 1_000 ? `, ${formatBytes((taken / took) * 1_000)}/s` : '';
+      say(`✓ ${row.label} ${row.file} delivered ${taken === 0 && d.size > 0 ? '(the member already had it)' : `(${sourcesText(d.bytesSent, d.bytesFromPeers)}, in ${formatDuration(took)}${speed})`}`);
     } else if (d.state === 'failed') {
       say(`✗ ${row.label} ${row.file} failed: ${printable(d.reason)}`);
     } else if (d.reason) {
@@ -208,7 +226,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
   try {
     const result = await callDaemon<DistributeResult>(stateDir, 'distribute', {
-      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs,
+      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate,
     }, onEvent);
     stopBars();
     const code = exitCodeFor(result);

@@ -1,8 +1,8 @@
 import { isAbsolute } from 'node:path';
-import { ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
+import { checkRate, ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
 import type { Handler } from './control-socket.js';
 import type { DataPlane } from '../delivery/data-plane.js';
-import type { Distributor } from '../delivery/distributor.js';
+import type { DeliverySources, Distributor } from '../delivery/distributor.js';
 import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from '../control/invites.js';
 import type { Membership } from '../control/membership.js';
 import type { DeliveryRecord, Outbox, TransferRecord } from '../delivery/outbox.js';
@@ -22,7 +22,10 @@ export interface DeliveryView {
   /** When a backed-off delivery is next tried (ms since the epoch), or 0. */
   nextAttemptAt: number;
   attempts: number;
+  /** Bytes of the file the server sent the member, over all attempts. */
   bytesSent: number;
+  /** Bytes of the file the member took from its peers, over all attempts. */
+  bytesFromPeers: number;
   /** Why the last attempt did not deliver, or why the delivery failed for good. */
   reason: string;
   updatedAt: number;
@@ -44,7 +47,8 @@ export interface DistributeResult {
 
 export type DistributeEvent =
   | { kind: 'start'; transfers: TransferRecord[]; members: Array<{ id: PeerId; name: string; online: boolean }> }
-  | { kind: 'progress'; transfer: string; member: PeerId; position: number; size: number }
+  /** `position`: what the member holds by now, from anyone; fromServer + fromPeers: where it came from. */
+  | { kind: 'progress'; transfer: string; member: PeerId; position: number; size: number; fromServer: number; fromPeers: number }
   | { kind: 'delivery'; delivery: DeliveryView };
 
 /** What `status` shows of the server itself. Times are milliseconds since the epoch. */
@@ -80,6 +84,9 @@ export type MemberView = ReturnType<Membership['listMembers']>[number] & {
   /** Deliveries to it not done yet (pending or sending). */
   pending: number;
   failed: number;
+  /** Bytes the server sent it and bytes it took from peers, over its deliveries the outbox still holds. */
+  bytesFromServer: number;
+  bytesFromPeers: number;
 };
 
 export interface StatusView {
@@ -234,6 +241,7 @@ export function operations(ctx: Context): Record<string, Handler> {
       nextAttemptAt: delivery.state === 'pending' && delivery.notBefore > now ? delivery.notBefore : 0,
       attempts: delivery.attempts,
       bytesSent: delivery.bytesSent,
+      bytesFromPeers: delivery.bytesFromPeers,
       reason: delivery.reason,
       updatedAt: delivery.updatedAt,
     };
@@ -247,7 +255,8 @@ export function operations(ctx: Context): Record<string, Handler> {
     }
     const waitAll = params.waitAll === true;
     const timeoutMs = typeof params.timeoutMs === 'number' && params.timeoutMs > 0 ? params.timeoutMs : undefined;
-    const { transfers } = await distributor.distribute(group, files);
+    const rate = params.rate === undefined ? undefined : checkRate(params.rate);
+    const { transfers } = await distributor.distribute(group, files, { rate });
     const sizes = new Map(transfers.map((t) => [t.id, t.size]));
     const deliveries = (): DeliveryRecord[] => transfers.flatMap((t) => outbox.deliveriesOf(t.id));
     const members = [...new Set(deliveries().map((d) => d.member))].map((id) => ({
@@ -300,14 +309,14 @@ export function operations(ctx: Context): Record<string, Handler> {
         check();
       };
       // Runs for every DATA frame sent: sizes are at hand, and an event goes out at most every PROGRESS_INTERVAL_MS.
-      const onProgress = (transfer: string, member: PeerId, position: number): void => {
+      const onProgress = (transfer: string, member: PeerId, position: number, sources: DeliverySources): void => {
         const size = sizes.get(transfer);
         if (size === undefined) return;
         const k = `${transfer}/${member}`;
         const now = Date.now();
         if (position < size && now - (lastProgress.get(k) ?? 0) < PROGRESS_INTERVAL_MS) return;
         lastProgress.set(k, now);
-        emit({ kind: 'progress', transfer, member, position, size } satisfies DistributeEvent);
+        emit({ kind: 'progress', transfer, member, position, size, ...sources } satisfies DistributeEvent);
       };
       const onAbort = (): void => finish(false);
       distributor.on('delivery', onDelivery);
@@ -328,7 +337,11 @@ export function operations(ctx: Context): Record<string, Handler> {
   const memberViews = (): MemberView[] => membership.listMembers().map((member) => {
     const deliveries = outbox.deliveriesFor(member.id);
     const count = (...states: DeliveryRecord['state'][]): number => deliveries.filter((d) => states.includes(d.state)).length;
-    return { ...member, pending: count('pending', 'sending'), failed: unresolvedFailures(deliveries, (id) => outbox.transfer(id)) };
+    const sum = (field: 'bytesSent' | 'bytesFromPeers'): number => deliveries.reduce((total, d) => total + d[field], 0);
+    return {
+      ...member, pending: count('pending', 'sending'), failed: unresolvedFailures(deliveries, (id) => outbox.transfer(id)),
+      bytesFromServer: sum('bytesSent'), bytesFromPeers: sum('bytesFromPeers'),
+    };
   });
 
   const knownIds = (): PeerId[] => membership.listMembers().map((m) => m.id);

@@ -32,6 +32,10 @@ export const STARTER_CONFIG = `// group-server configuration: JSON with comments
   // Transfers in flight at once, across all members.
   // "concurrency": 8,
 
+  // The most the server uploads, in bytes per second over every member and distribution: "50M",
+  // "800k", "1G" (powers of 1000). "distribute --rate" caps one distribution below it. Unlimited unless set.
+  // "rate": "50M",
+
   // How long a distributed file waits for members that are offline: 30s, 10m, 12h, 7d. A file is
   // removed from the store as soon as its deliveries ended, unless the backlog below keeps it.
   // "keep": "7d",

@@ -66,18 +66,25 @@ export function statusText(status: StatusView, now: number): string {
   const members = status.members.length === 0
     ? ['no members yet']
     : [formatTable(
-      ['MEMBER', 'NAME', 'ADDRESS', 'STATUS', 'JOINED', 'PENDING', 'FAILED'],
-      status.members.map((m) => [shortId(m.id), printable(m.name) || '-', m.address || '-', presence(m, now), list(m.joined), String(m.pending), String(m.failed)]),
+      ['MEMBER', 'NAME', 'ADDRESS', 'STATUS', 'JOINED', 'PENDING', 'FAILED', 'FROM SERVER', 'FROM PEERS'],
+      status.members.map((m) => [
+        shortId(m.id), printable(m.name) || '-', m.address || '-', presence(m, now), list(m.joined), String(m.pending), String(m.failed),
+        formatBytes(m.bytesFromServer), formatBytes(m.bytesFromPeers),
+      ]),
     )];
   const recent = [...status.transfers].sort((a, b) => b.createdAt - a.createdAt).slice(0, RECENT_TRANSFERS);
   const transfers = recent.length === 0
     ? ['no transfers yet: group-server distribute <group> <file>']
     : [
       formatTable(
-        ['TRANSFER', 'FILE', 'GROUP', 'SIZE', 'AGE', 'DELIVERED', 'PENDING', 'FAILED'],
+        ['TRANSFER', 'FILE', 'GROUP', 'SIZE', 'AGE', 'DELIVERED', 'PENDING', 'FAILED', 'FROM SERVER', 'FROM PEERS'],
         recent.map((t) => {
           const count = (...states: string[]): string => String(t.deliveries.filter((d) => states.includes(d.state)).length);
-          return [t.id.slice(0, 12), printable(t.name), t.group, formatBytes(t.size), formatDuration(now - t.createdAt), count('delivered'), count('pending', 'sending'), count('failed')];
+          const sum = (field: 'bytesSent' | 'bytesFromPeers'): string => formatBytes(t.deliveries.reduce((total, d) => total + d[field], 0));
+          return [
+            t.id.slice(0, 12), printable(t.name), t.group, formatBytes(t.size), formatDuration(now - t.createdAt),
+            count('delivered'), count('pending', 'sending'), count('failed'), sum('bytesSent'), sum('bytesFromPeers'),
+          ];
         }),
       ),
       ...(status.transfers.length > recent.length ? [`(the ${recent.length} most recent of ${status.transfers.length}; --json lists all)`] : []),

@@ -1,0 +1,113 @@
+// Scale: one file to 1, 4, 8 and 16 members, each on its own host whose link is shaped like a switch
+// port (tc tbf, `mbit` each way), with peer-assisted delivery and, in the same run, with `--no-peers`
+// on the members (every byte from the server). Reported against N = 1 of the same mode and run:
+// t(N)/t(1), the server's bytes sent (from status --json) as a multiple of the file, the bytes members
+// took from peers, and the CPU seconds of every process (server and members, /proc utime + stime).
+//
+// The time runs, as in the throughput benchmark, from "distribution recorded" to the last "delivered"
+// on the server's log clock.
+
+import { cpuSeconds, MiB, SERVER_BIN } from './lib/lab.js';
+
+const round = (n, d = 2) => Number(n.toFixed(d));
+
+/** The server's view of one transfer's deliveries: bytes it sent and bytes the members took from peers. */
+async function deliveryBytes(lab, group, transfer) {
+  const result = await lab.run(group.serverHost, SERVER_BIN, ['status', '--json', '--state-dir', group.state]);
+  if (result.code !== 0) throw new Error(`status exited ${result.code}: ${result.stderr}`);
+  const deliveries = JSON.parse(result.stdout).transfers.find((t) => t.id === transfer)?.deliveries ?? [];
+  return {
+    serverBytes: deliveries.reduce((sum, d) => sum + d.bytesSent, 0),
+    peerBytes: deliveries.reduce((sum, d) => sum + (d.bytesFromPeers ?? 0), 0),
+  };
+}
+
+async function scaleRun(lab, { file, size, members, peers, serverArgs }) {
+  const group = await lab.startGroup(`sc${peers ? 'p' : 'n'}${members}`, members, { clientArgs: peers ? [] : ['--no-peers'], serverArgs });
+  try {
+    const pids = [group.server.proc.pid, ...group.clients.map((c) => c.daemon.proc.pid)];
+    const cpu = async () => (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+    const done = lab.run(group.serverHost, SERVER_BIN, ['distribute', 'Bench', file, '--json', '--state-dir', group.state]);
+    const recorded = await group.server.waitForMsg('distribution recorded', {}, 600_000);
+    const cpuStart = await cpu();
+    const result = await done;
+    if (result.code !== 0) throw new Error(`distribute exited ${result.code}: ${result.stdout}\n${result.stderr}`);
+    const cpuEnd = await cpu();
+    const delivered = group.server.logs.filter((l) => l.msg === 'delivered');
+    if (delivered.length !== members) throw new Error(`${delivered.length} of ${members} delivered`);
+    const times = delivered.map((l) => Number(l.time));
+    const bytes = await deliveryBytes(lab, group, JSON.parse(result.stdout).transfers[0].id);
+    return {
+      members,
+      peers,
+      wallSeconds: (Math.max(...times) - Number(recorded.time)) / 1000,
+      firstDeliveredSeconds: (Math.min(...times) - Number(recorded.time)) / 1000,
+      ...bytes,
+      serverCopies: round(bytes.serverBytes / size, 3),
+      cpuSeconds: round(cpuEnd - cpuStart, 2),
+    };
+  } finally {
+    await lab.endGroup(group);
+  }
+}
+
+/**
+ * Runs every member count with peers and without (taking turns, so a burst of other work on the
+ * machine hits both alike), then, if `wideConcurrency` is set, the largest count with peers again on a
+ * server whose `--concurrency` admits every member at once: the difference is the delivery queue's share.
+ */
+export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency }) {
+  const hosts = lab.hosts.slice(0, 1 + Math.max(...memberCounts));
+  for (const host of hosts) await host.shapeLink(mbit);
+  const runs = [];
+  try {
+    for (const members of memberCounts) {
+      for (const peers of [true, false]) {
+        const run = await scaleRun(lab, { file, size, members, peers, serverArgs: [] });
+        process.stderr.write(`scale: ${members} member(s), ${peers ? 'peers' : 'no peers'}: ${run.wallSeconds.toFixed(2)} s, server ${run.serverCopies}× the file\n`);
+        runs.push(run);
+      }
+    }
+    let wide;
+    if (wideConcurrency) {
+      const members = Math.max(...memberCounts);
+      wide = { ...(await scaleRun(lab, { file, size, members, peers: true, serverArgs: ['--concurrency', String(members)] })), concurrency: members };
+      process.stderr.write(`scale: ${members} members, peers, --concurrency ${members}: ${wide.wallSeconds.toFixed(2)} s\n`);
+    }
+    const base = (peers) => runs.find((r) => r.peers === peers && r.members === Math.min(...memberCounts));
+    const rows = runs.map((r) => ({
+      ...r,
+      timeVsOne: round(r.wallSeconds / base(r.peers).wallSeconds),
+      cpuVsOne: round(r.cpuSeconds / base(r.peers).cpuSeconds),
+    }));
+    const wideRow = wide ? { ...wide, timeVsOne: round(wide.wallSeconds / base(true).wallSeconds), cpuVsOne: round(wide.cpuSeconds / base(true).cpuSeconds) } : undefined;
+    const largest = rows.find((r) => r.peers && r.members === Math.max(...memberCounts));
+    return {
+      fileBytes: size,
+      mbit,
+      rows,
+      ...(wideRow ? { wideConcurrency: wideRow } : {}),
+      targets: {
+        timeVsOneWithPeers: { target: 1.5, measured: largest.timeVsOne, met: largest.timeVsOne <= 1.5 },
+        serverCopiesWithPeers: { target: 1.5, measured: largest.serverCopies, met: largest.serverCopies <= 1.5 },
+      },
+    };
+  } finally {
+    for (const host of hosts) await host.unlimitRate().catch(() => undefined);
+  }
+}
+
+const mib = (bytes) => (bytes / MiB).toFixed(1);
+
+export function scaleTables({ fileBytes, mbit, rows, wideConcurrency }) {
+  const header = ['members', 'peers', 'time s', 't(N)/t(1)', 'first done s', 'server sent MiB', 'server ÷ file', 'from peers MiB', 'CPU s (all)', 'CPU ÷ CPU(1)'];
+  const line = (r) => [
+    `${r.members}${r.concurrency ? ` (--concurrency ${r.concurrency})` : ''}`, r.peers ? 'yes' : 'no', r.wallSeconds.toFixed(2), `${r.timeVsOne.toFixed(2)}×`,
+    r.firstDeliveredSeconds.toFixed(2), mib(r.serverBytes), `${r.serverCopies.toFixed(2)}×`, mib(r.peerBytes), r.cpuSeconds.toFixed(1), `${r.cpuVsOne.toFixed(2)}×`,
+  ];
+  return [{
+    title: `Scale: ${mib(fileBytes)} MiB to N members, every host's link shaped to ${mbit} Mbit/s each way (tc tbf)`,
+    header,
+    rows: [...rows.map(line), ...(wideConcurrency ? [line(wideConcurrency)] : [])],
+  }];
+}
