@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { Bitfield, hashFromHandle, pieceCount, pieceLength, verifyPiece } from '@groupcast/shared';
+import { Bitfield, hashFromHandle, pieceCount, pieceLength, verifyPiece, writeFully } from '@groupcast/shared';
 import type { PieceSpec } from '../receive/incoming-file.js';
-import { openPartial, PartialFile, writeFully } from '../receive/partial-file.js';
+import { openPartial, PartialFile } from '../receive/partial-file.js';
 
 /**
  * A transfer's partial when pieces arrive in any order, from the server and from peers: a file of the

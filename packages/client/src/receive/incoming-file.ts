@@ -1,8 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { stat, type FileHandle } from 'node:fs/promises';
-import { errnoCode, hashFromHandle, PieceVerifier } from '@groupcast/shared';
+import { errnoCode, hashFromHandle, PieceVerifier, writeFully } from '@groupcast/shared';
 import { resumeOffset } from './download-area.js';
-import { openPartial, PartialFile, writeFully } from './partial-file.js';
+import { openPartial, PartialFile } from './partial-file.js';
 
 /** Dirty data is forced to disk this often, so a resume after a crash never trusts more than a checkpoint's worth. */
 export const CHECKPOINT_BYTES = 64 * 1024 * 1024;

@@ -7,15 +7,6 @@ export function openPartial(path: string): Promise<FileHandle> {
   return open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
 }
 
-/** Writes all of `payload` at `position`: a file write may take fewer bytes than asked. */
-export async function writeFully(handle: FileHandle, payload: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < payload.length) {
-    const { bytesWritten } = await handle.write(payload, done, payload.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
 /**
  * What every kind of partial shares, streamed in order or pulled as pieces: one open handle, closed
  * once (release keeps the data for a resume, discard deletes it), and no use after it is closed.

@@ -3,7 +3,7 @@ import { chmod, lstat, mkdir, realpath, rm, stat, statfs } from 'node:fs/promise
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  errnoCode, ErrorCode, GroupcastError, isGroupcastError, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
+  errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
   OUTCOME_NAMES, PieceMismatch, truncateUtf8,
   type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
@@ -179,10 +179,8 @@ function violation(message: string): GroupcastError {
 }
 
 function outcomeOfError(err: unknown): Outcome {
+  if (isNoSpace(err)) return Outcome.NO_SPACE;
   switch (errnoCode(err)) {
-    case 'ENOSPC':
-    case 'EDQUOT':
-      return Outcome.NO_SPACE;
     // The member's operator has to fix the directory (owner, mode, read-only mount).
     case 'EACCES':
     case 'EPERM':
