@@ -61,6 +61,11 @@ export function isGroupcastError(err: unknown, code?: ErrorCode): err is Groupca
   return err instanceof GroupcastError && (code === undefined || err.code === code);
 }
 
+/** A frame the receiver's state does not allow: the connection it came on is closed (PROTOCOL.md §10). */
+export function protocolViolation(message: string): GroupcastError {
+  return new GroupcastError(ErrorCode.PROTOCOL, `protocol violation: ${message}`);
+}
+
 /** The errno of a Node system error (ENOSPC, EACCES, …), if it is one. */
 export function errnoCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;

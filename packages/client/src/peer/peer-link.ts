@@ -2,7 +2,7 @@ import type { TLSSocket } from 'node:tls';
 import {
   allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS, pieceLength, throttle, verifyPiece,
-  type Frame, type Logger, type PeerId, type TokenBucket,
+  protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
@@ -44,9 +44,6 @@ interface Inbound {
   timer: NodeJS.Timeout;
 }
 
-function violation(message: string): GroupcastError {
-  return new GroupcastError(ErrorCode.PROTOCOL, message);
-}
 
 /**
  * One member-to-member connection for one transfer, after both sides said HELLO and BITFIELD. Either
@@ -104,10 +101,10 @@ export class PeerLink {
   onFrame(frame: Frame): void | Promise<void> {
     if (this.closedFlag) return;
     this.lastHeard = Date.now();
-    if ('transfer' in frame && !frame.transfer.equals(this.owner.transfer)) throw violation(`${frame.type} for another transfer`);
+    if ('transfer' in frame && !frame.transfer.equals(this.owner.transfer)) throw protocolViolation(`${frame.type} for another transfer`);
     switch (frame.type) {
       case 'have':
-        if (frame.piece >= this.remote.length) throw violation(`HAVE for piece ${frame.piece} of ${this.remote.length}`);
+        if (frame.piece >= this.remote.length) throw protocolViolation(`HAVE for piece ${frame.piece} of ${this.remote.length}`);
         if (this.remote.set(frame.piece)) this.owner.changed(this);
         return;
       case 'request':
@@ -120,7 +117,7 @@ export class PeerLink {
       case 'pong':
         return;
       default:
-        throw violation(`peer sent ${frame.type}`);
+        throw protocolViolation(`peer sent ${frame.type}`);
     }
   }
 
@@ -131,7 +128,7 @@ export class PeerLink {
   private write(buf: Buffer): boolean {
     if (this.closedFlag) return false;
     const flowing = this.socket.write(buf);
-    if (this.socket.writableLength > MAX_LINK_BUFFERED) this.close(violation('peer is not reading: output buffer full'));
+    if (this.socket.writableLength > MAX_LINK_BUFFERED) this.close(protocolViolation('peer is not reading: output buffer full'));
     return flowing;
   }
 
@@ -156,7 +153,7 @@ export class PeerLink {
     // Bytes of a piece that timed out may still be on their way: drop them.
     if (!inbound) return;
     if (offset !== piece * this.owner.pieceSize + inbound.got || inbound.got + payload.length > inbound.data.length) {
-      throw violation(`DATA at ${offset} out of order for piece ${piece}`);
+      throw protocolViolation(`DATA at ${offset} out of order for piece ${piece}`);
     }
     inbound.data.set(payload, inbound.got);
     inbound.got += payload.length;
@@ -169,8 +166,8 @@ export class PeerLink {
   }
 
   private queueServe(piece: number): void {
-    if (!this.owner.held.has(piece)) throw violation(`REQUEST for piece ${piece}, which was never offered`);
-    if (this.serveQueue.length >= MAX_SERVE_QUEUE) throw violation(`more than ${MAX_SERVE_QUEUE} requests queued`);
+    if (!this.owner.held.has(piece)) throw protocolViolation(`REQUEST for piece ${piece}, which was never offered`);
+    if (this.serveQueue.length >= MAX_SERVE_QUEUE) throw protocolViolation(`more than ${MAX_SERVE_QUEUE} requests queued`);
     this.serveQueue.push(piece);
     if (!this.serving) void this.serve().catch((err: unknown) => this.close(err as Error));
   }

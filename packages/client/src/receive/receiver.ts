@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
   OUTCOME_NAMES, PieceMismatch, truncateUtf8,
-  type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
+  protocolViolation, type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
   existingAt, hashFile, heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
@@ -174,9 +174,6 @@ interface Reclaim {
   resolve: () => void;
 }
 
-function violation(message: string): GroupcastError {
-  return new GroupcastError(ErrorCode.PROTOCOL, message);
-}
 
 function outcomeOfError(err: unknown): Outcome {
   if (isNoSpace(err)) return Outcome.NO_SPACE;
@@ -243,7 +240,7 @@ export class ReceiveSession {
       case 'seeded':
         return this.swarmFrame(frame);
       default:
-        throw violation(`server sent ${frame.type} to a member`);
+        throw protocolViolation(`server sent ${frame.type} to a member`);
     }
   }
 
@@ -254,12 +251,12 @@ export class ReceiveSession {
   // ---- MANIFEST ----
 
   private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
-    if (!this.pieces) throw violation('MANIFEST on a connection that did not negotiate pieces');
+    if (!this.pieces) throw protocolViolation('MANIFEST on a connection that did not negotiate pieces');
     if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
-      throw violation('MANIFEST while a transfer is in flight');
+      throw protocolViolation('MANIFEST while a transfer is in flight');
     }
     const [entry] = frame.manifest.entries;
-    if (!entry) throw violation('MANIFEST without an entry');
+    if (!entry) throw protocolViolation('MANIFEST without an entry');
     this.announced = {
       transfer: frame.transfer, pieces: { pieceSize: frame.manifest.pieceSize, hashes: entry.pieces },
       size: entry.size, sha256: entry.sha256, path: entry.path,
@@ -277,7 +274,7 @@ export class ReceiveSession {
     if (!announced) return undefined;
     const matches = announced.transfer.equals(offer.transfer) && announced.size === offer.size
       && announced.sha256.equals(offer.sha256) && announced.path === offer.name;
-    if (!matches) throw violation('MANIFEST does not describe the OFFER that follows it');
+    if (!matches) throw protocolViolation('MANIFEST does not describe the OFFER that follows it');
     return { pieces: announced.pieces, peers: announced.peers };
   }
 
@@ -285,7 +282,7 @@ export class ReceiveSession {
 
   private offer(offer: Offer): Promise<void> {
     if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
-      throw violation('OFFER while another transfer is in flight');
+      throw protocolViolation('OFFER while another transfer is in flight');
     }
     const announced = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
@@ -525,11 +522,11 @@ export class ReceiveSession {
       return;
     }
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
-      throw violation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
+      throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
     const { file } = state;
-    if (frame.offset !== file.offset) throw violation(`DATA at offset ${frame.offset}, expected ${file.offset}`);
-    if (frame.offset + frame.payload.length > file.size) throw violation(`DATA past the end of a ${file.size}-byte file`);
+    if (frame.offset !== file.offset) throw protocolViolation(`DATA at offset ${frame.offset}, expected ${file.offset}`);
+    if (frame.offset + frame.payload.length > file.size) throw protocolViolation(`DATA past the end of a ${file.size}-byte file`);
     try {
       await file.write(frame.payload);
     } catch (err) {

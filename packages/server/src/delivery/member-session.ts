@@ -5,7 +5,7 @@ import {
   ALPN_PIECES, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
   FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, Outcome, PROTOCOL_VERSION,
   RECLAIM_REQUEST, throttle,
-  type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
+  protocolViolation, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
@@ -72,9 +72,6 @@ export function isMemberFault(err: unknown): err is GroupcastError {
   return err instanceof GroupcastError && MEMBER_FAULTS.has(err.code);
 }
 
-function violation(message: string): GroupcastError {
-  return new GroupcastError(ErrorCode.PROTOCOL, `protocol violation: ${message}`);
-}
 
 interface Pending {
   reply: Promise<Reply>;
@@ -200,7 +197,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       ...(this.negotiatedPieces ? { caps: { flags: Capability.PIECES, peerPort: 0 } } : {}),
     }));
     this.helloDeadline = setTimeout(() => {
-      this.close(violation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
+      this.close(protocolViolation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
     }, HELLO_TIMEOUT_MS);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.progressCheck = setInterval(() => this.checkProgress(), PROGRESS_WINDOW_MS);
@@ -259,10 +256,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private onFrame(frame: Frame): void | Promise<void> {
     if (this.closed) return; // still draining after a graceful close: nothing more is answered
     this.lastHeard = Date.now();
-    if (!this.hello && frame.type !== 'hello') throw violation(`${frame.type} before HELLO`);
+    if (!this.hello && frame.type !== 'hello') throw protocolViolation(`${frame.type} before HELLO`);
     switch (frame.type) {
       case 'hello':
-        if (this.hello) throw violation('a second HELLO');
+        if (this.hello) throw protocolViolation('a second HELLO');
         this.hello = true;
         clearTimeout(this.helloDeadline);
         this.name = frame.name;
@@ -284,7 +281,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       case 'request':
         // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
         if (this.swarmFrames) this.swarmFrames(frame);
-        else if (frame.type === 'request') throw violation('REQUEST for no transfer being pulled');
+        else if (frame.type === 'request') throw protocolViolation('REQUEST for no transfer being pulled');
         return;
       case 'accept':
       case 'decline':
@@ -292,7 +289,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
         this.onReply(frame);
         return;
       default:
-        throw violation(`member sent ${frame.type}`);
+        throw protocolViolation(`member sent ${frame.type}`);
     }
   }
 
@@ -300,12 +297,12 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private onReply(frame: Reply): void {
     const transfer = frame.transfer.toString('hex');
     if (transfer === this.cancelled) return;
-    if (transfer !== this.current) throw violation(`${frame.type} for a transfer not offered`);
+    if (transfer !== this.current) throw protocolViolation(`${frame.type} for a transfer not offered`);
     if (this.waiter) {
       this.waiter.resolve(frame);
       return;
     }
-    if (this.early) throw violation(`${frame.type} after ${this.early.type}, before the server asked`);
+    if (this.early) throw protocolViolation(`${frame.type} after ${this.early.type}, before the server asked`);
     this.early = frame;
   }
 
@@ -313,7 +310,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private reclaimPartials(transfers: Buffer[]): void {
     this.partialsReported += transfers.length;
     if (this.partialsReported > MAX_PARTIALS_REPORTED) {
-      throw violation(`more than ${MAX_PARTIALS_REPORTED} partials reported`);
+      throw protocolViolation(`more than ${MAX_PARTIALS_REPORTED} partials reported`);
     }
     for (const transfer of transfers) {
       if (this.isLive(transfer.toString('hex'))) continue;
@@ -507,7 +504,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   private violation(message: string): GroupcastError {
-    const err = violation(message);
+    const err = protocolViolation(message);
     this.close(err);
     return err;
   }

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import {
   allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, throttle,
-  type Frame, type TokenBucket,
+  protocolViolation, type Frame, type TokenBucket,
 } from '@groupcast/shared';
 import type { Seat } from './swarm.js';
 
@@ -42,9 +42,6 @@ export interface PullOptions {
   limits: readonly TokenBucket[];
 }
 
-function violation(message: string): GroupcastError {
-  return new GroupcastError(ErrorCode.PROTOCOL, message);
-}
 
 /**
  * The server's side of a pulled transfer: answers the member's REQUESTs in order, one piece at a time
@@ -64,7 +61,7 @@ export async function servePieces(options: PullOptions): Promise<number> {
   };
   const unlisten = link.listen((frame) => {
     if (!frame.transfer.equals(transfer)) {
-      if (frame.type === 'request') throw violation('REQUEST for another transfer than the one being pulled');
+      if (frame.type === 'request') throw protocolViolation('REQUEST for another transfer than the one being pulled');
       return;
     }
     lastHeard = Date.now();
@@ -74,14 +71,14 @@ export async function servePieces(options: PullOptions): Promise<number> {
         link.sent(seat.heldBytes, 0);
         return;
       case 'have':
-        if (frame.piece >= seat.swarm.pieces) throw violation(`HAVE for piece ${frame.piece} of ${seat.swarm.pieces}`);
+        if (frame.piece >= seat.swarm.pieces) throw protocolViolation(`HAVE for piece ${frame.piece} of ${seat.swarm.pieces}`);
         seat.have(frame.piece);
         // Progress is what the member holds, from anyone: pieces from peers move it too.
         link.sent(seat.heldBytes, 0);
         return;
       case 'request':
-        if (frame.piece !== ANY_PIECE && frame.piece >= seat.swarm.pieces) throw violation(`REQUEST for piece ${frame.piece} of ${seat.swarm.pieces}`);
-        if (queue.length >= MAX_QUEUED_REQUESTS) throw violation(`more than ${MAX_QUEUED_REQUESTS} requests queued`);
+        if (frame.piece !== ANY_PIECE && frame.piece >= seat.swarm.pieces) throw protocolViolation(`REQUEST for piece ${frame.piece} of ${seat.swarm.pieces}`);
+        if (queue.length >= MAX_QUEUED_REQUESTS) throw protocolViolation(`more than ${MAX_QUEUED_REQUESTS} requests queued`);
         queue.push(frame.piece);
         stir();
     }
