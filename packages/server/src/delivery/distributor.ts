@@ -11,7 +11,7 @@ import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore, RemovedFile } from './store.js';
 import { manifestOf } from './piece-file.js';
-import { Tracker, type Seat } from './swarm.js';
+import { Tracker, type Seat } from './tracker.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([

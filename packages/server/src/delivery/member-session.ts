@@ -9,7 +9,7 @@ import {
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
-import type { Seat, SeatLink } from './swarm.js';
+import type { Seat, SeatLink } from './tracker.js';
 
 export interface DeliveryOutcome {
   outcome: Outcome;

@@ -3,7 +3,7 @@ import {
   allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, throttle,
   protocolViolation, type Frame, type TokenBucket,
 } from '@groupcast/shared';
-import type { Seat } from './swarm.js';
+import type { Seat } from './tracker.js';
 
 /** Requests a member may have queued at the server at once; more is a protocol violation (it asks for 8). */
 export const MAX_QUEUED_REQUESTS = 64;
