@@ -2,14 +2,15 @@ import { createHash } from 'node:crypto';
 import { link, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import {
-  errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, validateFileName, validateGroupName, type Logger,
+  errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, PARTIAL_DIR, validateFileName, validateGroupName, type Logger,
 } from '@groupcast/shared';
+
+export { PARTIAL_DIR };
 
 /**
  * Where received files go: `<root>/<group>/<name>`, with partial data in `<root>/.groupcast-partial/`
- * (a dot name no group can have). The path decisions here are pure, so they can be tested alone.
+ * (PARTIAL_DIR, a dot name no group can have). The path decisions here are pure, so they can be tested alone.
  */
-export const PARTIAL_DIR = '.groupcast-partial';
 
 export interface Placement {
   groupDir: string;
