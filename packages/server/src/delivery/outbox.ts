@@ -13,6 +13,12 @@ export interface TransferRecord {
   expiresAt: number;
   /** `distribute --rate`: bytes per second this distribution may take of the server's upload, over all its members. */
   rate?: number;
+  /**
+   * A directory tree: `sha256` names its manifest in the store, `size` is the sum of its files' sizes,
+   * `files` how many files it holds. Absent: a single file.
+   */
+  kind?: 'tree';
+  files?: number;
 }
 
 export interface DeliveryRecord {

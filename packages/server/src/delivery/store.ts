@@ -105,12 +105,13 @@ export class ContentStore {
    * without waiting (a FIFO or a device swapped in for a file is refused at once, never read), and
    * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
+   * `sync: false` (a tree's files) leaves the fsyncs to the caller, who syncs the store once for all.
    */
-  async ingest(source: string): Promise<StoredFile> {
+  async ingest(source: string, options: { sync?: boolean } = {}): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle);
+        const stored = await this.storeFrom(source, handle, options.sync ?? true);
         if (stored) return stored;
       }
       throw new GroupcastError(
@@ -123,7 +124,7 @@ export class ContentStore {
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, sync: boolean): Promise<StoredFile | undefined> {
     const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     let needed = 0;
     try {
@@ -141,7 +142,7 @@ export class ContentStore {
           pieces.update(chunk);
         };
         size = await copyFrom(handle, target, digest, (err) => sourceError(source, err));
-        await target.sync();
+        if (sync) await target.sync();
       } finally {
         await target.close();
       }
@@ -152,7 +153,7 @@ export class ContentStore {
       const sha256 = hash.digest('hex');
       if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
-      await fsyncDir(this.dir);
+      if (sync) await fsyncDir(this.dir);
       return { sha256, size };
     } catch (err) {
       await rm(temp, { force: true });

@@ -4,7 +4,7 @@ import {
   ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
-import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
+import { transferLabel, type DeliveryView, type DistributeEvent, type DistributeResult } from './operations.js';
 
 export interface DistributeFlags {
   group: string;
@@ -90,7 +90,7 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
     const row = rows.get(`${d.transfer}/${d.member}`);
     const took = row?.startedAt !== undefined && row.finishedAt !== undefined && d.state === 'delivered' ? formatDuration(row.finishedAt - row.startedAt) : '';
     const reason = d.state === 'delivered' ? '' : printable(d.reason || d.waiting || (d.online ? '' : 'member offline'));
-    return [memberLabel(d.member, d.memberName), printable(d.file), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
+    return [memberLabel(d.member, d.memberName), printable(d.files === undefined ? d.file : transferLabel({ name: d.file, kind: 'tree', files: d.files })), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
   });
   const count = (state: string): number => result.deliveries.filter((d) => d.state === state).length;
   const pending = result.deliveries.length - count('delivered') - count('failed');
@@ -102,15 +102,18 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
   ].join('\n');
 }
 
-/** Files that do not exist here are a usage error before anything is sent to the daemon. */
+/**
+ * Files and directories that do not exist here are a usage error before anything is sent to the
+ * daemon; a directory is a tree, checked by the daemon as it walks it.
+ */
 async function checkFiles(files: string[]): Promise<number> {
   let total = 0;
   for (const file of files) {
     const info = await stat(file).catch((err: unknown) => {
       throw new GroupcastError(ErrorCode.USAGE, `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
     });
-    if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${file} is not a regular file`);
-    total += info.size;
+    if (!info.isFile() && !info.isDirectory()) throw new GroupcastError(ErrorCode.USAGE, `${file} is neither a regular file nor a directory`);
+    if (info.isFile()) total += info.size;
   }
   return total;
 }
@@ -157,7 +160,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     const now = Date.now();
     if (event.kind === 'start') {
       for (const t of event.transfers) {
-        say(`distributing ${printable(t.name)} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
+        say(`distributing ${printable(transferLabel(t))} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
         for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
       }
       const offline = event.members.filter((m) => !m.online);
