@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, truncateUtf8, type Logger } from '@groupcast/shared';
-import { VERSIONS_DIR, type Placement } from './download-area.js';
+import { errnoCode, ErrorCode, fsyncDir, GroupcastError, truncateUtf8, type Logger } from '@groupcast/shared';
+import { existingAt, hashFile, VERSIONS_DIR, type Placement } from './download-area.js';
 import type { ReceivedRecord } from './received-log.js';
 
 /**
@@ -76,28 +75,48 @@ export interface FoundFile {
 
 /**
  * The regular file at `path` (undefined if there is none or it is something else), hashed only when its
- * size is one of `hashIfSize` (a size that cannot match is never read). The hash is read through a
- * handle opened without following links, and the stamp is taken again after it: a file written to
- * while being hashed is reported with no hash (it matches nothing).
+ * size is one of `hashIfSize` (a size that cannot match is never read). The stamp is taken again after
+ * hashing: a file written to, or swapped for another, meanwhile is reported with no hash (it matches nothing).
  */
 export async function findFile(path: string, hashIfSize: readonly number[], signal?: AbortSignal): Promise<FoundFile | undefined> {
   const before = await stampOf(path);
   if (!before) return undefined;
   if (!hashIfSize.includes(before.size)) return { stamp: before, sha256: undefined };
-  const hash = createHash('sha256');
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    await hashFromHandle(handle, before.size, hash, signal);
-  } finally {
-    await handle.close();
-  }
+  const sha256 = await hashFile(path, signal);
   const after = await stampOf(path);
-  return { stamp: before, sha256: after && sameStamp(before, after) ? hash.digest() : undefined };
+  return { stamp: before, sha256: after && sameStamp(before, after) ? sha256 : undefined };
+}
+
+/** What a new distribution finds at its final path, and so what to do (PROTOCOL.md §8.1 step 4). */
+export type Verdict =
+  | { kind: 'absent' }
+  /** This exact file is there already: "already present". */
+  | { kind: 'present' }
+  /** Groupcast placed what is there and it is unchanged since: the new version replaces it. */
+  | { kind: 'replace'; replacing: Replacing }
+  /** Anything else: never overwritten, NAME_CLASH. */
+  | { kind: 'clash'; reason: string };
+
+/**
+ * Judges the final path for an offered file of `size` and `sha256`, given the newest received-log
+ * record for that path. Hashes what is there at most once.
+ */
+export async function judgeExisting(
+  path: string, offered: { name: string; size: number; sha256: Buffer }, record: ReceivedRecord | undefined, signal: AbortSignal,
+): Promise<Verdict> {
+  const existing = await existingAt(path);
+  if (existing.kind === 'none') return { kind: 'absent' };
+  if (existing.kind === 'not-a-file') return { kind: 'clash', reason: `${offered.name} exists and is not a regular file` };
+  const found = await findFile(path, record ? [offered.size, record.size] : [offered.size], signal);
+  if (!found) return { kind: 'absent' };
+  if (found.stamp.size === offered.size && found.sha256?.equals(offered.sha256)) return { kind: 'present' };
+  const why = record ? notReplaceable(found, record) : 'was not placed by groupcast';
+  if (why || !record) return { kind: 'clash', reason: `${offered.name} exists with different content and ${why}` };
+  return { kind: 'replace', replacing: { record, stamp: found.stamp } };
 }
 
 /** Why what is at a path may not be replaced, or undefined when it may (groupcast placed it, unchanged since). */
-export function notReplaceable(found: FoundFile, record: ReceivedRecord | undefined): string | undefined {
-  if (!record) return 'was not placed by groupcast';
+export function notReplaceable(found: FoundFile, record: ReceivedRecord): string | undefined {
   if ((record.kind ?? 'file') !== 'file') return 'was placed as a directory, not a file';
   if (found.stamp.size !== record.size || !found.sha256 || found.sha256.toString('hex') !== record.sha256) {
     return 'was changed since groupcast placed it';
