@@ -8,11 +8,12 @@ import {
   protocolViolation, type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
-  existingAt, hashFile, heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
+  heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
   spaceShortfall, type Placement,
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
+import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, type Replacing } from './versions.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
@@ -59,6 +60,8 @@ export interface ReceiverOptions {
   checkpointBytes?: number | undefined;
   /** This member's peer port: with it, transfers with a manifest are pulled piece by piece from peers and the server. */
   peers?: PeerNode | undefined;
+  /** Previous versions kept when a newer distribution replaces a file (`--keep-old`); default none. */
+  keepOld?: number | undefined;
 }
 
 /**
@@ -133,11 +136,14 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
 type State =
   | { kind: 'idle' }
   | { kind: 'preparing'; hex: string; abort: AbortController; done: Promise<void> }
-  | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger }
+  | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger; replacing: Replacing | undefined }
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
-  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger; finishing?: boolean };
+  | {
+    kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
+    replacing: Replacing | undefined; finishing?: boolean;
+  };
 
 const IDLE: State = { kind: 'idle' };
 
@@ -154,6 +160,8 @@ interface Finishing {
   file: HeldFile;
   log: Logger;
   digest: Buffer;
+  /** The earlier version this one replaces at the final path (versions.ts), if any. */
+  replacing: Replacing | undefined;
 }
 /** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
 const CANCEL = 'cancel';
@@ -322,10 +330,12 @@ export class ReceiveSession {
       this.haveItAll(offer, log, 'already received');
       return;
     }
-    if (await this.alreadyPresent(offer, placement, log, signal)) return;
+    const existing = await this.checkExisting(offer, placement, log, signal);
+    if (existing === 'handled') return;
+    const replacing = existing?.replacing;
     const partialPath = partialPathFor(this.receiver.root, hex);
     if (pieces && announced.peers && this.receiver.options.peers) {
-      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers);
+      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers, replacing);
       return;
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
@@ -341,7 +351,7 @@ export class ReceiveSession {
       await file.release();
       signal.throwIfAborted();
     }
-    const receiving = { kind: 'receiving', hex, offer, placement, file, log } as const;
+    const receiving = { kind: 'receiving', hex, offer, placement, file, log, replacing } as const;
     log.info({ offset: file.offset, size: offer.size }, file.offset > 0 ? 'resuming' : 'accepted');
     if (file.complete) {
       // Nothing more to come (empty file, or a partial finished before a crash): verify now.
@@ -383,6 +393,7 @@ export class ReceiveSession {
   /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
   private async prepareSwarm(
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
+    replacing: Replacing | undefined,
   ): Promise<void> {
     const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
     const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
@@ -404,7 +415,7 @@ export class ReceiveSession {
       failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
       badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...this.describe(offer), peer, piece }),
     });
-    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log };
+    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log, replacing };
     log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
     this.send({ type: 'accept', transfer: offer.transfer, offset: partial.heldBytes });
     if (partial.held.complete) {
@@ -432,13 +443,13 @@ export class ReceiveSession {
   private async finishSwarm(hex: string): Promise<void> {
     const state = this.state;
     if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
-    const { offer, placement, partial, swarm, log } = state;
+    const { offer, placement, partial, swarm, log, replacing } = state;
     // Hashing and placing take a while: a second completion meanwhile finds it finishing. Two finishes
     // would place the file twice and answer a false NAME_CLASH, failing the delivery for good. The state
     // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
     state.finishing = true;
     const digest = await partial.digest();
-    const placed = await this.finish({ offer, placement, file: partial, digest, log });
+    const placed = await this.finish({ offer, placement, file: partial, digest, log, replacing });
     if (placed) {
       // Finished: it still serves its peers from the placed file for a while; the server lists it as long.
       this.receiver.lingering.set(hex, swarm);
@@ -463,28 +474,35 @@ export class ReceiveSession {
     this.fail(state.offer, state.log, outcome, message, err);
   }
 
-  /** The final path already holds this exact file → "have it"; anything else there → NAME_CLASH. */
-  private async alreadyPresent(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<boolean> {
+  /**
+   * The final path already holds this exact file → "have it"; a file groupcast placed there, unchanged
+   * since → replace it (versions.ts); anything else there → NAME_CLASH. 'handled': the offer is answered.
+   */
+  private async checkExisting(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal,
+  ): Promise<'handled' | { replacing: Replacing } | undefined> {
     const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
     });
     if (groupDir && !groupDir.isDirectory()) {
       this.decline(offer, log, Outcome.NAME_CLASH, `${offer.group} exists and is not a directory`);
-      return true;
+      return 'handled';
     }
-    const existing = await existingAt(placement.finalPath);
-    if (existing.kind === 'none') return false;
-    if (existing.kind === 'file' && existing.size === offer.size) {
-      const digest = await hashFile(placement.finalPath, signal);
-      if (digest.equals(offer.sha256)) {
+    const verdict = await judgeExisting(placement.finalPath, offer, this.receiver.received.placedAt(placement.finalPath), signal);
+    switch (verdict.kind) {
+      case 'absent':
+        return undefined;
+      case 'present':
         this.haveItAll(offer, log, 'already present');
-        return true;
-      }
+        return 'handled';
+      case 'clash':
+        this.decline(offer, log, Outcome.NAME_CLASH, verdict.reason);
+        return 'handled';
+      case 'replace':
+        log.info({ replaces: verdict.replacing.record.transfer }, 'a newer version of a file groupcast placed');
+        return verdict;
     }
-    const what = existing.kind === 'file' ? 'with different content' : 'and is not a regular file';
-    this.decline(offer, log, Outcome.NAME_CLASH, `${offer.name} exists ${what}`);
-    return true;
   }
 
   private haveItAll(offer: Offer, log: Logger, why: string): void {
@@ -552,7 +570,7 @@ export class ReceiveSession {
   }
 
   /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. True once placed. */
-  private async finish({ offer, placement, file, log, digest }: Finishing): Promise<boolean> {
+  private async finish({ offer, placement, file, log, digest, replacing }: Finishing): Promise<boolean> {
     if (!digest.equals(offer.sha256)) {
       await this.drop(file, log);
       this.state = IDLE;
@@ -561,26 +579,29 @@ export class ReceiveSession {
     }
     try {
       await file.seal();
-      await placeFile(file.path, placement, log);
+      if (replacing) await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, this.receiver.root, log);
+      else await placeFile(file.path, placement, log);
     } catch (err) {
       await this.drop(file, log);
       this.state = IDLE;
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
-      if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
+      if (clash && replacing) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} was changed locally while receiving; not replaced`);
+      else if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
       else this.fail(offer, log, outcomeOfError(err), `cannot place file: ${describeError(err)}`, err);
       return false;
     }
     this.state = IDLE;
     const sha256 = digest.toString('hex');
     const record = { ...this.describe(offer), sha256, size: offer.size, path: placement.finalPath };
+    const replaces = replacing?.record.transfer;
     try {
-      await this.receiver.received.append({ ...record, time: new Date().toISOString() });
+      await this.receiver.received.append({ ...record, time: new Date().toISOString(), kind: 'file', ...(replaces ? { replaces } : {}) });
     } catch (err) {
       // The file is in place; a missing log line only means a re-offer is answered by "already present".
       log.error({ err, path: this.receiver.received.path }, 'could not record the transfer as received');
     }
     this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
-    log.info({ bytes: offer.size, sha256, path: placement.finalPath }, 'received');
+    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received; replaced the earlier version' : 'received');
     this.receiver.emit('received', record);
     return true;
   }
