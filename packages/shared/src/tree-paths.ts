@@ -16,7 +16,8 @@ export const MAX_TREE_PROBLEMS = 20;
 
 export interface TreePath {
   path: string;
-  kind: EntryKind;
+  /** Absent: a file. */
+  kind?: EntryKind | undefined;
 }
 
 /**
