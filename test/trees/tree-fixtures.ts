@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Manifest, ManifestEntry } from '../../packages/shared/src/index.js';
 
 /** What a tree is, for comparing two of them: every entry's path, kind, mode, size and content hash. */
 export interface Listed {
@@ -52,4 +53,23 @@ export async function makeSampleTree(root: string, variant = 'v1'): Promise<void
   await writeFile(join(root, 'a', 'notes.txt'), `notes ${variant}\n`);
   await writeFile(join(root, 'big.bin'), randomBytes(1024 * 1024 + 17));
   await chmod(join(root, 'empty'), 0o750);
+}
+
+/** One entry of a hand-made tree: a directory, or a file with its content. */
+export type Crafted = { path: string; dir: true } | { path: string; content: Buffer };
+
+/**
+ * A version-2 manifest over crafted entries, in the order given (a hostile server's may be in any),
+ * with the concatenation of its files' bytes: what a server would stream.
+ */
+export function craftTree(entries: Crafted[], pieceSize = 262_144): { manifest: Manifest; data: Buffer } {
+  const sha = (data: Buffer): Buffer => createHash('sha256').update(data).digest();
+  const manifestEntries = entries.map((entry): ManifestEntry => {
+    if ('dir' in entry) return { kind: 'directory', path: entry.path, size: 0, mode: 0o755, sha256: Buffer.alloc(0), pieces: Buffer.alloc(0) };
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < entry.content.length; at += pieceSize) pieces.push(sha(entry.content.subarray(at, at + pieceSize)));
+    return { kind: 'file', path: entry.path, size: entry.content.length, mode: 0o644, sha256: sha(entry.content), pieces: Buffer.concat(pieces) };
+  });
+  const data = Buffer.concat(entries.flatMap((entry) => ('content' in entry ? [entry.content] : [])));
+  return { manifest: { pieceSize, tree: true, entries: manifestEntries }, data };
 }

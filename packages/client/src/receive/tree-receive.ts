@@ -184,6 +184,7 @@ export class TreeReceive {
       return;
     }
     if (isGroupcastError(err, ErrorCode.CHECKSUM)) return this.decline(Outcome.CHECKSUM, (err as Error).message);
+    if (isGroupcastError(err, ErrorCode.NAME)) return this.decline(Outcome.BAD_NAME, (err as Error).message);
     this.log.error({ err }, 'could not prepare to receive a tree');
     this.decline(outcomeOf(err), `cannot receive: ${(err as Error).message}`);
   }

@@ -1,5 +1,5 @@
 import { chmod, mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { resolve, sep } from 'node:path';
 import { ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
 import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
 
@@ -55,7 +55,7 @@ export class IncomingTree {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
     for (const entry of manifest.entries) {
-      if (entry.kind === 'directory') await mkdir(join(dir, entry.path), { recursive: true, mode: 0o700 });
+      if (entry.kind === 'directory') await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
     }
     try {
       await tree.resume(signal);
@@ -85,8 +85,11 @@ export class IncomingTree {
     for (const { entry } of this.files.slice(this.index + 1)) await rm(this.pathOf(entry), { force: true });
   }
 
+  /** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
   private pathOf(entry: ManifestEntry): string {
-    return join(this.dir, entry.path);
+    const path = resolve(this.dir, entry.path);
+    if (!path.startsWith(`${resolve(this.dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
+    return path;
   }
 
   /** Files held whole. */

@@ -1,7 +1,7 @@
 import { MAX_WIRE_NAME, SHA256_LENGTH } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import { isPieceSize, MAX_MANIFEST_PIECES, MAX_TREE_PIECES, pieceCount } from '../pieces.js';
-import { MAX_TREE_ENTRIES, MAX_TREE_PATH } from '../tree-paths.js';
+import { MAX_TREE_ENTRIES } from '../tree-paths.js';
 import { encode, Reader, type Sink } from './cursor.js';
 
 /**
@@ -134,7 +134,8 @@ function readTreeManifest(reader: Reader): Manifest {
   for (let i = 0; i < count; i++) {
     const code = reader.u8('entry kind');
     if (code !== KIND_CODES.file && code !== KIND_CODES.directory) throw field(`entry kind ${code} is neither a file (0) nor a directory (1)`);
-    const path = reader.str16('entry path', MAX_TREE_PATH);
+    // Any str16: a path over MAX_TREE_PATH is the tree rule's to refuse (BAD_NAME), not a broken manifest.
+    const path = reader.str16('entry path');
     const mode = readMode(reader);
     if (code === KIND_CODES.directory) {
       entries.push({ kind: 'directory', path, size: 0, mode, sha256: Buffer.alloc(0), pieces: Buffer.alloc(0) });
