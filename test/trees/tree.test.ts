@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFile, lstat, readdir, readFile, readlink, realpath, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { harness } from '../support/daemons.js';
+import { CLIENT_BIN, harness } from '../support/daemons.js';
 import { Cluster, finalPath, waitForNew, type Member } from '../durability/cluster.js';
 import { listTree, makeSampleTree, underUmask } from './tree-fixtures.js';
 
@@ -49,6 +49,11 @@ describe('distribute a directory', () => {
     }
     const status = await c.statusText();
     expect(status).toContain('site/ (6 files)');
+    // The member's status shows it as one transfer too.
+    const member = await h.run(CLIENT_BIN, ['status', '--state-dir', alice.state]);
+    expect(member.stdout).toContain(`${finalPath(alice, GROUP, 'site')}/ (6 files)`);
+    const json = JSON.parse((await h.run(CLIENT_BIN, ['status', '--json', '--state-dir', alice.state])).stdout) as { recent: Array<Record<string, unknown>> };
+    expect(json.recent.find((r) => r.transfer === transfer)).toMatchObject({ kind: 'tree', files: 6, name: 'site' });
   });
 
   it('refuses a directory holding a symbolic link or a FIFO, listing them, exit 2, with nothing stored', async () => {
