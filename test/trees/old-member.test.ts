@@ -6,7 +6,7 @@ import {
 } from '../../packages/shared/src/index.js';
 import { harness } from '../support/daemons.js';
 import { Cluster, type Member } from '../durability/cluster.js';
-import { craft, Datagrams, identityIn, nonceOf } from '../security/tools.js';
+import { identityIn, joinAs } from '../security/tools.js';
 import { makeSampleTree } from './tree-fixtures.js';
 
 /**
@@ -34,14 +34,7 @@ beforeAll(async () => {
   const server = await c.startServer([{ name: GROUP, members: [old] }]);
   const started = await server.waitForMsg('group-server started');
   // It joins as any member does, so the group's distributions are for it.
-  const udp = await Datagrams.open();
-  try {
-    const join = craft({ type: 'join', group: GROUP, proof: Buffer.alloc(0) }, identity.signer);
-    await udp.send(join, Number(c.port));
-    expect((await udp.answerTo(nonceOf(join))).message.type).toBe('ack');
-  } finally {
-    udp.close();
-  }
+  await joinAs(identity.signer, GROUP, Number(c.port));
   const online = c.online(old);
   socket = connect({
     host: '127.0.0.1', port: Number(started.tcpPort), cert: identity.certPem, key: identity.keyPem, ALPNProtocols: [ALPN_PIECES],

@@ -154,9 +154,14 @@ export class IncomingTree {
 
   /** After a piece failed its check: the file in progress keeps its verified pieces, for the retry. */
   async keepVerified(): Promise<void> {
+    await this.takeCurrent()?.keepVerified();
+  }
+
+  /** The file in progress, no longer this tree's to close. */
+  private takeCurrent(): IncomingFile | undefined {
     const file = this.current;
     this.current = undefined;
-    await file?.keepVerified();
+    return file;
   }
 
   /**
@@ -172,9 +177,7 @@ export class IncomingTree {
 
   /** Closes the file in progress and keeps everything, for a resume. */
   async release(): Promise<void> {
-    const file = this.current;
-    this.current = undefined;
-    await file?.release();
+    await this.takeCurrent()?.release();
   }
 
   /** Deletes the staging area, returning its space. */
