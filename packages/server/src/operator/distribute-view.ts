@@ -106,16 +106,26 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
  * Files and directories that do not exist here are a usage error before anything is sent to the
  * daemon; a directory is a tree, checked by the daemon as it walks it.
  */
-async function checkFiles(files: string[]): Promise<number> {
+async function checkFiles(files: string[]): Promise<{ bytes: number; trees: number }> {
   let total = 0;
+  let trees = 0;
   for (const file of files) {
     const info = await stat(file).catch((err: unknown) => {
       throw new GroupcastError(ErrorCode.USAGE, `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
     });
     if (!info.isFile() && !info.isDirectory()) throw new GroupcastError(ErrorCode.USAGE, `${file} is neither a regular file nor a directory`);
     if (info.isFile()) total += info.size;
+    else trees++;
   }
-  return total;
+  return { bytes: total, trees };
+}
+
+/** What the command stores, for the line it says first: "2 file(s), 1.2 MiB and 1 directory as a tree". */
+function storingWhat(files: number, bytes: number, trees: number): string {
+  const parts: string[] = [];
+  if (files > 0) parts.push(`${files} file(s), ${formatBytes(bytes)}`);
+  if (trees > 0) parts.push(trees === 1 ? '1 directory as a tree' : `${trees} directories as trees`);
+  return parts.join(' and ');
 }
 
 /**
@@ -125,7 +135,7 @@ async function checkFiles(files: string[]): Promise<number> {
  * Ctrl-C stops watching, not the distribution: the daemon carries on with it.
  */
 export async function runDistribute(stateDir: string, flags: DistributeFlags): Promise<number> {
-  const total = await checkFiles(flags.files);
+  const { bytes: total, trees } = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
     format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}  {sources}',
@@ -226,7 +236,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   };
   process.once('SIGINT', interrupted);
 
-  say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
+  say(`storing ${storingWhat(flags.files.length - trees, total, trees)} in the server's content store…`);
   try {
     const result = await callDaemon<DistributeResult>(stateDir, 'distribute', {
       group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate,
