@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { appendFile, lstat, readdir, readFile, readlink, realpath, symlink } from 'node:fs/promises';
+import { appendFile, lstat, mkdir, readdir, readFile, readlink, realpath, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_BIN, harness } from '../support/daemons.js';
@@ -54,6 +54,14 @@ describe('distribute a directory', () => {
     expect(member.stdout).toContain(`${finalPath(alice, GROUP, 'site')}/ (6 files)`);
     const json = JSON.parse((await h.run(CLIENT_BIN, ['status', '--json', '--state-dir', alice.state])).stdout) as { recent: Array<Record<string, unknown>> };
     expect(json.recent.find((r) => r.transfer === transfer)).toMatchObject({ kind: 'tree', files: 6, name: 'site' });
+  });
+
+  it('an empty directory arrives as an empty tree', async () => {
+    const source = join(await h.dir('src'), 'nothing-yet');
+    await mkdir(source);
+    const ran = await c.distribute(GROUP, [source]);
+    expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+    for (const member of [alice, bob]) expect(await listTree(`${finalPath(member, GROUP, 'nothing-yet')}/`)).toEqual([]);
   });
 
   it('refuses a directory holding a symbolic link or a FIFO, listing them, exit 2, with nothing stored', async () => {
