@@ -1,6 +1,6 @@
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import { ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
+import { errnoCode, ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
 import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
 
 /**
@@ -54,8 +54,11 @@ export class IncomingTree {
     const tree = new IncomingTree(dir, manifest, size, checkpointBytes);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
+    // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
     for (const entry of manifest.entries) {
-      if (entry.kind === 'directory') await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
+      if (entry.kind !== 'directory') continue;
+      await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
+      await chmod(tree.pathOf(entry), 0o700);
     }
     try {
       await tree.resume(signal);
@@ -69,6 +72,10 @@ export class IncomingTree {
   private async resume(signal: AbortSignal): Promise<void> {
     while (this.index < this.files.length) {
       const { entry } = this.files[this.index]!;
+      // A file sealed read-only before a crash is reopened for writing like any partial.
+      await chmod(this.pathOf(entry), 0o600).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
       const file = await IncomingFile.open(this.pathOf(entry), entry.size, signal, this.checkpointBytes, { pieceSize: this.manifest.pieceSize, hashes: entry.pieces });
       if (!file.complete) {
         this.current = file;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { lstat, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  choosePieceSize, decodeManifest, encodeManifest, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
+  choosePieceSize, decodeManifest, encodeManifest, errnoCode, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
   MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, syncFileSystem, treeProblems,
   type EntryKind, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
@@ -57,10 +57,18 @@ export async function walkTree(root: string): Promise<WalkedTree> {
   const pending = [''];
   while (pending.length > 0 && entries.length <= MAX_TREE_ENTRIES) {
     const relative = pending.pop()!;
-    for (const name of await readdir(join(root, relative))) {
+    const names = await readdir(join(root, relative)).catch((err: unknown) => {
+      refused.push(`${relative || '.'} cannot be read (${errnoCode(err) ?? (err as Error).message})`);
+      return [];
+    });
+    for (const name of names) {
       const path = relative ? `${relative}/${name}` : name;
       const source = join(root, path);
-      const info = await lstat(source);
+      const info = await lstat(source).catch((err: unknown) => {
+        refused.push(`${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`);
+        return undefined;
+      });
+      if (!info) continue;
       if (info.isDirectory()) {
         entries.push({ path, kind: 'directory', mode: info.mode & 0o777, size: 0, source });
         pending.push(path);
