@@ -14,6 +14,7 @@ import {
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
 import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, type Replacing } from './versions.js';
+import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
@@ -106,9 +107,12 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     await this.received.load();
   }
 
-  /** `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. */
-  openSession(link: Link, server: PeerId, options: { pieces?: boolean } = {}): ReceiveSession {
-    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false);
+  /**
+   * `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. `heldPieces`: the
+   * server said HELD_PIECES, so a BITFIELD before ACCEPT spares the pieces this member already holds.
+   */
+  openSession(link: Link, server: PeerId, options: { pieces?: boolean; heldPieces?: boolean } = {}): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false, options.heldPieces ?? false);
     this.sessions.add(session);
     return session;
   }
@@ -140,6 +144,11 @@ type State =
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
+  /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version. */
+  | {
+    kind: 'patching'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; stream: HeldStream; log: Logger;
+    replacing: Replacing;
+  }
   | {
     kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
     replacing: Replacing | undefined; finishing?: boolean;
@@ -223,6 +232,7 @@ export class ReceiveSession {
     private readonly link: Link,
     private readonly log: Logger,
     private readonly pieces: boolean,
+    private readonly heldPieces: boolean,
   ) {}
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
@@ -252,6 +262,11 @@ export class ReceiveSession {
     }
   }
 
+  private inFlight(): boolean {
+    const { kind } = this.state;
+    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'patching';
+  }
+
   private send(frame: Frame): void {
     if (!this.closed) this.link.send(frame);
   }
@@ -260,7 +275,7 @@ export class ReceiveSession {
 
   private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
     if (!this.pieces) throw protocolViolation('MANIFEST on a connection that did not negotiate pieces');
-    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
+    if (this.inFlight()) {
       throw protocolViolation('MANIFEST while a transfer is in flight');
     }
     const [entry] = frame.manifest.entries;
@@ -289,7 +304,7 @@ export class ReceiveSession {
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
-    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
+    if (this.inFlight()) {
       throw protocolViolation('OFFER while another transfer is in flight');
     }
     const announced = this.piecesFor(offer);
@@ -334,8 +349,16 @@ export class ReceiveSession {
     if (existing === 'handled') return;
     const replacing = existing?.replacing;
     const partialPath = partialPathFor(this.receiver.root, hex);
+    if (replacing && pieces) {
+      const copied = await seedFromOldVersion(placement.finalPath, partialPath, offer.size, pieces, signal);
+      log.info({ pieces: copied, of: pieces.hashes.length / 32 }, 'pieces found in the version being replaced');
+    }
     if (pieces && announced.peers && this.receiver.options.peers) {
       await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers, replacing);
+      return;
+    }
+    if (pieces && replacing && this.heldPieces) {
+      await this.preparePatch(offer, placement, log, signal, pieces, partialPath, replacing);
       return;
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
@@ -388,6 +411,46 @@ export class ReceiveSession {
     signal.throwIfAborted();
   }
 
+  // ---- PATCH: the stream, less the pieces held ----
+
+  /** Opens the seeded partial as pieces and says BITFIELD, then ACCEPT with the prefix it holds. */
+  private async preparePatch(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, replacing: Replacing,
+  ): Promise<void> {
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
+    const offset = heldPrefix(partial.held, offer.size, pieces.pieceSize);
+    const stream = new HeldStream(partial, offset);
+    const hex = offer.transfer.toString('hex');
+    const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;
+    this.state = state;
+    log.info({ offset, held: partial.held.count, pieces: partial.held.length, size: offer.size }, 'accepted');
+    this.send({ type: 'bitfield', transfer: offer.transfer, bits: partial.held.toWire() });
+    this.send({ type: 'accept', transfer: offer.transfer, offset });
+    if (stream.complete) await this.finishPatch(state);
+  }
+
+  private async patchData(state: Extract<State, { kind: 'patching' }>, frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    try {
+      await state.stream.write(frame.offset, frame.payload);
+    } catch (err) {
+      if (isGroupcastError(err, ErrorCode.PROTOCOL)) throw err;
+      this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
+      // A bad piece is never written: the pieces held stay for the retry. A disk error frees the space.
+      if (err instanceof PieceMismatch) await state.partial.release();
+      else await this.drop(state.partial, state.log);
+      const message = err instanceof PieceMismatch ? err.message : `write failed: ${describeError(err)}`;
+      this.fail(state.offer, state.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
+      return;
+    }
+    if (state.stream.complete) await this.finishPatch(state);
+  }
+
+  private async finishPatch({ offer, placement, partial, log, replacing }: Extract<State, { kind: 'patching' }>): Promise<void> {
+    const digest = await partial.digest();
+    if (await this.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
+  }
+
   // ---- SWARM ----
 
   /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
@@ -395,17 +458,8 @@ export class ReceiveSession {
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
     replacing: Replacing | undefined,
   ): Promise<void> {
-    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
-    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
-    if (shortfall) {
-      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
-      return;
-    }
-    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
-    if (signal.aborted) {
-      await partial.release();
-      signal.throwIfAborted();
-    }
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
     const hex = offer.transfer.toString('hex');
     const node = this.receiver.options.peers!;
     const swarm: MemberSwarm = new MemberSwarm({
@@ -424,6 +478,24 @@ export class ReceiveSession {
     }
     swarm.start();
     swarm.peers(peers);
+  }
+
+  /** The partial as pieces, once the disk can take what it lacks; undefined when declined for space. */
+  private async openPiecePartial(
+    offer: Offer, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string,
+  ): Promise<PiecePartial | undefined> {
+    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
+    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
+    if (shortfall) {
+      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
+      return undefined;
+    }
+    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
+    if (signal.aborted) {
+      await partial.release();
+      signal.throwIfAborted();
+    }
+    return partial;
   }
 
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
@@ -539,6 +611,7 @@ export class ReceiveSession {
       await state.swarm.serverData(frame.offset, frame.payload);
       return;
     }
+    if (state.kind === 'patching' && frame.transfer.equals(state.offer.transfer)) return this.patchData(state, frame);
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
@@ -630,8 +703,8 @@ export class ReceiveSession {
       await this.drop(state.file, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
-    if (state.kind === 'swarming') {
-      await state.swarm.close();
+    if (state.kind === 'swarming') await state.swarm.close();
+    if (state.kind === 'swarming' || state.kind === 'patching') {
       await this.drop(state.partial, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
@@ -712,6 +785,7 @@ export class ReceiveSession {
       const last = this.state;
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
+      if (last.kind === 'patching') await last.partial.release();
       if (last.kind === 'swarming') {
         await last.swarm.close();
         await last.partial.release();
