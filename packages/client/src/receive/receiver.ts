@@ -13,7 +13,7 @@ import {
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
-import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, type Replacing } from './versions.js';
+import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
 import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
@@ -652,7 +652,10 @@ export class ReceiveSession {
     }
     try {
       await file.seal();
-      if (replacing) await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, this.receiver.root, log);
+      if (replacing) {
+        const folder = versionsFolder(this.receiver.root, offer.group, offer.name);
+        await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, folder, log);
+      }
       else await placeFile(file.path, placement, log);
     } catch (err) {
       await this.drop(file, log);
