@@ -677,7 +677,7 @@ export class ReceiveSession {
       log.error({ err, path: this.receiver.received.path }, 'could not record the transfer as received');
     }
     this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
-    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received; replaced the earlier version' : 'received');
+    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, 'received');
     this.receiver.emit('received', record);
     return true;
   }
