@@ -14,7 +14,8 @@ import {
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
 import { TreeAssembly, TreeReceive } from './tree-receive.js';
-import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, type Replacing } from './versions.js';
+import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
+import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
@@ -110,9 +111,12 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     await this.received.load();
   }
 
-  /** `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. */
-  openSession(link: Link, server: PeerId, options: { pieces?: boolean } = {}): ReceiveSession {
-    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false);
+  /**
+   * `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. `heldPieces`: the
+   * server said HELD_PIECES, so a BITFIELD before ACCEPT spares the pieces this member already holds.
+   */
+  openSession(link: Link, server: PeerId, options: { pieces?: boolean; heldPieces?: boolean } = {}): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false, options.heldPieces ?? false);
     this.sessions.add(session);
     return session;
   }
@@ -145,6 +149,11 @@ type State =
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** A directory tree, from its OFFER to its RESULT (tree-receive.ts). */
   | { kind: 'tree'; hex: string; receive: TreeReceive }
+  /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version. */
+  | {
+    kind: 'patching'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; stream: HeldStream; log: Logger;
+    replacing: Replacing;
+  }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
   | {
     kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
@@ -231,6 +240,7 @@ export class ReceiveSession {
     private readonly link: Link,
     private readonly log: Logger,
     private readonly pieces: boolean,
+    private readonly heldPieces: boolean,
   ) {}
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
@@ -262,6 +272,11 @@ export class ReceiveSession {
     }
   }
 
+  private inFlight(): boolean {
+    const { kind } = this.state;
+    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'patching' || kind === 'tree';
+  }
+
   private send(frame: Frame): void {
     if (!this.closed) this.link.send(frame);
   }
@@ -270,7 +285,7 @@ export class ReceiveSession {
 
   private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
     if (!this.pieces) throw protocolViolation('MANIFEST on a connection that did not negotiate pieces');
-    if (this.inFlight) throw protocolViolation('MANIFEST while a transfer is in flight');
+    if (this.inFlight()) throw protocolViolation('MANIFEST while a transfer is in flight');
     if (this.treeParts) throw protocolViolation('MANIFEST after TREE parts');
     const [entry] = frame.manifest.entries;
     if (!entry) throw protocolViolation('MANIFEST without an entry');
@@ -281,17 +296,12 @@ export class ReceiveSession {
     return Promise.resolve();
   }
 
-  private get inFlight(): boolean {
-    const { kind } = this.state;
-    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'tree';
-  }
-
   // ---- TREE ----
 
   /** A part of the next OFFER's tree manifest (PROTOCOL.md §7.7): in order, between transfers only. */
   private treePart(frame: Extract<Frame, { type: 'tree' }>): Promise<void> {
     if (!this.pieces) throw protocolViolation('TREE on a connection that did not negotiate pieces');
-    if (this.inFlight) throw protocolViolation('TREE while a transfer is in flight');
+    if (this.inFlight()) throw protocolViolation('TREE while a transfer is in flight');
     if (this.announced) throw protocolViolation('TREE after a MANIFEST');
     if (!this.treeParts) {
       if (frame.offset !== 0) throw protocolViolation(`first TREE part at offset ${frame.offset}`);
@@ -343,7 +353,7 @@ export class ReceiveSession {
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
-    if (this.inFlight) throw protocolViolation('OFFER while another transfer is in flight');
+    if (this.inFlight()) throw protocolViolation('OFFER while another transfer is in flight');
     const tree = this.treeFor(offer);
     const announced = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
@@ -391,8 +401,16 @@ export class ReceiveSession {
     if (existing === 'handled') return;
     const replacing = existing?.replacing;
     const partialPath = partialPathFor(this.receiver.root, hex);
+    if (replacing && pieces) {
+      const copied = await seedFromOldVersion(placement.finalPath, partialPath, offer.size, pieces, signal);
+      log.info({ pieces: copied, of: pieces.hashes.length / 32 }, 'pieces found in the version being replaced');
+    }
     if (pieces && announced.peers && this.receiver.options.peers) {
       await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers, replacing);
+      return;
+    }
+    if (pieces && replacing && this.heldPieces) {
+      await this.preparePatch(offer, placement, log, signal, pieces, partialPath, replacing);
       return;
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
@@ -445,6 +463,46 @@ export class ReceiveSession {
     signal.throwIfAborted();
   }
 
+  // ---- PATCH: the stream, less the pieces held ----
+
+  /** Opens the seeded partial as pieces and says BITFIELD, then ACCEPT with the prefix it holds. */
+  private async preparePatch(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, replacing: Replacing,
+  ): Promise<void> {
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
+    const offset = heldPrefix(partial.held, offer.size, pieces.pieceSize);
+    const stream = new HeldStream(partial, offset);
+    const hex = offer.transfer.toString('hex');
+    const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;
+    this.state = state;
+    log.info({ offset, held: partial.held.count, pieces: partial.held.length, size: offer.size }, 'accepted');
+    this.send({ type: 'bitfield', transfer: offer.transfer, bits: partial.held.toWire() });
+    this.send({ type: 'accept', transfer: offer.transfer, offset });
+    if (stream.complete) await this.finishPatch(state);
+  }
+
+  private async patchData(state: Extract<State, { kind: 'patching' }>, frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    try {
+      await state.stream.write(frame.offset, frame.payload);
+    } catch (err) {
+      if (isGroupcastError(err, ErrorCode.PROTOCOL)) throw err;
+      this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
+      // A bad piece is never written: the pieces held stay for the retry. A disk error frees the space.
+      if (err instanceof PieceMismatch) await state.partial.release();
+      else await this.drop(state.partial, state.log);
+      const message = err instanceof PieceMismatch ? err.message : `write failed: ${describeError(err)}`;
+      this.fail(state.offer, state.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
+      return;
+    }
+    if (state.stream.complete) await this.finishPatch(state);
+  }
+
+  private async finishPatch({ offer, placement, partial, log, replacing }: Extract<State, { kind: 'patching' }>): Promise<void> {
+    const digest = await partial.digest();
+    if (await this.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
+  }
+
   // ---- SWARM ----
 
   /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
@@ -452,17 +510,8 @@ export class ReceiveSession {
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
     replacing: Replacing | undefined,
   ): Promise<void> {
-    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
-    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
-    if (shortfall) {
-      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
-      return;
-    }
-    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
-    if (signal.aborted) {
-      await partial.release();
-      signal.throwIfAborted();
-    }
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
     const hex = offer.transfer.toString('hex');
     const node = this.receiver.options.peers!;
     const swarm: MemberSwarm = new MemberSwarm({
@@ -481,6 +530,24 @@ export class ReceiveSession {
     }
     swarm.start();
     swarm.peers(peers);
+  }
+
+  /** The partial as pieces, once the disk can take what it lacks; undefined when declined for space. */
+  private async openPiecePartial(
+    offer: Offer, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string,
+  ): Promise<PiecePartial | undefined> {
+    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
+    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
+    if (shortfall) {
+      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
+      return undefined;
+    }
+    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
+    if (signal.aborted) {
+      await partial.release();
+      signal.throwIfAborted();
+    }
+    return partial;
   }
 
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
@@ -600,6 +667,7 @@ export class ReceiveSession {
       await state.receive.data(frame);
       return;
     }
+    if (state.kind === 'patching' && frame.transfer.equals(state.offer.transfer)) return this.patchData(state, frame);
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
@@ -640,7 +708,10 @@ export class ReceiveSession {
     }
     try {
       await file.seal();
-      if (replacing) await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, this.receiver.root, log);
+      if (replacing) {
+        const folder = versionsFolder(this.receiver.root, offer.group, offer.name);
+        await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, folder, log);
+      }
       else await placeFile(file.path, placement, log);
     } catch (err) {
       await this.drop(file, log);
@@ -662,7 +733,7 @@ export class ReceiveSession {
       log.error({ err, path: this.receiver.received.path }, 'could not record the transfer as received');
     }
     this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
-    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received; replaced the earlier version' : 'received');
+    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, 'received');
     this.receiver.emit('received', record);
     return true;
   }
@@ -692,8 +763,8 @@ export class ReceiveSession {
       await this.drop(state.file, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
-    if (state.kind === 'swarming') {
-      await state.swarm.close();
+    if (state.kind === 'swarming') await state.swarm.close();
+    if (state.kind === 'swarming' || state.kind === 'patching') {
       await this.drop(state.partial, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
@@ -775,6 +846,7 @@ export class ReceiveSession {
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
       if (last.kind === 'tree') await last.receive.close();
+      if (last.kind === 'patching') await last.partial.release();
       if (last.kind === 'swarming') {
         await last.swarm.close();
         await last.partial.release();

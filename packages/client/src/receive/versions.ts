@@ -1,6 +1,6 @@
 import { constants, type Stats } from 'node:fs';
 import { copyFile, link, lstat, mkdir, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { errnoCode, ErrorCode, fsyncDir, GroupcastError, truncateUtf8, type Logger, type Manifest } from '@groupcast/shared';
 import { existingAt, hashFile, VERSIONS_DIR, type Placement } from './download-area.js';
 import type { ReceivedRecord } from './received-log.js';
@@ -135,30 +135,28 @@ export interface Replacing {
  * Moves `source` (a complete, fsynced file on the same file system) over the final path in one rename,
  * then fsyncs the group folder. The file there is first checked to be the one found unchanged (same
  * inode, size and times), so a local edit during the transfer wins: NAME_CLASH, nothing replaced.
- * With `keep > 0` the old version is first hard-linked into the versions folder (it stays at the final
- * path until the rename), and the versions folder is pruned to the newest `keep`.
+ * With `keep > 0` the old version is first hard-linked into `folder` (the name's versions folder; it
+ * stays at the final path until the rename), and the folder is pruned to the newest `keep`.
  *
  * What remains: a write between the last check and the rename (microseconds), or one through a handle
  * opened before it, lands in the old inode, which is then kept (with `keep > 0`) or unlinked.
  */
 export async function replaceAtomically(
-  source: string, placement: Placement, replacing: Replacing, keep: number, root: string, log: Logger,
+  source: string, placement: Placement, replacing: Replacing, keep: number, folder: string, log: Logger,
 ): Promise<void> {
   const { record, stamp } = replacing;
   const now = await stampOf(placement.finalPath);
   if (!now || !sameStamp(now, stamp)) {
     throw new GroupcastError(ErrorCode.NAME, `${placement.finalPath} was changed locally while the new version was received`);
   }
-  if (keep > 0) await keepOld(placement.finalPath, versionPath(root, record.group, record.name, record.transfer));
+  if (keep > 0) await keepOld(placement.finalPath, join(folder, record.transfer));
   await rename(source, placement.finalPath);
   try {
     await fsyncDir(placement.groupDir);
   } catch (err) {
     log.warn({ err, path: placement.finalPath }, 'new version placed, but the directory fsync failed');
   }
-  if (keep > 0 || (await exists(versionsFolder(root, record.group, record.name)))) {
-    await pruneVersions(versionsFolder(root, record.group, record.name), keep, log);
-  }
+  if (keep > 0 || (await exists(folder))) await pruneVersions(folder, keep, log);
 }
 
 /**
@@ -166,7 +164,7 @@ export async function replaceAtomically(
  * or a copy where links are not possible. Its folders are owner-only: old versions are not deliveries.
  */
 export async function keepOld(finalPath: string, keptPath: string): Promise<void> {
-  await mkdir(join(keptPath, '..'), { recursive: true, mode: 0o700 });
+  await mkdir(dirname(keptPath), { recursive: true, mode: 0o700 });
   await rm(keptPath, { force: true, recursive: true });
   try {
     await link(finalPath, keptPath);
