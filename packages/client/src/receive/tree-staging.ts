@@ -17,6 +17,8 @@ export function appliedMode(mode: number): number {
 
 /** The mode of a placed tree's own directory: what a directory made here would get. */
 export const TREE_ROOT_MODE = 0o755;
+/** Modes set at once when a tree is sealed: a thousand small files' chmods overlap instead of queueing. */
+const CHMOD_CONCURRENCY = 32;
 
 interface StagedFile {
   entry: ManifestEntry;
@@ -52,7 +54,8 @@ export class IncomingTree {
   static async open(dir: string, manifest: Manifest, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES): Promise<IncomingTree> {
     const size = manifest.entries.reduce((sum, entry) => sum + (entry.kind === 'file' ? entry.size : 0), 0);
     const tree = new IncomingTree(dir, manifest, size, checkpointBytes);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // mkdir says whether it made the staging directory: a new one has nothing to resume.
+    const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
     // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
     // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
     for (const entry of manifest.entries) {
@@ -61,7 +64,7 @@ export class IncomingTree {
       await chmod(tree.pathOf(entry), 0o700);
     }
     try {
-      await tree.resume(signal);
+      if (!fresh) await tree.resume(signal);
     } catch (err) {
       await tree.release();
       throw err;
@@ -141,8 +144,8 @@ export class IncomingTree {
     if (this.current) return this.current;
     const staged = this.files[this.index];
     if (!staged) throw new GroupcastError(ErrorCode.PROTOCOL, 'bytes past the end of the tree');
+    // Nothing is staged from here on (resume deleted it), so the file starts empty.
     const { entry } = staged;
-    await rm(this.pathOf(entry), { force: true });
     const signal = new AbortController().signal;
     this.current = await IncomingFile.open(this.pathOf(entry), entry.size, signal, this.checkpointBytes, { pieceSize: this.manifest.pieceSize, hashes: entry.pieces });
     return this.current;
@@ -177,7 +180,9 @@ export class IncomingTree {
    */
   async seal(): Promise<void> {
     await this.release();
-    for (const entry of this.manifest.entries) await chmod(this.pathOf(entry), appliedMode(entry.mode));
+    for (let first = 0; first < this.manifest.entries.length; first += CHMOD_CONCURRENCY) {
+      await Promise.all(this.manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(this.pathOf(entry), appliedMode(entry.mode))));
+    }
     await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
     await syncFileSystem(this.dir);
   }

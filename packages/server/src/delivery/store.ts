@@ -141,7 +141,7 @@ export class ContentStore {
           hash.update(chunk);
           pieces.update(chunk);
         };
-        size = await copyFrom(handle, target, digest, (err) => sourceError(source, err));
+        size = await copyFrom(handle, target, digest, (err) => sourceError(source, err), needed);
         if (sync) await target.sync();
       } finally {
         await target.close();
@@ -243,17 +243,19 @@ function sourceError(source: string, err: unknown): GroupcastError {
  * Copies `source` from its start to its end into `target` in one pass, handing each chunk to
  * `consume` (the hashes) while it is written, and reading the next chunk meanwhile. Returns the bytes
  * copied. A read error is mapped by `readError` (it is the source's); a write error is left as it is
- * (it is the store's).
+ * (it is the store's). `expected`, the size the source had, sizes the buffers: a small file (a tree holds
+ * thousands) costs two small buffers, not two COPY_CHUNKs; one that grew meanwhile is still copied whole.
  */
 async function copyFrom(
   source: FileHandle,
   target: FileHandle,
   consume: (chunk: Buffer) => void,
   readError: (err: unknown) => GroupcastError,
+  expected: number,
 ): Promise<number> {
   // Two buffers: one being read into while the other's chunk is hashed and written.
-  let current = Buffer.alloc(COPY_CHUNK);
-  let spare = Buffer.alloc(COPY_CHUNK);
+  let current = Buffer.alloc(Math.min(COPY_CHUNK, expected + 1));
+  let spare = Buffer.alloc(current.length);
   const read = (buffer: Buffer, position: number): Promise<Buffer> => source.read(buffer, 0, buffer.length, position).then(
     ({ bytesRead }) => buffer.subarray(0, bytesRead),
     (err: unknown) => Promise.reject(readError(err)),
