@@ -90,7 +90,7 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
     const row = rows.get(`${d.transfer}/${d.member}`);
     const took = row?.startedAt !== undefined && row.finishedAt !== undefined && d.state === 'delivered' ? formatDuration(row.finishedAt - row.startedAt) : '';
     const reason = d.state === 'delivered' ? '' : printable(d.reason || d.waiting || (d.online ? '' : 'member offline'));
-    return [memberLabel(d.member, d.memberName), printable(d.files === undefined ? d.file : transferLabel({ name: d.file, kind: 'tree', files: d.files })), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
+    return [memberLabel(d.member, d.memberName), printable(deliveryLabel(d)), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
   });
   const count = (state: string): number => result.deliveries.filter((d) => d.state === state).length;
   const pending = result.deliveries.length - count('delivered') - count('failed');
@@ -100,6 +100,11 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
     `${count('delivered')} delivered, ${pending} pending, ${count('failed')} failed${result.timedOut ? ' (timed out waiting)' : ''}`
       + (pending > 0 && !result.timedOut ? ': pending deliveries go out when those members come back (group-server status shows them)' : ''),
   ].join('\n');
+}
+
+/** A delivery's file as people see it: a tree as `name/ (N files)`. */
+function deliveryLabel(d: DeliveryView): string {
+  return d.files === undefined ? d.file : transferLabel({ name: d.file, kind: 'tree', files: d.files });
 }
 
 /**
@@ -171,7 +176,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (event.kind === 'start') {
       for (const t of event.transfers) {
         say(`distributing ${printable(transferLabel(t))} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
-        for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
+        for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, transferLabel(t), t.size).label.length);
       }
       const offline = event.members.filter((m) => !m.online);
       say(`${event.members.length} member(s), ${offline.length} offline${offline.length ? `: ${offline.map((m) => memberLabel(m.id, m.name)).join(', ')}` : ''}`);
@@ -204,7 +209,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
       return;
     }
     const d: DeliveryView = event.delivery;
-    const row = rowFor(d.transfer, d.member, d.memberName, d.file, d.size);
+    const row = rowFor(d.transfer, d.member, d.memberName, deliveryLabel(d), d.size);
     if (d.state === 'sending') {
       row.startedAt ??= now;
       return;
