@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Capability, loadOrCreateIdentity, Outcome } from '../../packages/shared/src/index.js';
@@ -28,10 +28,13 @@ describe('hostile trees', () => {
     dl = join(root, 'dl');
     await mkdir(join(root, 'outside'));
     await writeFile(join(root, 'outside', 'target.txt'), 'outside, must not change');
-    hostile = new HostileServer(await loadOrCreateIdentity(join(root, 'hostile'), 'hostile'), ['Developers'], undefined, true);
+    // A group folder that is a link to elsewhere: no tree may be placed through it.
+    await mkdir(dl);
+    await symlink(join(root, 'outside'), join(dl, 'Linked'));
+    hostile = new HostileServer(await loadOrCreateIdentity(join(root, 'hostile'), 'hostile'), ['Developers', 'Linked'], undefined, true);
     await hostile.start(port);
     member = h.spawn('member', CLIENT_BIN, [
-      '--join', 'Developers', '--server-id', hostile.identity.signer.id, '--state-dir', join(root, 'state'), '--downloads', dl,
+      '--join', 'Developers', '--join', 'Linked', '--server-id', hostile.identity.signer.id, '--state-dir', join(root, 'state'), '--downloads', dl,
       '--interface', '127.0.0.1', '--port', String(port), '--no-peers',
     ]);
     await hostile.connected;
@@ -62,6 +65,8 @@ describe('hostile trees', () => {
       const { manifest, data } = craftTree(entries);
       expect(outcome(await hostile.offerTree('Developers', 'evil', manifest, data)), what).toBe(Outcome.BAD_NAME);
     }
+    const linked = craftTree([{ path: 'f', content: text('f\n') }]);
+    expect(outcome(await hostile.offerTree('Linked', 'through-a-link', linked.manifest, linked.data))).toBe(Outcome.NAME_CLASH);
     // The control: an honest tree is accepted and placed, so the declines are the member's judgement.
     const honest = craftTree([{ path: '.env', content: text('A=1\n') }, { path: 'd', dir: true }, { path: 'd/f', content: text('f\n') }]);
     const replies = await hostile.offerTree('Developers', 'ok', honest.manifest, honest.data);

@@ -151,6 +151,13 @@ export class TreeReceive {
     }
     this.verdict = await this.judge(signal);
     if (this.verdict.kind === 'clash') return this.decline(Outcome.NAME_CLASH, this.verdict.reason);
+    if (this.verdict.kind === 'present') {
+      // Placed before a crash kept it from being recorded: record it now, and nothing need move.
+      this.finished = true;
+      await this.record(undefined);
+      this.host.haveItAll(offer, this.log, 'already present');
+      return;
+    }
     const tree = await IncomingTree.open(partialPathFor(receiver.root, this.hex), this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
     if (signal.aborted) {
       await tree.release();
@@ -173,8 +180,9 @@ export class TreeReceive {
   private judge(signal: AbortSignal): Promise<TreeVerdict> {
     const { receiver } = this.host;
     const placement = this.placement;
+    const offered = { group: this.offer.group, name: this.offer.name, transfer: this.hex, manifest: this.manifest };
     return judgeExistingTree(
-      placement, this.offer.name, receiver.received.placedAt(placement.finalPath), (hex) => placedManifest(receiver.options.stateDir, hex), signal,
+      placement, offered, receiver.received.placedAt(placement.finalPath), (hex) => placedManifest(receiver.options.stateDir, hex), signal,
     );
   }
 
@@ -267,16 +275,25 @@ export class TreeReceive {
     const folder = versionsFolder(receiver.root, offer.group, offer.name);
     const removed = await pruneVersions(folder, receiver.options.keepOld ?? DEFAULT_KEEP_OLD, log, this.hex);
     for (const hex of removed) await rm(manifestPath(receiver.options.stateDir, hex), { force: true }).catch(() => undefined);
-    const sha256 = offer.sha256.toString('hex');
-    const record = { transfer: this.hex, group: offer.group, name: offer.name, sha256, size: offer.size, path: placement.finalPath };
-    try {
-      await receiver.received.append({ ...record, time: new Date().toISOString(), kind: 'tree', files: this.files, ...(replaces ? { replaces } : {}) });
-    } catch (err) {
-      log.error({ err, path: receiver.received.path }, 'could not record the tree as received');
-    }
+    const record = await this.record(replaces);
     this.host.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
     log.info({ bytes: offer.size, files: this.files, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received a tree; replaced the earlier version' : 'received a tree');
     receiver.emit('received', { ...record, files: this.files });
+  }
+
+  /** Records the tree in the received log: what "already received" and the next version's check read. */
+  private async record(replaces: string | undefined): Promise<{ transfer: string; group: string; name: string; sha256: string; size: number; path: string }> {
+    const { receiver } = this.host;
+    const { offer } = this;
+    const record = {
+      transfer: this.hex, group: offer.group, name: offer.name, sha256: offer.sha256.toString('hex'), size: offer.size, path: this.placement.finalPath,
+    };
+    try {
+      await receiver.received.append({ ...record, time: new Date().toISOString(), kind: 'tree', files: this.files, ...(replaces ? { replaces } : {}) });
+    } catch (err) {
+      this.log.error({ err, path: receiver.received.path }, 'could not record the tree as received');
+    }
+    return record;
   }
 
   /** `<root>/.groupcast-versions/<group>/<name>`, readable by everyone who may read the group: readers follow the link into it. */

@@ -213,32 +213,52 @@ export function treeLinkTarget(group: string, name: string, transferHex: string)
 /** What a tree distribution finds at its final path. */
 export type TreeVerdict =
   | { kind: 'absent' }
+  /** This very tree is placed already (a crash before it was recorded): "already present". */
+  | { kind: 'present' }
   /** A tree groupcast placed, unchanged since (every file as its manifest says): the new version replaces it. */
   | { kind: 'replace'; record: ReceivedRecord }
   | { kind: 'clash'; reason: string };
 
+/** The tree offered, as judgeExistingTree needs it. */
+export interface OfferedTree {
+  group: string;
+  name: string;
+  transfer: string;
+  manifest: Manifest;
+}
+
 /**
- * Judges the final path for a tree: nothing there; or the link groupcast placed, pointing at the version
- * the newest record names, with every entry as that version's manifest says (replace); anything else
- * (a file, a real directory, another link, a local edit) is a clash.
+ * Judges the final path for a tree: nothing there; the link to this very tree, intact (present); the
+ * link groupcast placed, pointing at the version the newest record names, with every entry as that
+ * version's manifest says (replace); anything else (a file, a real directory, another link, a local
+ * edit) is a clash. The group folder itself must be a real directory, not a link to elsewhere.
  */
 export async function judgeExistingTree(
-  placement: Placement, name: string, record: ReceivedRecord | undefined, manifestOf: (transferHex: string) => Promise<Manifest | undefined>,
+  placement: Placement, offered: OfferedTree, record: ReceivedRecord | undefined, manifestOf: (transferHex: string) => Promise<Manifest | undefined>,
   signal: AbortSignal,
 ): Promise<TreeVerdict> {
+  const { group, name } = offered;
+  const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (groupDir && !groupDir.isDirectory()) return { kind: 'clash', reason: `${group} exists and is not a directory` };
   const found = await lstat(placement.finalPath).catch((err: unknown) => {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   });
   if (!found) return { kind: 'absent' };
   if (!found.isSymbolicLink()) return { kind: 'clash', reason: `${name} exists and is not a tree groupcast placed` };
+  const target = await readlink(placement.finalPath);
+  if (target === treeLinkTarget(group, name, offered.transfer)
+    && !(await treeChange(join(placement.groupDir, target), offered.manifest, signal))) return { kind: 'present' };
   if (!record || record.kind !== 'tree') return { kind: 'clash', reason: `${name} exists and was not placed by groupcast as a tree` };
-  if ((await readlink(placement.finalPath)) !== treeLinkTarget(record.group, record.name, record.transfer)) {
+  if (target !== treeLinkTarget(group, name, record.transfer)) {
     return { kind: 'clash', reason: `${name} was changed since groupcast placed it (the link points elsewhere)` };
   }
   const manifest = await manifestOf(record.transfer);
   if (!manifest) return { kind: 'clash', reason: `${name}: the manifest of the version placed is missing, so it cannot be checked` };
-  const change = await treeChange(join(placement.groupDir, treeLinkTarget(record.group, record.name, record.transfer)), manifest, signal);
+  const change = await treeChange(join(placement.groupDir, target), manifest, signal);
   return change ? { kind: 'clash', reason: `${name} was changed since groupcast placed it: ${change}` } : { kind: 'replace', record };
 }
 
