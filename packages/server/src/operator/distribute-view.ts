@@ -1,10 +1,11 @@
 import { stat } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import {
-  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
+  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, isGroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
+import { reattach } from './reconnect.js';
 
 export interface DistributeFlags {
   group: string;
@@ -16,6 +17,10 @@ export interface DistributeFlags {
   timeoutMs?: number;
   /** `--rate`: bytes per second these files' deliveries take together. */
   rate?: number;
+  /** `--to`: only these members of the group (names or ids, resolved by the daemon). */
+  to?: string[];
+  /** `--reconnect-timeout`: how long to try to reach a daemon that went away (RECONNECT_LIMIT_MS unless set). */
+  reconnectLimitMs?: number;
 }
 
 /** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to. */
@@ -67,6 +72,8 @@ interface Row {
   finishedAt: number | undefined;
   lastLineAt: number;
   bar: cliProgress.SingleBar | undefined;
+  /** The delivery's state and reason last shown: re-attaching sends every delivery again, shown only if it changed. */
+  shown: string;
 }
 
 /** "from server 12.0 MiB, from peers 57.3 MiB": where a member's bytes came from. */
@@ -142,7 +149,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     const key = `${transfer}/${member}`;
     let row = rows.get(key);
     if (!row) {
-      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined };
+      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined, shown: '' };
       rows.set(key, row);
     }
     return row;
@@ -152,10 +159,20 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     row.bar = undefined;
   };
 
+  /** The transfers the daemon recorded (known from its first event): what a re-attach asks for. */
+  let transferIds: string[] = [];
+  let attached = false;
+  let reconnects = 0;
   const onEvent = (raw: unknown): void => {
     const event = raw as DistributeEvent;
     const now = Date.now();
+    if (event.kind === 'watching') {
+      attached = true;
+      say(`reconnected to the daemon: watching ${event.transfers.length} transfer(s) again`);
+      return;
+    }
     if (event.kind === 'start') {
+      transferIds = event.transfers.map((t) => t.id);
       for (const t of event.transfers) {
         say(`distributing ${printable(t.name)} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
         for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
@@ -192,6 +209,9 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     }
     const d: DeliveryView = event.delivery;
     const row = rowFor(d.transfer, d.member, d.memberName, d.file, d.size);
+    const shown = `${d.state}/${d.reason}`;
+    if (row.shown === shown) return;
+    row.shown = shown;
     if (d.state === 'sending') {
       row.startedAt ??= now;
       return;
@@ -224,13 +244,34 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   process.once('SIGINT', interrupted);
 
   say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
+  const began = Date.now();
+  /** What is left of --timeout, for a watch that attaches again. */
+  const timeoutLeft = (): number | undefined => (flags.timeoutMs === undefined ? undefined : Math.max(1, flags.timeoutMs - (Date.now() - began)));
+  const watchAgain = (): Promise<DistributeResult> => reattach<DistributeResult>({
+    stateDir,
+    limitMs: flags.reconnectLimitMs,
+    request: () => {
+      attached = false;
+      return { method: 'watch', params: { transfers: transferIds, waitAll: flags.waitAll, timeoutMs: timeoutLeft() } };
+    },
+    onEvent,
+    attached: () => attached,
+    onLost: () => {
+      reconnects++;
+      say('… lost the daemon (restarting?): the distribution is on record; reconnecting to go on watching');
+    },
+  });
   try {
     const result = await callDaemon<DistributeResult>(stateDir, 'distribute', {
-      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate,
-    }, onEvent);
+      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate, to: flags.to,
+    }, onEvent).catch((err: unknown) => {
+      // Lost once the distribution was recorded: the daemon (restarted) still has it, so watch it there.
+      if (transferIds.length === 0 || !isGroupcastError(err) || err.code !== ErrorCode.CLOSED) throw err;
+      return watchAgain();
+    });
     stopBars();
     const code = exitCodeFor(result);
-    if (flags.json) process.stdout.write(`${JSON.stringify({ ...result, exitCode: code }, null, 2)}\n`);
+    if (flags.json) process.stdout.write(`${JSON.stringify({ ...result, reconnects, exitCode: code }, null, 2)}\n`);
     else if (result.deliveries.length === 0) process.stdout.write(`no member has joined ${flags.group}; nothing was sent (the file is kept for members that join within the retention time)\n`);
     else process.stdout.write(`${bars ? '' : '\n'}${summary(result, rows)}\n`);
     return code;
