@@ -165,10 +165,12 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   /**
    * Stores each file, records a delivery per current member, and starts sending to those online.
    * `rate` caps what these files' deliveries take together, under the server's own --rate; `to`
-   * sends to those members of the group only (the others, and members joining later, get nothing).
+   * sends to those members of the group only (the others, and members joining later, get nothing);
+   * `onStoring` hears how far the store's copy of each file is.
    */
   async distribute(
-    group: string, paths: string[], options: { rate?: number | undefined; to?: readonly PeerId[] | undefined } = {},
+    group: string, paths: string[],
+    options: { rate?: number | undefined; to?: readonly PeerId[] | undefined; onStoring?: (path: string, position: number, size: number) => void } = {},
   ): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
     const { membership, store, outbox, log } = this.options;
     if (!membership.hasGroup(group)) throw new GroupcastError(ErrorCode.UNKNOWN_GROUP, `no group named "${group}"`);
@@ -184,7 +186,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       // overlapping them lets the file system commit them together instead of one flush per file.
       for (let first = 0; first < paths.length; first += INGEST_CONCURRENCY) {
         const batch = paths.slice(first, first + INGEST_CONCURRENCY);
-        const stored = await Promise.all(batch.map((path) => store.ingest(path)));
+        const stored = await Promise.all(batch.map((path) => store.ingest(path, (position, size) => options.onStoring?.(path, position, size))));
         const now = this.now();
         const recorded = stored.map((file, i): TransferRecord => ({
           id: randomBytes(TRANSFER_ID_LENGTH).toString('hex'),

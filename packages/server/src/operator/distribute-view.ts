@@ -1,10 +1,12 @@
 import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import cliProgress from 'cli-progress';
 import {
   ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, isGroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
+import { fitProgress, type ProgressParts } from './progress-line.js';
 import { reattach } from './reconnect.js';
 
 export interface DistributeFlags {
@@ -72,6 +74,8 @@ interface Row {
   finishedAt: number | undefined;
   lastLineAt: number;
   bar: cliProgress.SingleBar | undefined;
+  /** A store's ingest of a file (no member, no sources) rather than a delivery. */
+  storing: boolean;
   /** The delivery's state and reason last shown: re-attaching sends every delivery again, shown only if it changed. */
   shown: string;
 }
@@ -81,16 +85,35 @@ export function sourcesText(fromServer: number, fromPeers: number): string {
   return `from server ${formatBytes(fromServer)}, from peers ${formatBytes(fromPeers)}`;
 }
 
-/**
- * `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s  from server 12.0 MiB, from peers 57.3 MiB`
- * The position is what the member holds, from anyone.
- */
-export function progressLine(row: Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers'>): string {
-  const percent = row.size > 0 ? Math.floor((row.position / row.size) * 100) : 100;
+type ProgressRow = Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers' | 'storing'>;
+
+/** A row's figures as the line shows them. The position is what the member holds, from anyone (or what is stored). */
+export function partsOf(row: ProgressRow): ProgressParts {
   const eta = row.meter.eta(row.size - row.position);
-  return `${row.label}  ${row.file}  ${percent}%  ${formatBytes(row.position)} of ${formatBytes(row.size)}  `
-    + `${formatBytes(row.meter.rate)}/s  eta ${eta === undefined ? '?' : formatDuration(eta)}  ${sourcesText(row.fromServer, row.fromPeers)}`;
+  return {
+    label: row.label,
+    file: row.file,
+    fraction: row.size > 0 ? row.position / row.size : 1,
+    sent: `${formatBytes(row.position)} of ${formatBytes(row.size)}`,
+    rate: `${formatBytes(row.meter.rate)}/s`,
+    eta: eta === undefined ? '?' : formatDuration(eta),
+    sources: row.storing ? '' : sourcesText(row.fromServer, row.fromPeers),
+  };
 }
+
+/**
+ * Without a terminal, a plain line of any length:
+ * `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s  from server 12.0 MiB, from peers 57.3 MiB`
+ */
+export function progressLine(row: ProgressRow): string {
+  const parts = partsOf(row);
+  return [parts.label, parts.file, `${Math.floor(parts.fraction * 100)}%`, parts.sent, parts.rate, `eta ${parts.eta}`, parts.sources].filter(Boolean).join('  ');
+}
+
+/** The terminal's width now (it may be resized while the bars run). */
+const terminalColumns = (): number => process.stdout.columns || DEFAULT_COLUMNS;
+/** What a terminal that does not say its width is taken to have. */
+const DEFAULT_COLUMNS = 80;
 
 function summary(result: DistributeResult, rows: Map<string, Row>): string {
   const table = result.deliveries.map((d) => {
@@ -132,12 +155,13 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   const total = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
-    format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}  {sources}',
-    barsize: 20,
+    // Each redraw lays the line out for the width the terminal has then (fitProgress).
+    format: (_options, params, payload: ProgressParts) => fitProgress({ ...payload, fraction: params.progress }, terminalColumns()),
     hideCursor: true,
     clearOnComplete: false,
-    autopadding: true,
-  }, cliProgress.Presets.shades_classic) : undefined;
+    // Lines logged above the bars (a delivery's outcome, with its transfer id) wrap instead of being cut.
+    linewrap: true,
+  }) : undefined;
   const rows = new Map<string, Row>();
   let labelWidth = 0;
   const say = (line: string): void => {
@@ -145,14 +169,35 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (bars?.isActive) bars.log(`${line}\n`);
     else process.stdout.write(`${line}\n`);
   };
-  const rowFor = (transfer: string, member: PeerId, name: string, file: string, size: number): Row => {
-    const key = `${transfer}/${member}`;
+  const newRow = (key: string, label: string, file: string, size: number, storing: boolean): Row => {
     let row = rows.get(key);
     if (!row) {
-      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined, shown: '' };
+      row = {
+        label, file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined,
+        lastLineAt: 0, bar: undefined, storing, shown: '',
+      };
       rows.set(key, row);
     }
     return row;
+  };
+  const rowFor = (transfer: string, member: PeerId, name: string, file: string, size: number): Row => newRow(`${transfer}/${member}`, memberLabel(member, name), file, size, false);
+  /** A row's progress: its bar on a terminal; otherwise a plain line every progressIntervalMs. */
+  const showProgress = (row: Row, position: number, now: number): void => {
+    row.startedAt ??= now;
+    row.position = position;
+    row.meter.add(now, position);
+    if (bars) {
+      const payload = { ...partsOf(row), label: row.label.padEnd(labelWidth) };
+      if (row.bar) row.bar.update(position, payload);
+      else {
+        row.bar = bars.create(row.size, position, payload);
+        // Drawn at once, so even a delivery that ends before the next redraw is seen.
+        bars.update();
+      }
+    } else if (!flags.json && now - row.lastLineAt >= flags.progressIntervalMs && now - row.startedAt >= flags.progressIntervalMs) {
+      row.lastLineAt = now;
+      say(progressLine(row));
+    }
   };
   const closeBar = (row: Row): void => {
     if (row.bar) bars?.remove(row.bar);
@@ -171,6 +216,12 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
       say(`reconnected to the daemon: watching ${event.transfers.length} transfer(s) again`);
       return;
     }
+    if (event.kind === 'storing') {
+      const row = newRow(`storing/${event.file}`, 'storing', basename(event.file), event.size, true);
+      showProgress(row, event.position, now);
+      if (event.position >= event.size) closeBar(row);
+      return;
+    }
     if (event.kind === 'start') {
       transferIds = event.transfers.map((t) => t.id);
       for (const t of event.transfers) {
@@ -184,27 +235,9 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (event.kind === 'progress') {
       const row = rows.get(`${event.transfer}/${event.member}`);
       if (!row) return;
-      row.startedAt ??= now;
-      row.position = event.position;
       row.fromServer = event.fromServer;
       row.fromPeers = event.fromPeers;
-      row.meter.add(now, event.position);
-      if (bars) {
-        const eta = row.meter.eta(row.size - row.position);
-        const payload = {
-          label: row.label.padEnd(labelWidth), file: row.file, sent: formatBytes(row.position), rate: formatBytes(row.meter.rate),
-          left: eta === undefined ? '?' : formatDuration(eta), sources: sourcesText(row.fromServer, row.fromPeers),
-        };
-        if (row.bar) row.bar.update(event.position, payload);
-        else {
-          row.bar = bars.create(row.size, event.position, payload);
-          // Drawn at once, so even a delivery that ends before the next redraw is seen.
-          bars.update();
-        }
-      } else if (!flags.json && now - row.lastLineAt >= flags.progressIntervalMs && now - (row.startedAt ?? now) >= flags.progressIntervalMs) {
-        row.lastLineAt = now;
-        say(progressLine(row));
-      }
+      showProgress(row, event.position, now);
       return;
     }
     const d: DeliveryView = event.delivery;

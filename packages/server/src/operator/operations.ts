@@ -51,7 +51,9 @@ export type DistributeEvent =
   | { kind: 'watching'; transfers: TransferRecord[]; members: Array<{ id: PeerId; name: string; online: boolean }> }
   /** `position`: what the member holds by now, from anyone; fromServer + fromPeers: where it came from. */
   | { kind: 'progress'; transfer: string; member: PeerId; position: number; size: number; fromServer: number; fromPeers: number }
-  | { kind: 'delivery'; delivery: DeliveryView };
+  | { kind: 'delivery'; delivery: DeliveryView }
+  /** The store copying and hashing a file (`file`: the path given), before its transfer is recorded. */
+  | { kind: 'storing'; file: string; position: number; size: number };
 
 /** What `status` shows of the server itself. Times are milliseconds since the epoch. */
 export interface ServerDescription {
@@ -307,7 +309,14 @@ export function operations(ctx: Context): Record<string, Handler> {
     // An unknown group is the distributor's to refuse (UNKNOWN_GROUP), before any name is looked up in it.
     const to = params.to === undefined || !membership.hasGroup(group) ? undefined
       : resolveRecipients(params.to, group, membership.targets(group), knownIds(), (id) => printable(membership.member(id)?.name ?? ''));
-    const { transfers } = await distributor.distribute(group, files, { rate, to });
+    const lastStoring = new Map<string, number>();
+    const onStoring = (file: string, position: number, size: number): void => {
+      const now = Date.now();
+      if (position < size && now - (lastStoring.get(file) ?? 0) < PROGRESS_INTERVAL_MS) return;
+      lastStoring.set(file, now);
+      emit({ kind: 'storing', file, position, size } satisfies DistributeEvent);
+    };
+    const { transfers } = await distributor.distribute(group, files, { rate, to, onStoring });
     emit({ kind: 'start', transfers, members: membersOf(transfers) } satisfies DistributeEvent);
     return follow(transfers, waitOptions(params), emit, signal);
   };
