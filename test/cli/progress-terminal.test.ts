@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import stringWidth from 'string-width';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness, SERVER_BIN } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
+import { onTerminal } from './terminal.js';
 import { Cluster, finalPath, MiB, Mounts, writeRandomFile, type Member } from '../durability/cluster.js';
 
 /**
@@ -29,24 +29,6 @@ beforeAll(async () => {
 
 afterAll(() => mounts.cleanup([c.server, alice.daemon]));
 
-/** Runs a command in a pseudo-terminal of `columns` columns; resolves with its exit code and all it wrote. */
-function inTerminal(args: string[], columns: number, timeoutMs = 120_000): Promise<{ code: number | null; output: string }> {
-  const command = `stty cols ${columns} rows 50 && exec ${[process.execPath, ...args].join(' ')}`;
-  return new Promise((resolveRun, reject) => {
-    const proc = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    proc.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    proc.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`distribute in a terminal did not finish in ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      resolveRun({ code, output });
-    });
-  });
-}
 
 /**
  * What the terminal was asked to show, as the text of each write from a line start: a cursor move
@@ -68,7 +50,7 @@ describe('distribute progress', () => {
   it(`in a ${COLUMNS}-column terminal: every bar fits, the long name cut, and a 256 MiB file shows "storing" before any delivery`, async () => {
     const file = join(source, LONG_NAME);
     const sha256 = await writeRandomFile(file, 256 * MiB);
-    const { code, output } = await inTerminal([SERVER_BIN, 'distribute', GROUP, file, '--state-dir', c.serverState, '--rate', '64M'], COLUMNS);
+    const { code, output } = await onTerminal([SERVER_BIN, 'distribute', GROUP, file, '--state-dir', c.serverState, '--rate', '64M'], { columns: COLUMNS, timeoutMs: 120_000 });
     expect(code, output).toBe(0);
     const segments = renderedSegments(output);
     const bars = segments.filter(isBar);
