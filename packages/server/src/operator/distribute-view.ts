@@ -2,12 +2,12 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import cliProgress from 'cli-progress';
 import {
-  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, isGroupcastError, printable, shortId, type PeerId,
+  ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
 import { fitProgress, type ProgressParts } from './progress-line.js';
-import { reattach } from './reconnect.js';
+import { isConnectionLoss, reattach } from './reconnect.js';
 
 export interface DistributeFlags {
   group: string;
@@ -25,7 +25,7 @@ export interface DistributeFlags {
   reconnectLimitMs?: number;
 }
 
-/** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to. */
+/** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to (5, the daemon lost: see DaemonLost). */
 export function exitCodeFor(result: DistributeResult): number {
   if (result.deliveries.length === 0) return 4;
   if (result.deliveries.some((d) => d.state === 'failed')) return 1;
@@ -88,7 +88,7 @@ export function sourcesText(fromServer: number, fromPeers: number): string {
 type ProgressRow = Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers' | 'storing'>;
 
 /** A row's figures as the line shows them. The position is what the member holds, from anyone (or what is stored). */
-export function partsOf(row: ProgressRow): ProgressParts {
+function partsOf(row: ProgressRow): ProgressParts {
   const eta = row.meter.eta(row.size - row.position);
   return {
     label: row.label,
@@ -299,7 +299,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
       group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate, to: flags.to,
     }, onEvent).catch((err: unknown) => {
       // Lost once the distribution was recorded: the daemon (restarted) still has it, so watch it there.
-      if (transferIds.length === 0 || !isGroupcastError(err) || err.code !== ErrorCode.CLOSED) throw err;
+      if (transferIds.length === 0 || !isConnectionLoss(err)) throw err;
       return watchAgain();
     });
     stopBars();

@@ -22,7 +22,7 @@ export class DaemonLost extends GroupcastError {
 }
 
 /** The connection ended before an answer (CLOSED), or could not be made (the daemon is not there yet). */
-function isConnectionLoss(err: unknown): boolean {
+export function isConnectionLoss(err: unknown): boolean {
   return isGroupcastError(err) && (err.code === ErrorCode.CLOSED || err.code === ErrorCode.DAEMON_UNREACHABLE);
 }
 
