@@ -62,6 +62,7 @@ describe('distribute --to', () => {
     expect(doc.transfers[0]!.to.sort()).toEqual([alice.id, bob.id].sort());
     expect(doc.deliveries.map((d) => [d.member, d.state]).sort()).toEqual([[alice.id, 'delivered'], [bob.id, 'delivered']].sort());
     for (const m of [alice, bob]) expect(await sha256File(finalPath(m, GROUP, 'patch.bin')), m.name).toBe(sha256);
+    expect(await c.statusText()).toMatch(new RegExp(`^${transfer.slice(0, 12)} +patch\\.bin +Developers \\(to 2\\) `, 'm'));
 
     // A file for everyone after it: carol receiving it shows the --to one was never on her way.
     const everyone = join(source, 'everyone.bin');
