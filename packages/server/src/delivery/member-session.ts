@@ -279,7 +279,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       case 'have':
       case 'bitfield':
       case 'request':
-        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
+        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation,
+        // unless it crossed that transfer's CANCEL (the member asked before it read it).
+        if (frame.type === 'request' && frame.transfer.toString('hex') === this.cancelled) return;
         if (this.swarmFrames) this.swarmFrames(frame);
         else if (frame.type === 'request') throw protocolViolation('REQUEST for no transfer being pulled');
         return;
