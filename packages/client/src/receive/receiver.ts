@@ -475,7 +475,8 @@ export class ReceiveSession {
     const stream = new HeldStream(partial, offset);
     const hex = offer.transfer.toString('hex');
     const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;
-    this.state = state;
+    // Every piece held (nothing changed but the order): it finishes below, still 'preparing', as an empty file does.
+    if (!stream.complete) this.state = state;
     log.info({ offset, held: partial.held.count, pieces: partial.held.length, size: offer.size }, 'accepted');
     this.send({ type: 'bitfield', transfer: offer.transfer, bits: partial.held.toWire() });
     this.send({ type: 'accept', transfer: offer.transfer, offset });

@@ -300,7 +300,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       case 'have':
       case 'bitfield':
       case 'request':
-        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
+        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation,
+        // unless it crossed that transfer's CANCEL (the member asked before it read it).
+        if (frame.type === 'request' && frame.transfer.toString('hex') === this.cancelled) return;
         if (this.swarmFrames) this.swarmFrames(frame);
         else if (frame.type === 'bitfield' && this.held?.transfer === frame.transfer.toString('hex')) this.held.bits = frame.bits;
         else if (frame.type === 'request') throw protocolViolation('REQUEST for no transfer being pulled');

@@ -13,6 +13,8 @@ export interface TransferRecord {
   expiresAt: number;
   /** `distribute --rate`: bytes per second this distribution may take of the server's upload, over all its members. */
   rate?: number;
+  /** `distribute --to`: the members it was sent to, the only ones it is for (never a later joiner's backlog). */
+  to?: PeerId[];
   /**
    * A directory tree: `sha256` names its manifest in the store, `size` is the sum of its files' sizes,
    * `files` how many files it holds. Absent: a single file.

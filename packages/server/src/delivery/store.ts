@@ -21,6 +21,9 @@ function onePiece(sha256: string, size: number): StoredPieces | undefined {
 }
 const SHA256_NAME = /^[0-9a-f]{64}$/;
 
+/** Told after each chunk of an ingest: bytes copied and hashed so far, of the size the file had at its start. */
+export type IngestProgress = (copied: number, size: number) => void;
+
 export interface StoredFile {
   sha256: string;
   size: number;
@@ -107,11 +110,11 @@ export class ContentStore {
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
    * `sync: false` (a tree's files) leaves the fsyncs to the caller, who syncs the store once for all.
    */
-  async ingest(source: string, options: { sync?: boolean } = {}): Promise<StoredFile> {
+  async ingest(source: string, options: { progress?: IngestProgress | undefined; sync?: boolean } = {}): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle, options.sync ?? true);
+        const stored = await this.storeFrom(source, handle, options.sync ?? true, options.progress);
         if (stored) return stored;
       }
       throw new GroupcastError(
@@ -124,7 +127,7 @@ export class ContentStore {
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle, sync: boolean): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, sync: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
     const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     let needed = 0;
     try {
@@ -137,9 +140,11 @@ export class ContentStore {
       try {
         // Pieces are hashed in the same pass as the whole file.
         pieces = new PieceHasher(choosePieceSize(needed));
+        let copied = 0;
         const digest = (chunk: Buffer): void => {
           hash.update(chunk);
           pieces.update(chunk);
+          progress?.((copied += chunk.length), needed);
         };
         size = await copyFrom(handle, target, digest, (err) => sourceError(source, err), needed);
         if (sync) await target.sync();

@@ -7,7 +7,7 @@ import {
   type EntryKind, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
 import type { SourceFile } from './byte-source.js';
-import type { ContentStore } from './store.js';
+import type { ContentStore, IngestProgress } from './store.js';
 
 /**
  * Directory trees in the store (PROTOCOL.md §7.7). Each file is stored content-addressed like any
@@ -140,9 +140,22 @@ async function inBatches<T, R>(items: readonly T[], limit: number, work: (item: 
  * makes all of it durable with one sync of the store's file system: the caller records the
  * distribution only after this returns.
  */
-export async function storeTree(store: ContentStore, tree: WalkedTree): Promise<StoredTree> {
+export async function storeTree(store: ContentStore, tree: WalkedTree, progress?: IngestProgress): Promise<StoredTree> {
   const files = tree.entries.filter((entry) => entry.kind === 'file');
-  const stored = await inBatches(files, TREE_INGEST_CONCURRENCY, (file) => store.ingest(file.source, { sync: false }));
+  // Progress over the whole tree: the bytes copied of every file so far, of what the walk found.
+  const total = files.reduce((sum, file) => sum + file.size, 0);
+  let copied = 0;
+  const stored = await inBatches(files, TREE_INGEST_CONCURRENCY, (file) => {
+    let mine = 0;
+    return store.ingest(file.source, {
+      sync: false,
+      progress: (position) => {
+        copied += position - mine;
+        mine = position;
+        progress?.(copied, total);
+      },
+    });
+  });
   const pieceSize = treePieceSize(stored.map((file) => file.size));
   const hashes = await inBatches(stored, TREE_INGEST_CONCURRENCY, (file) => piecesAt(store, file.sha256, file.size, pieceSize));
   let next = 0;
