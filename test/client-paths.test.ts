@@ -34,7 +34,7 @@ describe('placementFor', () => {
 
   it.each([
     ['..', 'f'], ['.', 'f'], ['', 'f'], ['a/b', 'f'], ['.hidden', 'f'], [PARTIAL_DIR, 'f'],
-    ['g', '..'], ['g', '../../etc/passwd'], ['g', '/etc/passwd'], ['g', 'a\\b'], ['g', '.bashrc'],
+    ['g', '..'], ['g', '../../etc/passwd'], ['g', '/etc/passwd'], ['g', 'a\\b'], ['g', '.groupcast-versions'],
     ['g', 'bell\u0007'], ['g', ' lead'], ['g', 'x'.repeat(256)], ['x'.repeat(65), 'f'],
   ])('refuses group %j / name %j with NAME', (group, name) => {
     expect(codeOf(() => placementFor(ROOT, group, name))).toBe(ErrorCode.NAME);

@@ -218,7 +218,7 @@ describe('refusals', () => {
     expect(declined).toHaveLength(1);
   });
 
-  it.each(['../escape', '.hidden', 'a/b', 'c\u0000d', ''])('DECLINE BAD_NAME for %j', async (name) => {
+  it.each(['../escape', '.groupcast-partial', 'a/b', 'c\u0000d', ''])('DECLINE BAD_NAME for %j', async (name) => {
     await session.handle(offer(Buffer.from('x'), { name }));
     expect(await link.next()).toMatchObject({ type: 'decline', outcome: Outcome.BAD_NAME });
     expect(readdirSync(downloads).filter((entry) => entry !== PARTIAL_DIR)).toEqual([]);

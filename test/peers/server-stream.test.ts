@@ -7,7 +7,7 @@ import {
 } from '../../packages/shared/src/index.js';
 import { harness } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
-import { craft, Datagrams, nonceOf } from '../security/tools.js';
+import { joinAs } from '../security/tools.js';
 import { Cluster, finalPath, MiB, partialDir, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
 
 /**
@@ -75,14 +75,7 @@ describe('pieces on the server stream', () => {
     await c.server!.stop();
     await c.restartServer();
     const port = Number((await c.server!.waitForMsg('group-server started')).tcpPort ?? 0);
-    const udp = await Datagrams.open();
-    try {
-      const join = craft({ type: 'join', group: GROUP, proof: Buffer.alloc(0) }, identity.signer);
-      await udp.send(join, Number(c.port));
-      expect((await udp.answerTo(nonceOf(join))).message.type).toBe('ack');
-    } finally {
-      udp.close();
-    }
+    await joinAs(identity.signer, GROUP, Number(c.port));
     const frames: Frame[] = [];
     const socket = connect({
       host: '127.0.0.1', port, cert: identity.certPem, key: identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,

@@ -99,6 +99,19 @@ export function nonceOf(datagram: Buffer): Buffer {
   return datagram.subarray(12, 12 + NONCE_LENGTH);
 }
 
+/** Joins `group` as `signer` with a hand-made JOIN (a member the test plays itself), and checks it is acknowledged. */
+export async function joinAs(signer: Signer, group: string, port: number): Promise<void> {
+  const udp = await Datagrams.open();
+  try {
+    const join = craft({ type: 'join', group, proof: Buffer.alloc(0) }, signer);
+    await udp.send(join, port);
+    const answer = await udp.answerTo(nonceOf(join));
+    if (answer.message.type !== 'ack') throw new Error(`JOIN ${group} was answered ${answer.message.type}`);
+  } finally {
+    udp.close();
+  }
+}
+
 export interface ServerStatus {
   server: { id: string; datagrams: { dropped: Record<string, number> }; connections: { admitted: number; refused: number } };
   members: Array<{ id: string; joined: string[]; allowedIn: string[] }>;

@@ -147,7 +147,7 @@ describe('frames: rejection', () => {
   );
 
   it('an unknown frame type is WIRE_TYPE', () => {
-    for (const type of [0, 17, 100, 128, 255]) {
+    for (const type of [0, 18, 100, 128, 255]) {
       expectCode(() => decodeFrame(Buffer.from([type])), ErrorCode.WIRE_TYPE);
       expectCode(() => decodeFrame(typed(type, TRANSFER)), ErrorCode.WIRE_TYPE);
     }

@@ -4,6 +4,7 @@ import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
 import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
 import { Capability, Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
+import { encodeManifest, type Manifest } from '../../packages/shared/src/wire/manifest.js';
 import { counting, memberSigner, serverSigner } from './helpers.js';
 
 /** 2026-01-01T00:00:00.000Z, the worked examples' clock. */
@@ -18,6 +19,19 @@ const CODE_JOIN_NONCE = counting(0x40, 16);
 export const TRANSFER = counting(0x10, 16);
 /** A cookie is opaque to the member (an HMAC under the server's secret): any 16 bytes do here. */
 const LIST_COOKIE = counting(0x30, 16);
+
+const EMPTY_SHA256 = createHash('sha256').digest();
+/** The worked example's tree: a dotfile, a directory, an empty executable inside it. */
+export const GOLDEN_TREE: Manifest = {
+  pieceSize: 262_144,
+  tree: true,
+  entries: [
+    { kind: 'file', path: '.env', size: FILE_CONTENT.length, mode: 0o600, sha256: createHash('sha256').update(FILE_CONTENT).digest(), pieces: createHash('sha256').update(FILE_CONTENT).digest() },
+    { kind: 'directory', path: 'bin', size: 0, mode: 0o755, sha256: Buffer.alloc(0), pieces: Buffer.alloc(0) },
+    { kind: 'file', path: 'bin/run.sh', size: 0, mode: 0o755, sha256: EMPTY_SHA256, pieces: Buffer.alloc(0) },
+  ],
+};
+export const GOLDEN_TREE_BYTES = encodeManifest(GOLDEN_TREE);
 
 export interface DatagramExample {
   kind: 'datagram';
@@ -131,6 +145,7 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   'reclaim-request': { kind: 'frame', frame: RECLAIM_REQUEST },
   partials: { kind: 'frame', frame: { type: 'partials', transfers: [counting(0x20, 16)] } },
   ping: { kind: 'frame', frame: { type: 'ping', time: T0 + 5_000 } },
+  tree: { kind: 'frame', frame: { type: 'tree', transfer: TRANSFER, total: GOLDEN_TREE_BYTES.length, offset: 0, chunk: GOLDEN_TREE_BYTES } },
 };
 
 /** The ids of the examples' keys, as `<!-- golden-id:NAME -->` shows them. */

@@ -5,7 +5,9 @@ import { parsePeerId } from '../../packages/shared/src/identity.js';
 import { deriveInviteKey, parseJoinCode } from '../../packages/shared/src/invite.js';
 import { decodeDatagram, encodeDatagram } from '../../packages/shared/src/wire/control.js';
 import { decodeFrame, encodeFrame } from '../../packages/shared/src/wire/frames.js';
-import { GOLDEN, GOLDEN_CODE, GOLDEN_IDS, GOLDEN_INVITE_KEY } from './golden-examples.js';
+import { createHash } from 'node:crypto';
+import { GOLDEN, GOLDEN_CODE, GOLDEN_IDS, GOLDEN_INVITE_KEY, GOLDEN_TREE, GOLDEN_TREE_BYTES } from './golden-examples.js';
+import { decodeManifest } from '../../packages/shared/src/wire/manifest.js';
 import { plain } from './helpers.js';
 
 /**
@@ -73,6 +75,12 @@ describe('docs/PROTOCOL.md worked examples', () => {
     expect(GOLDEN_IDS.server!.id.startsWith(code.serverPrefix)).toBe(true);
     expect((invite.get('key') ?? '').trim()).toBe(GOLDEN_INVITE_KEY.toString('hex'));
     expect((await deriveInviteKey(code)).toString('hex')).toBe(GOLDEN_INVITE_KEY.toString('hex'));
+  });
+
+  it('the tree example decodes to its manifest, and its sha256 is the one the document shows', () => {
+    expect(plain(decodeManifest(GOLDEN_TREE_BYTES))).toEqual(plain(GOLDEN_TREE));
+    const sha256 = createHash('sha256').update(GOLDEN_TREE_BYTES).digest('hex');
+    expect(PROTOCOL).toContain(`\`${sha256.slice(0, 8)}…${sha256.slice(-8)}\``);
   });
 
   it('shows the raw public keys of the example keys', () => {

@@ -25,7 +25,6 @@ describe.each(validators)('%s', (_name, validate, maxBytes) => {
     ['escape', '\u001b[31mred'],
     ['DEL', 'a\u007f'],
     ['C1 control', 'a\u0085b'],
-    ['leading dot', '.hidden'],
     ['leading space', ' name'],
     ['trailing space', 'name '],
     ['only spaces', '   '],
@@ -52,4 +51,18 @@ describe.each(validators)('%s', (_name, validate, maxBytes) => {
       expect(validate(name)).toBe(name);
     },
   );
+});
+
+describe('dot names', () => {
+  it('refuses a group starting with a dot: the member keeps its own folders beside the groups', () => {
+    expectCode(() => validateGroupName('.hidden'), ErrorCode.NAME);
+  });
+
+  it.each(['.env', '.hidden', '..x', '.gitignore'])('accepts the dotfile %j as a file name', (name) => {
+    expect(validateFileName(name)).toBe(name);
+  });
+
+  it.each(['.groupcast-partial', '.groupcast-versions'])('refuses the reserved %j as a file name', (name) => {
+    expectCode(() => validateFileName(name), ErrorCode.NAME);
+  });
 });

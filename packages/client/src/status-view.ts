@@ -41,7 +41,7 @@ export function statusText(report: StatusReport, now: number): string {
     lines.push(`RECENT FILES (${recent.length} of ${report.received})`);
     lines.push(formatTable(
       ['RECEIVED (UTC)', 'GROUP', 'SIZE', 'SHA256', 'PATH'],
-      recent.map((r) => [r.time.replace('T', ' ').slice(0, 19), printable(r.group), formatBytes(r.size), `${r.sha256.slice(0, 12)}…`, printable(r.path)]),
+      recent.map((r) => [r.time.replace('T', ' ').slice(0, 19), printable(r.group), formatBytes(r.size), `${r.sha256.slice(0, 12)}…`, printable(r.kind === 'tree' ? `${r.path}/ (${r.files ?? 0} files)` : r.path)]),
     ));
   }
   if (status.problems.length > 0) {

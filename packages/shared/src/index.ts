@@ -25,3 +25,4 @@ export * from './runtime/journal.js';
 export * from './runtime/state-lock.js';
 export * from './runtime/cli-output.js';
 export * from './runtime/rate.js';
+export * from './tree-paths.js';

@@ -19,6 +19,11 @@ export const TARGET_PIECES = 2048;
  * (over 125 GiB at 16 MiB pieces) gets no manifest and is streamed whole, as to an old member.
  */
 export const MAX_MANIFEST_PIECES = 8000;
+/**
+ * Pieces a tree's manifest (version 2, in TREE frames, not one frame) may list over all its files:
+ * 8 MiB of hashes, half of MAX_TREE_MANIFEST_BYTES; 64 GiB of tree at the smallest piece size.
+ */
+export const MAX_TREE_PIECES = 262_144;
 
 /** The smallest power of two in [MIN_PIECE_SIZE, MAX_PIECE_SIZE] that cuts `size` into ≤ TARGET_PIECES. */
 export function choosePieceSize(size: number): number {

@@ -162,7 +162,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
   /** Pieces always; peers when this member has a peer port (not --no-peers). */
   private capabilities(): { flags: number; peerPort: number } {
     const peerPort = this.options.receiver.options.peers?.port ?? 0;
-    return { flags: Capability.PIECES | (peerPort > 0 ? Capability.PEERS : 0), peerPort };
+    return { flags: Capability.PIECES | Capability.TREES | (peerPort > 0 ? Capability.PEERS : 0), peerPort };
   }
 
   /**

@@ -2,16 +2,16 @@ import { createHash } from 'node:crypto';
 import { link, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import {
-  errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, validateFileName, validateGroupName, type Logger,
+  errnoCode, ErrorCode, fsyncDir, GroupcastError, hashFromHandle, PARTIAL_DIR, validateFileName, validateGroupName, VERSIONS_DIR, type Logger,
 } from '@groupcast/shared';
+
+export { PARTIAL_DIR, VERSIONS_DIR };
 
 /**
  * Where received files go: `<root>/<group>/<name>`, with partial data in `<root>/.groupcast-partial/`
- * and versions in `<root>/.groupcast-versions/` (dot names no group can have). The path decisions here are pure, so they can be tested alone.
+ * and versions in `<root>/.groupcast-versions/` (PARTIAL_DIR and VERSIONS_DIR, from shared's names.ts: dot names
+ * no group can have). The path decisions here are pure, so they can be tested alone.
  */
-export const PARTIAL_DIR = '.groupcast-partial';
-/** Placed tree versions and kept old versions (versions.ts): reserved like PARTIAL_DIR, no group can have it. */
-export const VERSIONS_DIR = '.groupcast-versions';
 
 export interface Placement {
   groupDir: string;

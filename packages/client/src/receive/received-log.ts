@@ -14,6 +14,8 @@ export interface ReceivedRecord {
   time: string;
   /** What was placed; lines written before trees and versions have none and are files. */
   kind?: 'file' | 'tree' | undefined;
+  /** A tree: how many files it holds. */
+  files?: number | undefined;
   /** The transfer whose version this one replaced at `path`, if it replaced one. */
   replaces?: string | undefined;
 }

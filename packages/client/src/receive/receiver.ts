@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
   OUTCOME_NAMES, PieceMismatch, truncateUtf8,
-  protocolViolation, type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
+  protocolViolation, type Frame, type Logger, type Manifest, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
   heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
@@ -13,6 +13,7 @@ import {
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
+import { TreeAssembly, TreeReceive } from './tree-receive.js';
 import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
 import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
@@ -26,8 +27,11 @@ export interface TransferEvent {
 }
 export interface ReceivedEvent extends TransferEvent {
   path: string;
+  /** A tree's: the SHA-256 of its manifest. */
   sha256: string;
   size: number;
+  /** A tree: how many files it holds. */
+  files?: number;
 }
 export interface UndeliveredEvent extends TransferEvent {
   outcome: Outcome;
@@ -143,12 +147,14 @@ type State =
   | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger; replacing: Replacing | undefined }
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
-  /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
+  /** A directory tree, from its OFFER to its RESULT (tree-receive.ts). */
+  | { kind: 'tree'; hex: string; receive: TreeReceive }
   /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version. */
   | {
     kind: 'patching'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; stream: HeldStream; log: Logger;
     replacing: Replacing;
   }
+  /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
   | {
     kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
     replacing: Replacing | undefined; finishing?: boolean;
@@ -224,6 +230,8 @@ export class ReceiveSession {
   private handling: Promise<void> = Promise.resolve();
   private reported = false;
   private reclaim: Reclaim | undefined;
+  /** The TREE parts received so far of the next OFFER's tree manifest. */
+  private treeParts: TreeAssembly | undefined;
   /** The MANIFEST just received, waiting for the OFFER it announces. */
   private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string; peers?: PeerEntry[] } | undefined;
 
@@ -254,6 +262,8 @@ export class ReceiveSession {
         return this.cancel(frame.transfer.toString('hex'), frame.message);
       case 'manifest':
         return this.manifest(frame);
+      case 'tree':
+        return this.treePart(frame);
       case 'peers':
       case 'seeded':
         return this.swarmFrame(frame);
@@ -264,7 +274,7 @@ export class ReceiveSession {
 
   private inFlight(): boolean {
     const { kind } = this.state;
-    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'patching';
+    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'patching' || kind === 'tree';
   }
 
   private send(frame: Frame): void {
@@ -275,9 +285,8 @@ export class ReceiveSession {
 
   private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
     if (!this.pieces) throw protocolViolation('MANIFEST on a connection that did not negotiate pieces');
-    if (this.inFlight()) {
-      throw protocolViolation('MANIFEST while a transfer is in flight');
-    }
+    if (this.inFlight()) throw protocolViolation('MANIFEST while a transfer is in flight');
+    if (this.treeParts) throw protocolViolation('MANIFEST after TREE parts');
     const [entry] = frame.manifest.entries;
     if (!entry) throw protocolViolation('MANIFEST without an entry');
     this.announced = {
@@ -285,6 +294,46 @@ export class ReceiveSession {
       size: entry.size, sha256: entry.sha256, path: entry.path,
     };
     return Promise.resolve();
+  }
+
+  // ---- TREE ----
+
+  /** A part of the next OFFER's tree manifest (PROTOCOL.md §7.7): in order, between transfers only. */
+  private treePart(frame: Extract<Frame, { type: 'tree' }>): Promise<void> {
+    if (!this.pieces) throw protocolViolation('TREE on a connection that did not negotiate pieces');
+    if (this.inFlight()) throw protocolViolation('TREE while a transfer is in flight');
+    if (this.announced) throw protocolViolation('TREE after a MANIFEST');
+    if (!this.treeParts) {
+      if (frame.offset !== 0) throw protocolViolation(`first TREE part at offset ${frame.offset}`);
+      this.treeParts = new TreeAssembly(frame.transfer, frame.total);
+    }
+    this.treeParts.add(frame);
+    return Promise.resolve();
+  }
+
+  /** The tree this OFFER is for, if TREE parts came before it (then they must describe it). */
+  private treeFor(offer: Offer): { manifest: Manifest; bytes: Buffer } | undefined {
+    const parts = this.treeParts;
+    this.treeParts = undefined;
+    return parts?.manifestFor(offer);
+  }
+
+  private startTree(offer: Offer, placement: Placement, tree: { manifest: Manifest; bytes: Buffer }): void {
+    const hex = offer.transfer.toString('hex');
+    const receive: TreeReceive = new TreeReceive({
+      receiver: this.receiver,
+      log: this.log,
+      send: (frame) => this.send(frame),
+      decline: (o, log, outcome, message) => this.decline(o, log, outcome, message),
+      haveItAll: (o, log, why) => this.haveItAll(o, log, why),
+      fail: (o, log, outcome, message, err) => this.fail(o, log, outcome, message, err),
+      freeSpaceShortfall: (needed, signal) => this.freeSpaceShortfall(needed, signal),
+      ended: (early) => {
+        if (this.state.kind === 'tree' && this.state.receive === receive) this.state = early ? { kind: 'discarding', hex, transfer: offer.transfer } : IDLE;
+      },
+    }, offer, placement, tree.manifest, tree.bytes);
+    this.state = { kind: 'tree', hex, receive };
+    receive.start();
   }
 
   /**
@@ -304,9 +353,8 @@ export class ReceiveSession {
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
-    if (this.inFlight()) {
-      throw protocolViolation('OFFER while another transfer is in flight');
-    }
+    if (this.inFlight()) throw protocolViolation('OFFER while another transfer is in flight');
+    const tree = this.treeFor(offer);
     const announced = this.piecesFor(offer);
     const hex = offer.transfer.toString('hex');
     // `file`, not `name`: pino already writes the logger's name under `name`.
@@ -321,6 +369,10 @@ export class ReceiveSession {
       placement = placementFor(this.receiver.root, offer.group, offer.name);
     } catch (err) {
       this.decline(offer, log, Outcome.BAD_NAME, (err as Error).message);
+      return Promise.resolve();
+    }
+    if (tree) {
+      this.startTree(offer, placement, tree);
       return Promise.resolve();
     }
     // Preparing can take long (rehashing a large partial), so it runs beside the frame stream:
@@ -612,6 +664,10 @@ export class ReceiveSession {
       await state.swarm.serverData(frame.offset, frame.payload);
       return;
     }
+    if (state.kind === 'tree' && frame.transfer.equals(state.receive.offer.transfer)) {
+      await state.receive.data(frame);
+      return;
+    }
     if (state.kind === 'patching' && frame.transfer.equals(state.offer.transfer)) return this.patchData(state, frame);
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
@@ -703,6 +759,7 @@ export class ReceiveSession {
       return;
     }
     this.state = IDLE;
+    if (state.kind === 'tree') await state.receive.cancel(message);
     if (state.kind === 'receiving') {
       await this.drop(state.file, state.log);
       await this.cancelled(state.offer, state.log, message);
@@ -716,7 +773,7 @@ export class ReceiveSession {
 
   private async cancelled(offer: Offer, log: Logger, message: string | undefined): Promise<void> {
     const partial = partialPathFor(this.receiver.root, offer.transfer.toString('hex'));
-    await rm(partial, { force: true }).catch((err: unknown) => log.warn({ err, path: partial }, 'could not delete a partial'));
+    await rm(partial, { force: true, recursive: true }).catch((err: unknown) => log.warn({ err, path: partial }, 'could not delete a partial'));
     log.info({ reason: message }, 'cancelled by the server');
     this.receiver.emit('failed', { ...this.describe(offer), outcome: Outcome.CANCELLED, message: message ?? 'cancelled' });
   }
@@ -730,7 +787,7 @@ export class ReceiveSession {
         this.log.debug({ transfer: hex }, 'cancel for a transfer not in flight');
         return;
       }
-      await rm(path, { force: true });
+      await rm(path, { force: true, recursive: true }); // a tree's partial is a directory
       this.log.info({ transfer: hex, bytes, reason: message }, 'deleted a partial the server will not offer again');
     } catch (err) {
       this.log.warn({ err, path }, 'could not delete a partial');
@@ -789,6 +846,7 @@ export class ReceiveSession {
       const last = this.state;
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
+      if (last.kind === 'tree') await last.receive.close();
       if (last.kind === 'patching') await last.partial.release();
       if (last.kind === 'swarming') {
         await last.swarm.close();

@@ -1,9 +1,10 @@
-import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { copyFile, link, lstat, mkdir, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { errnoCode, ErrorCode, fsyncDir, GroupcastError, truncateUtf8, type Logger } from '@groupcast/shared';
+import { errnoCode, ErrorCode, fsyncDir, GroupcastError, truncateUtf8, type Logger, type Manifest } from '@groupcast/shared';
 import { existingAt, hashFile, VERSIONS_DIR, type Placement } from './download-area.js';
 import type { ReceivedRecord } from './received-log.js';
+import { appliedMode } from './tree-staging.js';
 
 /**
  * New versions of what groupcast placed (docs/PROTOCOL.md §8.1 step 4, issue 11). A newer distribution
@@ -177,9 +178,10 @@ export async function keepOld(finalPath: string, keptPath: string): Promise<void
  * Deletes all but the newest `keep` versions in a name's versions folder. Newest by change time: linking
  * a version in sets it, and nothing else touches the folder. Trouble is logged: the delivery is done.
  */
-export async function pruneVersions(folder: string, keep: number, log: Logger): Promise<string[]> {
+export async function pruneVersions(folder: string, keep: number, log: Logger, current?: string): Promise<string[]> {
   try {
-    const entries = await Promise.all((await readdir(folder)).map(async (name) => {
+    // A tree's folder also holds the version in place (`current`), which is never pruned.
+    const entries = await Promise.all((await readdir(folder)).filter((name) => name !== current).map(async (name) => {
       const stats = await lstat(join(folder, name), { bigint: true });
       return { name, ctimeNs: stats.ctimeNs };
     }));
@@ -196,4 +198,114 @@ export async function pruneVersions(folder: string, keep: number, log: Logger): 
 
 async function exists(path: string): Promise<boolean> {
   return lstat(path).then(() => true, () => false);
+}
+
+// ---- trees (PROTOCOL.md §7.7) ----
+// A placed tree is `<root>/<group>/<name>`, a relative symbolic link to its version directory
+// `<root>/.groupcast-versions/<group>/<name>/<transfer-hex>/`. A new version is staged, moved beside the
+// old one, and a new link is renamed over the old link: a reader following the link sees one version.
+
+/** The link's target, relative to the group folder, so the download directory can be moved whole. */
+export function treeLinkTarget(group: string, name: string, transferHex: string): string {
+  return join('..', VERSIONS_DIR, group, name, transferHex);
+}
+
+/** What a tree distribution finds at its final path. */
+export type TreeVerdict =
+  | { kind: 'absent' }
+  /** This very tree is placed already (a crash before it was recorded): "already present". */
+  | { kind: 'present' }
+  /** A tree groupcast placed, unchanged since (every file as its manifest says): the new version replaces it. */
+  | { kind: 'replace'; record: ReceivedRecord }
+  | { kind: 'clash'; reason: string };
+
+/** The tree offered, as judgeExistingTree needs it. */
+export interface OfferedTree {
+  group: string;
+  name: string;
+  transfer: string;
+  manifest: Manifest;
+}
+
+/**
+ * Judges the final path for a tree: nothing there; the link to this very tree, intact (present); the
+ * link groupcast placed, pointing at the version the newest record names, with every entry as that
+ * version's manifest says (replace); anything else (a file, a real directory, another link, a local
+ * edit) is a clash. The group folder itself must be a real directory, not a link to elsewhere.
+ */
+export async function judgeExistingTree(
+  placement: Placement, offered: OfferedTree, record: ReceivedRecord | undefined, manifestOf: (transferHex: string) => Promise<Manifest | undefined>,
+  signal: AbortSignal,
+): Promise<TreeVerdict> {
+  const { group, name } = offered;
+  const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (groupDir && !groupDir.isDirectory()) return { kind: 'clash', reason: `${group} exists and is not a directory` };
+  const found = await lstat(placement.finalPath).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (!found) return { kind: 'absent' };
+  if (!found.isSymbolicLink()) return { kind: 'clash', reason: `${name} exists and is not a tree groupcast placed` };
+  const target = await readlink(placement.finalPath);
+  if (target === treeLinkTarget(group, name, offered.transfer)
+    && !(await treeChange(join(placement.groupDir, target), offered.manifest, signal))) return { kind: 'present' };
+  if (!record || record.kind !== 'tree') return { kind: 'clash', reason: `${name} exists and was not placed by groupcast as a tree` };
+  if (target !== treeLinkTarget(group, name, record.transfer)) {
+    return { kind: 'clash', reason: `${name} was changed since groupcast placed it (the link points elsewhere)` };
+  }
+  const manifest = await manifestOf(record.transfer);
+  if (!manifest) return { kind: 'clash', reason: `${name}: the manifest of the version placed is missing, so it cannot be checked` };
+  const change = await treeChange(join(placement.groupDir, target), manifest, signal);
+  return change ? { kind: 'clash', reason: `${name} was changed since groupcast placed it: ${change}` } : { kind: 'replace', record };
+}
+
+/** How a placed tree differs from its manifest (an entry added, missing, of another kind, size, mode or content), or undefined. */
+export async function treeChange(versionDir: string, manifest: Manifest, signal: AbortSignal): Promise<string | undefined> {
+  const present = new Map<string, Stats>();
+  const pending = [''];
+  while (pending.length > 0) {
+    const relative = pending.pop()!;
+    for (const entry of await readdir(join(versionDir, relative))) {
+      const path = relative ? `${relative}/${entry}` : entry;
+      const stats = await lstat(join(versionDir, path));
+      present.set(path, stats);
+      if (stats.isDirectory()) pending.push(path);
+      if (present.size > manifest.entries.length) return `${JSON.stringify(path)} was added`;
+    }
+  }
+  for (const entry of manifest.entries) {
+    const stats = present.get(entry.path);
+    const shown = JSON.stringify(entry.path);
+    if (!stats) return `${shown} is missing`;
+    if (entry.kind === 'directory' ? !stats.isDirectory() : !stats.isFile()) return `${shown} is no longer a ${entry.kind}`;
+    if ((stats.mode & 0o777) !== appliedMode(entry.mode)) return `${shown} has another mode`;
+    if (entry.kind === 'directory') continue;
+    if (stats.size !== entry.size || !(await hashFile(join(versionDir, entry.path), signal)).equals(entry.sha256)) return `${shown} was edited`;
+  }
+  return present.size === manifest.entries.length ? undefined : 'entries were added';
+}
+
+/**
+ * Makes `<group>/<name>` point at the placed version: a new link made beside it and renamed over the old
+ * link (replace), or made at the final path itself, which refuses anything that appeared meanwhile
+ * (absent). rename() of a link never replaces a real directory. Then the group folder is fsynced.
+ */
+export async function switchTree(placement: Placement, group: string, name: string, transferHex: string, replacing: boolean, log: Logger): Promise<void> {
+  const target = treeLinkTarget(group, name, transferHex);
+  if (replacing) {
+    const temp = tempPathFor(placement, name, transferHex);
+    await rm(temp, { force: true });
+    await symlink(target, temp);
+    await rename(temp, placement.finalPath);
+  } else {
+    await symlink(target, placement.finalPath);
+  }
+  try {
+    await fsyncDir(placement.groupDir);
+  } catch (err) {
+    log.warn({ err, path: placement.finalPath }, 'tree placed, but the directory fsync failed');
+  }
 }

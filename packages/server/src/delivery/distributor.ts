@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
@@ -9,7 +10,8 @@ import {
 import type { Membership } from '../control/membership.js';
 import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
-import type { ContentStore, RemovedFile } from './store.js';
+import type { ContentStore, RemovedFile, StoredFile } from './store.js';
+import { storeTree, TreeManifests, walkTree, type StoredTree, type WalkedTree } from './tree-store.js';
 import { manifestOf } from './piece-file.js';
 import { Tracker, type Seat } from './tracker.js';
 
@@ -40,6 +42,7 @@ export const HISTORY_LIMIT = 256;
 export const EXPIRED_REASON = 'expired (retention)';
 export const CANCELLED_REASON = 'cancelled by the operator';
 export const RETRIED_REASON = 'retried by the operator';
+export const NO_TREES_REASON = "member's groupcast cannot receive directories; upgrade it";
 
 /**
  * What a member that joins a group later is given of what was distributed before (and so what the
@@ -121,6 +124,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   private readonly pulls: PQueue;
   /** Who holds which piece of each transfer being pulled: the server seeds from it and lists peers. */
   private readonly tracker: Tracker;
+  /** Stored tree manifests, read for their deliveries and for what retention must keep. */
+  private readonly trees: TreeManifests;
   private readonly active = new Set<PeerId>();
   private readonly inflight = new Map<string, { controller: AbortController; member: PeerId }>();
   private readonly retryTimers = new Map<PeerId, NodeJS.Timeout>();
@@ -144,6 +149,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     this.streams = new PQueue({ concurrency: options.concurrency });
     this.pulls = new PQueue({ concurrency: Math.max(options.concurrency, MAX_PULLS) });
     this.tracker = new Tracker(options.log.child({ component: 'tracker' }));
+    this.trees = new TreeManifests(options.store);
   }
 
   private now(): number {
@@ -177,6 +183,11 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const names = paths.map((path) => validateFileName(basename(path)));
     const to = options.to && new Set(options.to);
     const members = membership.targets(group).filter((id) => !to || to.has(id));
+    // Every directory is walked (and refused, with what is wrong in it) before anything is stored.
+    const trees = new Map<string, WalkedTree>();
+    for (const path of paths) {
+      if ((await lstat(path).catch(() => undefined))?.isDirectory()) trees.set(path, await walkTree(path));
+    }
     const transfers: TransferRecord[] = [];
     this.recording++;
     try {
@@ -186,7 +197,11 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       // overlapping them lets the file system commit them together instead of one flush per file.
       for (let first = 0; first < paths.length; first += INGEST_CONCURRENCY) {
         const batch = paths.slice(first, first + INGEST_CONCURRENCY);
-        const stored = await Promise.all(batch.map((path) => store.ingest(path, (position, size) => options.onStoring?.(path, position, size))));
+        const stored = await Promise.all(batch.map((path): Promise<StoredFile | StoredTree> => {
+          const progress = (position: number, size: number): void => options.onStoring?.(path, position, size);
+          const tree = trees.get(path);
+          return tree ? storeTree(store, tree, progress) : store.ingest(path, { progress });
+        }));
         const now = this.now();
         const recorded = stored.map((file, i): TransferRecord => ({
           id: randomBytes(TRANSFER_ID_LENGTH).toString('hex'),
@@ -198,11 +213,14 @@ export class Distributor extends EventEmitter<DistributorEvents> {
           expiresAt: now + this.options.keepMs,
           ...(options.rate === undefined ? {} : { rate: options.rate }),
           ...(to ? { to: members } : {}),
+          ...('files' in file ? { kind: 'tree' as const, files: file.files } : {}),
         }));
         await Promise.all(recorded.map((transfer) => outbox.create(transfer, members)));
         for (const transfer of recorded) {
           transfers.push(transfer);
-          log.info({ transfer: transfer.id, group, file: transfer.name, bytes: transfer.size, members: members.length }, 'distribution recorded');
+          log.info({
+            transfer: transfer.id, group, file: transfer.name, bytes: transfer.size, members: members.length, ...(transfer.kind ? { files: transfer.files } : {}),
+          }, 'distribution recorded');
         }
         // Sending starts with the first files recorded: storing the next ones overlaps delivering these.
         for (const member of members) this.wake(member);
@@ -365,7 +383,19 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const transfer = outbox.transfer(delivery.transfer);
     if (!session || !transfer || delivery.state !== 'pending') return true;
     const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
-    const manifest = session.supportsPieces ? await this.manifestFor(transfer, fields) : undefined;
+    // A tree is always streamed (PROTOCOL.md §7.7), and only to a member that can take one.
+    if (transfer.kind === 'tree' && pullSlot) return false;
+    if (transfer.kind === 'tree' && !session.supportsTrees) {
+      log.error({ ...fields }, 'delivery failed: the member cannot receive directories');
+      this.settle(delivery, 'failed', NO_TREES_REASON);
+      return true;
+    }
+    const tree = transfer.kind === 'tree' ? await this.trees.load(transfer.sha256).catch((err: unknown) => err as Error) : undefined;
+    if (tree instanceof Error) {
+      this.failedAttempt(delivery, Outcome.FAILED, `cannot read the tree's manifest from the store: ${tree.message}`, fields);
+      return true;
+    }
+    const manifest = session.supportsPieces && !tree ? await this.manifestFor(transfer, fields) : undefined;
     const pulled = manifest !== undefined && session.swarms && this.hasSwarmPeers(member, transfer);
     if (pullSlot && !pulled) return false;
     const controller = new AbortController();
@@ -390,7 +420,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const limits = this.limitsFor(transfer);
     try {
       seat = pulled ? this.tracker.join(transfer.id, transfer.size, manifest.pieceSize, session.seatLink) : undefined;
-      const result = await session.deliver(transfer, store.path(transfer.sha256), controller.signal, manifest, seat, limits.buckets);
+      const result = await session.deliver(transfer, tree ?? store.path(transfer.sha256), controller.signal, manifest, seat, limits.buckets);
       counted();
       if (result.outcome === Outcome.OK) seat?.complete();
       else seat?.leave();
@@ -517,8 +547,11 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         log.warn({ transfer: transfer.id, member: delivery.member, group: transfer.group, file: transfer.name }, 'delivery expired');
         this.settle(delivery, 'failed', EXPIRED_REASON);
       }
-      if (backlog.has(transfer) || !deliveries.every(isTerminal)) needed.add(transfer.sha256);
-      else if (expired) finished.push(transfer);
+      if (backlog.has(transfer) || !deliveries.every(isTerminal)) {
+        needed.add(transfer.sha256);
+        // A tree's manifest names the store files it needs.
+        if (transfer.kind === 'tree') for (const file of await this.trees.contents(transfer.sha256)) needed.add(file);
+      } else if (expired) finished.push(transfer);
     }
     finished.sort((a, b) => b.expiresAt - a.expiresAt);
     for (const transfer of finished.slice(HISTORY_LIMIT)) outbox.forget(transfer.id);

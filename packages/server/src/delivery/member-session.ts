@@ -1,14 +1,15 @@
 import { EventEmitter } from 'node:events';
-import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
   ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
   FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, missingRanges, Outcome, pieceCount,
-  PROTOCOL_VERSION, RECLAIM_REQUEST, throttle,
+  PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
+import { concatenatedSource, fileSource } from './byte-source.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
+import type { LoadedTree } from './tree-store.js';
 import type { Seat, SeatLink } from './tracker.js';
 
 export interface DeliveryOutcome {
@@ -166,6 +167,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   get supportsPieces(): boolean {
     return (this.caps.flags & Capability.PIECES) !== 0;
+  }
+
+  /** It takes directory trees (TREE frames, PROTOCOL.md §7.7); trees need pieces too. */
+  get supportsTrees(): boolean {
+    return this.supportsPieces && (this.caps.flags & Capability.TREES) !== 0;
   }
 
   /** It pulls pieces, from peers and from the server, instead of taking the file as one stream. */
@@ -380,13 +386,13 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
    * member's fault (isMemberFault) when that is why.
    */
   async deliver(
-    transfer: TransferRecord, path: string, signal: AbortSignal, manifest?: Manifest, seat?: Seat, limits: readonly TokenBucket[] = [],
+    transfer: TransferRecord, content: string | LoadedTree, signal: AbortSignal, manifest?: Manifest, seat?: Seat, limits: readonly TokenBucket[] = [],
   ): Promise<DeliveryOutcome> {
     if (this.closed) throw this.fault ?? new GroupcastError(ErrorCode.CLOSED, 'connection closed');
     this.current = transfer.id;
     this.early = undefined;
     try {
-      return await this.offer(transfer, path, signal, manifest, seat, limits);
+      return await this.offer(transfer, content, signal, manifest, seat, limits);
     } catch (err) {
       throw this.fault ?? err;
     } finally {
@@ -396,8 +402,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     }
   }
 
+  /** `content`: the store file of a single file, or a tree (its manifest and store files). */
   private async offer(
-    transfer: TransferRecord, path: string, signal: AbortSignal, manifest: Manifest | undefined, seat: Seat | undefined,
+    transfer: TransferRecord, content: string | LoadedTree, signal: AbortSignal, manifest: Manifest | undefined, seat: Seat | undefined,
     limits: readonly TokenBucket[],
   ): Promise<DeliveryOutcome> {
     const id = Buffer.from(transfer.id, 'hex');
@@ -406,6 +413,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     // Only a streamed transfer with a manifest can skip pieces; only until the answer comes.
     this.held = manifest && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
+    if (typeof content !== 'string') await this.sendTree(id, content.bytes);
     if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
     // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream.
     if (manifest && seat) this.send(encodeFrame({ type: 'peers', transfer: id, peers: seat.swarm.peersFor(seat) }));
@@ -420,11 +428,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const ranges = this.rangesToStream(transfer.size, first.offset, manifest);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
-    const bytesSent = seat && manifest
+    const bytesSent = seat && manifest && typeof content === 'string'
       ? await servePieces({
-        link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply, limits,
+        link: this.pullLink(transfer.id), seat, path: content, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply, limits,
       })
-      : await this.stream(transfer, id, path, ranges, signal, result.received, limits);
+      : await this.stream(transfer, id, content, ranges, signal, result.received, limits);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`${last.type} where a result was due`);
@@ -456,10 +464,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
    * waits for the rate limits (`limits`: the distribution's, the server's) before it goes.
    */
   private async stream(
-    transfer: TransferRecord, id: Buffer, path: string, ranges: readonly ByteRange[], signal: AbortSignal, answered: () => boolean,
+    transfer: TransferRecord, id: Buffer, content: string | LoadedTree, ranges: readonly ByteRange[], signal: AbortSignal, answered: () => boolean,
     limits: readonly TokenBucket[],
   ): Promise<number> {
-    const file = await open(path, 'r');
+    const file = typeof content === 'string' ? await fileSource(content) : concatenatedSource(content.sources);
     // Made on first use and no larger than the file needs: a small file costs one small buffer.
     const buffers: Buffer[] = [];
     const largest = Math.max(0, ...ranges.map((range) => range.end - range.start));
@@ -468,8 +476,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       await released[slot];
       const buffer = (buffers[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, largest)));
       const { frame, payload } = dataFrameIn(buffer, id, at, length);
-      const { bytesRead } = await file.read(payload, 0, length, at);
-      if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${path} is shorter than recorded`);
+      const bytesRead = await file.read(payload, at);
+      if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store data of ${transfer.name} is shorter than recorded`);
       return { frame, end: at + length };
     };
     // A destroyed socket may never call a write back: the session's end releases the buffers as well.
@@ -519,6 +527,15 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       await file.close();
     }
     return sentBytes;
+  }
+
+  /** A tree's manifest in TREE parts, waiting for the socket between them: it may be far larger than the unread limit. */
+  private async sendTree(id: Buffer, bytes: Buffer): Promise<void> {
+    for (let offset = 0; offset < bytes.length; offset += TREE_CHUNK) {
+      const chunk = bytes.subarray(offset, offset + TREE_CHUNK);
+      if (!this.send(encodeFrame({ type: 'tree', transfer: id, total: bytes.length, offset, chunk }))) await this.drained();
+      if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed while sending a tree');
+    }
   }
 
   private async listenAfterDrain(): Promise<void> {

@@ -15,6 +15,12 @@ export interface TransferRecord {
   rate?: number;
   /** `distribute --to`: the members it was sent to, the only ones it is for (never a later joiner's backlog). */
   to?: PeerId[];
+  /**
+   * A directory tree: `sha256` names its manifest in the store, `size` is the sum of its files' sizes,
+   * `files` how many files it holds. Absent: a single file.
+   */
+  kind?: 'tree';
+  files?: number;
 }
 
 export interface DeliveryRecord {

@@ -108,12 +108,13 @@ export class ContentStore {
    * without waiting (a FIFO or a device swapped in for a file is refused at once, never read), and
    * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
+   * `sync: false` (a tree's files) leaves the fsyncs to the caller, who syncs the store once for all.
    */
-  async ingest(source: string, progress?: IngestProgress): Promise<StoredFile> {
+  async ingest(source: string, options: { progress?: IngestProgress | undefined; sync?: boolean } = {}): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle, progress);
+        const stored = await this.storeFrom(source, handle, options.sync ?? true, options.progress);
         if (stored) return stored;
       }
       throw new GroupcastError(
@@ -126,7 +127,7 @@ export class ContentStore {
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle, progress?: IngestProgress): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, sync: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
     const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     let needed = 0;
     try {
@@ -145,8 +146,8 @@ export class ContentStore {
           pieces.update(chunk);
           progress?.((copied += chunk.length), needed);
         };
-        size = await copyFrom(handle, target, digest, (err) => sourceError(source, err));
-        await target.sync();
+        size = await copyFrom(handle, target, digest, (err) => sourceError(source, err), needed);
+        if (sync) await target.sync();
       } finally {
         await target.close();
       }
@@ -157,7 +158,7 @@ export class ContentStore {
       const sha256 = hash.digest('hex');
       if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
-      await fsyncDir(this.dir);
+      if (sync) await fsyncDir(this.dir);
       return { sha256, size };
     } catch (err) {
       await rm(temp, { force: true });
@@ -247,17 +248,19 @@ function sourceError(source: string, err: unknown): GroupcastError {
  * Copies `source` from its start to its end into `target` in one pass, handing each chunk to
  * `consume` (the hashes) while it is written, and reading the next chunk meanwhile. Returns the bytes
  * copied. A read error is mapped by `readError` (it is the source's); a write error is left as it is
- * (it is the store's).
+ * (it is the store's). `expected`, the size the source had, sizes the buffers: a small file (a tree holds
+ * thousands) costs two small buffers, not two COPY_CHUNKs; one that grew meanwhile is still copied whole.
  */
 async function copyFrom(
   source: FileHandle,
   target: FileHandle,
   consume: (chunk: Buffer) => void,
   readError: (err: unknown) => GroupcastError,
+  expected: number,
 ): Promise<number> {
   // Two buffers: one being read into while the other's chunk is hashed and written.
-  let current = Buffer.alloc(COPY_CHUNK);
-  let spare = Buffer.alloc(COPY_CHUNK);
+  let current = Buffer.alloc(Math.min(COPY_CHUNK, expected + 1));
+  let spare = Buffer.alloc(current.length);
   const read = (buffer: Buffer, position: number): Promise<Buffer> => source.read(buffer, 0, buffer.length, position).then(
     ({ bytesRead }) => buffer.subarray(0, bytesRead),
     (err: unknown) => Promise.reject(readError(err)),

@@ -5,7 +5,7 @@ import {
   ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
-import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
+import { transferLabel, type DeliveryView, type DistributeEvent, type DistributeResult } from './operations.js';
 import { fitProgress, type ProgressParts } from './progress-line.js';
 import { isConnectionLoss, reattach } from './reconnect.js';
 
@@ -120,7 +120,7 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
     const row = rows.get(`${d.transfer}/${d.member}`);
     const took = row?.startedAt !== undefined && row.finishedAt !== undefined && d.state === 'delivered' ? formatDuration(row.finishedAt - row.startedAt) : '';
     const reason = d.state === 'delivered' ? '' : printable(d.reason || d.waiting || (d.online ? '' : 'member offline'));
-    return [memberLabel(d.member, d.memberName), printable(d.file), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
+    return [memberLabel(d.member, d.memberName), printable(deliveryLabel(d)), d.state, formatBytes(d.bytesSent), formatBytes(d.bytesFromPeers), took, reason];
   });
   const count = (state: string): number => result.deliveries.filter((d) => d.state === state).length;
   const pending = result.deliveries.length - count('delivered') - count('failed');
@@ -132,17 +132,35 @@ function summary(result: DistributeResult, rows: Map<string, Row>): string {
   ].join('\n');
 }
 
-/** Files that do not exist here are a usage error before anything is sent to the daemon. */
-async function checkFiles(files: string[]): Promise<number> {
+/** A delivery's file as people see it: a tree as `name/ (N files)`. */
+function deliveryLabel(d: DeliveryView): string {
+  return d.files === undefined ? d.file : transferLabel({ name: d.file, kind: 'tree', files: d.files });
+}
+
+/**
+ * Files and directories that do not exist here are a usage error before anything is sent to the
+ * daemon; a directory is a tree, checked by the daemon as it walks it.
+ */
+async function checkFiles(files: string[]): Promise<{ bytes: number; trees: number }> {
   let total = 0;
+  let trees = 0;
   for (const file of files) {
     const info = await stat(file).catch((err: unknown) => {
       throw new GroupcastError(ErrorCode.USAGE, `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
     });
-    if (!info.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${file} is not a regular file`);
-    total += info.size;
+    if (!info.isFile() && !info.isDirectory()) throw new GroupcastError(ErrorCode.USAGE, `${file} is neither a regular file nor a directory`);
+    if (info.isFile()) total += info.size;
+    else trees++;
   }
-  return total;
+  return { bytes: total, trees };
+}
+
+/** What the command stores, for the line it says first: "2 file(s), 1.2 MiB and 1 directory as a tree". */
+function storingWhat(files: number, bytes: number, trees: number): string {
+  const parts: string[] = [];
+  if (files > 0) parts.push(`${files} file(s), ${formatBytes(bytes)}`);
+  if (trees > 0) parts.push(trees === 1 ? '1 directory as a tree' : `${trees} directories as trees`);
+  return parts.join(' and ');
 }
 
 /**
@@ -152,7 +170,7 @@ async function checkFiles(files: string[]): Promise<number> {
  * Ctrl-C stops watching, not the distribution: the daemon carries on with it.
  */
 export async function runDistribute(stateDir: string, flags: DistributeFlags): Promise<number> {
-  const total = await checkFiles(flags.files);
+  const { bytes: total, trees } = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
     // Each redraw lays the line out for the width the terminal has then (fitProgress).
@@ -225,8 +243,8 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (event.kind === 'start') {
       transferIds = event.transfers.map((t) => t.id);
       for (const t of event.transfers) {
-        say(`distributing ${printable(t.name)} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
-        for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
+        say(`distributing ${printable(transferLabel(t))} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
+        for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, transferLabel(t), t.size).label.length);
       }
       const offline = event.members.filter((m) => !m.online);
       say(`${event.members.length} member(s), ${offline.length} offline${offline.length ? `: ${offline.map((m) => memberLabel(m.id, m.name)).join(', ')}` : ''}`);
@@ -241,7 +259,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
       return;
     }
     const d: DeliveryView = event.delivery;
-    const row = rowFor(d.transfer, d.member, d.memberName, d.file, d.size);
+    const row = rowFor(d.transfer, d.member, d.memberName, deliveryLabel(d), d.size);
     const shown = `${d.state}/${d.reason}`;
     if (row.shown === shown) return;
     row.shown = shown;
@@ -276,7 +294,7 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   };
   process.once('SIGINT', interrupted);
 
-  say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
+  say(`storing ${storingWhat(flags.files.length - trees, total, trees)} in the server's content store…`);
   const began = Date.now();
   /** What is left of --timeout, for a watch that attaches again. */
   const timeoutLeft = (): number | undefined => (flags.timeoutMs === undefined ? undefined : Math.max(1, flags.timeoutMs - (Date.now() - began)));

@@ -7,10 +7,17 @@ import { DEFAULT_INVITE_TTL_MS, type Invites, type InviteView } from '../control
 import type { Membership } from '../control/membership.js';
 import type { DeliveryRecord, Outbox, TransferRecord } from '../delivery/outbox.js';
 
+/** How people see a transfer's name: a tree as `name/ (N files)`. */
+export function transferLabel(transfer: { name: string; kind?: 'tree'; files?: number }): string {
+  return transfer.kind === 'tree' ? `${transfer.name}/ (${transfer.files ?? 0} files)` : transfer.name;
+}
+
 /** What the operator's commands see of a delivery. */
 export interface DeliveryView {
   transfer: string;
   file: string;
+  /** A tree: how many files it holds (`file` is its name). */
+  files?: number;
   group: string;
   size: number;
   member: PeerId;
@@ -275,6 +282,7 @@ export function operations(ctx: Context): Record<string, Handler> {
     return {
       transfer: delivery.transfer,
       file: transfer?.name ?? '',
+      ...(transfer?.kind === 'tree' ? { files: transfer.files ?? 0 } : {}),
       group: transfer?.group ?? '',
       size: transfer?.size ?? 0,
       member: delivery.member,

@@ -1,6 +1,6 @@
 import { formatBytes, formatDuration, formatTable, printable, shortId } from '@groupcast/shared';
 import type { InviteView } from '../control/invites.js';
-import type { DeliveryView, GroupView, MemberView, StatusView } from './operations.js';
+import { transferLabel, type DeliveryView, type GroupView, type MemberView, type StatusView } from './operations.js';
 
 /** How many transfers `status` lists; --json has them all. */
 export const RECENT_TRANSFERS = 10;
@@ -82,7 +82,7 @@ export function statusText(status: StatusView, now: number): string {
           const count = (...states: string[]): string => String(t.deliveries.filter((d) => states.includes(d.state)).length);
           const sum = (field: 'bytesSent' | 'bytesFromPeers'): string => formatBytes(t.deliveries.reduce((total, d) => total + d[field], 0));
           return [
-            t.id.slice(0, 12), printable(t.name), t.to ? `${t.group} (to ${t.to.length})` : t.group, formatBytes(t.size), formatDuration(now - t.createdAt),
+            t.id.slice(0, 12), printable(transferLabel(t)), t.to ? `${t.group} (to ${t.to.length})` : t.group, formatBytes(t.size), formatDuration(now - t.createdAt),
             count('delivered'), count('pending', 'sending'), count('failed'), sum('bytesSent'), sum('bytesFromPeers'),
           ];
         }),

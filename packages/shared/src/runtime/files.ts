@@ -1,8 +1,12 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
+import { promisify } from 'node:util';
 import { errnoCode, ErrorCode, GroupcastError, isGroupcastError } from '../errors.js';
+
+const execFileAsync = promisify(execFile);
 
 /**
  * Where a daemon keeps its state when not told: systemd's $STATE_DIRECTORY for a service, else
@@ -22,6 +26,19 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
     await chmod(dir, 0o700);
   } catch (err) {
     throw new GroupcastError(ErrorCode.STATE_DIR, `cannot use state directory ${dir}`, { cause: err });
+  }
+}
+
+/**
+ * Makes everything written on the file system holding `dir` durable in one call (syncfs(2), through
+ * coreutils' `sync -f`): what a tree of many files needs instead of one fsync each. Where `sync -f` is
+ * missing, a plain `sync` does the same for every file system.
+ */
+export async function syncFileSystem(dir: string): Promise<void> {
+  try {
+    await execFileAsync('sync', ['-f', dir]);
+  } catch {
+    await execFileAsync('sync', []);
   }
 }
 

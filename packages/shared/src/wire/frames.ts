@@ -1,5 +1,5 @@
 import {
-  MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME, MAX_WIRE_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
+  DATA_CHUNK, MAX_GROUP_NAME, MAX_PARTIALS_PER_FRAME, MAX_REASON, MAX_SERVER_NAME, MAX_WIRE_NAME, PROTOCOL_VERSION, SHA256_LENGTH, TRANSFER_ID_LENGTH,
 } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
 import { encode, Reader, truncateUtf8, type Sink } from './cursor.js';
@@ -37,7 +37,17 @@ export const FrameType = {
   HAVE: 14,
   REQUEST: 15,
   SEEDED: 16,
+  // ---- trees (only to a member that said TREES) ----
+  TREE: 17,
 } as const;
+
+/**
+ * A tree's manifest (version 2) may be this large in all: 65,536 entries with their paths and 8 MiB of
+ * piece hashes fit. The member holds the manifest in memory until the OFFER, so it is bounded here.
+ */
+export const MAX_TREE_MANIFEST_BYTES = 16 * 1024 * 1024;
+/** Manifest bytes one TREE frame carries at most: a DATA frame's payload. */
+export const TREE_CHUNK = DATA_CHUNK;
 
 /** The member-to-member link: TLS 1.3, mutual, the ids members already have, this ALPN id. */
 export const ALPN_PEERS = 'gcpp/1';
@@ -68,6 +78,8 @@ export const Capability = {
   PIECES: 1 << 0,
   /** Serves verified pieces to other members on its peer port. */
   PEERS: 1 << 1,
+  /** Takes directory trees: TREE frames (a version-2 manifest) before the OFFER (PROTOCOL.md §7.7). */
+  TREES: 1 << 2,
   /**
    * Said by a server: on the stream, it takes a BITFIELD before ACCEPT and then sends only the pieces not
    * set (PROTOCOL.md §7.5). A member sends that BITFIELD only to a server that said this: one predating
@@ -151,7 +163,8 @@ export type Frame =
   | { type: 'bitfield'; transfer: Buffer; bits: Buffer }
   | { type: 'have'; transfer: Buffer; piece: number }
   | { type: 'request'; transfer: Buffer; piece: number }
-  | { type: 'seeded'; transfer: Buffer };
+  | { type: 'seeded'; transfer: Buffer }
+  | { type: 'tree'; transfer: Buffer; total: number; offset: number; chunk: Uint8Array };
 
 const TYPE_CODES = {
   hello: FrameType.HELLO,
@@ -170,6 +183,7 @@ const TYPE_CODES = {
   have: FrameType.HAVE,
   request: FrameType.REQUEST,
   seeded: FrameType.SEEDED,
+  tree: FrameType.TREE,
 } as const;
 
 function writeBody(sink: Sink, frame: Frame): void {
@@ -242,6 +256,12 @@ function writeBody(sink: Sink, frame: Frame): void {
     case 'seeded':
       sink.bytes(frame.transfer);
       return;
+    case 'tree':
+      sink.bytes(frame.transfer);
+      sink.u32(frame.total);
+      sink.u32(frame.offset);
+      sink.bytes(frame.chunk);
+      return;
   }
 }
 
@@ -309,6 +329,19 @@ function readPeers(reader: Reader): PeerEntry[] {
   return peers;
 }
 
+/** One part of a tree's manifest: within the total, which is within MAX_TREE_MANIFEST_BYTES, and never empty. */
+function readTreePart(reader: Reader): Frame {
+  const transfer = transferId(reader);
+  const total = reader.u32('tree total');
+  const offset = reader.u32('tree offset');
+  const chunk = reader.rest();
+  if (total > MAX_TREE_MANIFEST_BYTES) throw new GroupcastError(ErrorCode.WIRE_FIELD, `tree manifest of ${total} bytes, limit ${MAX_TREE_MANIFEST_BYTES}`);
+  if (chunk.length === 0 || offset + chunk.length > total) {
+    throw new GroupcastError(ErrorCode.WIRE_FIELD, `tree part of ${chunk.length} bytes at ${offset} does not fit a ${total}-byte manifest`);
+  }
+  return { type: 'tree', transfer, total, offset, chunk };
+}
+
 function readBody(type: number, reader: Reader): Frame {
   switch (type) {
     case FrameType.HELLO: {
@@ -362,6 +395,8 @@ function readBody(type: number, reader: Reader): Frame {
       return { type: type === FrameType.HAVE ? 'have' : 'request', transfer: transferId(reader), piece: reader.u32('piece') };
     case FrameType.SEEDED:
       return { type: 'seeded', transfer: transferId(reader) };
+    case FrameType.TREE:
+      return readTreePart(reader);
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown frame type ${type}`);
   }

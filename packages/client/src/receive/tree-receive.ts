@@ -1,0 +1,331 @@
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  decodeManifest, errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, Outcome, PieceMismatch, protocolViolation, treeProblems,
+  writeFileAtomic, type Frame, type Logger, type Manifest, type Offer,
+} from '@groupcast/shared';
+import { partialPathFor, type Placement } from './download-area.js';
+import { CHECKPOINT_BYTES } from './incoming-file.js';
+import type { Receiver } from './receiver.js';
+import { appliedMode, IncomingTree, TREE_ROOT_MODE } from './tree-staging.js';
+import { DEFAULT_KEEP_OLD, judgeExistingTree, pruneVersions, switchTree, versionPath, versionsFolder, type TreeVerdict } from './versions.js';
+
+/**
+ * Receiving a directory tree (PROTOCOL.md §7.7): the TREE parts of its manifest, then its OFFER, then
+ * DATA over its files' concatenation, staged in the partial folder and placed in one step. Kept apart
+ * from receiver.ts, which hands a tree's frames here and keeps the per-connection state machine.
+ */
+
+/** Where a member keeps the manifest of each tree it placed: what "unchanged since" is checked against. */
+export const TREE_MANIFESTS_DIR = 'trees';
+
+/** The TREE parts of one manifest, as they arrive; complete once `total` bytes are in. */
+export class TreeAssembly {
+  private readonly parts: Uint8Array[] = [];
+  private received = 0;
+
+  constructor(readonly transfer: Buffer, readonly total: number) {}
+
+  get complete(): boolean {
+    return this.received === this.total;
+  }
+
+  /** Takes the next part: same transfer and total, at exactly the bytes received so far. */
+  add(frame: Extract<Frame, { type: 'tree' }>): void {
+    if (!frame.transfer.equals(this.transfer)) throw protocolViolation('TREE for another transfer while a manifest is being received');
+    if (this.complete) throw protocolViolation('TREE after its manifest was complete');
+    if (frame.total !== this.total || frame.offset !== this.received) {
+      throw protocolViolation(`TREE part at ${frame.offset} of ${frame.total}, expected at ${this.received} of ${this.total}`);
+    }
+    // A copy: the frame's payload is a view into the reader's buffer.
+    this.parts.push(Buffer.from(frame.chunk));
+    this.received += frame.chunk.length;
+  }
+
+  /**
+   * The manifest the OFFER that follows describes: its transfer, its size (the files' bytes) and its
+   * sha256 (of the manifest's bytes) must match, and the bytes must be a tree manifest.
+   */
+  manifestFor(offer: Offer): { manifest: Manifest; bytes: Buffer } {
+    if (!this.transfer.equals(offer.transfer) || !this.complete) throw protocolViolation('OFFER does not follow a complete TREE manifest of its transfer');
+    const bytes = Buffer.concat(this.parts);
+    if (!createHash('sha256').update(bytes).digest().equals(offer.sha256)) throw protocolViolation('OFFER sha256 is not that of the TREE manifest');
+    let manifest: Manifest;
+    try {
+      manifest = decodeManifest(bytes);
+    } catch (err) {
+      throw protocolViolation(`TREE manifest does not decode: ${(err as Error).message}`);
+    }
+    if (!manifest.tree) throw protocolViolation('TREE carries a manifest that is not a tree (version 2)');
+    const size = manifest.entries.reduce((sum, entry) => sum + entry.size, 0);
+    if (size !== offer.size) throw protocolViolation(`OFFER size ${offer.size} is not the tree's ${size} bytes`);
+    return { manifest, bytes };
+  }
+}
+
+/** What a tree's reception needs of the connection's session. */
+export interface TreeHost {
+  receiver: Receiver;
+  log: Logger;
+  send(frame: Frame): void;
+  /** DECLINE, reported; the session is idle again. */
+  decline(offer: Offer, log: Logger, outcome: Outcome, message: string): void;
+  /** ACCEPT(size) and RESULT OK without any DATA; the session is idle again. */
+  haveItAll(offer: Offer, log: Logger, why: string): void;
+  /** RESULT with a failure, reported. */
+  fail(offer: Offer, log: Logger, outcome: Outcome, message: string, err?: unknown): void;
+  freeSpaceShortfall(needed: number, signal: AbortSignal): Promise<string | undefined>;
+  /** The tree's transfer is over on our side: `early` when the server may still send DATA for it. */
+  ended(early: boolean): void;
+}
+
+/** Abort reasons, as receiver.ts has them: the server cancelled (delete the staging) or the link went away (keep it). */
+const CANCEL = 'cancel';
+const CLOSED = 'closed';
+
+function outcomeOf(err: unknown): Outcome {
+  if (isNoSpace(err)) return Outcome.NO_SPACE;
+  const code = errnoCode(err);
+  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? Outcome.PERMISSION_DENIED : Outcome.IO_ERROR;
+}
+
+/** The path of a placed tree's manifest in the state directory. */
+function manifestPath(stateDir: string, transferHex: string): string {
+  return join(stateDir, TREE_MANIFESTS_DIR, `${transferHex}.manifest`);
+}
+
+/** The manifest of a tree this member placed, if it still has it. */
+export async function placedManifest(stateDir: string, transferHex: string): Promise<Manifest | undefined> {
+  try {
+    return decodeManifest(await readFile(manifestPath(stateDir, transferHex)));
+  } catch {
+    return undefined;
+  }
+}
+
+/** One tree's reception, from its OFFER to its RESULT. */
+export class TreeReceive {
+  readonly hex: string;
+  private readonly log: Logger;
+  private readonly abort = new AbortController();
+  private preparing: Promise<void> = Promise.resolve();
+  private tree: IncomingTree | undefined;
+  private verdict: TreeVerdict = { kind: 'absent' };
+  private finished = false;
+
+  constructor(
+    private readonly host: TreeHost,
+    readonly offer: Offer,
+    private readonly placement: Placement,
+    private readonly manifest: Manifest,
+    private readonly bytes: Buffer,
+  ) {
+    this.hex = offer.transfer.toString('hex');
+    this.log = host.log.child({ transfer: this.hex, group: offer.group, file: offer.name, tree: true });
+  }
+
+  private get files(): number {
+    return this.manifest.entries.filter((entry) => entry.kind === 'file').length;
+  }
+
+  /** Prepares beside the frame stream (rehashing a staged tree takes a while), as a file's OFFER does. */
+  start(): void {
+    this.log.info({ size: this.offer.size, files: this.files, entries: this.manifest.entries.length }, 'offer of a tree');
+    this.preparing = this.prepare(this.abort.signal)
+      .catch((err: unknown) => this.prepareFailed(err))
+      .catch((err: unknown) => this.log.error({ err }, 'receiver failed while preparing a tree'));
+  }
+
+  private async prepare(signal: AbortSignal): Promise<void> {
+    const { receiver } = this.host;
+    const { offer } = this;
+    await receiver.whenSettled();
+    signal.throwIfAborted();
+    const problems = treeProblems(this.manifest.entries);
+    if (problems.length > 0) return this.decline(Outcome.BAD_NAME, `unsafe tree: ${problems.join('; ')}`);
+    if (receiver.received.has(this.hex)) {
+      this.host.haveItAll(offer, this.log, 'already received');
+      this.finished = true;
+      return;
+    }
+    this.verdict = await this.judge(signal);
+    if (this.verdict.kind === 'clash') return this.decline(Outcome.NAME_CLASH, this.verdict.reason);
+    if (this.verdict.kind === 'present') {
+      // Placed before a crash kept it from being recorded: record it now, and nothing need move.
+      this.finished = true;
+      await this.record(undefined);
+      this.host.haveItAll(offer, this.log, 'already present');
+      return;
+    }
+    const tree = await IncomingTree.open(partialPathFor(receiver.root, this.hex), this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    if (signal.aborted) {
+      await tree.release();
+      signal.throwIfAborted();
+    }
+    const shortfall = await this.host.freeSpaceShortfall(tree.size - tree.offset, signal).catch(async (err: unknown) => {
+      await tree.release();
+      throw err;
+    });
+    if (shortfall) {
+      await tree.release();
+      return this.decline(Outcome.NO_SPACE, shortfall);
+    }
+    this.tree = tree;
+    this.log.info({ offset: tree.offset, size: tree.size, filesHeld: tree.filesDone, files: tree.fileCount }, tree.offset > 0 ? 'resuming a tree' : 'accepted a tree');
+    this.host.send({ type: 'accept', transfer: offer.transfer, offset: tree.offset });
+    if (tree.complete) await this.finish(tree);
+  }
+
+  private judge(signal: AbortSignal): Promise<TreeVerdict> {
+    const { receiver } = this.host;
+    const placement = this.placement;
+    const offered = { group: this.offer.group, name: this.offer.name, transfer: this.hex, manifest: this.manifest };
+    return judgeExistingTree(
+      placement, offered, receiver.received.placedAt(placement.finalPath), (hex) => placedManifest(receiver.options.stateDir, hex), signal,
+    );
+  }
+
+  private async prepareFailed(err: unknown): Promise<void> {
+    if (this.abort.signal.aborted) {
+      if (this.abort.signal.reason === CANCEL) await this.cancelled('cancelled');
+      return;
+    }
+    if (isGroupcastError(err, ErrorCode.CHECKSUM)) return this.decline(Outcome.CHECKSUM, (err as Error).message);
+    if (isGroupcastError(err, ErrorCode.NAME)) return this.decline(Outcome.BAD_NAME, (err as Error).message);
+    this.log.error({ err }, 'could not prepare to receive a tree');
+    this.decline(outcomeOf(err), `cannot receive: ${(err as Error).message}`);
+  }
+
+  private decline(outcome: Outcome, message: string): void {
+    this.finished = true;
+    this.host.decline(this.offer, this.log, outcome, message);
+  }
+
+  private end(early: boolean): void {
+    this.finished = true;
+    this.host.ended(early);
+  }
+
+  /** DATA for this tree, in order over the concatenation of its files. */
+  async data(frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    if (this.finished) return;
+    const tree = this.tree;
+    if (!tree) throw protocolViolation('DATA for a tree before its ACCEPT');
+    if (frame.offset !== tree.offset) throw protocolViolation(`DATA at offset ${frame.offset}, expected ${tree.offset}`);
+    if (frame.offset + frame.payload.length > tree.size) throw protocolViolation(`DATA past the end of a ${tree.size}-byte tree`);
+    try {
+      await tree.write(frame.payload);
+    } catch (err) {
+      await this.writeFailed(tree, err);
+      return;
+    }
+    if (tree.complete) await this.finish(tree);
+  }
+
+  private async writeFailed(tree: IncomingTree, err: unknown): Promise<void> {
+    this.end(true);
+    if (err instanceof PieceMismatch || isGroupcastError(err, ErrorCode.CHECKSUM)) {
+      // The good pieces and whole files stay for the retry, which resumes after them.
+      await tree.keepVerified().catch((cause: unknown) => this.log.warn({ err: cause }, 'could not cut a staged file back'));
+      this.host.fail(this.offer, this.log, Outcome.CHECKSUM, (err as Error).message);
+      return;
+    }
+    await tree.discard().catch((cause: unknown) => this.log.warn({ err: cause, path: tree.dir }, 'could not delete a staged tree'));
+    this.host.fail(this.offer, this.log, outcomeOf(err), `write failed: ${(err as Error).message}`, err);
+  }
+
+  /**
+   * Every file is in and verified: modes, one sync of the staging area, move it into the versions
+   * folder, switch the link (checking again that what it replaces is unchanged), record, RESULT.
+   */
+  private async finish(tree: IncomingTree): Promise<void> {
+    const { receiver } = this.host;
+    const { offer } = this;
+    const placement = this.placement;
+    const log = this.log;
+    const version = versionPath(receiver.root, offer.group, offer.name, this.hex);
+    try {
+      await tree.seal();
+      await this.prepareVersionsFolder();
+      await rm(version, { recursive: true, force: true });
+      await rename(tree.dir, version);
+      await writeFileAtomic(manifestPath(receiver.options.stateDir, this.hex), this.bytes).catch(async (err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        await mkdir(join(receiver.options.stateDir, TREE_MANIFESTS_DIR), { recursive: true, mode: 0o700 });
+        await writeFileAtomic(manifestPath(receiver.options.stateDir, this.hex), this.bytes);
+      });
+      await mkdir(placement.groupDir, { recursive: true, mode: 0o755 });
+      // Checked again just before the switch: a local edit while the tree arrived wins.
+      const now = await this.judge(new AbortController().signal);
+      if (now.kind === 'clash') throw new GroupcastError(ErrorCode.NAME, now.reason);
+      if (now.kind !== this.verdict.kind) throw new GroupcastError(ErrorCode.NAME, `${offer.name} appeared in ${offer.group} while receiving`);
+      await switchTree(placement, offer.group, offer.name, this.hex, now.kind === 'replace', log);
+    } catch (err) {
+      this.end(false);
+      await rm(version, { recursive: true, force: true }).catch(() => undefined);
+      await tree.discard().catch(() => undefined);
+      const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
+      if (clash) this.host.fail(offer, log, Outcome.NAME_CLASH, (err as Error).message);
+      else this.host.fail(offer, log, outcomeOf(err), `cannot place the tree: ${(err as Error).message}`, err);
+      return;
+    }
+    this.end(false);
+    const replaces = this.verdict.kind === 'replace' ? this.verdict.record.transfer : undefined;
+    const folder = versionsFolder(receiver.root, offer.group, offer.name);
+    const removed = await pruneVersions(folder, receiver.options.keepOld ?? DEFAULT_KEEP_OLD, log, this.hex);
+    for (const hex of removed) await rm(manifestPath(receiver.options.stateDir, hex), { force: true }).catch(() => undefined);
+    const record = await this.record(replaces);
+    this.host.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
+    log.info({ bytes: offer.size, files: this.files, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received a tree; replaced the earlier version' : 'received a tree');
+    receiver.emit('received', { ...record, files: this.files });
+  }
+
+  /** Records the tree in the received log: what "already received" and the next version's check read. */
+  private async record(replaces: string | undefined): Promise<{ transfer: string; group: string; name: string; sha256: string; size: number; path: string }> {
+    const { receiver } = this.host;
+    const { offer } = this;
+    const record = {
+      transfer: this.hex, group: offer.group, name: offer.name, sha256: offer.sha256.toString('hex'), size: offer.size, path: this.placement.finalPath,
+    };
+    try {
+      await receiver.received.append({ ...record, time: new Date().toISOString(), kind: 'tree', files: this.files, ...(replaces ? { replaces } : {}) });
+    } catch (err) {
+      this.log.error({ err, path: receiver.received.path }, 'could not record the tree as received');
+    }
+    return record;
+  }
+
+  /** `<root>/.groupcast-versions/<group>/<name>`, readable by everyone who may read the group: readers follow the link into it. */
+  private async prepareVersionsFolder(): Promise<void> {
+    const { receiver } = this.host;
+    const folder = versionsFolder(receiver.root, this.offer.group, this.offer.name);
+    await mkdir(folder, { recursive: true, mode: TREE_ROOT_MODE });
+    for (const dir of [join(folder, '..', '..'), join(folder, '..'), folder]) await chmod(dir, appliedMode(TREE_ROOT_MODE));
+  }
+
+  private async cancelled(message: string): Promise<void> {
+    this.finished = true;
+    await rm(partialPathFor(this.host.receiver.root, this.hex), { recursive: true, force: true })
+      .catch((err: unknown) => this.log.warn({ err }, 'could not delete a staged tree'));
+    this.log.info({ reason: message }, 'cancelled by the server');
+    this.host.receiver.emit('failed', { transfer: this.hex, group: this.offer.group, name: this.offer.name, outcome: Outcome.CANCELLED, message });
+  }
+
+  /** The server cancelled this tree: stop, delete what is staged. */
+  async cancel(message: string): Promise<void> {
+    this.abort.abort(CANCEL);
+    await this.preparing;
+    if (this.finished) return;
+    await this.tree?.release();
+    await this.cancelled(message);
+  }
+
+  /** The link is gone: stop, keep what is staged for a resume. */
+  async close(): Promise<void> {
+    this.abort.abort(CLOSED);
+    await this.preparing;
+    this.finished = true;
+    await this.tree?.release();
+  }
+}

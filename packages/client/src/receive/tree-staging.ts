@@ -1,0 +1,200 @@
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { resolve, sep } from 'node:path';
+import { errnoCode, ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
+import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
+
+/**
+ * A tree being received (PROTOCOL.md §7.7), staged in its partial directory `<partials>/<transfer>/`
+ * at the paths of its manifest. The stream's bytes run over the files' concatenation; each file is an
+ * IncomingFile (pieces checked as they complete, the whole file's SHA-256 at its end), one open at a
+ * time, none fsynced on its own: the whole staging area is synced once, before it is placed.
+ */
+
+/** The mode a tree's entry is given: its permission bits (no set-id, no sticky bit) under this member's umask. */
+export function appliedMode(mode: number): number {
+  return mode & 0o777 & ~process.umask();
+}
+
+/** The mode of a placed tree's own directory: what a directory made here would get. */
+export const TREE_ROOT_MODE = 0o755;
+/** Modes set at once when a tree is sealed: a thousand small files' chmods overlap instead of queueing. */
+const CHMOD_CONCURRENCY = 32;
+
+interface StagedFile {
+  entry: ManifestEntry;
+  /** Where its bytes start in the concatenation. */
+  start: number;
+}
+
+export class IncomingTree {
+  private readonly files: StagedFile[];
+  private index = 0;
+  private current: IncomingFile | undefined;
+
+  private constructor(
+    readonly dir: string,
+    private readonly manifest: Manifest,
+    readonly size: number,
+    private readonly checkpointBytes: number,
+  ) {
+    let start = 0;
+    this.files = [];
+    for (const entry of manifest.entries) {
+      if (entry.kind !== 'file') continue;
+      this.files.push({ entry, start });
+      start += entry.size;
+    }
+  }
+
+  /**
+   * Opens the staging directory, making what is missing of it, and finds where to resume: files held
+   * whole are rehashed and kept, the first one that is not is kept up to its last good piece, and
+   * anything staged after it is deleted (the stream resends it in order).
+   */
+  static async open(dir: string, manifest: Manifest, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES): Promise<IncomingTree> {
+    const size = manifest.entries.reduce((sum, entry) => sum + (entry.kind === 'file' ? entry.size : 0), 0);
+    const tree = new IncomingTree(dir, manifest, size, checkpointBytes);
+    // mkdir says whether it made the staging directory: a new one has nothing to resume.
+    const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
+    // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
+    // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
+    for (const entry of manifest.entries) {
+      if (entry.kind !== 'directory') continue;
+      await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
+      await chmod(tree.pathOf(entry), 0o700);
+    }
+    try {
+      if (!fresh) await tree.resume(signal);
+    } catch (err) {
+      await tree.release();
+      throw err;
+    }
+    return tree;
+  }
+
+  private async resume(signal: AbortSignal): Promise<void> {
+    while (this.index < this.files.length) {
+      const { entry } = this.files[this.index]!;
+      // A file sealed read-only before a crash is reopened for writing like any partial.
+      await chmod(this.pathOf(entry), 0o600).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+      const file = await IncomingFile.open(this.pathOf(entry), entry.size, signal, this.checkpointBytes, { pieceSize: this.manifest.pieceSize, hashes: entry.pieces });
+      if (!file.complete) {
+        this.current = file;
+        break;
+      }
+      await file.release();
+      if (!file.digest().equals(entry.sha256)) {
+        // Every piece matched but the whole does not: the manifest lies about this file. Start it again.
+        await rm(file.path, { force: true });
+        throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 does not match the manifest`);
+      }
+      this.index++;
+    }
+    for (const { entry } of this.files.slice(this.index + 1)) await rm(this.pathOf(entry), { force: true });
+  }
+
+  /** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
+  private pathOf(entry: ManifestEntry): string {
+    const path = resolve(this.dir, entry.path);
+    if (!path.startsWith(`${resolve(this.dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
+    return path;
+  }
+
+  /** Files held whole. */
+  get filesDone(): number {
+    return this.index;
+  }
+
+  get fileCount(): number {
+    return this.files.length;
+  }
+
+  /** The offset in the concatenation the next DATA must carry (= verified bytes held). */
+  get offset(): number {
+    const at = this.files[this.index];
+    return at ? at.start + (this.current?.offset ?? 0) : this.size;
+  }
+
+  get complete(): boolean {
+    return this.index >= this.files.length;
+  }
+
+  /**
+   * Writes the next bytes of the concatenation, across as many files as they span. A piece that does
+   * not match throws PieceMismatch (the file in progress keeps its good pieces: keepVerified); a file
+   * whose SHA-256 does not match throws CHECKSUM and is deleted.
+   */
+  async write(payload: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < payload.length) {
+      const file = await this.currentFile();
+      const take = Math.min(file.size - file.offset, payload.length - at);
+      if (take > 0) await file.write(payload.subarray(at, at + take));
+      at += take;
+      if (file.complete) await this.closeFile(file);
+    }
+    // Empty files after the last byte are made too, so a complete tree has all its files.
+    while (!this.complete && this.files[this.index]!.entry.size === 0) await this.closeFile(await this.currentFile());
+  }
+
+  /** The file bytes go to next: the one in progress, or the next one started afresh. */
+  private async currentFile(): Promise<IncomingFile> {
+    if (this.current) return this.current;
+    const staged = this.files[this.index];
+    if (!staged) throw new GroupcastError(ErrorCode.PROTOCOL, 'bytes past the end of the tree');
+    // Nothing is staged from here on (resume deleted it), so the file starts empty.
+    const { entry } = staged;
+    const signal = new AbortController().signal;
+    this.current = await IncomingFile.open(this.pathOf(entry), entry.size, signal, this.checkpointBytes, { pieceSize: this.manifest.pieceSize, hashes: entry.pieces });
+    return this.current;
+  }
+
+  private async closeFile(file: IncomingFile): Promise<void> {
+    const { entry } = this.files[this.index]!;
+    this.current = undefined;
+    await file.release();
+    if (!file.digest().equals(entry.sha256)) {
+      await rm(file.path, { force: true });
+      throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
+    }
+    this.index++;
+  }
+
+  /** After a piece failed its check: the file in progress keeps its verified pieces, for the retry. */
+  async keepVerified(): Promise<void> {
+    await this.takeCurrent()?.keepVerified();
+  }
+
+  /** The file in progress, no longer this tree's to close. */
+  private takeCurrent(): IncomingFile | undefined {
+    const file = this.current;
+    this.current = undefined;
+    return file;
+  }
+
+  /**
+   * Complete: gives every entry its mode (files were created owner-writable so a resume could reopen
+   * them) and makes the whole staging area durable with one sync of its file system.
+   */
+  async seal(): Promise<void> {
+    await this.release();
+    for (let first = 0; first < this.manifest.entries.length; first += CHMOD_CONCURRENCY) {
+      await Promise.all(this.manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(this.pathOf(entry), appliedMode(entry.mode))));
+    }
+    await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
+    await syncFileSystem(this.dir);
+  }
+
+  /** Closes the file in progress and keeps everything, for a resume. */
+  async release(): Promise<void> {
+    await this.takeCurrent()?.release();
+  }
+
+  /** Deletes the staging area, returning its space. */
+  async discard(): Promise<void> {
+    await this.release();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}

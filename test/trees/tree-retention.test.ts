@@ -1,0 +1,60 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeManifest } from '../../packages/shared/src/index.js';
+import { harness, SERVER_BIN } from '../support/daemons.js';
+import { Cluster, waitForNew, type Member } from '../durability/cluster.js';
+import { makeSampleTree } from './tree-fixtures.js';
+
+/**
+ * Retention of a tree (PROTOCOL.md §7.7): the store keeps the tree's manifest and every file it names
+ * while a delivery of it is still to happen, and gives them all back once none is.
+ */
+const h = harness();
+const c = new Cluster(h);
+const GROUP = 'Developers';
+let alice: Member;
+let away: Member;
+
+afterAll(() => h.cleanup());
+
+beforeAll(async () => {
+  alice = await c.member('alice', [GROUP]);
+  away = await c.member('away', [GROUP]);
+  await c.startServer([{ name: GROUP, members: [alice, away] }], ['--backlog', 'none']);
+  // `away` joins once, so the tree is for it too, and then goes offline: its delivery stays pending.
+  await c.startOnline([alice, away]);
+  await away.daemon!.stop('SIGTERM');
+  await c.server!.waitForMsg('member offline', { member: away.id });
+});
+
+const stored = async (): Promise<string[]> => (await readdir(join(c.serverState, 'store'))).filter((name) => /^[0-9a-f]{64}$/.test(name)).sort();
+const prune = async (): Promise<void> => {
+  const ran = await h.run(SERVER_BIN, ['prune', '--state-dir', c.serverState]);
+  expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+};
+
+describe('a stored tree', () => {
+  it('keeps its manifest and files while a delivery is pending, and gives them back when none is', async () => {
+    const source = join(await h.dir('src'), 'site');
+    await makeSampleTree(source);
+    const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'site' });
+    const ran = await c.distribute(GROUP, [source]);
+    // 3: delivered to alice, pending for the member away.
+    expect(ran.code, ran.stdout + ran.stderr).toBe(3);
+    const { transfer } = await recorded;
+    const status = JSON.parse((await h.run(SERVER_BIN, ['status', '--json', '--state-dir', c.serverState])).stdout) as { transfers: Array<{ id: string; sha256: string }> };
+    const sha256 = status.transfers.find((t) => t.id === transfer)!.sha256;
+    const manifest = decodeManifest(await readFile(join(c.serverState, 'store', sha256)));
+    const contents = [...new Set(manifest.entries.filter((e) => e.kind === 'file').map((e) => e.sha256.toString('hex')))];
+    const needed = [sha256, ...contents].sort();
+
+    await prune();
+    expect(await stored()).toEqual(needed);
+
+    const cancelled = await h.run(SERVER_BIN, ['cancel', String(transfer), '--state-dir', c.serverState]);
+    expect(cancelled.code, cancelled.stdout + cancelled.stderr).toBe(0);
+    await prune();
+    expect(await stored()).toEqual([]);
+  });
+});
