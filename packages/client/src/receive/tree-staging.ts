@@ -1,7 +1,12 @@
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import { errnoCode, ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
+import {
+  errnoCode, ErrorCode, GroupcastError, LoopTurns, SMALL_FILE_BYTES, syncFileSystem, type Manifest, type ManifestEntry,
+} from '@groupcast/shared';
 import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
+import { writePartialSync } from './partial-file.js';
 
 /**
  * A tree being received (PROTOCOL.md §7.7), staged in its partial directory `<partials>/<transfer>/`
@@ -17,8 +22,6 @@ export function appliedMode(mode: number): number {
 
 /** The mode of a placed tree's own directory: what a directory made here would get. */
 export const TREE_ROOT_MODE = 0o755;
-/** Modes set at once when a tree is sealed: a thousand small files' chmods overlap instead of queueing. */
-const CHMOD_CONCURRENCY = 32;
 
 interface StagedFile {
   entry: ManifestEntry;
@@ -30,6 +33,8 @@ export class IncomingTree {
   private readonly files: StagedFile[];
   private index = 0;
   private current: IncomingFile | undefined;
+  /** Small files and directories are made with synchronous calls (SMALL_FILE_BYTES): the loop gets its turns. */
+  private readonly turns = new LoopTurns();
 
   private constructor(
     readonly dir: string,
@@ -60,8 +65,9 @@ export class IncomingTree {
     // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
     for (const entry of manifest.entries) {
       if (entry.kind !== 'directory') continue;
-      await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
-      await chmod(tree.pathOf(entry), 0o700);
+      mkdirSync(tree.pathOf(entry), { recursive: true, mode: 0o700 });
+      chmodSync(tree.pathOf(entry), 0o700);
+      await tree.turns.made(2);
     }
     try {
       if (!fresh) await tree.resume(signal);
@@ -129,6 +135,11 @@ export class IncomingTree {
   async write(payload: Uint8Array): Promise<void> {
     let at = 0;
     while (at < payload.length) {
+      if (this.writeWhole(payload.subarray(at))) {
+        at += this.files[this.index - 1]!.entry.size;
+        await this.turns.made();
+        continue;
+      }
       const file = await this.currentFile();
       const take = Math.min(file.size - file.offset, payload.length - at);
       if (take > 0) await file.write(payload.subarray(at, at + take));
@@ -136,7 +147,29 @@ export class IncomingTree {
       if (file.complete) await this.closeFile(file);
     }
     // Empty files after the last byte are made too, so a complete tree has all its files.
-    while (!this.complete && this.files[this.index]!.entry.size === 0) await this.closeFile(await this.currentFile());
+    while (!this.complete && this.files[this.index]!.entry.size === 0) {
+      if (!this.writeWhole(payload.subarray(payload.length))) await this.closeFile(await this.currentFile());
+      await this.turns.made();
+    }
+  }
+
+  /**
+   * The next file written in one go when it starts afresh and `rest` holds all of it: a small file (at
+   * most one piece, whose only piece hash is its SHA-256, so that one check is both) is checked before
+   * it is written, then written with one open, write and close. False when the file is not like that.
+   */
+  private writeWhole(rest: Uint8Array): boolean {
+    const staged = this.files[this.index];
+    if (this.current || !staged) return false;
+    const { entry } = staged;
+    if (entry.size > rest.length || entry.size > SMALL_FILE_BYTES || entry.size > this.manifest.pieceSize) return false;
+    const bytes = rest.subarray(0, entry.size);
+    if (!createHash('sha256').update(bytes).digest().equals(entry.sha256)) {
+      throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
+    }
+    writePartialSync(this.pathOf(entry), bytes);
+    this.index++;
+    return true;
   }
 
   /** The file bytes go to next: the one in progress, or the next one started afresh. */
@@ -180,8 +213,9 @@ export class IncomingTree {
    */
   async seal(): Promise<void> {
     await this.release();
-    for (let first = 0; first < this.manifest.entries.length; first += CHMOD_CONCURRENCY) {
-      await Promise.all(this.manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(this.pathOf(entry), appliedMode(entry.mode))));
+    for (const entry of this.manifest.entries) {
+      chmodSync(this.pathOf(entry), appliedMode(entry.mode));
+      await this.turns.made();
     }
     await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
     await syncFileSystem(this.dir);
