@@ -273,7 +273,9 @@ async function receiveOne(socket, mode, outPath, fsync, untarDir) {
   let tarCpuSeconds = 0;
   if (untarDir) {
     await mkdir(untarDir, { recursive: true });
-    const tar = tarChild(['-x', '-f', '-', '-C', untarDir], ['pipe', 'ignore']);
+    // --ignore-zeros: tar reads to the stream's end instead of stopping at the archive's end marker and
+    // closing its input under the last bytes of padding still being written.
+    const tar = tarChild(['-x', '--ignore-zeros', '-f', '-', '-C', untarDir], ['pipe', 'ignore']);
     await pipeline(socket, count.stream, tar.child.stdin);
     tarCpuSeconds = await tar.done;
     if (fsync) await syncFileSystemOf(untarDir);
