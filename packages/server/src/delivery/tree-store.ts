@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { lstat, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstatSync, type Stats } from 'node:fs';
+import { open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   choosePieceSize, decodeManifest, encodeManifest, errnoCode, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
@@ -60,6 +61,7 @@ export async function walkTree(root: string): Promise<WalkedTree> {
   const entries: WalkedEntry[] = [];
   const refused: string[] = [];
   const pending = [''];
+  const turns = new LoopTurns();
   while (pending.length > 0 && entries.length <= MAX_TREE_ENTRIES) {
     const relative = pending.pop()!;
     const names = await readdir(join(root, relative)).catch((err: unknown) => {
@@ -71,11 +73,16 @@ export async function walkTree(root: string): Promise<WalkedTree> {
       if (entries.length > MAX_TREE_ENTRIES) break;
       const path = relative ? `${relative}/${name}` : name;
       const source = join(root, path);
-      const info = await lstat(source).catch((err: unknown) => {
+      // Synchronous: a look-up in the page cache, not a trip through the thread pool per entry.
+      let info: Stats;
+      try {
+        info = lstatSync(source);
+      } catch (err) {
         refused.push(`${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`);
-        return undefined;
-      });
-      if (!info) continue;
+        continue;
+      } finally {
+        await turns.made();
+      }
       if (info.isDirectory()) {
         entries.push({ path, kind: 'directory', mode: info.mode & 0o777, size: 0, source });
         pending.push(path);
