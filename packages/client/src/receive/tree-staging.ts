@@ -35,6 +35,11 @@ export class IncomingTree {
   private current: IncomingFile | undefined;
   /** Small files and directories are made with synchronous calls (SMALL_FILE_BYTES): the loop gets its turns. */
   private readonly turns = new LoopTurns();
+  /**
+   * The first bytes of a small file that runs past the DATA frame that started it, kept (at most
+   * SMALL_FILE_BYTES) until the rest arrives, so that it too is checked and written in one go.
+   */
+  private head: Buffer | undefined;
 
   private constructor(
     readonly dir: string,
@@ -120,7 +125,7 @@ export class IncomingTree {
   /** The offset in the concatenation the next DATA must carry (= verified bytes held). */
   get offset(): number {
     const at = this.files[this.index];
-    return at ? at.start + (this.current?.offset ?? 0) : this.size;
+    return at ? at.start + (this.current?.offset ?? this.head?.length ?? 0) : this.size;
   }
 
   get complete(): boolean {
@@ -135,8 +140,9 @@ export class IncomingTree {
   async write(payload: Uint8Array): Promise<void> {
     let at = 0;
     while (at < payload.length) {
-      if (this.writeWhole(payload.subarray(at))) {
-        at += this.files[this.index - 1]!.entry.size;
+      const taken = this.takeSmall(payload.subarray(at));
+      if (taken !== undefined) {
+        at += taken;
         await this.turns.made();
         continue;
       }
@@ -148,28 +154,38 @@ export class IncomingTree {
     }
     // Empty files after the last byte are made too, so a complete tree has all its files.
     while (!this.complete && this.files[this.index]!.entry.size === 0) {
-      if (!this.writeWhole(payload.subarray(payload.length))) await this.closeFile(await this.currentFile());
+      if (this.takeSmall(payload.subarray(payload.length)) === undefined) await this.closeFile(await this.currentFile());
       await this.turns.made();
     }
   }
 
   /**
-   * The next file written in one go when it starts afresh and `rest` holds all of it: a small file (at
-   * most one piece, whose only piece hash is its SHA-256, so that one check is both) is checked before
-   * it is written, then written with one open, write and close. False when the file is not like that.
+   * The next file's bytes from `rest` when it is a small file started afresh (at most one piece, whose
+   * only piece hash is its SHA-256, so that one check is both): once all of it is in, it is checked
+   * before it is written, then written with one open, write and close. Returns the bytes taken, or
+   * undefined when the next file is not like that.
    */
-  private writeWhole(rest: Uint8Array): boolean {
+  private takeSmall(rest: Uint8Array): number | undefined {
     const staged = this.files[this.index];
-    if (this.current || !staged) return false;
+    if (this.current || !staged) return undefined;
     const { entry } = staged;
-    if (entry.size > rest.length || entry.size > SMALL_FILE_BYTES || entry.size > this.manifest.pieceSize) return false;
-    const bytes = rest.subarray(0, entry.size);
+    if (entry.size > SMALL_FILE_BYTES || entry.size > this.manifest.pieceSize) return undefined;
+    const held = this.head?.length ?? 0;
+    const take = Math.min(entry.size - held, rest.length);
+    const part = rest.subarray(0, take);
+    if (held + take < entry.size) {
+      // A copy: the frame's payload is a view into the reader's buffer.
+      this.head = Buffer.concat([this.head ?? Buffer.alloc(0), part]);
+      return take;
+    }
+    const bytes = this.head ? Buffer.concat([this.head, part]) : part;
+    this.head = undefined;
     if (!createHash('sha256').update(bytes).digest().equals(entry.sha256)) {
       throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
     }
     writePartialSync(this.pathOf(entry), bytes);
     this.index++;
-    return true;
+    return take;
   }
 
   /** The file bytes go to next: the one in progress, or the next one started afresh. */
@@ -200,8 +216,9 @@ export class IncomingTree {
     await this.takeCurrent()?.keepVerified();
   }
 
-  /** The file in progress, no longer this tree's to close. */
+  /** The file in progress, no longer this tree's to close (a small file's head in memory is dropped: it resumes from its start). */
   private takeCurrent(): IncomingFile | undefined {
+    this.head = undefined;
     const file = this.current;
     this.current = undefined;
     return file;
