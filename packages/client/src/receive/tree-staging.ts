@@ -16,8 +16,8 @@ import { writePartialSync } from './partial-file.js';
  */
 
 /** The mode a tree's entry is given: its permission bits (no set-id, no sticky bit) under this member's umask. */
-export function appliedMode(mode: number): number {
-  return mode & 0o777 & ~process.umask();
+export function appliedMode(mode: number, umask = process.umask()): number {
+  return mode & 0o777 & ~umask;
 }
 
 /** The mode of a placed tree's own directory: what a directory made here would get. */
@@ -230,8 +230,10 @@ export class IncomingTree {
    */
   async seal(): Promise<void> {
     await this.release();
+    // Read once: process.umask() is two system calls (set and restore) each time.
+    const umask = process.umask();
     for (const entry of this.manifest.entries) {
-      chmodSync(this.pathOf(entry), appliedMode(entry.mode));
+      chmodSync(this.pathOf(entry), appliedMode(entry.mode, umask));
       await this.turns.made();
     }
     await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
