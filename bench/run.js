@@ -70,7 +70,8 @@ function settings(argv) {
       mbit: Number(values['scale-mbit']),
       wideConcurrency: !values['scale-skip-wide'],
     },
-    command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+    // The scratch placement changes the figures (a store on disk or on tmpfs): it is part of the command.
+    command: `${['BENCH_WORK', 'BENCH_RECV', 'BENCH_SIZE'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('')}npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
 }
 
