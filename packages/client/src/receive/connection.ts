@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { connect, type TLSSocket } from 'node:tls';
 import {
-  ALPN_PIECES, backoffDelay, Capability, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
-  PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
+  ALPN_PIECES, backoffDelay, Capability, disconnectFields, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
+  isExpectedDisconnect, PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
   type Frame, type Identity, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { Discovery } from '../discovery/discovery.js';
@@ -103,7 +103,11 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
     }, Math.max(50, Math.min(1000, this.timeoutMs / 3)));
     socket.on('error', (err) => {
       const code = (err as NodeJS.ErrnoException).code ?? err.message;
-      this.limited.warn(`socket:${code}`, { err, server: pinned, address: `${server.address}:${server.tcpPort}` }, 'data connection error');
+      const fields = { ...disconnectFields(err), server: pinned, address: `${server.address}:${server.tcpPort}` };
+      // A server restarting or out of reach is normal: said once (INFO) per outage, each retry at DEBUG.
+      if (!isExpectedDisconnect(err)) this.limited.warn(`socket:${code}`, fields, 'data connection error');
+      else if (this.attempt === 0) log.info(disconnectFields(err), 'data connection failed; retrying');
+      else log.debug(disconnectFields(err), 'data connection failed; retrying');
     });
     socket.once('close', () => this.closedSocket(socket, log));
     socket.once('secureConnect', () => {
