@@ -41,6 +41,8 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private attempt = 0;
+  /** The first failed dial of an outage was logged; the rest go to debug until connected again. */
+  private outageSaid = false;
   private started = false;
   private closed = false;
   private readonly limited: RateLimitedLog;
@@ -106,8 +108,10 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
       const fields = { ...disconnectFields(err), server: pinned, address: `${server.address}:${server.tcpPort}` };
       // A server restarting or out of reach is normal: said once (INFO) per outage, each retry at DEBUG.
       if (!isExpectedDisconnect(err)) this.limited.warn(`socket:${code}`, fields, 'data connection error');
-      else if (this.attempt === 0) log.info(disconnectFields(err), 'data connection failed; retrying');
-      else log.debug(disconnectFields(err), 'data connection failed; retrying');
+      else {
+        log[this.outageSaid ? 'debug' : 'info'](disconnectFields(err), 'data connection failed; retrying');
+        this.outageSaid = true;
+      }
     });
     socket.once('close', () => this.closedSocket(socket, log));
     socket.once('secureConnect', () => {
@@ -130,6 +134,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
           if (frame.type !== 'hello') throw new GroupcastError(ErrorCode.PROTOCOL, `expected HELLO, got ${frame.type}`);
           greeted = true;
           this.attempt = 0;
+          this.outageSaid = false;
           this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned, { pieces });
           log.info({ serverName: frame.name }, 'connected');
           this.emit('connected', pinned, frame.name);
