@@ -10,7 +10,7 @@ import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '..
  * group with its reason and time, the refusal is logged once however often it is repeated, and a
  * member with nothing left to serve exits 77 with the reason in its last log line. Real processes on
  * loopback: a server with closed groups, members revoked, with wrong, used or expired codes, or
- * asking for a group that does not exist.
+ * asking for a group that does not exist; and a second server whose open group takes one guest.
  */
 const EXIT_REFUSED = 77;
 const h = harness();
@@ -34,11 +34,11 @@ async function stateDir(name: string): Promise<string> {
 }
 
 /** A member daemon at debug level (repeats of a refusal show there), joining `groups`. */
-async function member(name: string, groups: string[], extra: string[], env: Record<string, string> = {}): Promise<Daemon> {
+async function member(name: string, groups: string[], extra: string[], env: Record<string, string> = {}, net = network): Promise<Daemon> {
   const downloads = await h.dir(`${name}-dl`);
   return h.spawn(name, CLIENT_BIN, [
     ...groups.flatMap((g) => ['--join', g]), '--state-dir', await stateDir(name), '--downloads', downloads, '--name', name,
-    '--no-peers', '--log-level', 'debug', ...extra, ...network,
+    '--no-peers', '--log-level', 'debug', ...extra, ...net,
   ], env);
 }
 
@@ -167,5 +167,20 @@ describe('a member refused at its first join', () => {
   it('an unknown group', async () => {
     const daemon = await member('lost', ['Nonexistent'], ['--server-id', serverId]);
     await expectRefused('lost', daemon, 'Nonexistent', 'unknown group', 'no group named "Nonexistent"');
+  });
+
+  it('a full open group', async () => {
+    const lobbyNetwork = ['--interface', '127.0.0.1', '--port', String(testPort())];
+    const lobbyState = await h.dir('lobby-server');
+    const config = join(lobbyState, 'config.json');
+    await writeFile(config, JSON.stringify({ groups: [{ name: 'Lobby', open: true }] }));
+    const lobby = h.spawn('lobby', SERVER_BIN, ['--config', config, '--state-dir', lobbyState, '--tcp-port', '0', '--max-open-members', '1', ...lobbyNetwork]);
+    const lobbyId = String((await lobby.waitForMsg('group-server started')).id);
+    const guest = await member('guest', ['Lobby'], ['--server-id', lobbyId], {}, lobbyNetwork);
+    await guest.waitForMsg('joined', { group: 'Lobby' });
+    const late = await member('late-guest', ['Lobby'], ['--server-id', lobbyId], {}, lobbyNetwork);
+    await expectRefused('late-guest', late, 'Lobby', 'group full', 'open group "Lobby" is full (1 members)');
+    await guest.stop('SIGINT');
+    await lobby.stop('SIGINT');
   });
 });
