@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
   ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress, parseRate,
-  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, NAK_REASON_NAMES, wantsJson, writeStarterConfig, type Logger,
+  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, NAK_REASON_NAMES, packageVersion, wantsJson, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -271,5 +271,5 @@ await yargs(args)
   })
   .help()
   .alias('help', 'h')
-  .version(false)
+  .version(packageVersion(import.meta.url))
   .parseAsync();
