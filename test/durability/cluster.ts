@@ -21,6 +21,8 @@ export interface Member {
   id: string;
   groups: string[];
   daemon?: Daemon;
+  /** More flags for this member's daemon (--keep-old 2). */
+  args?: string[];
   /**
    * Run the member as this user, with this environment (HOME…), instead of as the test's user, from a
    * copy of the daemons that user can read (installForUser).
@@ -178,7 +180,7 @@ export class Cluster {
     member.daemon = this.h.spawn(member.name, member.runAs?.clientBin ?? CLIENT_BIN, [
       ...member.groups.flatMap((g) => ['--join', g]),
       '--server-id', this.serverId, '--state-dir', member.state, '--downloads', member.downloads, '--name', member.name,
-      ...this.network, ...(this.options.peers ? [] : ['--no-peers']),
+      ...this.network, ...(this.options.peers ? [] : ['--no-peers']), ...(member.args ?? []),
     ], member.runAs?.env, member.runAs && { uid: member.runAs.uid, gid: member.runAs.gid });
     return member.daemon;
   }

@@ -118,12 +118,14 @@ export class HostileLink {
     });
   }
 
-  /** Connects with the identity's certificate; `onFrame` sees each frame as it is read. */
-  static open(port: number, identity: Identity, onFrame: (frame: Frame, link: HostileLink) => void = () => undefined): Promise<HostileLink> {
+  /** Connects with the identity's certificate; `onFrame` sees each frame as it is read; `alpn`: offer it (gcdp/1.1). */
+  static open(
+    port: number, identity: Identity, onFrame: (frame: Frame, link: HostileLink) => void = () => undefined, alpn?: string,
+  ): Promise<HostileLink> {
     return new Promise((resolve, reject) => {
       const socket = connect({
         host: '127.0.0.1', port, cert: identity.certPem, key: identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
-        rejectUnauthorized: false, checkServerIdentity: () => undefined,
+        rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(alpn ? { ALPNProtocols: [alpn] } : {}),
       });
       socket.once('secureConnect', () => resolve(new HostileLink(socket, onFrame)));
       socket.once('error', reject);

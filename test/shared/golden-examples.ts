@@ -96,6 +96,11 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
   'hello-member': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07' } },
   'request-any': { kind: 'frame', frame: { type: 'request', transfer: TRANSFER, piece: 0xffff_ffff } },
   have: { kind: 'frame', frame: { type: 'have', transfer: TRANSFER, piece: 3 } },
+  'hello-server-caps': {
+    kind: 'frame',
+    frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server', caps: { flags: Capability.PIECES | Capability.HELD_PIECES, peerPort: 0 } },
+  },
+  'bitfield-held': { kind: 'frame', frame: { type: 'bitfield', transfer: TRANSFER, bits: Buffer.from([0xe7, 0xc0]) } },
   'hello-member-caps': {
     kind: 'frame',
     frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'build-07', caps: { flags: Capability.PIECES | Capability.PEERS, peerPort: 47702 } },

@@ -12,7 +12,8 @@ import { readClientConfig, STARTER_CLIENT_CONFIG } from './config.js';
 import { startClient } from './daemon.js';
 import { formatGroupListing } from './discovery/groups-table.js';
 import { listGroups } from './discovery/list-groups.js';
-import { defaultDownloadsDir, parseDuration, parsePort, resolveOptions, type ClientOptions } from './options.js';
+import { DEFAULT_KEEP_OLD } from './receive/versions.js';
+import { defaultDownloadsDir, parseDuration, parsePort, parseKeepOld, resolveOptions, type ClientOptions } from './options.js';
 import { ServerPin } from './discovery/pinning.js';
 import { statusText } from './status-view.js';
 import { readStatus } from './status-file.js';
@@ -50,6 +51,7 @@ const OPTIONS = {
   metrics: { type: 'string', describe: 'serve Prometheus metrics on PORT (127.0.0.1) or ADDR:PORT', coerce: checkedText(parseMetricsAddress), group: 'Daemon:' },
   'peer-port': { type: 'number', default: DEFAULT_PEER_PORT, describe: 'serve verified pieces to other members on this TCP port (0: any free port)', coerce: integerOption('--peer-port', 0, 65535), group: 'Daemon:' },
   'peer-rate': { type: 'string', describe: 'the most this member uploads to its peers, in bytes per second over every link: 20M, 500k (powers of 1000) [default: unlimited]', coerce: checkedText(parseRate), group: 'Daemon:' },
+  'keep-old': { type: 'number', default: DEFAULT_KEEP_OLD, describe: 'keep this many previous versions of a file a newer distribution replaced', coerce: parseKeepOld, group: 'Daemon:' },
   peers: { type: 'boolean', default: true, describe: 'take part in peer-assisted delivery (--no-peers: take every file from the server)', group: 'Daemon:' },
 } as const satisfies Record<string, Options>;
 
@@ -77,6 +79,7 @@ function clientOptions(argv: Args, log: Logger): ClientOptions {
     metrics: argv.metrics,
     peerPort: argv.peers ? argv.peerPort : undefined,
     peerRate: argv.peerRate === undefined ? undefined : parseRate(argv.peerRate),
+    keepOld: argv.keepOld,
     log,
   };
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_KEEP_OLD } from './receive/versions.js';
 import { absolutePath, loadConfigFileSync, LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress, parseRate } from '@groupcast/shared';
 
 /** A string that one of shared's parsers accepts; kept as written, since the flag's own parsing applies after. */
@@ -32,6 +33,7 @@ export const clientConfigSchema = z.strictObject({
   onReceiveJobs: z.number().int().min(1).max(64).optional(),
   metrics: parsed(parseMetricsAddress).optional(),
   peerRate: parsed(parseRate).optional(),
+  keepOld: z.number().int().min(0).max(MAX_KEEP_OLD).optional(),
   logLevel: z.enum(LOG_LEVELS).optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
 });
@@ -92,6 +94,10 @@ export const STARTER_CLIENT_CONFIG = `// group-client configuration: JSON with c
   // The most this member uploads to other members (peer-assisted delivery), in bytes per second over
   // every peer link: "20M", "500k" (powers of 1000). Unlimited unless set.
   // "peerRate": "20M",
+
+  // A newer distribution of a file groupcast placed (and nobody edited since) replaces it; this many
+  // previous versions are kept in <downloads>/.groupcast-versions/<group>/<file>/ for rollback. Default 0.
+  // "keepOld": 2,
 
   // fatal, error, warn, info, debug, trace or silent; json or pretty.
   // "logLevel": "info",

@@ -134,6 +134,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
     downloads: resolved.downloads,
     stateDir: resolved.stateDir,
     wants: (group) => membership.wants(group),
+    keepOld: resolved.keepOld,
   });
   const connection = new ServerConnection({
     log: log.child({ component: 'connection' }),

@@ -5,6 +5,7 @@ import {
   parseHostPort, parseJoinCode, parseMetricsAddress, parsePeerId, resolveInterface, truncateUtf8, validateGroupName,
   type Family, type JoinCode, type Logger, type MulticastInterface, type Peer, type PeerId,
 } from '@groupcast/shared';
+import { DEFAULT_KEEP_OLD, MAX_KEEP_OLD } from './receive/versions.js';
 
 /** What a caller (the CLI or a test) asks of a member daemon; everything but the directories has a default. */
 export interface ClientOptions {
@@ -39,6 +40,8 @@ export interface ClientOptions {
   peerPort?: number | undefined;
   /** `--peer-rate`: bytes per second this member uploads to its peers at most; unlimited when undefined. */
   peerRate?: number | undefined;
+  /** `--keep-old`: previous versions of a replaced file kept for rollback (versions.ts); 0 when undefined. */
+  keepOld?: number | undefined;
 }
 
 export interface ResolvedOptions {
@@ -57,6 +60,7 @@ export interface ResolvedOptions {
   metrics: { host: string; port: number } | undefined;
   peerPort: number | undefined;
   peerRate: number | undefined;
+  keepOld: number;
 }
 
 function usage(message: string, cause?: unknown): GroupcastError {
@@ -69,6 +73,7 @@ export function defaultDownloadsDir(env: NodeJS.ProcessEnv = process.env): strin
 }
 
 export const parsePort = integerOption('--port', 1, 65535);
+export const parseKeepOld = integerOption('--keep-old', 0, MAX_KEEP_OLD);
 
 /** "3s", "500ms", "2m" or a bare number of seconds: the one parser both daemons use. */
 export { parseDuration } from '@groupcast/shared';
@@ -139,5 +144,6 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     metrics: options.metrics === undefined ? undefined : parseMetricsAddress(options.metrics),
     peerPort: options.peerPort,
     peerRate: options.peerRate,
+    keepOld: parseKeepOld(options.keepOld ?? DEFAULT_KEEP_OLD),
   };
 }

@@ -3,12 +3,13 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  checkedText, errorJson, GroupcastError, hideOptions, packageVersion, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
+  checkedText, errorJson, formatDuration, GroupcastError, hideOptions, packageVersion, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './operator/control-socket.js';
 import { startServer } from './daemon.js';
 import { runDistribute, type DistributeFlags } from './operator/distribute-view.js';
+import { DaemonLost, RECONNECT_LIMIT_MS } from './operator/reconnect.js';
 import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './control/invites.js';
 import type { DeliveryChange, GroupView, MemberView, PruneResult, StatusView } from './operator/operations.js';
 import { BACKLOG_POLICIES, type BacklogPolicy } from './delivery/distributor.js';
@@ -18,7 +19,7 @@ import { parseWebToken } from './web/access.js';
 import { groupsTable, invitesTable, membersTable, statusText } from './operator/status-view.js';
 
 /** Exit codes the operator's scripts can rely on. */
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4 } as const;
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, PENDING: 3, NO_MEMBERS: 4, DAEMON_LOST: 5 } as const;
 
 interface CommonFlags {
   config?: string;
@@ -186,9 +187,12 @@ const cli = options(yargs(hideBin(process.argv)))
       .option('timeout', { type: 'string', coerce: checkedText(parseDuration), describe: 'stop waiting after this long (e.g. 10m)' })
       .option('progress-interval', { type: 'string', default: '5s', coerce: checkedText(parseDuration), describe: 'without a terminal: a progress line per member this often (0: every update)' })
       .option('rate', { type: 'string', coerce: checkedText(parseRate), describe: 'the most these files take of the server\'s upload, in bytes per second over all their members (under the daemon\'s --rate): 20M, 500k [default: no cap of their own]' })
+      .option('to', { type: 'string', array: true, describe: 'only these members of the group: names as status shows them, or ids (7+ characters); the others, and members joining later, get nothing' })
+      .option('reconnect-timeout', { type: 'string', coerce: checkedText(parseDuration), describe: `if the daemon goes away (a restart), how long to try to reach it again before giving up with exit code 5 [default: ${formatDuration(RECONNECT_LIMIT_MS)}]` })
       .example('$0 distribute Developers ./build.tar.gz', 'push a file to every member of Developers')
       .example('$0 distribute Designers a.psd b.psd --wait-all --timeout 1h', 'wait up to an hour for offline members')
-      .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts'),
+      .example('$0 distribute Developers ./build.tar.gz --json | jq .exitCode', 'one JSON document for scripts')
+      .example('$0 distribute Developers ./fix.patch --to alice PKHMN3L', 'only to the member named alice and the one whose id starts PKHMN3L'),
     async (flags) => {
       const options: DistributeFlags = {
         group: flags.group,
@@ -198,6 +202,8 @@ const cli = options(yargs(hideBin(process.argv)))
         progressIntervalMs: parseDuration(flags.progressInterval),
         ...(flags.timeout ? { timeoutMs: parseDuration(flags.timeout) } : {}),
         ...(flags.rate ? { rate: parseRate(flags.rate) } : {}),
+        ...(flags.to ? { to: flags.to } : {}),
+        ...(flags.reconnectTimeout ? { reconnectLimitMs: parseDuration(flags.reconnectTimeout) } : {}),
       };
       process.exitCode = await runDistribute(await stateDirOf(flags as CommonFlags), options);
     },
@@ -287,7 +293,8 @@ const cli = options(yargs(hideBin(process.argv)))
   .epilog([
     'Every option can also be set as GROUPCAST_<OPTION> (GROUPCAST_STATE_DIR=/var/lib/groupcast-server) or in the '
       + 'config file; a flag beats the environment, which beats the file, which beats the default.',
-    'Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (distribute) members still pending, 4 nobody to send to.',
+    'Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (distribute) members still pending, 4 nobody to send to, '
+      + `5 (distribute) lost the daemon and it did not come back within ${formatDuration(RECONNECT_LIMIT_MS)}.`,
     'Guide: docs/OPERATIONS.md',
   ].join('\n\n'))
   .demandCommand(0)
@@ -303,6 +310,11 @@ const cli = options(yargs(hideBin(process.argv)))
 /** Errors that mean the command line or config is wrong (exit 2), as the README promises; the rest exit 1. */
 const USAGE_CODES: ReadonlySet<ErrorCode> = new Set([ErrorCode.CONFIG, ErrorCode.USAGE, ErrorCode.BAD_ID, ErrorCode.UNKNOWN_GROUP]);
 
+function exitCodeOf(err: unknown): number {
+  if (err instanceof DaemonLost) return EXIT.DAEMON_LOST;
+  return isGroupcastError(err) && USAGE_CODES.has(err.code) ? EXIT.USAGE : EXIT.FAILED;
+}
+
 /** Reports an error (as JSON on stdout with --json, see errorJson) and exits. */
 function fail(code: ErrorCode, message: string, exitCode: number, hint = ''): never {
   if (wantsJson(process.argv.slice(2))) process.stdout.write(errorJson(code, message));
@@ -314,5 +326,5 @@ try {
   await cli.parseAsync();
 } catch (err) {
   const code = isGroupcastError(err) ? err.code : ErrorCode.INTERNAL;
-  fail(code, (err as Error).message, isGroupcastError(err) && USAGE_CODES.has(err.code) ? EXIT.USAGE : EXIT.FAILED);
+  fail(code, (err as Error).message, exitCodeOf(err));
 }

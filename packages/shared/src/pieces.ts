@@ -139,3 +139,27 @@ export class PieceVerifier {
     this.inPiece = 0;
   }
 }
+
+/** Bytes `[start, end)` of a file. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * What the server's stream sends after a member's BITFIELD (PROTOCOL.md §7.5): from `from` to the end,
+ * every piece whose bit is clear, in order, adjacent pieces merged into one range. Both ends compute it,
+ * so the member knows the offset each DATA must carry.
+ */
+export function missingRanges(held: { has(index: number): boolean }, size: number, pieceSize: number, from: number): ByteRange[] {
+  const ranges: ByteRange[] = [];
+  for (let piece = Math.floor(from / pieceSize); piece * pieceSize < size; piece++) {
+    if (held.has(piece)) continue;
+    const start = Math.max(piece * pieceSize, from);
+    const end = Math.min(size, (piece + 1) * pieceSize);
+    const last = ranges.at(-1);
+    if (last && last.end === start) last.end = end;
+    else ranges.push({ start, end });
+  }
+  return ranges;
+}

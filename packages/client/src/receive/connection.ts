@@ -135,7 +135,8 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
           greeted = true;
           this.attempt = 0;
           this.outageSaid = false;
-          this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned, { pieces });
+          const heldPieces = pieces && ((frame.caps?.flags ?? 0) & Capability.HELD_PIECES) !== 0;
+          this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned, { pieces, heldPieces });
           log.info({ serverName: frame.name }, 'connected');
           this.emit('connected', pinned, frame.name);
           return;

@@ -7,9 +7,11 @@ import {
 
 /**
  * Where received files go: `<root>/<group>/<name>`, with partial data in `<root>/.groupcast-partial/`
- * (a dot name no group can have). The path decisions here are pure, so they can be tested alone.
+ * and versions in `<root>/.groupcast-versions/` (dot names no group can have). The path decisions here are pure, so they can be tested alone.
  */
 export const PARTIAL_DIR = '.groupcast-partial';
+/** Placed tree versions and kept old versions (versions.ts): reserved like PARTIAL_DIR, no group can have it. */
+export const VERSIONS_DIR = '.groupcast-versions';
 
 export interface Placement {
   groupDir: string;

@@ -12,6 +12,10 @@ export interface ReceivedRecord {
   size: number;
   path: string;
   time: string;
+  /** What was placed; lines written before trees and versions have none and are files. */
+  kind?: 'file' | 'tree' | undefined;
+  /** The transfer whose version this one replaced at `path`, if it replaced one. */
+  replaces?: string | undefined;
 }
 
 function isRecord(value: unknown): value is ReceivedRecord {
@@ -37,6 +41,8 @@ export function parseReceivedLog(text: string): { records: ReceivedRecord[]; bad
 export class ReceivedLog {
   private readonly journal: Journal<ReceivedRecord>;
   private readonly done = new Set<string>();
+  /** The newest record for each placed path: what groupcast put there last (versions.ts checks it is still there). */
+  private readonly placed = new Map<string, ReceivedRecord>();
 
   constructor(stateDir: string, private readonly log: Logger) {
     this.journal = new Journal(join(stateDir, RECEIVED_LOG), isRecord);
@@ -48,7 +54,7 @@ export class ReceivedLog {
 
   async load(): Promise<void> {
     const { records, torn } = await this.journal.replay();
-    for (const record of records) this.done.add(record.transfer);
+    for (const record of records) this.remember(record);
     if (torn > 0) this.log.warn({ path: this.path, skipped: torn }, 'skipped unreadable lines in the received log');
   }
 
@@ -56,9 +62,19 @@ export class ReceivedLog {
     return this.done.has(transferHex);
   }
 
+  /** The newest record of what was placed at `path`, if groupcast placed anything there. */
+  placedAt(path: string): ReceivedRecord | undefined {
+    return this.placed.get(path);
+  }
+
   append(record: ReceivedRecord): Promise<void> {
-    this.done.add(record.transfer);
+    this.remember(record);
     return this.journal.append(record);
+  }
+
+  private remember(record: ReceivedRecord): void {
+    this.done.add(record.transfer);
+    if (typeof record.path === 'string') this.placed.set(record.path, record);
   }
 
   close(): Promise<void> {

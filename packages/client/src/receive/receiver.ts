@@ -8,11 +8,13 @@ import {
   protocolViolation, type Frame, type Logger, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import {
-  existingAt, hashFile, heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
+  heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
   spaceShortfall, type Placement,
 } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
 import { ReceivedLog } from './received-log.js';
+import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
+import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
@@ -59,6 +61,8 @@ export interface ReceiverOptions {
   checkpointBytes?: number | undefined;
   /** This member's peer port: with it, transfers with a manifest are pulled piece by piece from peers and the server. */
   peers?: PeerNode | undefined;
+  /** Previous versions kept when a newer distribution replaces a file (`--keep-old`); default none. */
+  keepOld?: number | undefined;
 }
 
 /**
@@ -103,9 +107,12 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
     await this.received.load();
   }
 
-  /** `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. */
-  openSession(link: Link, server: PeerId, options: { pieces?: boolean } = {}): ReceiveSession {
-    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false);
+  /**
+   * `pieces`: the connection negotiated pieces, so each OFFER comes after its MANIFEST. `heldPieces`: the
+   * server said HELD_PIECES, so a BITFIELD before ACCEPT spares the pieces this member already holds.
+   */
+  openSession(link: Link, server: PeerId, options: { pieces?: boolean; heldPieces?: boolean } = {}): ReceiveSession {
+    const session = new ReceiveSession(this, link, this.options.log.child({ server }), options.pieces ?? false, options.heldPieces ?? false);
     this.sessions.add(session);
     return session;
   }
@@ -133,11 +140,19 @@ export class Receiver extends EventEmitter<ReceiverEvents> {
 type State =
   | { kind: 'idle' }
   | { kind: 'preparing'; hex: string; abort: AbortController; done: Promise<void> }
-  | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger }
+  | { kind: 'receiving'; hex: string; offer: Offer; placement: Placement; file: IncomingFile; log: Logger; replacing: Replacing | undefined }
   /** A transfer ended early on our side (RESULT sent); DATA the server had already sent is dropped. */
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
-  | { kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger; finishing?: boolean };
+  /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version. */
+  | {
+    kind: 'patching'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; stream: HeldStream; log: Logger;
+    replacing: Replacing;
+  }
+  | {
+    kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
+    replacing: Replacing | undefined; finishing?: boolean;
+  };
 
 const IDLE: State = { kind: 'idle' };
 
@@ -154,6 +169,8 @@ interface Finishing {
   file: HeldFile;
   log: Logger;
   digest: Buffer;
+  /** The earlier version this one replaces at the final path (versions.ts), if any. */
+  replacing: Replacing | undefined;
 }
 /** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
 const CANCEL = 'cancel';
@@ -215,6 +232,7 @@ export class ReceiveSession {
     private readonly link: Link,
     private readonly log: Logger,
     private readonly pieces: boolean,
+    private readonly heldPieces: boolean,
   ) {}
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
@@ -244,6 +262,11 @@ export class ReceiveSession {
     }
   }
 
+  private inFlight(): boolean {
+    const { kind } = this.state;
+    return kind === 'preparing' || kind === 'receiving' || kind === 'swarming' || kind === 'patching';
+  }
+
   private send(frame: Frame): void {
     if (!this.closed) this.link.send(frame);
   }
@@ -252,7 +275,7 @@ export class ReceiveSession {
 
   private manifest(frame: Extract<Frame, { type: 'manifest' }>): Promise<void> {
     if (!this.pieces) throw protocolViolation('MANIFEST on a connection that did not negotiate pieces');
-    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
+    if (this.inFlight()) {
       throw protocolViolation('MANIFEST while a transfer is in flight');
     }
     const [entry] = frame.manifest.entries;
@@ -281,7 +304,7 @@ export class ReceiveSession {
   // ---- OFFER ----
 
   private offer(offer: Offer): Promise<void> {
-    if (this.state.kind === 'preparing' || this.state.kind === 'receiving' || this.state.kind === 'swarming') {
+    if (this.inFlight()) {
       throw protocolViolation('OFFER while another transfer is in flight');
     }
     const announced = this.piecesFor(offer);
@@ -322,10 +345,20 @@ export class ReceiveSession {
       this.haveItAll(offer, log, 'already received');
       return;
     }
-    if (await this.alreadyPresent(offer, placement, log, signal)) return;
+    const existing = await this.checkExisting(offer, placement, log, signal);
+    if (existing === 'handled') return;
+    const replacing = existing?.replacing;
     const partialPath = partialPathFor(this.receiver.root, hex);
+    if (replacing && pieces) {
+      const copied = await seedFromOldVersion(placement.finalPath, partialPath, offer.size, pieces, signal);
+      log.info({ pieces: copied, of: pieces.hashes.length / 32 }, 'pieces found in the version being replaced');
+    }
     if (pieces && announced.peers && this.receiver.options.peers) {
-      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers);
+      await this.prepareSwarm(offer, placement, log, signal, pieces, partialPath, announced.peers, replacing);
+      return;
+    }
+    if (pieces && replacing && this.heldPieces) {
+      await this.preparePatch(offer, placement, log, signal, pieces, partialPath, replacing);
       return;
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
@@ -341,7 +374,7 @@ export class ReceiveSession {
       await file.release();
       signal.throwIfAborted();
     }
-    const receiving = { kind: 'receiving', hex, offer, placement, file, log } as const;
+    const receiving = { kind: 'receiving', hex, offer, placement, file, log, replacing } as const;
     log.info({ offset: file.offset, size: offer.size }, file.offset > 0 ? 'resuming' : 'accepted');
     if (file.complete) {
       // Nothing more to come (empty file, or a partial finished before a crash): verify now.
@@ -378,23 +411,56 @@ export class ReceiveSession {
     signal.throwIfAborted();
   }
 
+  // ---- PATCH: the stream, less the pieces held ----
+
+  /** Opens the seeded partial as pieces and says BITFIELD, then ACCEPT with the prefix it holds. */
+  private async preparePatch(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, replacing: Replacing,
+  ): Promise<void> {
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
+    const offset = heldPrefix(partial.held, offer.size, pieces.pieceSize);
+    const stream = new HeldStream(partial, offset);
+    const hex = offer.transfer.toString('hex');
+    const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;
+    // Every piece held (nothing changed but the order): it finishes below, still 'preparing', as an empty file does.
+    if (!stream.complete) this.state = state;
+    log.info({ offset, held: partial.held.count, pieces: partial.held.length, size: offer.size }, 'accepted');
+    this.send({ type: 'bitfield', transfer: offer.transfer, bits: partial.held.toWire() });
+    this.send({ type: 'accept', transfer: offer.transfer, offset });
+    if (stream.complete) await this.finishPatch(state);
+  }
+
+  private async patchData(state: Extract<State, { kind: 'patching' }>, frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    try {
+      await state.stream.write(frame.offset, frame.payload);
+    } catch (err) {
+      if (isGroupcastError(err, ErrorCode.PROTOCOL)) throw err;
+      this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
+      // A bad piece is never written: the pieces held stay for the retry. A disk error frees the space.
+      if (err instanceof PieceMismatch) await state.partial.release();
+      else await this.drop(state.partial, state.log);
+      const message = err instanceof PieceMismatch ? err.message : `write failed: ${describeError(err)}`;
+      this.fail(state.offer, state.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
+      return;
+    }
+    if (state.stream.complete) await this.finishPatch(state);
+  }
+
+  private async finishPatch({ offer, placement, partial, log, replacing }: Extract<State, { kind: 'patching' }>): Promise<void> {
+    const digest = await partial.digest();
+    if (await this.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
+  }
+
   // ---- SWARM ----
 
   /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
   private async prepareSwarm(
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
+    replacing: Replacing | undefined,
   ): Promise<void> {
-    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
-    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
-    if (shortfall) {
-      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
-      return;
-    }
-    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
-    if (signal.aborted) {
-      await partial.release();
-      signal.throwIfAborted();
-    }
+    const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
+    if (!partial) return;
     const hex = offer.transfer.toString('hex');
     const node = this.receiver.options.peers!;
     const swarm: MemberSwarm = new MemberSwarm({
@@ -404,7 +470,7 @@ export class ReceiveSession {
       failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
       badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...this.describe(offer), peer, piece }),
     });
-    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log };
+    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log, replacing };
     log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
     this.send({ type: 'accept', transfer: offer.transfer, offset: partial.heldBytes });
     if (partial.held.complete) {
@@ -413,6 +479,24 @@ export class ReceiveSession {
     }
     swarm.start();
     swarm.peers(peers);
+  }
+
+  /** The partial as pieces, once the disk can take what it lacks; undefined when declined for space. */
+  private async openPiecePartial(
+    offer: Offer, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string,
+  ): Promise<PiecePartial | undefined> {
+    const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
+    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
+    if (shortfall) {
+      this.decline(offer, log, Outcome.NO_SPACE, shortfall);
+      return undefined;
+    }
+    const partial = await PiecePartial.open(partialPath, offer.size, pieces, signal);
+    if (signal.aborted) {
+      await partial.release();
+      signal.throwIfAborted();
+    }
+    return partial;
   }
 
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
@@ -432,13 +516,13 @@ export class ReceiveSession {
   private async finishSwarm(hex: string): Promise<void> {
     const state = this.state;
     if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
-    const { offer, placement, partial, swarm, log } = state;
+    const { offer, placement, partial, swarm, log, replacing } = state;
     // Hashing and placing take a while: a second completion meanwhile finds it finishing. Two finishes
     // would place the file twice and answer a false NAME_CLASH, failing the delivery for good. The state
     // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
     state.finishing = true;
     const digest = await partial.digest();
-    const placed = await this.finish({ offer, placement, file: partial, digest, log });
+    const placed = await this.finish({ offer, placement, file: partial, digest, log, replacing });
     if (placed) {
       // Finished: it still serves its peers from the placed file for a while; the server lists it as long.
       this.receiver.lingering.set(hex, swarm);
@@ -463,28 +547,35 @@ export class ReceiveSession {
     this.fail(state.offer, state.log, outcome, message, err);
   }
 
-  /** The final path already holds this exact file → "have it"; anything else there → NAME_CLASH. */
-  private async alreadyPresent(offer: Offer, placement: Placement, log: Logger, signal: AbortSignal): Promise<boolean> {
+  /**
+   * The final path already holds this exact file → "have it"; a file groupcast placed there, unchanged
+   * since → replace it (versions.ts); anything else there → NAME_CLASH. 'handled': the offer is answered.
+   */
+  private async checkExisting(
+    offer: Offer, placement: Placement, log: Logger, signal: AbortSignal,
+  ): Promise<'handled' | { replacing: Replacing } | undefined> {
     const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return undefined;
       throw err;
     });
     if (groupDir && !groupDir.isDirectory()) {
       this.decline(offer, log, Outcome.NAME_CLASH, `${offer.group} exists and is not a directory`);
-      return true;
+      return 'handled';
     }
-    const existing = await existingAt(placement.finalPath);
-    if (existing.kind === 'none') return false;
-    if (existing.kind === 'file' && existing.size === offer.size) {
-      const digest = await hashFile(placement.finalPath, signal);
-      if (digest.equals(offer.sha256)) {
+    const verdict = await judgeExisting(placement.finalPath, offer, this.receiver.received.placedAt(placement.finalPath), signal);
+    switch (verdict.kind) {
+      case 'absent':
+        return undefined;
+      case 'present':
         this.haveItAll(offer, log, 'already present');
-        return true;
-      }
+        return 'handled';
+      case 'clash':
+        this.decline(offer, log, Outcome.NAME_CLASH, verdict.reason);
+        return 'handled';
+      case 'replace':
+        log.info({ replaces: verdict.replacing.record.transfer }, 'a newer version of a file groupcast placed');
+        return verdict;
     }
-    const what = existing.kind === 'file' ? 'with different content' : 'and is not a regular file';
-    this.decline(offer, log, Outcome.NAME_CLASH, `${offer.name} exists ${what}`);
-    return true;
   }
 
   private haveItAll(offer: Offer, log: Logger, why: string): void {
@@ -521,6 +612,7 @@ export class ReceiveSession {
       await state.swarm.serverData(frame.offset, frame.payload);
       return;
     }
+    if (state.kind === 'patching' && frame.transfer.equals(state.offer.transfer)) return this.patchData(state, frame);
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
@@ -552,7 +644,7 @@ export class ReceiveSession {
   }
 
   /** All bytes are in: verify, fsync, link into place (never over anything), record, RESULT. True once placed. */
-  private async finish({ offer, placement, file, log, digest }: Finishing): Promise<boolean> {
+  private async finish({ offer, placement, file, log, digest, replacing }: Finishing): Promise<boolean> {
     if (!digest.equals(offer.sha256)) {
       await this.drop(file, log);
       this.state = IDLE;
@@ -561,26 +653,32 @@ export class ReceiveSession {
     }
     try {
       await file.seal();
-      await placeFile(file.path, placement, log);
+      if (replacing) {
+        const folder = versionsFolder(this.receiver.root, offer.group, offer.name);
+        await replaceAtomically(file.path, placement, replacing, this.receiver.options.keepOld ?? DEFAULT_KEEP_OLD, folder, log);
+      }
+      else await placeFile(file.path, placement, log);
     } catch (err) {
       await this.drop(file, log);
       this.state = IDLE;
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
-      if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
+      if (clash && replacing) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} was changed locally while receiving; not replaced`);
+      else if (clash) this.fail(offer, log, Outcome.NAME_CLASH, `${offer.name} appeared in ${offer.group} while receiving`);
       else this.fail(offer, log, outcomeOfError(err), `cannot place file: ${describeError(err)}`, err);
       return false;
     }
     this.state = IDLE;
     const sha256 = digest.toString('hex');
     const record = { ...this.describe(offer), sha256, size: offer.size, path: placement.finalPath };
+    const replaces = replacing?.record.transfer;
     try {
-      await this.receiver.received.append({ ...record, time: new Date().toISOString() });
+      await this.receiver.received.append({ ...record, time: new Date().toISOString(), kind: 'file', ...(replaces ? { replaces } : {}) });
     } catch (err) {
       // The file is in place; a missing log line only means a re-offer is answered by "already present".
       log.error({ err, path: this.receiver.received.path }, 'could not record the transfer as received');
     }
     this.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
-    log.info({ bytes: offer.size, sha256, path: placement.finalPath }, 'received');
+    log.info({ bytes: offer.size, sha256, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, 'received');
     this.receiver.emit('received', record);
     return true;
   }
@@ -609,8 +707,8 @@ export class ReceiveSession {
       await this.drop(state.file, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
-    if (state.kind === 'swarming') {
-      await state.swarm.close();
+    if (state.kind === 'swarming') await state.swarm.close();
+    if (state.kind === 'swarming' || state.kind === 'patching') {
       await this.drop(state.partial, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
@@ -691,6 +789,7 @@ export class ReceiveSession {
       const last = this.state;
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
+      if (last.kind === 'patching') await last.partial.release();
       if (last.kind === 'swarming') {
         await last.swarm.close();
         await last.partial.release();

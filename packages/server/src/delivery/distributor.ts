@@ -56,7 +56,8 @@ export const DEFAULT_BACKLOG: BacklogPolicy = 'latest';
  * for both, so what the policy promises is still in the store.
  */
 export function backlogOf(transfers: readonly TransferRecord[], policy: BacklogPolicy, now: number): TransferRecord[] {
-  const live = transfers.filter((t) => t.expiresAt > now);
+  // A distribution to named members (--to) is theirs alone: no member joining later is given it.
+  const live = transfers.filter((t) => t.expiresAt > now && t.to === undefined);
   if (policy !== 'latest') return policy === 'all' ? live : [];
   const newest = new Map<string, TransferRecord>();
   const nameOf = (t: TransferRecord): string => `${t.group}/${t.name}`;
@@ -163,13 +164,19 @@ export class Distributor extends EventEmitter<DistributorEvents> {
 
   /**
    * Stores each file, records a delivery per current member, and starts sending to those online.
-   * `rate` caps what these files' deliveries take together, under the server's own --rate.
+   * `rate` caps what these files' deliveries take together, under the server's own --rate; `to`
+   * sends to those members of the group only (the others, and members joining later, get nothing);
+   * `onStoring` hears how far the store's copy of each file is.
    */
-  async distribute(group: string, paths: string[], options: { rate?: number | undefined } = {}): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
+  async distribute(
+    group: string, paths: string[],
+    options: { rate?: number | undefined; to?: readonly PeerId[] | undefined; onStoring?: (path: string, position: number, size: number) => void } = {},
+  ): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
     const { membership, store, outbox, log } = this.options;
     if (!membership.hasGroup(group)) throw new GroupcastError(ErrorCode.UNKNOWN_GROUP, `no group named "${group}"`);
     const names = paths.map((path) => validateFileName(basename(path)));
-    const members = membership.targets(group);
+    const to = options.to && new Set(options.to);
+    const members = membership.targets(group).filter((id) => !to || to.has(id));
     const transfers: TransferRecord[] = [];
     this.recording++;
     try {
@@ -179,7 +186,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       // overlapping them lets the file system commit them together instead of one flush per file.
       for (let first = 0; first < paths.length; first += INGEST_CONCURRENCY) {
         const batch = paths.slice(first, first + INGEST_CONCURRENCY);
-        const stored = await Promise.all(batch.map((path) => store.ingest(path)));
+        const stored = await Promise.all(batch.map((path) => store.ingest(path, (position, size) => options.onStoring?.(path, position, size))));
         const now = this.now();
         const recorded = stored.map((file, i): TransferRecord => ({
           id: randomBytes(TRANSFER_ID_LENGTH).toString('hex'),
@@ -190,6 +197,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
           createdAt: now,
           expiresAt: now + this.options.keepMs,
           ...(options.rate === undefined ? {} : { rate: options.rate }),
+          ...(to ? { to: members } : {}),
         }));
         await Promise.all(recorded.map((transfer) => outbox.create(transfer, members)));
         for (const transfer of recorded) {

@@ -2,10 +2,10 @@ import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
 import type { TLSSocket } from 'node:tls';
 import {
-  ALPN_PIECES, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes, formatDuration,
-  FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, isGroupcastError, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, msFromEnvironment, Outcome, PROTOCOL_VERSION,
-  RECLAIM_REQUEST, throttle,
-  protocolViolation, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
+  ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes, formatDuration,
+  FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment,
+  Outcome, pieceCount, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle,
+  protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
@@ -63,6 +63,19 @@ const MEMBER_FAULTS = new Set<string>([
   ErrorCode.WIRE_VERSION, ErrorCode.WIRE_TYPE, ErrorCode.WIRE_TOO_LARGE, ErrorCode.WIRE_FIELD,
 ]);
 
+/** One DATA frame's worth of the file. */
+interface Chunk {
+  at: number;
+  length: number;
+}
+
+/** The DATA frames that carry `ranges`, in order, each at most DATA_CHUNK (a piece boundary is never crossed: DATA_CHUNK divides every piece size). */
+function* chunksOf(ranges: readonly ByteRange[]): Generator<Chunk> {
+  for (const { start, end } of ranges) {
+    for (let at = start; at < end; at += DATA_CHUNK) yield { at, length: Math.min(DATA_CHUNK, end - at) };
+  }
+}
+
 export function isMemberFault(err: unknown): err is GroupcastError {
   return err instanceof GroupcastError && MEMBER_FAULTS.has(err.code);
 }
@@ -101,6 +114,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   private waiter: { resolve: (frame: Reply) => void; reject: (err: Error) => void } | undefined;
   /** A reply to the current transfer that came before it was asked for (RESULT in ACCEPT's chunk): at most one. */
   private early: Reply | undefined;
+  /** While an OFFER waits for its answer: the pieces the member said it holds (BITFIELD before ACCEPT, §7.5). */
+  private held: { transfer: string; bits: Buffer | undefined } | undefined;
   /** What the member said it can do; none unless the handshake negotiated ALPN_PIECES. */
   caps: Capabilities = { flags: 0, peerPort: 0 };
   /** Takes the swarm frames of the transfer being pulled (delivery/piece-server.ts). */
@@ -189,7 +204,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     this.socket.on('drain', () => this.unblocked());
     this.send(encodeFrame({
       type: 'hello', version: PROTOCOL_VERSION, name: this.serverName,
-      ...(this.negotiatedPieces ? { caps: { flags: Capability.PIECES, peerPort: 0 } } : {}),
+      ...(this.negotiatedPieces ? { caps: { flags: Capability.PIECES | Capability.HELD_PIECES, peerPort: 0 } } : {}),
     }));
     this.helloDeadline = setTimeout(() => {
       this.close(protocolViolation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
@@ -274,8 +289,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       case 'have':
       case 'bitfield':
       case 'request':
-        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation.
+        // A late HAVE about a transfer no longer pulled is harmless; a REQUEST for one is a violation,
+        // unless it crossed that transfer's CANCEL (the member asked before it read it).
+        if (frame.type === 'request' && frame.transfer.toString('hex') === this.cancelled) return;
         if (this.swarmFrames) this.swarmFrames(frame);
+        else if (frame.type === 'bitfield' && this.held?.transfer === frame.transfer.toString('hex')) this.held.bits = frame.bits;
         else if (frame.type === 'request') throw protocolViolation('REQUEST for no transfer being pulled');
         return;
       case 'accept':
@@ -369,6 +387,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     } finally {
       this.current = undefined;
       this.early = undefined;
+      this.held = undefined;
     }
   }
 
@@ -379,6 +398,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const id = Buffer.from(transfer.id, 'hex');
     const answer = this.expect();
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
+    // Only a streamed transfer with a manifest can skip pieces; only until the answer comes.
+    this.held = manifest && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
     if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
     // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream.
@@ -391,13 +412,14 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
     if (first.type !== 'accept') throw this.violation(`${first.type} in answer to an offer`);
     if (first.offset > transfer.size) throw this.violation(`accept at offset ${first.offset} past the size ${transfer.size}`);
+    const ranges = this.rangesToStream(transfer.size, first.offset, manifest);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
     const bytesSent = seat && manifest
       ? await servePieces({
         link: this.pullLink(transfer.id), seat, path, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply, limits,
       })
-      : await this.stream(transfer, id, path, first.offset, signal, result.received, limits);
+      : await this.stream(transfer, id, path, ranges, signal, result.received, limits);
     result.arm(RESULT_TIMEOUT_MS);
     const last = await result.reply;
     if (last.type !== 'result') throw this.violation(`${last.type} where a result was due`);
@@ -405,36 +427,58 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   /**
-   * Sends the file from `from` as DATA frames. Two frame buffers take turns: while one is being written
+   * What the stream sends: from the ACCEPT's offset to the end, less the pieces the member's BITFIELD
+   * before ACCEPT said it holds. A BITFIELD of the wrong length breaks the protocol.
+   */
+  private rangesToStream(size: number, offset: number, manifest: Manifest | undefined): ByteRange[] {
+    const bits = this.held?.bits;
+    this.held = undefined;
+    if (!bits || !manifest) return offset < size ? [{ start: offset, end: size }] : [];
+    let held: Bitfield;
+    try {
+      held = Bitfield.fromWire(bits, pieceCount(size, manifest.pieceSize));
+    } catch (err) {
+      throw this.violation(`BITFIELD before ACCEPT: ${(err as Error).message}`);
+    }
+    return missingRanges(held, size, manifest.pieceSize, offset);
+  }
+
+  /**
+   * Sends `ranges` of the file, in order, as DATA frames. Two frame buffers take turns: while one is being written
    * to the socket, the next chunk is read into the other (read-ahead), and a buffer is refilled only
    * once the socket has taken what it held (the write callback). The disk and the socket work at the
    * same time, and a transfer holds two frames, allocated once, whatever the file's size. Each frame
    * waits for the rate limits (`limits`: the distribution's, the server's) before it goes.
    */
   private async stream(
-    transfer: TransferRecord, id: Buffer, path: string, from: number, signal: AbortSignal, answered: () => boolean,
+    transfer: TransferRecord, id: Buffer, path: string, ranges: readonly ByteRange[], signal: AbortSignal, answered: () => boolean,
     limits: readonly TokenBucket[],
   ): Promise<number> {
     const file = await open(path, 'r');
     // Made on first use and no larger than the file needs: a small file costs one small buffer.
     const buffers: Buffer[] = [];
+    const largest = Math.max(0, ...ranges.map((range) => range.end - range.start));
     const released = [Promise.resolve(), Promise.resolve()];
-    const fill = async (slot: number, at: number): Promise<Buffer> => {
+    const fill = async (slot: number, { at, length }: Chunk): Promise<{ frame: Buffer; end: number }> => {
       await released[slot];
-      const length = Math.min(DATA_CHUNK, transfer.size - at);
-      const buffer = (buffers[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, transfer.size - from)));
+      const buffer = (buffers[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, largest)));
       const { frame, payload } = dataFrameIn(buffer, id, at, length);
       const { bytesRead } = await file.read(payload, 0, length, at);
       if (bytesRead !== length) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${path} is shorter than recorded`);
-      return frame;
+      return { frame, end: at + length };
     };
     // A destroyed socket may never call a write back: the session's end releases the buffers as well.
     const unflushed = new Set<() => void>();
     const releaseAll = (): void => unflushed.forEach((release) => release());
     this.once('closed', releaseAll);
-    let position = from;
+    const chunks = chunksOf(ranges);
+    const following = (slot: number): Promise<{ frame: Buffer; end: number }> | undefined => {
+      const chunk = chunks.next();
+      return chunk.done ? undefined : fill(slot, chunk.value);
+    };
+    let sentBytes = 0;
     let slot = 0;
-    let next = position < transfer.size ? fill(slot, position) : undefined;
+    let next = following(slot);
     try {
       while (next && !answered()) {
         if (signal.aborted) {
@@ -443,14 +487,14 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
           throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
         }
         if (this.closed) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
-        const frame = await next;
+        const { frame, end: position } = await next;
         const length = frame.length - DATA_HEADER_LENGTH;
         const wait = throttle(limits, length);
         if (wait) await wait;
-        position += length;
+        sentBytes += length;
         const sent = slot;
         slot = 1 - slot;
-        next = position < transfer.size ? fill(slot, position) : undefined;
+        next = following(slot);
         next?.catch(() => undefined); // awaited on the next turn, or in finally
         let flowing = true;
         released[sent] = new Promise<void>((resolve) => {
@@ -469,7 +513,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
       this.off('closed', releaseAll);
       await file.close();
     }
-    return position - from;
+    return sentBytes;
   }
 
   private async listenAfterDrain(): Promise<void> {

@@ -13,6 +13,8 @@ export interface TransferRecord {
   expiresAt: number;
   /** `distribute --rate`: bytes per second this distribution may take of the server's upload, over all its members. */
   rate?: number;
+  /** `distribute --to`: the members it was sent to, the only ones it is for (never a later joiner's backlog). */
+  to?: PeerId[];
 }
 
 export interface DeliveryRecord {

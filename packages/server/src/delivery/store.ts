@@ -21,6 +21,9 @@ function onePiece(sha256: string, size: number): StoredPieces | undefined {
 }
 const SHA256_NAME = /^[0-9a-f]{64}$/;
 
+/** Told after each chunk of an ingest: bytes copied and hashed so far, of the size the file had at its start. */
+export type IngestProgress = (copied: number, size: number) => void;
+
 export interface StoredFile {
   sha256: string;
   size: number;
@@ -106,11 +109,11 @@ export class ContentStore {
    * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
    */
-  async ingest(source: string): Promise<StoredFile> {
+  async ingest(source: string, progress?: IngestProgress): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle);
+        const stored = await this.storeFrom(source, handle, progress);
         if (stored) return stored;
       }
       throw new GroupcastError(
@@ -123,7 +126,7 @@ export class ContentStore {
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, progress?: IngestProgress): Promise<StoredFile | undefined> {
     const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     let needed = 0;
     try {
@@ -136,9 +139,11 @@ export class ContentStore {
       try {
         // Pieces are hashed in the same pass as the whole file.
         pieces = new PieceHasher(choosePieceSize(needed));
+        let copied = 0;
         const digest = (chunk: Buffer): void => {
           hash.update(chunk);
           pieces.update(chunk);
+          progress?.((copied += chunk.length), needed);
         };
         size = await copyFrom(handle, target, digest, (err) => sourceError(source, err));
         await target.sync();

@@ -1,10 +1,13 @@
 import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import cliProgress from 'cli-progress';
 import {
   ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
 import { callDaemon } from './control-socket.js';
 import type { DeliveryView, DistributeEvent, DistributeResult } from './operations.js';
+import { fitProgress, type ProgressParts } from './progress-line.js';
+import { isConnectionLoss, reattach } from './reconnect.js';
 
 export interface DistributeFlags {
   group: string;
@@ -16,9 +19,13 @@ export interface DistributeFlags {
   timeoutMs?: number;
   /** `--rate`: bytes per second these files' deliveries take together. */
   rate?: number;
+  /** `--to`: only these members of the group (names or ids, resolved by the daemon). */
+  to?: string[];
+  /** `--reconnect-timeout`: how long to try to reach a daemon that went away (RECONNECT_LIMIT_MS unless set). */
+  reconnectLimitMs?: number;
 }
 
-/** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to. */
+/** 0 all delivered, 1 some failed, 3 some still pending (offline members), 4 nobody to deliver to (5, the daemon lost: see DaemonLost). */
 export function exitCodeFor(result: DistributeResult): number {
   if (result.deliveries.length === 0) return 4;
   if (result.deliveries.some((d) => d.state === 'failed')) return 1;
@@ -67,6 +74,10 @@ interface Row {
   finishedAt: number | undefined;
   lastLineAt: number;
   bar: cliProgress.SingleBar | undefined;
+  /** A store's ingest of a file (no member, no sources) rather than a delivery. */
+  storing: boolean;
+  /** The delivery's state and reason last shown: re-attaching sends every delivery again, shown only if it changed. */
+  shown: string;
 }
 
 /** "from server 12.0 MiB, from peers 57.3 MiB": where a member's bytes came from. */
@@ -74,16 +85,35 @@ export function sourcesText(fromServer: number, fromPeers: number): string {
   return `from server ${formatBytes(fromServer)}, from peers ${formatBytes(fromPeers)}`;
 }
 
-/**
- * `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s  from server 12.0 MiB, from peers 57.3 MiB`
- * The position is what the member holds, from anyone.
- */
-export function progressLine(row: Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers'>): string {
-  const percent = row.size > 0 ? Math.floor((row.position / row.size) * 100) : 100;
+type ProgressRow = Pick<Row, 'label' | 'file' | 'size' | 'position' | 'meter' | 'fromServer' | 'fromPeers' | 'storing'>;
+
+/** A row's figures as the line shows them. The position is what the member holds, from anyone (or what is stored). */
+function partsOf(row: ProgressRow): ProgressParts {
   const eta = row.meter.eta(row.size - row.position);
-  return `${row.label}  ${row.file}  ${percent}%  ${formatBytes(row.position)} of ${formatBytes(row.size)}  `
-    + `${formatBytes(row.meter.rate)}/s  eta ${eta === undefined ? '?' : formatDuration(eta)}  ${sourcesText(row.fromServer, row.fromPeers)}`;
+  return {
+    label: row.label,
+    file: row.file,
+    fraction: row.size > 0 ? row.position / row.size : 1,
+    sent: `${formatBytes(row.position)} of ${formatBytes(row.size)}`,
+    rate: `${formatBytes(row.meter.rate)}/s`,
+    eta: eta === undefined ? '?' : formatDuration(eta),
+    sources: row.storing ? '' : sourcesText(row.fromServer, row.fromPeers),
+  };
 }
+
+/**
+ * Without a terminal, a plain line of any length:
+ * `alice (PKHMN3L)  big.iso  36%  69.3 MiB of 190.7 MiB  24.6 MiB/s  eta 6.0s  from server 12.0 MiB, from peers 57.3 MiB`
+ */
+export function progressLine(row: ProgressRow): string {
+  const parts = partsOf(row);
+  return [parts.label, parts.file, `${Math.floor(parts.fraction * 100)}%`, parts.sent, parts.rate, `eta ${parts.eta}`, parts.sources].filter(Boolean).join('  ');
+}
+
+/** The terminal's width now (it may be resized while the bars run). */
+const terminalColumns = (): number => process.stdout.columns || DEFAULT_COLUMNS;
+/** What a terminal that does not say its width is taken to have. */
+const DEFAULT_COLUMNS = 80;
 
 function summary(result: DistributeResult, rows: Map<string, Row>): string {
   const table = result.deliveries.map((d) => {
@@ -125,12 +155,13 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   const total = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
   const bars = tty ? new cliProgress.MultiBar({
-    format: '{label} {file} [{bar}] {percentage}% {sent} {rate}/s eta {left}  {sources}',
-    barsize: 20,
+    // Each redraw lays the line out for the width the terminal has then (fitProgress).
+    format: (_options, params, payload: ProgressParts) => fitProgress({ ...payload, fraction: params.progress }, terminalColumns()),
     hideCursor: true,
     clearOnComplete: false,
-    autopadding: true,
-  }, cliProgress.Presets.shades_classic) : undefined;
+    // Lines logged above the bars (a delivery's outcome, with its transfer id) wrap instead of being cut.
+    linewrap: true,
+  }) : undefined;
   const rows = new Map<string, Row>();
   let labelWidth = 0;
   const say = (line: string): void => {
@@ -138,24 +169,61 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (bars?.isActive) bars.log(`${line}\n`);
     else process.stdout.write(`${line}\n`);
   };
-  const rowFor = (transfer: string, member: PeerId, name: string, file: string, size: number): Row => {
-    const key = `${transfer}/${member}`;
+  const newRow = (key: string, label: string, file: string, size: number, storing: boolean): Row => {
     let row = rows.get(key);
     if (!row) {
-      row = { label: memberLabel(member, name), file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined, lastLineAt: 0, bar: undefined };
+      row = {
+        label, file: printable(file), size, position: 0, fromServer: 0, fromPeers: 0, meter: new RateMeter(), startedAt: undefined, finishedAt: undefined,
+        lastLineAt: 0, bar: undefined, storing, shown: '',
+      };
       rows.set(key, row);
     }
     return row;
+  };
+  const rowFor = (transfer: string, member: PeerId, name: string, file: string, size: number): Row => newRow(`${transfer}/${member}`, memberLabel(member, name), file, size, false);
+  /** A row's progress: its bar on a terminal; otherwise a plain line every progressIntervalMs. */
+  const showProgress = (row: Row, position: number, now: number): void => {
+    row.startedAt ??= now;
+    row.position = position;
+    row.meter.add(now, position);
+    if (bars) {
+      const payload = { ...partsOf(row), label: row.label.padEnd(labelWidth) };
+      if (row.bar) row.bar.update(position, payload);
+      else {
+        row.bar = bars.create(row.size, position, payload);
+        // Drawn at once, so even a delivery that ends before the next redraw is seen.
+        bars.update();
+      }
+    } else if (!flags.json && now - row.lastLineAt >= flags.progressIntervalMs && now - row.startedAt >= flags.progressIntervalMs) {
+      row.lastLineAt = now;
+      say(progressLine(row));
+    }
   };
   const closeBar = (row: Row): void => {
     if (row.bar) bars?.remove(row.bar);
     row.bar = undefined;
   };
 
+  /** The transfers the daemon recorded (known from its first event): what a re-attach asks for. */
+  let transferIds: string[] = [];
+  let attached = false;
+  let reconnects = 0;
   const onEvent = (raw: unknown): void => {
     const event = raw as DistributeEvent;
     const now = Date.now();
+    if (event.kind === 'watching') {
+      attached = true;
+      say(`reconnected to the daemon: watching ${event.transfers.length} transfer(s) again`);
+      return;
+    }
+    if (event.kind === 'storing') {
+      const row = newRow(`storing/${event.file}`, 'storing', basename(event.file), event.size, true);
+      showProgress(row, event.position, now);
+      if (event.position >= event.size) closeBar(row);
+      return;
+    }
     if (event.kind === 'start') {
+      transferIds = event.transfers.map((t) => t.id);
       for (const t of event.transfers) {
         say(`distributing ${printable(t.name)} (${formatBytes(t.size)}, sha256 ${t.sha256.slice(0, 16)}…) to ${flags.group}: transfer ${t.id}`);
         for (const m of event.members) labelWidth = Math.max(labelWidth, rowFor(t.id, m.id, m.name, t.name, t.size).label.length);
@@ -167,31 +235,16 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
     if (event.kind === 'progress') {
       const row = rows.get(`${event.transfer}/${event.member}`);
       if (!row) return;
-      row.startedAt ??= now;
-      row.position = event.position;
       row.fromServer = event.fromServer;
       row.fromPeers = event.fromPeers;
-      row.meter.add(now, event.position);
-      if (bars) {
-        const eta = row.meter.eta(row.size - row.position);
-        const payload = {
-          label: row.label.padEnd(labelWidth), file: row.file, sent: formatBytes(row.position), rate: formatBytes(row.meter.rate),
-          left: eta === undefined ? '?' : formatDuration(eta), sources: sourcesText(row.fromServer, row.fromPeers),
-        };
-        if (row.bar) row.bar.update(event.position, payload);
-        else {
-          row.bar = bars.create(row.size, event.position, payload);
-          // Drawn at once, so even a delivery that ends before the next redraw is seen.
-          bars.update();
-        }
-      } else if (!flags.json && now - row.lastLineAt >= flags.progressIntervalMs && now - (row.startedAt ?? now) >= flags.progressIntervalMs) {
-        row.lastLineAt = now;
-        say(progressLine(row));
-      }
+      showProgress(row, event.position, now);
       return;
     }
     const d: DeliveryView = event.delivery;
     const row = rowFor(d.transfer, d.member, d.memberName, d.file, d.size);
+    const shown = `${d.state}/${d.reason}`;
+    if (row.shown === shown) return;
+    row.shown = shown;
     if (d.state === 'sending') {
       row.startedAt ??= now;
       return;
@@ -224,13 +277,34 @@ export async function runDistribute(stateDir: string, flags: DistributeFlags): P
   process.once('SIGINT', interrupted);
 
   say(`storing ${flags.files.length} file(s), ${formatBytes(total)}, in the server's content store…`);
+  const began = Date.now();
+  /** What is left of --timeout, for a watch that attaches again. */
+  const timeoutLeft = (): number | undefined => (flags.timeoutMs === undefined ? undefined : Math.max(1, flags.timeoutMs - (Date.now() - began)));
+  const watchAgain = (): Promise<DistributeResult> => reattach<DistributeResult>({
+    stateDir,
+    limitMs: flags.reconnectLimitMs,
+    request: () => {
+      attached = false;
+      return { method: 'watch', params: { transfers: transferIds, waitAll: flags.waitAll, timeoutMs: timeoutLeft() } };
+    },
+    onEvent,
+    attached: () => attached,
+    onLost: () => {
+      reconnects++;
+      say('… lost the daemon (restarting?): the distribution is on record; reconnecting to go on watching');
+    },
+  });
   try {
     const result = await callDaemon<DistributeResult>(stateDir, 'distribute', {
-      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate,
-    }, onEvent);
+      group: flags.group, files: flags.files, waitAll: flags.waitAll, timeoutMs: flags.timeoutMs, rate: flags.rate, to: flags.to,
+    }, onEvent).catch((err: unknown) => {
+      // Lost once the distribution was recorded: the daemon (restarted) still has it, so watch it there.
+      if (transferIds.length === 0 || !isConnectionLoss(err)) throw err;
+      return watchAgain();
+    });
     stopBars();
     const code = exitCodeFor(result);
-    if (flags.json) process.stdout.write(`${JSON.stringify({ ...result, exitCode: code }, null, 2)}\n`);
+    if (flags.json) process.stdout.write(`${JSON.stringify({ ...result, reconnects, exitCode: code }, null, 2)}\n`);
     else if (result.deliveries.length === 0) process.stdout.write(`no member has joined ${flags.group}; nothing was sent (the file is kept for members that join within the retention time)\n`);
     else process.stdout.write(`${bars ? '' : '\n'}${summary(result, rows)}\n`);
     return code;

@@ -1,5 +1,5 @@
 import { isAbsolute } from 'node:path';
-import { checkRate, ErrorCode, formatDuration, GroupcastError, parsePeerId, type GroupInfo, type PeerId } from '@groupcast/shared';
+import { checkRate, ErrorCode, formatDuration, GroupcastError, parsePeerId, printable, type GroupInfo, type PeerId } from '@groupcast/shared';
 import type { Handler } from './control-socket.js';
 import type { DataPlane } from '../delivery/data-plane.js';
 import type { DeliverySources, Distributor } from '../delivery/distributor.js';
@@ -47,9 +47,13 @@ export interface DistributeResult {
 
 export type DistributeEvent =
   | { kind: 'start'; transfers: TransferRecord[]; members: Array<{ id: PeerId; name: string; online: boolean }> }
+  /** `watch`: attached again to these transfers; a `delivery` event for each of their deliveries follows. */
+  | { kind: 'watching'; transfers: TransferRecord[]; members: Array<{ id: PeerId; name: string; online: boolean }> }
   /** `position`: what the member holds by now, from anyone; fromServer + fromPeers: where it came from. */
   | { kind: 'progress'; transfer: string; member: PeerId; position: number; size: number; fromServer: number; fromPeers: number }
-  | { kind: 'delivery'; delivery: DeliveryView };
+  | { kind: 'delivery'; delivery: DeliveryView }
+  /** The store copying and hashing a file (`file`: the path given), before its transfer is recorded. */
+  | { kind: 'storing'; file: string; position: number; size: number };
 
 /** What `status` shows of the server itself. Times are milliseconds since the epoch. */
 export interface ServerDescription {
@@ -139,6 +143,36 @@ export function resolveMemberId(text: string, known: readonly PeerId[]): PeerId 
 
 const shortIdOf = (id: PeerId): string => id.slice(0, 15);
 
+/** Names `distribute --to` takes at most: a bound on the request, far above any group this server serves at once. */
+export const MAX_RECIPIENTS = 10_000;
+
+/**
+ * `distribute --to`: each name a member of the group, by its name as status shows it (unique in the
+ * group) or by its id as resolveMemberId takes it. Anything else is refused (BAD_ID, a usage error)
+ * before anything is stored.
+ */
+export function resolveRecipients(
+  given: unknown, group: string, targets: readonly PeerId[], known: readonly PeerId[], nameOf: (id: PeerId) => string,
+): PeerId[] {
+  if (!Array.isArray(given) || given.length === 0 || given.length > MAX_RECIPIENTS || !given.every((t): t is string => typeof t === 'string' && t.length > 0)) {
+    throw new GroupcastError(ErrorCode.USAGE, `--to needs 1 to ${MAX_RECIPIENTS} member names or ids`);
+  }
+  const resolveOne = (text: string): PeerId => {
+    const named = targets.filter((id) => nameOf(id) === text);
+    if (named.length === 1 && named[0]) return named[0];
+    if (named.length > 1) throw new GroupcastError(ErrorCode.BAD_ID, `${named.length} members of ${group} are named "${printable(text.slice(0, 80))}": give the id instead`);
+    let id: PeerId;
+    try {
+      id = resolveMemberId(text, known);
+    } catch (err) {
+      throw new GroupcastError(ErrorCode.BAD_ID, `no member of ${group} is named "${printable(text.slice(0, 80))}", and it is not a member id: ${(err as Error).message}`, { cause: err });
+    }
+    if (!targets.includes(id)) throw new GroupcastError(ErrorCode.BAD_ID, `${shortIdOf(id)} is not a member of ${group} (group-server members shows who joined which group)`);
+    return id;
+  };
+  return [...new Set(given.map(resolveOne))];
+}
+
 /** The shortest transfer-id prefix `cancel` and `retry` accept (status shows 12 characters). */
 export const MIN_TRANSFER_PREFIX = 6;
 
@@ -189,6 +223,16 @@ export interface PruneResult {
   files: number;
   bytes: number;
   removed: Array<{ name: string; bytes: number }>;
+}
+
+interface WaitOptions {
+  waitAll: boolean;
+  timeoutMs: number | undefined;
+}
+
+function waitOptions(params: Record<string, unknown>): WaitOptions {
+  const timeoutMs = typeof params.timeoutMs === 'number' && params.timeoutMs > 0 ? params.timeoutMs : undefined;
+  return { waitAll: params.waitAll === true, timeoutMs };
 }
 
 function str(params: Record<string, unknown>, name: string): string {
@@ -247,23 +291,64 @@ export function operations(ctx: Context): Record<string, Handler> {
     };
   };
 
+  const knownIds = (): PeerId[] => membership.listMembers().map((m) => m.id);
+
+  const membersOf = (transfers: readonly TransferRecord[]): Array<{ id: PeerId; name: string; online: boolean }> => (
+    [...new Set(transfers.flatMap((t) => outbox.deliveriesOf(t.id)).map((d) => d.member))].map((id) => ({
+      id, name: membership.member(id)?.name ?? '', online: membership.isOnline(id),
+    }))
+  );
+
   const distribute: Handler = async (params, emit, signal) => {
     const group = str(params, 'group');
     const files = params.files;
     if (!Array.isArray(files) || files.length === 0 || !files.every((f): f is string => typeof f === 'string' && isAbsolute(f))) {
       throw new GroupcastError(ErrorCode.USAGE, 'files must be a non-empty list of absolute paths');
     }
-    const waitAll = params.waitAll === true;
-    const timeoutMs = typeof params.timeoutMs === 'number' && params.timeoutMs > 0 ? params.timeoutMs : undefined;
     const rate = params.rate === undefined ? undefined : checkRate(params.rate);
-    const { transfers } = await distributor.distribute(group, files, { rate });
+    // An unknown group is the distributor's to refuse (UNKNOWN_GROUP), before any name is looked up in it.
+    const to = params.to === undefined || !membership.hasGroup(group) ? undefined
+      : resolveRecipients(params.to, group, membership.targets(group), knownIds(), (id) => printable(membership.member(id)?.name ?? ''));
+    const lastStoring = new Map<string, number>();
+    const onStoring = (file: string, position: number, size: number): void => {
+      const now = Date.now();
+      if (position < size && now - (lastStoring.get(file) ?? 0) < PROGRESS_INTERVAL_MS) return;
+      lastStoring.set(file, now);
+      emit({ kind: 'storing', file, position, size } satisfies DistributeEvent);
+    };
+    const { transfers } = await distributor.distribute(group, files, { rate, to, onStoring });
+    emit({ kind: 'start', transfers, members: membersOf(transfers) } satisfies DistributeEvent);
+    return follow(transfers, waitOptions(params), emit, signal);
+  };
+
+  /**
+   * `distribute` attaching again to transfers it started, after it lost the daemon (a restart): the
+   * deliveries as they are now, then the same watch as before.
+   */
+  const watch: Handler = async (params, emit, signal) => {
+    const ids = params.transfers;
+    if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id): id is string => typeof id === 'string')) {
+      throw new GroupcastError(ErrorCode.USAGE, 'transfers must be a non-empty list of transfer ids');
+    }
+    const transfers = ids.map((id) => {
+      const transfer = outbox.transfer(id);
+      if (!transfer) throw new GroupcastError(ErrorCode.NOT_FOUND, `transfer ${id.slice(0, 12)} is not known to this server (status lists what it holds)`);
+      return transfer;
+    });
+    emit({ kind: 'watching', transfers, members: membersOf(transfers) } satisfies DistributeEvent);
+    for (const t of transfers) for (const d of outbox.deliveriesOf(t.id)) emit({ kind: 'delivery', delivery: view(d) } satisfies DistributeEvent);
+    return follow(transfers, waitOptions(params), emit, signal);
+  };
+
+  /**
+   * Waits for the deliveries of these transfers, sending the operator each change and progress, until
+   * each one ended or waits on a member that is away (all of them with `waitAll`), or `timeoutMs`.
+   */
+  const follow = (
+    transfers: TransferRecord[], { waitAll, timeoutMs }: WaitOptions, emit: (event: DistributeEvent) => void, signal: AbortSignal,
+  ): Promise<DistributeResult> => {
     const sizes = new Map(transfers.map((t) => [t.id, t.size]));
     const deliveries = (): DeliveryRecord[] => transfers.flatMap((t) => outbox.deliveriesOf(t.id));
-    const members = [...new Set(deliveries().map((d) => d.member))].map((id) => ({
-      id, name: membership.member(id)?.name ?? '', online: membership.isOnline(id),
-    }));
-    emit({ kind: 'start', transfers, members } satisfies DistributeEvent);
-
     return new Promise<DistributeResult>((resolve) => {
       const lastProgress = new Map<string, number>();
       let timer: NodeJS.Timeout | undefined;
@@ -272,7 +357,8 @@ export function operations(ctx: Context): Record<string, Handler> {
       const settlesAt = (d: DeliveryRecord): number => {
         if (d.state === 'delivered' || d.state === 'failed') return 0;
         if (waitAll || d.state !== 'pending' || dataPlane.session(d.member)) return Infinity;
-        return (membership.member(d.member)?.lastSeen ?? 0) + RECONNECT_GRACE_MS;
+        // A server that just started gives the members it had before the same grace to redial.
+        return Math.max(membership.member(d.member)?.lastSeen ?? 0, ctx.describe().startedAt) + RECONNECT_GRACE_MS;
       };
       const finish = (timedOut: boolean): void => {
         distributor.off('delivery', onDelivery);
@@ -344,8 +430,6 @@ export function operations(ctx: Context): Record<string, Handler> {
     };
   });
 
-  const knownIds = (): PeerId[] => membership.listMembers().map((m) => m.id);
-
   /** The transfer named by `params.transfer`, and its deliveries, all or the one to `params.member`. */
   const chosen = (params: Record<string, unknown>): { transfer: TransferRecord; deliveries: readonly DeliveryRecord[] } => {
     const transfer = outbox.transfer(resolveTransferId(str(params, 'transfer'), outbox.listTransfers().map((t) => t.id)));
@@ -368,6 +452,7 @@ export function operations(ctx: Context): Record<string, Handler> {
 
   return {
     distribute,
+    watch,
     status: async (): Promise<StatusView> => ({
       server: ctx.describe(),
       groups: groupViews(),

@@ -82,7 +82,7 @@ export function statusText(status: StatusView, now: number): string {
           const count = (...states: string[]): string => String(t.deliveries.filter((d) => states.includes(d.state)).length);
           const sum = (field: 'bytesSent' | 'bytesFromPeers'): string => formatBytes(t.deliveries.reduce((total, d) => total + d[field], 0));
           return [
-            t.id.slice(0, 12), printable(t.name), t.group, formatBytes(t.size), formatDuration(now - t.createdAt),
+            t.id.slice(0, 12), printable(t.name), t.to ? `${t.group} (to ${t.to.length})` : t.group, formatBytes(t.size), formatDuration(now - t.createdAt),
             count('delivered'), count('pending', 'sending'), count('failed'), sum('bytesSent'), sum('bytesFromPeers'),
           ];
         }),

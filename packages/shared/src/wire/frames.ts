@@ -68,6 +68,12 @@ export const Capability = {
   PIECES: 1 << 0,
   /** Serves verified pieces to other members on its peer port. */
   PEERS: 1 << 1,
+  /**
+   * Said by a server: on the stream, it takes a BITFIELD before ACCEPT and then sends only the pieces not
+   * set (PROTOCOL.md §7.5). A member sends that BITFIELD only to a server that said this: one predating
+   * it would ignore the BITFIELD and stream everything, which the member would refuse.
+   */
+  HELD_PIECES: 1 << 3,
 } as const;
 
 /** What a peer said it can do, after its name in HELLO. */

@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import {
+  missingRanges, pieceCount, pieceHash, pieceLength, PieceMismatch, protocolViolation, verifyPiece, writeFully, type Bitfield, type ByteRange,
+} from '@groupcast/shared';
+import type { PieceSpec } from './incoming-file.js';
+import { openPartial } from './partial-file.js';
+import type { PiecePartial } from '../peer/piece-partial.js';
+
+/**
+ * Only what changed travels (issue 11): a new version of a file shares most of its pieces with the
+ * version it replaces. Before answering the OFFER the member copies every piece of the new file it finds
+ * in the old one (same SHA-256 as the manifest's piece: at the same index, or anywhere at a piece-aligned
+ * offset of the old file) into the partial; the partial then holds them as verified pieces, and the
+ * server is told in BITFIELD (the stream, PROTOCOL.md §7.5) or by the swarm's own BITFIELD.
+ */
+
+/**
+ * Reads the old file once, piece by piece at piece-aligned offsets, and writes each old piece whose hash
+ * is a wanted piece of the new file into the partial at that piece's place (every place that wants it).
+ * The hash that matched is of the very buffer that is written. Returns the number of
+ * pieces copied. A changed or vanished old file only means fewer pieces: the rest comes over the wire.
+ */
+export async function seedFromOldVersion(oldPath: string, partialPath: string, size: number, pieces: PieceSpec, signal: AbortSignal): Promise<number> {
+  const wanted = wantedPieces(size, pieces);
+  if (wanted.size === 0) return 0;
+  const old = await open(oldPath, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!old) return 0;
+  let copied = 0;
+  try {
+    const oldSize = (await old.stat()).size;
+    const partial = await openPartial(partialPath);
+    try {
+      const buffer = Buffer.alloc(Math.min(pieces.pieceSize, Math.max(oldSize, 1)));
+      for (let at = 0; at < oldSize && wanted.size > 0; at += pieces.pieceSize) {
+        signal.throwIfAborted();
+        const { bytesRead } = await old.read(buffer, 0, Math.min(pieces.pieceSize, oldSize - at), at);
+        if (bytesRead === 0) break;
+        const data = buffer.subarray(0, bytesRead);
+        const key = createHash('sha256').update(data).digest('hex');
+        for (const piece of wanted.get(key) ?? []) {
+          await writeFully(partial, data, piece * pieces.pieceSize);
+          copied++;
+        }
+        wanted.delete(key);
+      }
+    } finally {
+      await partial.close();
+    }
+  } finally {
+    await old.close();
+  }
+  return copied;
+}
+
+/** The new file's pieces by hash (a piece repeated in the file is wanted at each of its places). */
+function wantedPieces(size: number, { pieceSize, hashes }: PieceSpec): Map<string, number[]> {
+  const wanted = new Map<string, number[]>();
+  for (let piece = 0; piece < pieceCount(size, pieceSize); piece++) {
+    const key = pieceHash(hashes, piece).toString('hex');
+    const places = wanted.get(key);
+    if (places) places.push(piece);
+    else wanted.set(key, [piece]);
+  }
+  return wanted;
+}
+
+/** The ACCEPT offset for a partial holding `held`: the bytes of its leading run of held pieces. */
+export function heldPrefix(held: Bitfield, size: number, pieceSize: number): number {
+  let piece = 0;
+  while (piece < held.length && held.has(piece)) piece++;
+  return Math.min(size, piece * pieceSize);
+}
+
+/**
+ * The server's stream after this member's BITFIELD: DATA only for the pieces not held, in order
+ * (missingRanges, the rule both ends share). Each DATA must carry exactly the next expected offset;
+ * a piece's bytes are gathered, checked against the manifest, and written whole into the piece partial.
+ * Memory: one piece (at most MAX_PIECE_SIZE).
+ */
+export class HeldStream {
+  private readonly ranges: ByteRange[];
+  private range = 0;
+  private position: number;
+  private piece: Buffer | undefined;
+  private inPiece = 0;
+
+  constructor(private readonly partial: PiecePartial, offset: number) {
+    this.ranges = missingRanges(partial.held, partial.size, partial.pieces.pieceSize, offset);
+    this.position = this.ranges[0]?.start ?? partial.size;
+  }
+
+  get complete(): boolean {
+    return this.range >= this.ranges.length;
+  }
+
+  /** Takes one DATA frame's payload; throws PROTOCOL for an offset out of turn, PieceMismatch for a bad piece. */
+  async write(offset: number, payload: Uint8Array): Promise<void> {
+    const current = this.ranges[this.range];
+    if (!current || offset !== this.position) throw protocolViolation(`DATA at offset ${offset}, expected ${this.position}`);
+    if (offset + payload.length > current.end) throw protocolViolation(`DATA past the end of a missing range at ${current.end}`);
+    const { pieceSize } = this.partial.pieces;
+    let at = 0;
+    while (at < payload.length) {
+      const index = Math.floor(this.position / pieceSize);
+      const length = pieceLength(index, this.partial.size, pieceSize);
+      const piece = (this.piece ??= Buffer.alloc(length));
+      const take = Math.min(length - this.inPiece, payload.length - at);
+      piece.set(payload.subarray(at, at + take), this.inPiece);
+      this.inPiece += take;
+      at += take;
+      this.position += take;
+      if (this.inPiece === length) await this.closePiece(index, piece);
+    }
+    if (this.position === current.end) {
+      this.range++;
+      this.position = this.ranges[this.range]?.start ?? this.partial.size;
+    }
+  }
+
+  private async closePiece(index: number, data: Buffer): Promise<void> {
+    this.piece = undefined;
+    this.inPiece = 0;
+    if (!verifyPiece(this.partial.pieces.hashes, index, data)) throw new PieceMismatch(index);
+    await this.partial.write(index, data);
+  }
+}
