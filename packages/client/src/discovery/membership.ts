@@ -201,13 +201,16 @@ export class Membership extends EventEmitter<MembershipEvents> {
     state.nonces.clear();
     const previous = state.refusal;
     const repeat = previous?.reason === nak.reason && previous.message === nak.message;
-    const revoked = nak.reason === NakReason.NOT_AUTHORIZED && (state.everJoined || (repeat && previous.revoked));
-    const refusal: Refusal = repeat ? previous : { reason: nak.reason, message: nak.message, at: Date.now(), revoked };
+    const revoked = nak.reason === NakReason.NOT_AUTHORIZED && state.everJoined;
     state.status = 'refused';
-    state.refusal = refusal;
-    if (repeat) this.options.log.debug(fields, 'join still refused');
-    else this.options.log.error({ ...fields, revoked }, 'join refused');
-    if (!repeat) this.emit('refused', nak.group, refusal);
+    if (repeat) {
+      this.options.log.debug(fields, 'join still refused');
+    } else {
+      const refusal: Refusal = { reason: nak.reason, message: nak.message, at: Date.now(), revoked };
+      state.refusal = refusal;
+      this.options.log.error({ ...fields, revoked }, 'join refused');
+      this.emit('refused', nak.group, refusal);
+    }
     this.strandedCheck();
   }
 
