@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import {
-  ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
-  FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, missingRanges, Outcome, pieceCount,
-  PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
+  ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes,
+  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, MAX_PARTIALS_REPORTED,
+  missingRanges, msFromEnvironment, Outcome, pieceCount, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -55,13 +55,8 @@ export const MAX_UNREAD_BYTES = 2 * 1024 * 1024;
  * the heartbeat first (not charged) rather than reported as a stall (charged).
  * GC_PROGRESS_WINDOW_MS overrides the window, for tests.
  */
-export const PROGRESS_WINDOW_MS = windowFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
+export const PROGRESS_WINDOW_MS = msFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
 export const PROGRESS_FLOOR_BYTES = 1024 * 1024;
-
-function windowFromEnvironment(text: string | undefined, fallback: number): number {
-  const value = Number(text);
-  return Number.isInteger(value) && value >= 100 && value <= 3_600_000 ? value : fallback;
-}
 
 /** Errors that are the member's doing: bad bytes, a frame at the wrong time, a stall. They cost the delivery an attempt. */
 const MEMBER_FAULTS = new Set<string>([
@@ -577,8 +572,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     clearInterval(this.heartbeat);
     clearInterval(this.progressCheck);
     if (isMemberFault(err)) this.fault = err;
-    if (err) this.log.warn({ err }, 'member connection closed');
-    else this.log.info('member connection closed');
+    // Closed on purpose (shutdown, revoke, a newer connection): news, not trouble.
+    if (!err || isGroupcastError(err, ErrorCode.CLOSED)) this.log.info(err ? { reason: err.message } : {}, 'member connection closed');
+    else this.log.warn(disconnectFields(err), 'member connection closed');
     this.waiter?.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
     // End gracefully so frames already written (a CANCEL on revoke) reach the member; a peer that is
     // gone does not hold the socket open past the grace period.
