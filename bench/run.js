@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
-//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge; sixteen for scale), prints its tables, and writes bench/results/<name>.json. With --readme the
@@ -50,6 +50,7 @@ function settings(argv) {
       'scale-size': { type: 'string', default: '64MiB' },
       'scale-mbit': { type: 'string', default: '200' },
       'scale-skip-wide': { type: 'boolean', default: false },
+      'scale-peers-only': { type: 'boolean', default: false },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -69,6 +70,7 @@ function settings(argv) {
       size: parseSize(values['scale-size']),
       mbit: Number(values['scale-mbit']),
       wideConcurrency: !values['scale-skip-wide'],
+      modes: values['scale-peers-only'] ? [true] : [true, false],
     },
     command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
