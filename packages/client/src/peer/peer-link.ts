@@ -1,9 +1,10 @@
 import type { TLSSocket } from 'node:tls';
 import {
   allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle, verifyPiece,
+  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle,
   protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
+import { PieceAssembly } from './piece-assembly.js';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
 export const LINK_REQUESTS = 4;
@@ -24,10 +25,10 @@ export interface LinkOwner {
   readonly pieceSize: number;
   readonly hashes: Buffer;
   readonly held: Bitfield;
-  /** A held piece, verified again before it is served. */
-  readPiece(piece: number): Promise<Buffer | undefined>;
-  /** A piece arrived and matches its hash. */
-  pieceArrived(link: PeerLink, piece: number, data: Buffer): void;
+  /** Reads held bytes (verified when they were written) into a DATA frame's payload. */
+  readInto(position: number, into: Buffer): Promise<void>;
+  /** A piece arrived and matches its hash: its bytes, as they came. */
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void;
   /** A piece arrived whose hash is wrong: the peer is hostile or broken. */
   badPiece(link: PeerLink, piece: number): void;
   /** A request timed out or the link went: the piece is free to ask elsewhere. */
@@ -39,11 +40,9 @@ export interface LinkOwner {
 }
 
 interface Inbound {
-  data: Buffer;
-  got: number;
+  assembly: PieceAssembly;
   timer: NodeJS.Timeout;
 }
-
 
 /**
  * One member-to-member connection for one transfer, after both sides said HELLO and BITFIELD. Either
@@ -133,10 +132,11 @@ export class PeerLink {
   }
 
   request(piece: number): void {
-    const data = Buffer.alloc(pieceLength(piece, this.owner.size, this.owner.pieceSize));
+    const { pieceSize, size } = this.owner;
+    const assembly = new PieceAssembly(piece, piece * pieceSize, pieceLength(piece, size, pieceSize));
     const timer = setTimeout(() => this.timedOut(piece), PIECE_TIMEOUT_MS);
     timer.unref();
-    this.inbound.set(piece, { data, got: 0, timer });
+    this.inbound.set(piece, { assembly, timer });
     this.send({ type: 'request', transfer: this.owner.transfer, piece });
   }
 
@@ -152,16 +152,13 @@ export class PeerLink {
     const inbound = this.inbound.get(piece);
     // Bytes of a piece that timed out may still be on their way: drop them.
     if (!inbound) return;
-    if (offset !== piece * this.owner.pieceSize + inbound.got || inbound.got + payload.length > inbound.data.length) {
-      throw protocolViolation(`DATA at ${offset} out of order for piece ${piece}`);
-    }
-    inbound.data.set(payload, inbound.got);
-    inbound.got += payload.length;
-    if (inbound.got < inbound.data.length) return;
+    const { assembly } = inbound;
+    assembly.add(offset, payload);
+    if (!assembly.complete) return;
     clearTimeout(inbound.timer);
     this.inbound.delete(piece);
     this.strikes = 0;
-    if (verifyPiece(this.owner.hashes, piece, inbound.data)) this.owner.pieceArrived(this, piece, inbound.data);
+    if (assembly.matches(this.owner.hashes)) this.owner.pieceArrived(this, piece, assembly.chunks);
     else this.owner.badPiece(this, piece);
   }
 
@@ -172,18 +169,21 @@ export class PeerLink {
     if (!this.serving) void this.serve().catch((err: unknown) => this.close(err as Error));
   }
 
-  /** Sends queued pieces one at a time, each read and verified again just before, waiting for the socket to drain. */
+  /**
+   * Sends queued pieces one at a time, each chunk read from the partial straight into its DATA frame
+   * (one buffer per frame, handed to the socket), waiting for the socket to drain.
+   */
   private async serve(): Promise<void> {
     this.serving = true;
+    const { pieceSize, size, transfer } = this.owner;
     try {
       for (let piece = this.serveQueue.shift(); piece !== undefined && !this.closedFlag; piece = this.serveQueue.shift()) {
-        const data = await this.owner.readPiece(piece);
-        if (!data) throw new GroupcastError(ErrorCode.CHECKSUM, `piece ${piece} no longer matches on disk; not serving it`);
-        const start = piece * this.owner.pieceSize;
-        for (let at = 0; at < data.length && !this.closedFlag; at += DATA_CHUNK) {
-          const chunk = Math.min(DATA_CHUNK, data.length - at);
-          const { frame, payload } = allocDataFrame(this.owner.transfer, start + at, chunk);
-          data.copy(payload, 0, at, at + chunk);
+        const start = piece * pieceSize;
+        const length = pieceLength(piece, size, pieceSize);
+        for (let at = 0; at < length && !this.closedFlag; at += DATA_CHUNK) {
+          const chunk = Math.min(DATA_CHUNK, length - at);
+          const { frame, payload } = allocDataFrame(transfer, start + at, chunk);
+          await this.owner.readInto(start + at, payload);
           const wait = throttle(this.limits, chunk);
           if (wait) await wait;
           if (!this.write(frame)) await this.drained();

@@ -1,9 +1,10 @@
 import {
-  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId, verifyPiece,
+  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId,
   type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import type { PeerLink } from './peer-link.js';
 import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
+import { PieceAssembly } from './piece-assembly.js';
 import type { PiecePartial } from './piece-partial.js';
 
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
@@ -50,12 +51,6 @@ export interface SwarmOptions {
   badPeer: (id: PeerId, piece: number) => void;
 }
 
-interface ServerPiece {
-  piece: number;
-  data: Buffer;
-  got: number;
-}
-
 /**
  * This member's part in one transfer's swarm: which pieces to ask of which peer (rarest first among
  * what each link offers), what to ask of the server ("any" while it still seeds, then by index as the
@@ -81,7 +76,7 @@ export class MemberSwarm implements SwarmHandle {
   private readonly finishedPeers = new Set<PeerId>();
   /** Pieces being written now. */
   private readonly writing = new Set<number>();
-  private serverPiece: ServerPiece | undefined;
+  private serverPiece: PieceAssembly | undefined;
   private seededAt: number | undefined;
   /** When a piece last arrived from a peer. */
   private lastPeerPieceAt = 0;
@@ -142,23 +137,19 @@ export class MemberSwarm implements SwarmHandle {
       if (this.askedOfServer.has(piece)) this.askedOfServer.delete(piece);
       else if (this.anyOutstanding > 0) this.anyOutstanding--;
       else throw new GroupcastError(ErrorCode.PROTOCOL, `DATA for piece ${piece}, which was not requested`);
-      current = { piece, data: Buffer.alloc(pieceLength(piece, this.size, this.pieceSize)), got: 0 };
+      current = new PieceAssembly(piece, piece * this.pieceSize, pieceLength(piece, this.size, this.pieceSize));
       this.serverPiece = current;
       this.addPending(piece, 'server');
     }
-    if (piece !== current.piece || offset !== piece * this.pieceSize + current.got || current.got + payload.length > current.data.length) {
-      throw new GroupcastError(ErrorCode.PROTOCOL, `DATA at ${offset} out of order`);
-    }
-    current.data.set(payload, current.got);
-    current.got += payload.length;
-    if (current.got < current.data.length) return;
+    current.add(offset, payload);
+    if (!current.complete) return;
     this.serverPiece = undefined;
     this.dropPending(piece, 'server');
-    if (!verifyPiece(this.hashes, piece, current.data)) {
+    if (!current.matches(this.hashes)) {
       this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
       return;
     }
-    await this.keep(piece, current.data, 'fromServer');
+    await this.keep(piece, current.chunks, 'fromServer');
   }
 
   // ---- from links (LinkOwner) ----
@@ -198,14 +189,14 @@ export class MemberSwarm implements SwarmHandle {
     return true;
   }
 
-  readPiece(piece: number): Promise<Buffer | undefined> {
-    return this.options.partial.read(piece);
+  readInto(position: number, into: Buffer): Promise<void> {
+    return this.options.partial.readInto(position, into);
   }
 
-  pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void {
     this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
-    void this.keep(piece, data, 'fromPeers');
+    void this.keep(piece, chunks, 'fromPeers');
   }
 
   badPiece(link: PeerLink, piece: number): void {
@@ -237,7 +228,7 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  private async keep(piece: number, data: Buffer, source: 'fromServer' | 'fromPeers'): Promise<void> {
+  private async keep(piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers'): Promise<void> {
     // A piece that came from two sources (the endgame) is written and counted once.
     if (this.held.has(piece) || this.writing.has(piece) || this.done) {
       this.schedule();
@@ -245,14 +236,14 @@ export class MemberSwarm implements SwarmHandle {
     }
     this.writing.add(piece);
     try {
-      await this.options.partial.write(piece, data);
+      await this.options.partial.write(piece, chunks);
     } catch (err) {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
     } finally {
       this.writing.delete(piece);
     }
-    this.options.counters[source] += data.length;
+    this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
     this.options.toServer(have);
