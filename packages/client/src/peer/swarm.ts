@@ -24,8 +24,12 @@ export const SEED_LINGER_MS = 60_000;
  */
 const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
+/** Ring offsets a member dials (its overlay, see MemberSwarm.dialTargets): 4 dialed, 4 dialing it, MAX_PEER_LINKS in all. */
+const DIAL_OFFSETS = [1, 2, 4, 8];
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
+/** The endgame starts when this few pieces are missing (each then may come twice: at most this many wasted). */
+const ENDGAME_PIECES = 4;
 
 /** Bytes of verified pieces kept, by where they came from (a piece fetched twice counts once), served, and bad pieces. */
 export interface SwarmCounters {
@@ -287,24 +291,47 @@ export class MemberSwarm implements SwarmHandle {
 
   private pump(): void {
     if (this.closedFlag) return;
-    // A finished member still dials the peers listed after it: the one with the smaller id dials, so
-    // without this a later member with a larger id would never link to it.
+    // A finished member still dials its overlay peers listed after it finished: only one side of a
+    // pair dials, so without this a later member it is that side for would never link to it.
     this.dialListed();
     if (this.done) return;
     this.askPeers();
     this.askServer();
   }
 
-  /** The member with the smaller id dials, so a pair makes one link; the other side accepts. */
+  /** Dials the overlay's peers it is this member's turn to dial (see dialTargets); the others dial it. */
   private dialListed(): void {
-    for (const [id, entry] of this.allowed) {
+    for (const id of this.dialTargets()) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
-      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id) || this.options.node.id > id) continue;
+      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id)) continue;
       const failed = this.unreachable.get(id);
       if (failed && Date.now() - failed.at < failed.waitMs) continue;
+      const entry = this.allowed.get(id);
+      if (!entry) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
     }
+  }
+
+  /**
+   * The overlay: the listed peers and this member on a ring sorted by id, each member dialing the ones
+   * DIAL_OFFSETS ahead of it. Every member is dialed by as many as it dials, so a dial does not meet a
+   * peer whose links are full, and the long offsets make a piece cross the ring in ~log2 N hops (a lattice
+   * of the nearest ids would take N / 8). Where a pair would dial each other (a small ring), the smaller
+   * id dials. Past MAX_PEERS_LISTED the server lists the ring's neighbourhood, so the offsets agree there too.
+   */
+  private dialTargets(): PeerId[] {
+    const me = this.options.node.id;
+    const ring = [...this.allowed.keys(), me].sort();
+    const at = ring.indexOf(me);
+    const targets = new Set<PeerId>();
+    for (const offset of DIAL_OFFSETS) {
+      if (offset >= ring.length) break;
+      const id = ring[(at + offset) % ring.length]!;
+      const dialsUs = DIAL_OFFSETS.includes(ring.length - offset);
+      if (!dialsUs || me < id) targets.add(id);
+    }
+    return [...targets];
   }
 
   /** Whether a listed peer may still link to this member: one it dials (again, after a failure), or one that dials it. */
@@ -347,7 +374,7 @@ export class MemberSwarm implements SwarmHandle {
     const start = Math.floor(Math.random() * count);
     for (let k = 0; k < count; k++) {
       const piece = (start + k) % count;
-      if (this.held.has(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
+      if (this.kept(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
       const available = this.availability(piece);
       if (available < bestCount) {
         best = piece;
@@ -358,11 +385,24 @@ export class MemberSwarm implements SwarmHandle {
     return best;
   }
 
-  /** When every missing piece is being fetched, ask a second source for one this link has. */
+  /** Held, or verified and being written: not to be fetched again. */
+  private kept(piece: number): boolean {
+    return this.held.has(piece) || this.writing.has(piece);
+  }
+
+  /**
+   * The endgame: when every missing piece is being fetched and no more than ENDGAME_PIECES are missing,
+   * a second source is asked for one this link has. Only at the very end: a second copy has no CANCEL,
+   * so it takes the serving peer's uplink from members that still need other pieces.
+   */
   private endgamePiece(link: PeerLink): number | undefined {
-    const missing = this.held.length - this.held.count;
-    if (missing === 0 || this.pending.size < missing) return undefined;
+    const missing = this.held.length - this.held.count - this.writing.size;
+    if (missing === 0 || missing > ENDGAME_PIECES) return undefined;
+    let fetching = 0;
+    for (const piece of this.pending.keys()) if (!this.kept(piece)) fetching++;
+    if (fetching < missing) return undefined;
     for (const [piece, sources] of this.pending) {
+      if (this.kept(piece)) continue;
       if (sources.size < ENDGAME_SOURCES && !sources.has(link) && link.remote.has(piece) && !link.requested(piece)) return piece;
     }
     return undefined;
@@ -386,7 +426,7 @@ export class MemberSwarm implements SwarmHandle {
     const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
-      if (this.held.has(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
+      if (this.kept(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
       // Being fetched from a peer, or a connected peer has it: the peers will bring it.
       if (this.pending.has(piece) || this.availability(piece) > 0) continue;
       if (!alone && !waited) {
