@@ -14,9 +14,20 @@ const LINK_REQUEST_BYTES = 4 * 1024 * 1024;
 const MAX_SERVE_QUEUE = 2 * LINK_REQUESTS;
 /** Output a link may have buffered (frames written but not yet taken by the socket); past it the peer is not reading: cut. */
 export const MAX_LINK_BUFFERED = 8 * 1024 * 1024;
-/** A piece not complete this long after it was asked for is asked of another source; the link is dropped after two. */
+/**
+ * A link with requests outstanding that brings no bytes for this long has its oldest request asked of
+ * another source; the link is dropped after two in a row without DATA between. Progress, not completion:
+ * a peer serving at a low `--peer-rate` to several links takes far longer than this for our four
+ * pieces, but it is moving.
+ */
 export const PIECE_TIMEOUT_MS = 10_000;
 const SLOW_STRIKES = 2;
+/**
+ * Bytes from a peer that count as progress against PIECE_TIMEOUT_MS: a TLS record's worth, more than
+ * heartbeats and HAVEs bring, so a peer that only pings does not hold our requests (and if it pads with
+ * frames to look busy, the endgame takes the last pieces it holds from someone else).
+ */
+const PROGRESS_BYTES = 16 * 1024;
 
 /** What a link needs from the transfer's swarm. */
 export interface LinkOwner {
@@ -39,10 +50,6 @@ export interface LinkOwner {
   closed(link: PeerLink): void;
 }
 
-interface Inbound {
-  assembly: PieceAssembly;
-  timer: NodeJS.Timeout;
-}
 
 /**
  * One member-to-member connection for one transfer, after both sides said HELLO and BITFIELD. Either
@@ -57,7 +64,14 @@ export class PeerLink {
    * the link opening were never announced over it (HAVE goes to open links): the swarm sends them on attach.
    */
   readonly announced: Bitfield;
-  private readonly inbound = new Map<number, Inbound>();
+  /** Requested pieces, oldest first (the peer serves them in order). */
+  private readonly inbound = new Map<number, PieceAssembly>();
+  /** Armed while requests are outstanding; refreshed by every chunk of bytes from the peer. */
+  private readonly stall: NodeJS.Timeout;
+  /** Bytes from the peer since the stall timer was last refreshed. */
+  private progress = 0;
+  /** Bytes from the peer since the link opened. */
+  bytesIn = 0;
   private readonly serveQueue: number[] = [];
   private serving = false;
   private strikes = 0;
@@ -81,6 +95,17 @@ export class PeerLink {
     this.announced = Bitfield.fromWire(sentBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
+    // Refreshed rather than set per request (a cleared timer cannot be refreshed): firing with nothing outstanding does nothing.
+    this.stall = setTimeout(() => this.stalled(), PIECE_TIMEOUT_MS);
+    this.stall.unref();
+    // Bytes, not frames: at a low rate one 256 KiB DATA frame alone can take longer than the timeout.
+    socket.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length;
+      this.progress += chunk.length;
+      if (this.progress < PROGRESS_BYTES) return;
+      this.progress = 0;
+      if (this.inbound.size > 0) this.stall.refresh();
+    });
     socket.on('close', () => this.close());
   }
 
@@ -133,31 +158,31 @@ export class PeerLink {
 
   request(piece: number): void {
     const { pieceSize, size } = this.owner;
-    const assembly = new PieceAssembly(piece, piece * pieceSize, pieceLength(piece, size, pieceSize));
-    const timer = setTimeout(() => this.timedOut(piece), PIECE_TIMEOUT_MS);
-    timer.unref();
-    this.inbound.set(piece, { assembly, timer });
+    if (this.inbound.size === 0) this.stall.refresh();
+    this.inbound.set(piece, new PieceAssembly(piece, piece * pieceSize, pieceLength(piece, size, pieceSize)));
     this.send({ type: 'request', transfer: this.owner.transfer, piece });
   }
 
-  private timedOut(piece: number): void {
-    if (!this.inbound.delete(piece)) return;
-    this.log.info({ piece }, 'piece request timed out; asking elsewhere');
-    this.owner.released(this, piece);
+  /** No bytes for PIECE_TIMEOUT_MS with requests outstanding: the oldest is asked elsewhere. */
+  private stalled(): void {
+    const oldest = this.inbound.keys().next();
+    if (oldest.done || this.closedFlag) return;
+    this.inbound.delete(oldest.value);
+    this.log.info({ piece: oldest.value }, 'piece request timed out; asking elsewhere');
+    this.owner.released(this, oldest.value);
     if (++this.strikes >= SLOW_STRIKES) this.close(new GroupcastError(ErrorCode.TIMEOUT, 'peer too slow'));
+    else if (this.inbound.size > 0) this.stall.refresh();
   }
 
   private data(offset: number, payload: Uint8Array): void {
     const piece = Math.floor(offset / this.owner.pieceSize);
-    const inbound = this.inbound.get(piece);
+    const assembly = this.inbound.get(piece);
     // Bytes of a piece that timed out may still be on their way: drop them.
-    if (!inbound) return;
-    const { assembly } = inbound;
+    if (!assembly) return;
     assembly.add(offset, payload);
-    if (!assembly.complete) return;
-    clearTimeout(inbound.timer);
-    this.inbound.delete(piece);
     this.strikes = 0;
+    if (!assembly.complete) return;
+    this.inbound.delete(piece);
     if (assembly.matches(this.owner.hashes)) this.owner.pieceArrived(this, piece, assembly.chunks);
     else this.owner.badPiece(this, piece);
   }
@@ -220,10 +245,8 @@ export class PeerLink {
     this.closedFlag = true;
     clearInterval(this.heartbeat);
     if (err) this.log.info({ err }, 'peer link closed');
-    for (const [piece, inbound] of this.inbound) {
-      clearTimeout(inbound.timer);
-      this.owner.released(this, piece);
-    }
+    clearTimeout(this.stall);
+    for (const piece of this.inbound.keys()) this.owner.released(this, piece);
     this.inbound.clear();
     this.reader.destroy();
     this.socket.destroy();

@@ -15,6 +15,8 @@ export const SERVER_REQUESTS = 8;
  * meanwhile, so the server does not send them twice; a member with no peer at all asks at once.
  */
 export const PEER_WAIT_MS = 2_000;
+/** A pulling member that has sent the server nothing for this long while its links bring bytes sends BITFIELD again (under the server's 60 s idle limit). */
+export const PULL_KEEPALIVE_MS = 20_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
 export const SEED_LINGER_MS = 60_000;
 /**
@@ -85,6 +87,10 @@ export class MemberSwarm implements SwarmHandle {
   /** When a piece last arrived from a peer. */
   private lastPeerPieceAt = 0;
   private waitTimer: NodeJS.Timeout | undefined;
+  private keepalive: NodeJS.Timeout | undefined;
+  private lastToServerAt = 0;
+  /** Bytes the links had brought at the last showProgress. */
+  private linkBytesSeen = 0;
   private lingerTimer: NodeJS.Timeout | undefined;
   private done = false;
   private closedFlag = false;
@@ -103,8 +109,28 @@ export class MemberSwarm implements SwarmHandle {
 
   start(): void {
     this.options.node.register(this.hex, this);
-    this.options.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
+    this.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
+    this.keepalive = setInterval(() => this.showProgress(), PULL_KEEPALIVE_MS);
+    this.keepalive.unref();
     this.pump();
+  }
+
+  private toServer(frame: Frame): void {
+    this.lastToServerAt = Date.now();
+    this.options.toServer(frame);
+  }
+
+  /**
+   * The server drops a pull that sends it nothing for its idle limit (60 s): pieces still coming in from
+   * slow peers (a low --peer-rate, large pieces) are progress it cannot see, so the BITFIELD goes again.
+   */
+  private showProgress(): void {
+    let bytes = 0;
+    for (const link of this.links.values()) bytes += link.bytesIn;
+    const moved = bytes !== this.linkBytesSeen;
+    this.linkBytesSeen = bytes;
+    if (this.done || !moved || Date.now() - this.lastToServerAt < PULL_KEEPALIVE_MS) return;
+    this.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
   }
 
   // ---- from the server ----
@@ -250,7 +276,7 @@ export class MemberSwarm implements SwarmHandle {
     this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
-    this.options.toServer(have);
+    this.toServer(have);
     for (const link of this.links.values()) link.send(have);
     // Pieces are written concurrently: the last two can both find the file complete; it completes once.
     if (this.held.complete) {
@@ -413,7 +439,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.seededAt === undefined) {
       while (outstanding() < SERVER_REQUESTS) {
         this.anyOutstanding++;
-        this.options.toServer({ type: 'request', transfer: this.transfer, piece: ANY_PIECE });
+        this.toServer({ type: 'request', transfer: this.transfer, piece: ANY_PIECE });
       }
       return;
     }
@@ -434,7 +460,7 @@ export class MemberSwarm implements SwarmHandle {
         continue;
       }
       this.askedOfServer.add(piece);
-      this.options.toServer({ type: 'request', transfer: this.transfer, piece });
+      this.toServer({ type: 'request', transfer: this.transfer, piece });
     }
     if (waiting && !this.waitTimer) {
       this.waitTimer = setTimeout(() => {
@@ -457,6 +483,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.closedFlag) return;
     this.closedFlag = true;
     clearTimeout(this.waitTimer);
+    clearInterval(this.keepalive);
     clearTimeout(this.lingerTimer);
     this.options.node.unregister(this.hex, this);
     for (const link of [...this.links.values()]) link.close();
