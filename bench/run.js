@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
-//               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
+//               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
 //               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
@@ -51,6 +51,7 @@ function settings(argv) {
       'scale-mbit': { type: 'string', default: '200' },
       'scale-skip-wide': { type: 'boolean', default: false },
       'scale-peers-only': { type: 'boolean', default: false },
+      'compare-no-peers': { type: 'boolean', default: false },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -61,7 +62,7 @@ function settings(argv) {
     only,
     readme: values.readme,
     quick: values.quick,
-    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)) },
+    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), compareNoPeers: values['compare-no-peers'] },
     smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },
