@@ -1,6 +1,6 @@
 import type { TLSSocket } from 'node:tls';
 import {
-  allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
+  Bitfield, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS, pieceLength, throttle,
   protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
@@ -74,6 +74,12 @@ export class PeerLink {
   bytesIn = 0;
   private readonly serveQueue: number[] = [];
   private serving = false;
+  /** The two frame buffers serve() takes turns with, made on first use, and when each is free again. */
+  private readonly frames: Buffer[] = [];
+  private readonly flushed: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
+  private turn = 0;
+  /** Releases of frames written but not yet taken: a destroyed socket may never call them back. */
+  private readonly unflushed = new Set<() => void>();
   private strikes = 0;
   private lastHeard = Date.now();
   private readonly heartbeat: NodeJS.Timeout;
@@ -149,10 +155,25 @@ export class PeerLink {
     this.write(encodeFrame(frame));
   }
 
-  private write(buf: Buffer): boolean {
+  private write(buf: Buffer, flushed?: () => void): boolean {
     if (this.closedFlag) return false;
-    const flowing = this.socket.write(buf);
+    const flowing = this.socket.write(buf, flushed);
     if (this.socket.writableLength > MAX_LINK_BUFFERED) this.close(protocolViolation('peer is not reading: output buffer full'));
+    return flowing;
+  }
+
+  /** Writes a frame from buffer `slot`; the slot is free again when the socket has taken it, or the link has closed. */
+  private writeFrame(slot: number, frame: Buffer): boolean {
+    let flowing = false;
+    this.flushed[slot] = new Promise<void>((resolve) => {
+      const release = (): void => {
+        this.unflushed.delete(release);
+        resolve();
+      };
+      this.unflushed.add(release);
+      flowing = this.write(frame, release);
+      if (this.closedFlag) release();
+    });
     return flowing;
   }
 
@@ -195,8 +216,10 @@ export class PeerLink {
   }
 
   /**
-   * Sends queued pieces one at a time, each chunk read from the partial straight into its DATA frame
-   * (one buffer per frame, handed to the socket), waiting for the socket to drain.
+   * Sends queued pieces one at a time, each chunk read from the partial straight into a DATA frame,
+   * waiting for the socket to drain. Two frame buffers per link take turns, each filled again only once
+   * the socket has taken what it held (the write callback), as the server's stream does: no buffer, copy
+   * or garbage per chunk.
    */
   private async serve(): Promise<void> {
     this.serving = true;
@@ -207,11 +230,16 @@ export class PeerLink {
         const length = pieceLength(piece, size, pieceSize);
         for (let at = 0; at < length && !this.closedFlag; at += DATA_CHUNK) {
           const chunk = Math.min(DATA_CHUNK, length - at);
-          const { frame, payload } = allocDataFrame(transfer, start + at, chunk);
+          const slot = this.turn;
+          this.turn = 1 - slot;
+          await this.flushed[slot];
+          if (this.closedFlag) return;
+          const buffer = (this.frames[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, size)));
+          const { frame, payload } = dataFrameIn(buffer, transfer, start + at, chunk);
           await this.owner.readInto(start + at, payload);
           const wait = throttle(this.limits, chunk);
           if (wait) await wait;
-          if (!this.write(frame)) await this.drained();
+          if (!this.writeFrame(slot, frame)) await this.drained();
           this.owner.served(chunk);
         }
       }
@@ -246,6 +274,7 @@ export class PeerLink {
     clearInterval(this.heartbeat);
     if (err) this.log.info({ err }, 'peer link closed');
     clearTimeout(this.stall);
+    this.unflushed.forEach((release) => release());
     for (const piece of this.inbound.keys()) this.owner.released(this, piece);
     this.inbound.clear();
     this.reader.destroy();

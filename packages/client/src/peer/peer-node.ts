@@ -10,8 +10,12 @@ import { PeerLink, type LinkOwner } from './peer-link.js';
 export const DEFAULT_PEER_PORT = 47702;
 /** TLS plus HELLO and BITFIELD must be done within this, or the connection is closed. */
 export const PEER_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Links one member keeps per transfer, dialed and accepted together. */
-export const MAX_PEER_LINKS = 8;
+/**
+ * Links one member keeps per transfer, dialed and accepted together. The overlay makes 8 (see
+ * DIAL_OFFSETS); the rest absorbs links made while the list was still growing (members joining a
+ * swarm one after another), which at 8 turned the overlay's own dials away.
+ */
+export const MAX_PEER_LINKS = 12;
 /** Connections still in their handshake at once; more are refused before TLS work is spent on them. */
 const MAX_HANDSHAKING = 32;
 

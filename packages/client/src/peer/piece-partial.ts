@@ -23,6 +23,7 @@ export class PiecePartial extends PartialFile {
   /** Steps of the prefix hash, one after another (pieces are written concurrently). */
   private hashing: Promise<void> = Promise.resolve();
   private hashError: unknown;
+  private readBack: Buffer | undefined;
 
   private constructor(
     path: string,
@@ -103,8 +104,11 @@ export class PiecePartial extends PartialFile {
       if (inMemory?.piece === this.hashedPieces) {
         for (const chunk of inMemory.chunks) this.fileHash.update(chunk);
       } else {
-        const data = await this.readRaw(this.hashedPieces);
-        if (!data) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is shorter than piece ${this.hashedPieces}`);
+        const length = pieceLength(this.hashedPieces, this.size, this.pieces.pieceSize);
+        // One buffer for every piece read back: the steps run one at a time, and the hash copies what it takes.
+        this.readBack ??= Buffer.alloc(this.pieces.pieceSize);
+        const data = this.readBack.subarray(0, length);
+        await this.readInto(this.hashedPieces * this.pieces.pieceSize, data);
         this.fileHash.update(data);
       }
       this.hashedPieces++;

@@ -26,7 +26,7 @@ export const SEED_LINGER_MS = 60_000;
  */
 const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
-/** Ring offsets a member dials (its overlay, see MemberSwarm.dialTargets): 4 dialed, 4 dialing it, MAX_PEER_LINKS in all. */
+/** Ring offsets a member dials (its overlay, see MemberSwarm.dialTargets): 4 dialed and 4 dialing it, 8 links, under MAX_PEER_LINKS. */
 const DIAL_OFFSETS = [1, 2, 4, 8];
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
@@ -69,6 +69,8 @@ export class MemberSwarm implements SwarmHandle {
   readonly pieceSize: number;
   readonly hashes: Buffer;
   private allowed = new Map<PeerId, PeerEntry>();
+  /** The overlay's dial targets for `allowed` (dialTargets), until the list changes. */
+  private targets: PeerId[] | undefined;
   private readonly links = new Map<PeerId, PeerLink>();
   private readonly dialing = new Set<PeerId>();
   /** Peers whose last dial failed: when, and how long to wait before the next. */
@@ -147,6 +149,7 @@ export class MemberSwarm implements SwarmHandle {
       }
     }
     this.allowed = next;
+    this.targets = undefined;
     for (const [id, link] of this.links) {
       if (!next.has(id)) link.close(new GroupcastError(ErrorCode.NOT_AUTHORIZED, 'no longer listed by the server'));
     }
@@ -347,6 +350,7 @@ export class MemberSwarm implements SwarmHandle {
    * id dials. Past MAX_PEERS_LISTED the server lists the ring's neighbourhood, so the offsets agree there too.
    */
   private dialTargets(): PeerId[] {
+    if (this.targets) return this.targets;
     const me = this.options.node.id;
     const ring = [...this.allowed.keys(), me].sort();
     const at = ring.indexOf(me);
@@ -357,7 +361,8 @@ export class MemberSwarm implements SwarmHandle {
       const dialsUs = DIAL_OFFSETS.includes(ring.length - offset);
       if (!dialsUs || me < id) targets.add(id);
     }
-    return [...targets];
+    this.targets = [...targets];
+    return this.targets;
   }
 
   /** Whether a listed peer may still link to this member: one it dials (again, after a failure), or one that dials it. */
@@ -450,6 +455,8 @@ export class MemberSwarm implements SwarmHandle {
     // Peers still bringing pieces will bring these too as they spread (the server seeded each once):
     // the server is asked only once peers have brought nothing for PEER_WAIT_MS.
     const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
+    // Waiting, and the timer that looks again is set: nothing to do now (this runs on every HAVE).
+    if (!alone && !waited && this.waitTimer) return;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
       if (this.kept(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
@@ -457,7 +464,7 @@ export class MemberSwarm implements SwarmHandle {
       if (this.pending.has(piece) || this.availability(piece) > 0) continue;
       if (!alone && !waited) {
         waiting = true;
-        continue;
+        break;
       }
       this.askedOfServer.add(piece);
       this.toServer({ type: 'request', transfer: this.transfer, piece });
