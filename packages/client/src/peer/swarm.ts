@@ -345,9 +345,10 @@ export class MemberSwarm implements SwarmHandle {
   /**
    * The overlay: the listed peers and this member on a ring sorted by id, each member dialing the ones
    * DIAL_OFFSETS ahead of it. Every member is dialed by as many as it dials, so a dial does not meet a
-   * peer whose links are full, and the long offsets make a piece cross the ring in ~log2 N hops (a lattice
-   * of the nearest ids would take N / 8). Where a pair would dial each other (a small ring), the smaller
-   * id dials. Past MAX_PEERS_LISTED the server lists the ring's neighbourhood, so the offsets agree there too.
+   * peer whose links are full, and the longer offsets shorten the ring: any two of 16 members are at
+   * most 2 hops apart, and a larger ring takes about N / 16 (the nearest 8 ids would take N / 8; random
+   * links, log N, need the server to list more than the ring's neighbourhood). Where a pair would dial
+   * each other (a small ring), the smaller id dials. Past MAX_PEERS_LISTED the server lists the ring's neighbourhood, so the offsets agree there too.
    */
   private dialTargets(): PeerId[] {
     if (this.targets) return this.targets;
