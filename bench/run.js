@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
-//               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
-//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide]
+//               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge; sixteen for scale), prints its tables, and writes bench/results/<name>.json. With --readme the
@@ -50,6 +50,8 @@ function settings(argv) {
       'scale-size': { type: 'string', default: '64MiB' },
       'scale-mbit': { type: 'string', default: '200' },
       'scale-skip-wide': { type: 'boolean', default: false },
+      'scale-peers-only': { type: 'boolean', default: false },
+      'compare-no-peers': { type: 'boolean', default: false },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -60,7 +62,7 @@ function settings(argv) {
     only,
     readme: values.readme,
     quick: values.quick,
-    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)) },
+    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), compareNoPeers: values['compare-no-peers'] },
     smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },
@@ -69,6 +71,7 @@ function settings(argv) {
       size: parseSize(values['scale-size']),
       mbit: Number(values['scale-mbit']),
       wideConcurrency: !values['scale-skip-wide'],
+      modes: values['scale-peers-only'] ? [true] : [true, false],
     },
     command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };

@@ -4,7 +4,7 @@ import { ErrorCode, GroupcastError } from './errors.js';
 
 /**
  * Pieces: a file cut into equal power-of-two pieces (the last one shorter), each with its SHA-256, so a
- * member can check every piece on its own — before it writes it, and before it serves it to a peer —
+ * member can check every piece on its own before it writes it (and so before it can serve it to a peer)
  * instead of only the whole file at the end. Pure computation: the callers own the I/O.
  */
 
