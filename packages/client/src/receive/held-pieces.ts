@@ -123,6 +123,6 @@ export class HeldStream {
     this.piece = undefined;
     this.inPiece = 0;
     if (!verifyPiece(this.partial.pieces.hashes, index, data)) throw new PieceMismatch(index);
-    await this.partial.write(index, data);
+    await this.partial.write(index, [data]);
   }
 }
