@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { basename, dirname } from 'node:path';
-import { Bitfield, missingRanges } from '../../packages/shared/src/index.js';
+import { Bitfield, filePieces, heldPrefix, missingRanges } from '../../packages/shared/src/index.js';
 import { placementFor } from '../../packages/client/src/receive/download-area.js';
-import { heldPrefix } from '../../packages/client/src/receive/held-pieces.js';
 import { parseReceivedLog } from '../../packages/client/src/receive/received-log.js';
 import { notReplaceable, tempPathFor, versionPath, versionsFolder } from '../../packages/client/src/receive/versions.js';
 
@@ -38,12 +37,12 @@ describe('the versions layout', () => {
 describe('the held-pieces rule', () => {
   it('sends, from the offset, every piece not held, adjacent ones merged; the ACCEPT offset is the held prefix', () => {
     const held = Bitfield.fromWire(Buffer.from([0xe7, 0xc0]), 10);
-    expect(heldPrefix(held, 10 * 4 - 1, 4)).toBe(12);
-    expect(missingRanges(held, 10 * 4 - 1, 4, 12)).toEqual([{ start: 12, end: 20 }]);
-    expect(missingRanges(Bitfield.empty(3), 10, 4, 0)).toEqual([{ start: 0, end: 10 }]);
-    expect(missingRanges(Bitfield.full(3), 10, 4, 0)).toEqual([]);
+    expect(heldPrefix(held, filePieces(10 * 4 - 1, 4))).toBe(12);
+    expect(missingRanges(held, filePieces(10 * 4 - 1, 4), 12)).toEqual([{ start: 12, end: 20 }]);
+    expect(missingRanges(Bitfield.empty(3), filePieces(10, 4), 0)).toEqual([{ start: 0, end: 10 }]);
+    expect(missingRanges(Bitfield.full(3), filePieces(10, 4), 0)).toEqual([]);
     // The short last piece alone missing.
-    expect(missingRanges(Bitfield.fromWire(Buffer.from([0xc0]), 3), 10, 4, 8)).toEqual([{ start: 8, end: 10 }]);
-    expect(heldPrefix(Bitfield.full(3), 10, 4)).toBe(10);
+    expect(missingRanges(Bitfield.fromWire(Buffer.from([0xc0]), 3), filePieces(10, 4), 8)).toEqual([{ start: 8, end: 10 }]);
+    expect(heldPrefix(Bitfield.full(3), filePieces(10, 4))).toBe(10);
   });
 });
