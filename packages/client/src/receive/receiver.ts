@@ -324,6 +324,7 @@ export class ReceiveSession {
       receiver: this.receiver,
       log: this.log,
       send: (frame) => this.send(frame),
+      heldPieces: this.heldPieces,
       decline: (o, log, outcome, message) => this.decline(o, log, outcome, message),
       haveItAll: (o, log, why) => this.haveItAll(o, log, why),
       fail: (o, log, outcome, message, err) => this.fail(o, log, outcome, message, err),
