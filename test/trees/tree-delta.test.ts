@@ -3,6 +3,7 @@ import { chmod, cp, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
+import { deliverTo, overwrite } from '../versions/delivered.js';
 import { Cluster, finalPath, MiB, partialDir, waitForNew, waitUntil, type Member } from '../durability/cluster.js';
 import { listTree, underUmask } from './tree-fixtures.js';
 
@@ -29,25 +30,7 @@ beforeAll(async () => {
   await c.startOnline([alice]);
 });
 
-/** Distributes the tree `dir` and returns the server's count of what its stream carried to alice. */
-async function deliver(dir: string, name: string, extra: string[] = []) {
-  const recorded = waitForNew(c.server!, 'distribution recorded', { file: name });
-  const ran = c.distribute(GROUP, [dir, ...extra]);
-  const transfer = String((await recorded).transfer);
-  const delivered = await c.server!.waitForMsg('delivered', { transfer, member: alice.id }, 120_000);
-  const result = await ran;
-  expect(result.code, result.stdout + result.stderr).toBe(0);
-  return { transfer, bytesSent: Number(delivered.bytesSent) };
-}
-
-async function overwrite(path: string, at: number, data: Buffer): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(data, 0, data.length, at);
-  } finally {
-    await handle.close();
-  }
-}
+const deliver = (path: string, name: string) => deliverTo(c, GROUP, alice, path, name);
 
 /** Version 1: small files, a script, an 8 MiB file, nested. */
 async function makeVersion1(root: string): Promise<void> {
@@ -99,12 +82,12 @@ describe('a new version of a tree', () => {
     await mkdir(v1);
     await writeFile(join(v1, 'tool'), randomBytes(64 * 1024), { mode: 0o644 });
     await writeFile(join(v1, 'same'), randomBytes(64 * 1024), { mode: 0o644 });
-    await deliver(v1, 'tools', []);
+    await deliver(v1, 'tools');
     const v2 = join(await h.dir('m2'), 'tools');
     await cp(v1, v2, { recursive: true });
     await chmod(join(v2, 'tool'), 0o755);
     const seeded = waitForNew(alice.daemon!, 'seeded a tree from the version being replaced', {}, 60_000);
-    const second = await deliver(v2, 'tools', []);
+    const second = await deliver(v2, 'tools');
     expect(await seeded).toMatchObject({ linked: 1, copied: 1, pieces: 0 });
     expect(second.bytesSent).toBe(0);
     expect(await listTree(`${finalPath(alice, GROUP, 'tools')}/`)).toEqual(underUmask(await listTree(v2)));
