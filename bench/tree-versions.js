@@ -40,7 +40,7 @@ export async function treeVersions(lab, { size, fileBytes }) {
       const seconds = (performance.now() - started) / 1000;
       if (result.code !== 0) throw new Error(`distribute exited ${result.code}: ${result.stdout.slice(0, 2000)}\n${result.stderr}`);
       const { transfers } = JSON.parse(result.stdout);
-      const transfer = transfers[0].transfer ?? transfers[0].id;
+      const transfer = transfers[0].id;
       const line = group.server.logs.find((l) => l.msg === 'delivered' && l.transfer === transfer);
       if (!line) throw new Error(`no "delivered" line for ${transfer}`);
       return { seconds, bytesSent: Number(line.bytesSent) };
