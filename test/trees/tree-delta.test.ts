@@ -26,6 +26,8 @@ afterAll(() => h.cleanup());
 
 beforeAll(async () => {
   alice = await c.member('alice', [GROUP]);
+  // One old version kept: the test sees that seeding by hard links leaves it as it was, and that pruning it does no harm.
+  alice.args = ['--keep-old', '1'];
   await c.startServer([{ name: GROUP, members: [alice] }]);
   await c.startOnline([alice]);
 });
@@ -75,14 +77,28 @@ describe('a new version of a tree', () => {
     expect(await listTree(placed)).toEqual(underUmask(await listTree(v2)));
     const status = (await c.deliveries()).find((d) => d.transfer === second.transfer)!;
     expect(status).toMatchObject({ state: 'delivered', bytesSent: changed });
+    // The version kept is version 1 exactly, and shares the unchanged file with version 2.
+    const kept = join(alice.downloads, '.groupcast-versions', GROUP, 'bundle', first.transfer);
+    expect(await listTree(kept)).toEqual(underUmask(await listTree(v1)));
+    expect((await stat(join(placed, 'conf', 'unchanged.bin'))).ino).toBe((await stat(join(kept, 'conf', 'unchanged.bin'))).ino);
+
+    // Version 3 prunes version 1 (--keep-old 1): version 2, placed and sharing its files, stays whole.
+    const v3 = join(await h.dir('t3'), 'bundle');
+    await cp(v2, v3, { recursive: true });
+    await writeFile(join(v3, 'conf', 'app.conf'), 'level=3\n');
+    const third = await deliver(v3, 'bundle');
+    expect(third.bytesSent).toBe('level=3\n'.length);
+    expect(await listTree(placed)).toEqual(underUmask(await listTree(v3)));
+    const keptNow = join(alice.downloads, '.groupcast-versions', GROUP, 'bundle', second.transfer);
+    expect(await listTree(keptNow)).toEqual(underUmask(await listTree(v2)));
   });
 
-  it('a file whose mode changed is copied, not linked: the old version keeps its mode', async () => {
+  it('a file whose mode changed is copied, not linked: the version kept keeps its mode', async () => {
     const v1 = join(await h.dir('m1'), 'tools');
     await mkdir(v1);
     await writeFile(join(v1, 'tool'), randomBytes(64 * 1024), { mode: 0o644 });
     await writeFile(join(v1, 'same'), randomBytes(64 * 1024), { mode: 0o644 });
-    await deliver(v1, 'tools');
+    const first = await deliver(v1, 'tools');
     const v2 = join(await h.dir('m2'), 'tools');
     await cp(v1, v2, { recursive: true });
     await chmod(join(v2, 'tool'), 0o755);
@@ -91,6 +107,8 @@ describe('a new version of a tree', () => {
     expect(await seeded).toMatchObject({ linked: 1, copied: 1, pieces: 0 });
     expect(second.bytesSent).toBe(0);
     expect(await listTree(`${finalPath(alice, GROUP, 'tools')}/`)).toEqual(underUmask(await listTree(v2)));
+    // Version 1, kept, still has its own modes: the copy, not a link, got the new one.
+    expect(await listTree(join(alice.downloads, '.groupcast-versions', GROUP, 'tools', first.transfer))).toEqual(underUmask(await listTree(v1)));
   });
 
   it('kill -9 mid-delta resumes from the verified staging area and ends identical', async () => {
