@@ -2,6 +2,7 @@
 // npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
 //               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
+//               [-- --only tree-versions] [-- --tree-size 1GiB]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge; sixteen for scale), prints its tables, and writes bench/results/<name>.json. With --readme the
@@ -23,11 +24,12 @@ import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
 import { scale, scaleTables } from './scale.js';
 import { smallFiles, smallFilesTables } from './small-files.js';
 import { throughput, throughputFiles, throughputTables } from './throughput.js';
+import { treeVersions, treeVersionsTables } from './tree-versions.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const RESULTS = join(ROOT, 'bench/results');
 const README = join(ROOT, 'bench/README.md');
-const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm', 'scale'];
+const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm', 'scale', 'tree-versions'];
 
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(text.trim());
@@ -52,6 +54,7 @@ function settings(argv) {
       'scale-skip-wide': { type: 'boolean', default: false },
       'scale-peers-only': { type: 'boolean', default: false },
       'compare-no-peers': { type: 'boolean', default: false },
+      'tree-size': { type: 'string' },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -73,6 +76,7 @@ function settings(argv) {
       wideConcurrency: !values['scale-skip-wide'],
       modes: values['scale-peers-only'] ? [true] : [true, false],
     },
+    treeVersions: { size: values['tree-size'] ? parseSize(values['tree-size']) : values.quick ? 256 * MiB : GiB, fileBytes: 256 * 1024 },
     command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
 }
@@ -151,6 +155,10 @@ async function main() {
       await writeRandomFile(file, config.scale.size);
       const result = await scale(lab, { ...config.scale, file });
       await save('scale', config, config.scale, result, scaleTables(result));
+    }
+    if (config.only.includes('tree-versions')) {
+      const result = await treeVersions(lab, config.treeVersions);
+      await save('tree-versions', config, config.treeVersions, result, treeVersionsTables(result));
     }
   } finally {
     await lab.close();

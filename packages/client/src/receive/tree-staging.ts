@@ -1,4 +1,4 @@
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import { errnoCode, ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
 import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
@@ -19,6 +19,49 @@ export function appliedMode(mode: number): number {
 export const TREE_ROOT_MODE = 0o755;
 /** Modes set at once when a tree is sealed: a thousand small files' chmods overlap instead of queueing. */
 const CHMOD_CONCURRENCY = 32;
+
+/** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
+export function stagedPath(dir: string, entry: ManifestEntry): string {
+  const path = resolve(dir, entry.path);
+  if (!path.startsWith(`${resolve(dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
+  return path;
+}
+
+/**
+ * Makes the staging directory and the tree's directories in it; true when the staging directory is new
+ * (nothing to resume). Parents are listed before their children (tree-paths.ts), so each mkdir finds its
+ * parent made. A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
+ */
+export async function makeStagingDirs(dir: string, manifest: Manifest): Promise<boolean> {
+  const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
+  for (const entry of manifest.entries) {
+    if (entry.kind !== 'directory') continue;
+    await mkdir(stagedPath(dir, entry), { recursive: true, mode: 0o700 });
+    await chmod(stagedPath(dir, entry), 0o700);
+  }
+  return fresh;
+}
+
+/**
+ * A staged file seeded as a hard link to the version being replaced (tree-seed.ts) shares its inode with
+ * that version: it must never be chmodded, truncated or written here. Deleted instead, it comes again.
+ */
+export async function unshareStaged(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats && stats.nlink > 1) await rm(path, { force: true });
+}
+
+/**
+ * A complete staging area: every entry gets its mode (files were created owner-writable so a resume
+ * could reopen them) and the whole area is made durable with one sync of its file system.
+ */
+export async function sealStagingArea(dir: string, manifest: Manifest): Promise<void> {
+  for (let first = 0; first < manifest.entries.length; first += CHMOD_CONCURRENCY) {
+    await Promise.all(manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(stagedPath(dir, entry), appliedMode(entry.mode))));
+  }
+  await chmod(dir, appliedMode(TREE_ROOT_MODE));
+  await syncFileSystem(dir);
+}
 
 interface StagedFile {
   entry: ManifestEntry;
@@ -54,15 +97,7 @@ export class IncomingTree {
   static async open(dir: string, manifest: Manifest, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES): Promise<IncomingTree> {
     const size = manifest.entries.reduce((sum, entry) => sum + (entry.kind === 'file' ? entry.size : 0), 0);
     const tree = new IncomingTree(dir, manifest, size, checkpointBytes);
-    // mkdir says whether it made the staging directory: a new one has nothing to resume.
-    const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
-    // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
-    // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
-    for (const entry of manifest.entries) {
-      if (entry.kind !== 'directory') continue;
-      await mkdir(tree.pathOf(entry), { recursive: true, mode: 0o700 });
-      await chmod(tree.pathOf(entry), 0o700);
-    }
+    const fresh = await makeStagingDirs(dir, manifest);
     try {
       if (!fresh) await tree.resume(signal);
     } catch (err) {
@@ -75,6 +110,7 @@ export class IncomingTree {
   private async resume(signal: AbortSignal): Promise<void> {
     while (this.index < this.files.length) {
       const { entry } = this.files[this.index]!;
+      await unshareStaged(this.pathOf(entry));
       // A file sealed read-only before a crash is reopened for writing like any partial.
       await chmod(this.pathOf(entry), 0o600).catch((err: unknown) => {
         if (errnoCode(err) !== 'ENOENT') throw err;
@@ -95,11 +131,8 @@ export class IncomingTree {
     for (const { entry } of this.files.slice(this.index + 1)) await rm(this.pathOf(entry), { force: true });
   }
 
-  /** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
   private pathOf(entry: ManifestEntry): string {
-    const path = resolve(this.dir, entry.path);
-    if (!path.startsWith(`${resolve(this.dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
-    return path;
+    return stagedPath(this.dir, entry);
   }
 
   /** Files held whole. */
@@ -180,11 +213,7 @@ export class IncomingTree {
    */
   async seal(): Promise<void> {
     await this.release();
-    for (let first = 0; first < this.manifest.entries.length; first += CHMOD_CONCURRENCY) {
-      await Promise.all(this.manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(this.pathOf(entry), appliedMode(entry.mode))));
-    }
-    await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
-    await syncFileSystem(this.dir);
+    await sealStagingArea(this.dir, this.manifest);
   }
 
   /** Closes the file in progress and keeps everything, for a resume. */

@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import {
   ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes,
-  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, MAX_PARTIALS_REPORTED,
-  missingRanges, msFromEnvironment, Outcome, pieceCount, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
+  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, manifestPieces,
+  MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -405,8 +405,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const id = Buffer.from(transfer.id, 'hex');
     const answer = this.expect();
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
-    // Only a streamed transfer with a manifest can skip pieces; only until the answer comes.
-    this.held = manifest && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
+    // Only a streamed transfer with a manifest (a file's, or a tree's) can skip pieces; only until the answer comes.
+    const pieces = typeof content === 'string' ? manifest : content.manifest;
+    this.held = pieces && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
     if (typeof content !== 'string') await this.sendTree(id, content.bytes);
     if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
@@ -420,7 +421,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
     if (first.type !== 'accept') throw this.violation(`${first.type} in answer to an offer`);
     if (first.offset > transfer.size) throw this.violation(`accept at offset ${first.offset} past the size ${transfer.size}`);
-    const ranges = this.rangesToStream(transfer.size, first.offset, manifest);
+    const ranges = this.rangesToStream(transfer.size, first.offset, pieces);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
     const bytesSent = seat && manifest && typeof content === 'string'
@@ -436,19 +437,21 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   /**
    * What the stream sends: from the ACCEPT's offset to the end, less the pieces the member's BITFIELD
-   * before ACCEPT said it holds. A BITFIELD of the wrong length breaks the protocol.
+   * before ACCEPT said it holds (a tree's pieces numbered over its files, §7.7). A BITFIELD of the wrong
+   * length breaks the protocol.
    */
   private rangesToStream(size: number, offset: number, manifest: Manifest | undefined): ByteRange[] {
     const bits = this.held?.bits;
     this.held = undefined;
     if (!bits || !manifest) return offset < size ? [{ start: offset, end: size }] : [];
+    const layout = manifestPieces(manifest);
     let held: Bitfield;
     try {
-      held = Bitfield.fromWire(bits, pieceCount(size, manifest.pieceSize));
+      held = Bitfield.fromWire(bits, layout.count);
     } catch (err) {
       throw this.violation(`BITFIELD before ACCEPT: ${(err as Error).message}`);
     }
-    return missingRanges(held, size, manifest.pieceSize, offset);
+    return missingRanges(held, layout, offset);
   }
 
   /**
