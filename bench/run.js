@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,trees,discovery,join-storm] [-- --size 256MiB]
-//               [-- --members 1,4,8] [-- --repeat 2] [-- --readme]
-//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide]
+//               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
+//               [-- --only tree-versions] [-- --tree-size 1GiB]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
 // hosts on one bridge; sixteen for scale), prints its tables, and writes bench/results/<name>.json. With --readme the
@@ -22,12 +23,13 @@ import { joinStorm, joinStormTables } from './join-storm.js';
 import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
 import { scale, scaleTables } from './scale.js';
 import { throughput, throughputFiles, throughputTables } from './throughput.js';
+import { treeVersions, treeVersionsTables } from './tree-versions.js';
 import { trees, treesTables } from './trees.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const RESULTS = join(ROOT, 'bench/results');
 const README = join(ROOT, 'bench/README.md');
-const BENCHMARKS = ['throughput', 'trees', 'discovery', 'join-storm', 'scale'];
+const BENCHMARKS = ['throughput', 'trees', 'discovery', 'join-storm', 'scale', 'tree-versions'];
 
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(text.trim());
@@ -50,6 +52,9 @@ function settings(argv) {
       'scale-size': { type: 'string', default: '64MiB' },
       'scale-mbit': { type: 'string', default: '200' },
       'scale-skip-wide': { type: 'boolean', default: false },
+      'scale-peers-only': { type: 'boolean', default: false },
+      'compare-no-peers': { type: 'boolean', default: false },
+      'tree-size': { type: 'string' },
     },
   });
   const only = values.only ? values.only.split(',') : BENCHMARKS;
@@ -60,7 +65,7 @@ function settings(argv) {
     only,
     readme: values.readme,
     quick: values.quick,
-    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)) },
+    throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), compareNoPeers: values['compare-no-peers'] },
     trees: { files: 10_000, bytes: 100 * MiB, members: 4, repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), small: { count: 1000, bytes: 10 * 1024 } },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },
@@ -69,7 +74,9 @@ function settings(argv) {
       size: parseSize(values['scale-size']),
       mbit: Number(values['scale-mbit']),
       wideConcurrency: !values['scale-skip-wide'],
+      modes: values['scale-peers-only'] ? [true] : [true, false],
     },
+    treeVersions: { size: values['tree-size'] ? parseSize(values['tree-size']) : values.quick ? 256 * MiB : GiB, fileBytes: 256 * 1024 },
     // The scratch placement changes the figures (a store on disk or on tmpfs): it is part of the command.
     command: `${['BENCH_WORK', 'BENCH_RECV', 'BENCH_SIZE'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('')}npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
@@ -149,6 +156,10 @@ async function main() {
       await writeRandomFile(file, config.scale.size);
       const result = await scale(lab, { ...config.scale, file });
       await save('scale', config, config.scale, result, scaleTables(result));
+    }
+    if (config.only.includes('tree-versions')) {
+      const result = await treeVersions(lab, config.treeVersions);
+      await save('tree-versions', config, config.treeVersions, result, treeVersionsTables(result));
     }
   } finally {
     await lab.close();

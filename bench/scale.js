@@ -56,13 +56,13 @@ async function scaleRun(lab, { file, size, members, peers, serverArgs }) {
  * machine hits both alike), then, if `wideConcurrency` is set, the largest count with peers again on a
  * server whose `--concurrency` admits every member at once: the difference is the delivery queue's share.
  */
-export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency }) {
+export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency, modes }) {
   const hosts = lab.hosts.slice(0, 1 + Math.max(...memberCounts));
   for (const host of hosts) await host.shapeLink(mbit);
   const runs = [];
   try {
     for (const members of memberCounts) {
-      for (const peers of [true, false]) {
+      for (const peers of modes) {
         const run = await scaleRun(lab, { file, size, members, peers, serverArgs: [] });
         process.stderr.write(`scale: ${members} member(s), ${peers ? 'peers' : 'no peers'}: ${run.wallSeconds.toFixed(2)} s, server ${run.serverCopies}× the file\n`);
         runs.push(run);

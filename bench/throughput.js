@@ -38,8 +38,8 @@ async function distributeMeasured(lab, group, file, members) {
   };
 }
 
-async function groupcastRun(lab, file, n) {
-  const group = await lab.startGroup(`tp${n}`, n);
+async function groupcastRun(lab, file, n, clientArgs = []) {
+  const group = await lab.startGroup(`tp${clientArgs.length ? 'n' : ''}${n}`, n, { clientArgs });
   try {
     return await distributeMeasured(lab, group, file, n);
   } finally {
@@ -47,19 +47,42 @@ async function groupcastRun(lab, file, n) {
   }
 }
 
+/**
+ * The same distribution with `--no-peers` on the members (every byte streamed from the server), against
+ * today's default (peers on: on one box a swarm moves every byte through a second TLS link and hash).
+ * CPU is compared by the round's median of all processes: a swarm on one box must not cost more.
+ */
+function noPeersFigures(runs, delivered, gc) {
+  const off = fastest(runs.gcNoPeers);
+  const all = (r) => r.serverCpuSeconds + r.clientsCpuSeconds;
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const perGiB = (seconds) => round(seconds / (delivered / GiB), 3);
+  return {
+    wallSeconds: off.wallSeconds,
+    allCpuSecondsPerGiB: perGiB(all(off)),
+    timeVsPeers: round(off.wallSeconds / gc.wallSeconds),
+    cpuPeersVsNoPeers: round(median(runs.gc.map(all)) / median(runs.gcNoPeers.map(all))),
+    allRuns: {
+      peers: runs.gc.map((r) => ({ wallSeconds: round(r.wallSeconds, 3), allCpuSeconds: round(all(r), 2) })),
+      noPeers: runs.gcNoPeers.map((r) => ({ wallSeconds: round(r.wallSeconds, 3), allCpuSeconds: round(all(r), 2) })),
+    },
+  };
+}
+
 /** The run with the shortest time: other work on the machine only ever makes a run slower. */
 const fastest = (runs) => runs.reduce((best, r) => (r.wallSeconds < best.wallSeconds ? r : best));
 
-export async function throughput(lab, { size, memberCounts, repeat, file, smallSize, smallFile }) {
+export async function throughput(lab, { size, memberCounts, repeat, file, smallSize, smallFile, compareNoPeers }) {
   const rows = [];
   for (const n of memberCounts) {
     const delivered = n * size;
     // The three take turns, `repeat` rounds, so that a burst of other work hits all of them alike.
-    const runs = { raw: [], tls: [], gc: [] };
+    const runs = { raw: [], tls: [], gc: [], gcNoPeers: [] };
     for (let round = 0; round < repeat; round++) {
       runs.raw.push(await lab.fanout('raw', file, n));
       runs.tls.push(await lab.fanout('tls', file, n));
       runs.gc.push(await groupcastRun(lab, file, n));
+      if (compareNoPeers) runs.gcNoPeers.push(await groupcastRun(lab, file, n, ['--no-peers']));
     }
     const [raw, tls, gc] = [fastest(runs.raw), fastest(runs.tls), fastest(runs.gc)];
     const goodput = (seconds) => round(delivered / MiB / seconds, 1);
@@ -87,6 +110,7 @@ export async function throughput(lab, { size, memberCounts, repeat, file, smallS
       timeVsSecureFloor: round(gc.wallSeconds / tls.wallSeconds),
       cpuVsSecureFloor: round((gc.serverCpuSeconds + gc.clientsCpuSeconds) / (tls.cpuSeconds + tls.receiversCpuSeconds)),
       allRunsWallSeconds: { raw: runs.raw.map((r) => r.wallSeconds), tls: runs.tls.map((r) => r.wallSeconds), groupcast: runs.gc.map((r) => round(r.wallSeconds, 3)) },
+      ...(compareNoPeers ? { noPeers: noPeersFigures(runs, delivered, gc) } : {}),
     });
   }
   // Memory flat in file size: the largest fan-out again with a file `smallSize` long, on a fresh server.
@@ -123,10 +147,19 @@ export function throughputTables({ rows, memory }) {
     ['raw fan-out sender (maxRSS)', `${mib(big.raw.senderPeakRssBytes)} MiB`, ''],
     ['secure-floor sender (maxRSS)', `${mib(big.tls.senderPeakRssBytes)} MiB`, ''],
   ];
+  const compared = rows.filter((r) => r.noPeers);
   return [
     { title: 'Throughput (fastest of the rounds; wall time, goodput to all members)', header, rows: table },
     { title: 'CPU per GiB delivered (user + system, from /proc)', header: cpuHeader, rows: cpuTable },
     { title: 'Memory (peak RSS)', header: memoryHeader, rows: memoryTable },
+    ...(compared.length ? [{
+      title: 'Peers on (the default) against --no-peers on the members, same hosts, taking turns',
+      header: ['members', 'peers s', '--no-peers s', 'all processes s/GiB peers', '--no-peers', 'CPU peers ÷ --no-peers (median of rounds)'],
+      rows: compared.map((r) => [
+        String(r.members), r.groupcast.wallSeconds.toFixed(2), r.noPeers.wallSeconds.toFixed(2),
+        r.groupcast.allCpuSecondsPerGiB.toFixed(2), r.noPeers.allCpuSecondsPerGiB.toFixed(2), `${r.noPeers.cpuPeersVsNoPeers.toFixed(2)}×`,
+      ]),
+    }] : []),
   ];
 }
 

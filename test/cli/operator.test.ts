@@ -187,7 +187,7 @@ describe('operator CLIs on loopback', () => {
     expect(human.stdout).toContain(`  server     `);
     expect(human.stdout).toContain(serverId);
     expect(human.stdout).toMatch(/^ {2}link {7}connected /m);
-    expect(human.stdout).toMatch(/^Developers +joined$/m);
+    expect(human.stdout).toMatch(/^Developers +joined +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d *$/m);
     expect(human.stdout).toContain(`RECENT FILES (${distributed.length} of ${distributed.length})`);
     expect(human.stdout).toContain(join(members.alice.downloads, 'Developers', 'slow.txt'));
 
@@ -199,7 +199,7 @@ describe('operator CLIs on loopback', () => {
     expect(report.running).toBe(true);
     expect(report.status.id).toBe(members.alice.id);
     expect(report.status.server.id).toBe(serverId);
-    expect(report.status.groups).toEqual([{ name: 'Developers', state: 'joined', reason: '' }]);
+    expect(report.status.groups).toEqual([{ name: 'Developers', state: 'joined', reason: '', since: expect.any(Number), refusal: null }]);
     expect(report.received).toBe(distributed.length);
     expect(report.recent.map((r) => r.transfer)).toEqual(distributed.slice(-2).reverse().map((d) => d.transfer));
   });

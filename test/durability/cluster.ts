@@ -77,9 +77,11 @@ export function partialDir(member: Member): string {
 }
 
 /** Bytes the member holds in partial files (0 when none). */
-export async function heldBytes(member: Member): Promise<number> {
+/** Bytes in the member's partials: of one transfer when `transfer` is given, else of all it holds. */
+export async function heldBytes(member: Member, transfer?: string): Promise<number> {
   let total = 0;
-  for (const name of await readdir(partialDir(member)).catch(() => [])) {
+  const names = transfer ? [transfer] : await readdir(partialDir(member)).catch(() => []);
+  for (const name of names) {
     total += await stat(join(partialDir(member), name)).then((s) => s.size, () => 0);
   }
   return total;

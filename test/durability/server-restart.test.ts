@@ -29,10 +29,10 @@ beforeAll(async () => {
 
 afterAll(() => h.cleanup());
 
-/** Every member holds at least `bytes` of the file in its partial, none has finished: the moment to strike. */
-async function allHold(bytes: number, size: number): Promise<void> {
+/** Every member holds at least `bytes` of the transfer in its partial, none has finished: the moment to strike. */
+async function allHold(transfer: string, bytes: number, size: number): Promise<void> {
   await waitUntil(async () => {
-    const held = await Promise.all(members.map(heldBytes));
+    const held = await Promise.all(members.map((m) => heldBytes(m, transfer)));
     return held.every((b) => b >= bytes && b < size);
   }, `every member holding ${bytes} bytes of a ${size}-byte partial`);
 }
@@ -53,7 +53,7 @@ describe('server crash and restart', () => {
     const transfer = await c.transferOf('big.bin');
     big = transfer;
 
-    await allHold(0.55 * size, size);
+    await allHold(transfer, 0.55 * size, size);
     const crashed = c.server!;
     crashed.proc.kill('SIGKILL');
     await crashed.exited;
@@ -123,7 +123,7 @@ describe('server crash and restart', () => {
       const sha256 = await writeRandomFile(file, size);
       const distributing = c.distribute(GROUP, [file]);
       const transfer = await c.transferOf(name);
-      await allHold(16 * MiB, size);
+      await allHold(transfer, 16 * MiB, size);
 
       const server = c.server!;
       const signalled = Date.now();
@@ -139,7 +139,7 @@ describe('server crash and restart', () => {
       }
       expect([...last.values()]).toEqual(['pending', 'pending', 'pending']);
       // No CANCEL reached the members: each kept its partial to resume from.
-      for (const m of members) expect(await heldBytes(m)).toBeGreaterThanOrEqual(16 * MiB);
+      for (const m of members) expect(await heldBytes(m, transfer)).toBeGreaterThanOrEqual(16 * MiB);
 
       const restarted = await c.restartServer();
       for (const m of members) {

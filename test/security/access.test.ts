@@ -130,6 +130,16 @@ describe('access: only authorized ids get in', () => {
     await server.waitForLog(() => refusals(undefined) > before, 10_000, 'a refusal of a connection without a certificate');
   });
 
+  it('a refused id that keeps reconnecting is logged once a minute, not once per connection, and every refusal is counted', async () => {
+    const stubborn = await identityIn(await h.dir('stubborn'), 'stubborn');
+    const counted = async (): Promise<number> => (await serverStatus(serverState)).server.connections.refused;
+    const before = await counted();
+    const attempts = 5;
+    for (let i = 0; i < attempts; i++) expect((await tlsAttempt(tcpPort, stubborn)).bytes).toBe(0);
+    await until(async () => ((await counted()) >= before + attempts ? true : undefined), `${attempts} more refusals counted`);
+    expect(refusals(stubborn.signer.id)).toBe(1);
+  });
+
   it('a forged JOIN cannot enroll another member, and a forged LEAVE cannot remove one', async () => {
     const bob = ids.bob.signer.id;
     // The attacker's own key: the server sees the attacker's id, not bob's, and refuses it.

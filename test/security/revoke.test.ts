@@ -10,8 +10,9 @@ import { filesUnder, identityIn } from './tools.js';
  * Developers. A large file goes to Developers; as soon as each member has accepted it, the member is
  * stopped (SIGSTOP), so the transfer is certainly mid-way, and revoked from Developers, then resumed.
  * carol keeps her connection (she is still in Designers) and gets a CANCEL; dan loses his connection
- * and cannot reconnect. Neither ends up with the file. The members take the server's stream (--no-peers),
- * so that "mid-way" is a partial shorter than the file; a revoke in the swarm is test/peers/swarm.test.ts.
+ * and, told he is revoked when he asks again, stops (exit 77). Neither ends up with the file. The
+ * members take the server's stream (--no-peers), so that "mid-way" is a partial shorter than the file;
+ * a revoke in the swarm is test/peers/swarm.test.ts.
  */
 const h = harness();
 const port = testPort();
@@ -85,9 +86,10 @@ describe('revoking a member mid-transfer', () => {
     expect(members.carol.daemon.logs.some((l) => l.msg === 'disconnected')).toBe(false);
     expect(members.carol.daemon.logs.some((l) => l.msg === 'received')).toBe(false);
 
-    // dan: cut off, and refused when he tries to come back.
+    // dan: cut off; asking again, he is told he is revoked and, with no group left, stops (exit 77).
     await members.dan.daemon.waitForMsg('disconnected');
-    await server.waitForLog((l) => l.msg === 'refused connection from unauthorized id' && l.member === ids.dan);
+    expect(await members.dan.daemon.waitForMsg('join refused', { group: 'Developers' })).toMatchObject({ reason: 'not authorized', revoked: true });
+    expect(await members.dan.daemon.exited).toBe(77);
     expect(await filesUnder(members.dan.downloads).then((files) => files.filter((f) => !f.startsWith('.groupcast-partial/')))).toEqual([]);
     expect(members.dan.daemon.logs.some((l) => l.msg === 'received')).toBe(false);
   });

@@ -3,6 +3,7 @@ import { copyFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
+import { deliverTo, overwrite } from './delivered.js';
 import { sha256File } from '../support/files.js';
 import { Cluster, finalPath, MiB, waitForNew, writeRandomFile, type Member } from '../durability/cluster.js';
 
@@ -27,25 +28,7 @@ beforeAll(async () => {
   await c.startOnline([alice]);
 });
 
-/** Distributes `file` and returns the server's "delivered" line for it (bytesSent: what the stream carried). */
-async function deliver(file: string, name: string) {
-  const recorded = waitForNew(c.server!, 'distribution recorded', { file: name });
-  const ran = c.distribute(GROUP, [file]);
-  const transfer = String((await recorded).transfer);
-  const delivered = await c.server!.waitForMsg('delivered', { transfer, member: alice.id }, 120_000);
-  const result = await ran;
-  expect(result.code, result.stdout + result.stderr).toBe(0);
-  return { transfer, bytesSent: Number(delivered.bytesSent) };
-}
-
-async function overwrite(path: string, at: number, data: Buffer): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(data, 0, data.length, at);
-  } finally {
-    await handle.close();
-  }
-}
+const deliver = (path: string, name: string) => deliverTo(c, GROUP, alice, path, name);
 
 describe('a new version of a large file', () => {
   it('changed in one 1 MiB region: only about that region travels, and the placed file is the new version', async () => {

@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
   ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress, parseRate,
-  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, wantsJson, writeStarterConfig, type Logger,
+  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, NAK_REASON_NAMES, packageVersion, wantsJson, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -19,6 +19,13 @@ import { statusText } from './status-view.js';
 import { readStatus } from './status-file.js';
 
 const SHUTDOWN_GRACE_MS = 5_000;
+/**
+ * The daemon's exit code when the server refused every group it was to join (revoked, not authorized,
+ * a wrong, used or expired join code, an unknown group, a full group): nothing a restart would fix, so
+ * the systemd unit lists it in RestartPreventExitStatus=. 77 is sysexits' EX_NOPERM ("77/NOPERM" in
+ * systemctl status). Stable: scripts and units depend on it.
+ */
+const EXIT_REFUSED = 77;
 
 /**
  * Every option is global: each may also come from a GROUPCAST_<NAME> variable, and with strict
@@ -105,21 +112,33 @@ async function runDaemon(argv: Args): Promise<void> {
   const client = await startClient(clientOptions(argv, log)).catch(die);
   log.info({ id: client.id }, 'group-client running');
   let stopping = false;
+  const shutDown = (then: () => void): void => {
+    stopping = true;
+    setTimeout(() => {
+      log.error({ graceMs: SHUTDOWN_GRACE_MS }, 'shutdown took too long: exiting anyway');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS).unref();
+    client.close().then(then, die);
+  };
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
-    stopping = true;
     log.info({ signal }, 'shutting down');
-    setTimeout(() => {
-      log.error({ graceMs: SHUTDOWN_GRACE_MS }, 'shutdown took too long: exiting anyway');
-      process.exit(1);
-    }, SHUTDOWN_GRACE_MS).unref();
-    client.close().then(() => process.exit(0), die);
+    shutDown(() => process.exit(0));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  // The reason is the last line logged, so that `systemctl status` and the journal's tail show it.
+  client.once('stranded', (refusals) => {
+    if (stopping) return;
+    const why = refusals.map(({ group, refusal }) => `${group}: ${refusal.revoked ? 'revoked' : NAK_REASON_NAMES[refusal.reason]} (${refusal.message})`).join('; ');
+    shutDown(() => {
+      log.fatal({ exitCode: EXIT_REFUSED, groups: refusals.map(({ group }) => group) }, `the server refused every group, nothing left to do: ${why}`);
+      process.exit(EXIT_REFUSED);
+    });
+  });
 }
 
 async function printId(argv: Args): Promise<void> {
@@ -241,7 +260,7 @@ await yargs(args)
       + 'a flag beats the environment, which beats the file, which beats the default.',
     '--on-receive commands get GROUPCAST_FILE, GROUPCAST_GROUP, GROUPCAST_NAME, GROUPCAST_SHA256, GROUPCAST_SIZE '
       + 'and GROUPCAST_TRANSFER; a failure or timeout is logged and the file stays.',
-    'Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (status) the daemon is not running.',
+    `Exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 (status) the daemon is not running, ${EXIT_REFUSED} (daemon) the server refused every group.`,
     'Guide: docs/OPERATIONS.md',
   ].join('\n\n'))
   .strict()
@@ -255,5 +274,5 @@ await yargs(args)
   })
   .help()
   .alias('help', 'h')
-  .version(false)
+  .version(packageVersion(import.meta.url))
   .parseAsync();

@@ -2,12 +2,12 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import {
   ControlEndpoint, createLogger, loadOrCreateIdentity, serveMetrics, StateLock,
-  type Logger, type NakReason, type PeerId,
+  type Logger, type PeerId,
 } from '@groupcast/shared';
 import { ServerConnection } from './receive/connection.js';
 import { Discovery, type ServerInfo } from './discovery/discovery.js';
 import { Invitation } from './discovery/invitation.js';
-import { Membership } from './discovery/membership.js';
+import { Membership, type Refusal } from './discovery/membership.js';
 import { ClientMetrics } from './metrics.js';
 import { OnReceive } from './receive/on-receive.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
@@ -19,7 +19,9 @@ import { StatusFile, type PeerStatus } from './status-file.js';
 export interface ClientEvents {
   server: [server: ServerInfo];
   joined: [group: string];
-  refused: [group: string, reason: NakReason, message: string];
+  refused: [group: string, refusal: Refusal];
+  /** Every group is refused: nothing left to serve (the CLI exits with EXIT_REFUSED). */
+  stranded: [refusals: Array<{ group: string; refusal: Refusal }>];
   connected: [server: PeerId, name: string];
   disconnected: [];
   received: [event: ReceivedEvent];
@@ -148,7 +150,7 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
   await receiver.start();
   const client = new RunningClient(id, receiver.root, log);
   for (const event of ['received', 'declined', 'failed', 'badPeer'] as const) forward(receiver, client, event);
-  for (const event of ['joined', 'refused'] as const) forward(membership, client, event);
+  for (const event of ['joined', 'refused', 'stranded'] as const) forward(membership, client, event);
   for (const event of ['connected', 'disconnected'] as const) forward(connection, client, event);
   forward(discovery, client, 'server');
 
@@ -182,6 +184,8 @@ async function startLocked(options: ClientOptions, resolved: ResolvedOptions, lo
     // Dial as soon as the server is found, moves or restarts, instead of sitting out a backoff grown while it was away.
     discovery.on('server', () => connection.nudge());
     discovery.on('restart', () => connection.nudge());
+    // A revoke ends the link without a word: the answers to fresh JOINs tell it from network trouble.
+    connection.on('disconnected', () => membership.recheck());
     discovery.start();
     client.started.push(discovery);
     // The data plane waits for the first ACK: until then the server would not admit us anyway.

@@ -1,8 +1,11 @@
 import type { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, ErrorCode, GroupcastError, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId } from '@groupcast/shared';
+import {
+  errnoCode, ErrorCode, GroupcastError, NAK_REASON_NAMES, OUTCOME_NAMES, processExists, writeFileAtomic, type Logger, type PeerId,
+} from '@groupcast/shared';
 import type { ClientEvents } from './daemon.js';
+import type { Refusal } from './discovery/membership.js';
 import type { SwarmCounters } from './peer/swarm.js';
 import { parseReceivedLog, RECEIVED_LOG, type ReceivedRecord } from './receive/received-log.js';
 
@@ -18,7 +21,19 @@ export interface PeerStatus extends SwarmCounters {
   links: number;
 }
 
-export type GroupState = 'joining' | 'joined' | 'refused';
+/** 'revoked': refused as not authorized after this daemon had joined the group. */
+export type GroupState = 'joining' | 'joined' | 'refused' | 'revoked';
+
+/** A group as status shows it. `reason` is the server's text for a refusal ('' otherwise), as in version 1. */
+export interface GroupStatus {
+  name: string;
+  state: GroupState;
+  reason: string;
+  /** When the group entered this state; absent in files written before refusals were shown. */
+  since?: number;
+  /** Why the server refused the group (NAK reason name and text, when first heard), or null. */
+  refusal?: { reason: string; message: string; at: number } | null;
+}
 
 /** What the daemon says about itself in `<stateDir>/status.json`. Times are ms since the epoch. */
 export interface ClientStatus {
@@ -34,7 +49,9 @@ export interface ClientStatus {
   server: { id: PeerId; name: string | null; address: string; tcpPort: number } | null;
   /** When the data connection came up, or null while there is none. */
   connectedSince: number | null;
-  groups: Array<{ name: string; state: GroupState; reason: string }>;
+  groups: GroupStatus[];
+  /** Why the daemon stopped by itself (every group refused), or null; absent in older files. */
+  stopReason?: string | null;
   /** The last few transfers that did not arrive (declined or failed), newest last. */
   problems: Array<{ time: number; transfer: string; group: string; name: string; outcome: string; message: string }>;
   /** Null when this member does not take part in peer-assisted delivery (--no-peers); absent in files of older versions. */
@@ -70,10 +87,11 @@ export class StatusFile {
     this.status = {
       version: 1, pid: process.pid, id: options.id, name: options.name, startedAt: now, updatedAt: now, running: true,
       downloads: options.downloads, server: null, connectedSince: null,
-      groups: options.groups.map((name) => ({ name, state: 'joining', reason: '' })),
+      groups: options.groups.map((name) => ({ name, state: 'joining', reason: '', since: now, refusal: null })),
       problems: [],
       peers: options.peers?.() ?? null,
       badPeers: { count: 0, recent: [] },
+      stopReason: null,
     };
   }
 
@@ -87,9 +105,13 @@ export class StatusFile {
 
   /** Follows the daemon's events; writes the first snapshot now. */
   watch(client: EventEmitter<ClientEvents>): Promise<void> {
-    const group = (name: string, state: GroupState, reason = ''): void => {
+    const group = (name: string, state: GroupState, refusal?: Refusal): void => {
       const entry = this.status.groups.find((g) => g.name === name);
-      if (entry) Object.assign(entry, { state, reason });
+      if (!entry) return;
+      if (entry.state !== state) entry.since = refusal?.at ?? Date.now();
+      entry.state = state;
+      entry.reason = refusal?.message ?? '';
+      entry.refusal = refusal ? { reason: NAK_REASON_NAMES[refusal.reason], message: refusal.message, at: refusal.at } : null;
       this.changed();
     };
     client.on('server', (server) => {
@@ -97,7 +119,11 @@ export class StatusFile {
       this.changed();
     });
     client.on('joined', (name) => group(name, 'joined'));
-    client.on('refused', (name, _reason, message) => group(name, 'refused', message));
+    client.on('refused', (name, refusal) => group(name, refusal.revoked ? 'revoked' : 'refused', refusal));
+    client.on('stranded', () => {
+      this.status.stopReason = 'every group was refused by the server';
+      this.changed();
+    });
     client.on('connected', (_server, name) => {
       this.status.connectedSince = Date.now();
       // HELLO names the server; replies to LIST do not, and ANNOUNCE may not have come yet.

@@ -13,18 +13,30 @@ function peerLines(peers: ClientStatus['peers']): string[] {
   ];
 }
 
+/** GROUP, STATE, SINCE, REASON: a refusal shows its kind and the server's words. */
+function groupRows(groups: ClientStatus['groups']): string[][] {
+  return groups.map((g) => [
+    g.name,
+    g.state,
+    g.since === undefined ? '' : time(g.since),
+    g.refusal ? `${g.refusal.reason}: ${printable(g.refusal.message)}` : printable(g.reason),
+  ]);
+}
+
 /** `group-client status` for people. Everything that came from the wire goes through printable(). */
 export function statusText(report: StatusReport, now: number): string {
   const { status, running, recent } = report;
   const state = running
     ? `running (pid ${status.pid}, up ${formatDuration(now - status.startedAt)})`
     : `NOT RUNNING (last update ${time(status.updatedAt)} UTC${status.running ? ', it did not stop cleanly' : ''})`;
+  const refused = status.groups.some((g) => g.refusal);
   const server = status.server
     ? `${printable(status.server.name ?? '(name not announced yet)')}  ${status.server.id}  ${status.server.address}:${status.server.tcpPort}`
-    : 'not found yet (check --interface, or name it with --server HOST)';
+    : refused ? 'none pinned: the server refused (see GROUP below)' : 'not found yet (check --interface, or name it with --server HOST)';
   const link = !running ? '' : status.connectedSince === null ? 'not connected' : `connected ${formatDuration(now - status.connectedSince)}`;
   const lines = [
     `group-client ${printable(status.name)}  ${state}`,
+    ...(!running && status.stopReason ? [`  stopped    ${status.stopReason}`] : []),
     `  id         ${status.id}`,
     `  server     ${server}`,
     ...(link ? [`  link       ${link}`] : []),
@@ -33,7 +45,7 @@ export function statusText(report: StatusReport, now: number): string {
     '',
     status.groups.length === 0
       ? 'no groups to join (--join <group>)'
-      : formatTable(['GROUP', 'STATE', 'REASON'], status.groups.map((g) => [g.name, g.state, printable(g.reason)])),
+      : formatTable(['GROUP', 'STATE', 'SINCE (UTC)', 'REASON'], groupRows(status.groups)),
     '',
   ];
   if (recent.length === 0) lines.push('no files received yet');

@@ -3,7 +3,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  checkedText, errorJson, formatDuration, GroupcastError, hideOptions, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
+  checkedText, errorJson, formatDuration, GroupcastError, hideOptions, packageVersion, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
 import { callDaemon } from './operator/control-socket.js';
@@ -300,7 +300,7 @@ const cli = options(yargs(hideBin(process.argv)))
   .demandCommand(0)
   .help()
   .alias('h', 'help')
-  .version(false)
+  .version(packageVersion(import.meta.url))
   .fail((message, err) => {
     // Errors from a command's handler go to the catch below; yargs' own (parsing, coerce) are usage.
     if (err && err.name !== 'YError') throw err;

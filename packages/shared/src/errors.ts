@@ -71,3 +71,22 @@ export function errnoCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
   return undefined;
 }
+
+/**
+ * Errnos of a connection ending in ways normal operation produces: the peer restarting (refused), gone
+ * (reset, broken pipe, timed out) or out of reach for now. Logged as one line, not as a stack.
+ */
+const NETWORK_TROUBLE = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN',
+]);
+
+/** A link that ended as links do (network trouble, or closed on purpose: CLOSED), not a defect worth a stack trace. */
+export function isExpectedDisconnect(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code !== undefined && (NETWORK_TROUBLE.has(code) || code === ErrorCode.CLOSED);
+}
+
+/** Log fields for an error: one line (`reason`, `code`) when the disconnect is expected, the whole `err` otherwise. */
+export function disconnectFields(err: unknown): { reason: string; code: string | undefined } | { err: unknown } {
+  return isExpectedDisconnect(err) ? { reason: (err as Error).message, code: errnoCode(err) } : { err };
+}

@@ -4,7 +4,7 @@ import { ErrorCode, GroupcastError } from './errors.js';
 
 /**
  * Pieces: a file cut into equal power-of-two pieces (the last one shorter), each with its SHA-256, so a
- * member can check every piece on its own — before it writes it, and before it serves it to a peer —
+ * member can check every piece on its own before it writes it (and so before it can serve it to a peer)
  * instead of only the whole file at the end. Pure computation: the callers own the I/O.
  */
 
@@ -152,19 +152,96 @@ export interface ByteRange {
 }
 
 /**
- * What the server's stream sends after a member's BITFIELD (PROTOCOL.md §7.5): from `from` to the end,
- * every piece whose bit is clear, in order, adjacent pieces merged into one range. Both ends compute it,
- * so the member knows the offset each DATA must carry.
+ * Where each piece of a transfer lies in its bytes. A file's pieces cut it evenly; a tree's are cut per
+ * file (PROTOCOL.md §7.7: each file's last piece may be short, an empty file has none) and numbered over
+ * its files in manifest order, while the bytes run over the files' concatenation.
  */
-export function missingRanges(held: { has(index: number): boolean }, size: number, pieceSize: number, from: number): ByteRange[] {
+export interface PieceLayout {
+  readonly count: number;
+  /** Bytes of the transfer: the file's, or the tree's files' together. */
+  readonly size: number;
+  /** Bytes `[start, end)` of piece `index` in the transfer. */
+  span(index: number): ByteRange;
+}
+
+/** A single file's pieces. */
+export function filePieces(size: number, pieceSize: number): PieceLayout {
+  return {
+    count: pieceCount(size, pieceSize),
+    size,
+    span: (index) => ({ start: index * pieceSize, end: Math.min(size, (index + 1) * pieceSize) }),
+  };
+}
+
+/** A tree's pieces: each file's, in order, over the concatenation of the files' bytes. */
+export class TreePieces implements PieceLayout {
+  readonly count: number;
+  readonly size: number;
+  /** Per file: where its bytes start in the concatenation, and its first piece's global index. */
+  private readonly fileStarts: number[] = [];
+  private readonly firstPieces: number[] = [];
+  /** Per global piece: the file it belongs to. */
+  private readonly owners: Uint32Array;
+
+  constructor(private readonly fileSizes: readonly number[], private readonly pieceSize: number) {
+    let size = 0;
+    let count = 0;
+    for (const fileSize of fileSizes) {
+      this.fileStarts.push(size);
+      this.firstPieces.push(count);
+      size += fileSize;
+      count += pieceCount(fileSize, pieceSize);
+    }
+    this.size = size;
+    this.count = count;
+    this.owners = new Uint32Array(count);
+    fileSizes.forEach((fileSize, file) => this.owners.fill(file, this.firstPieces[file]!, this.firstPieces[file]! + pieceCount(fileSize, pieceSize)));
+  }
+
+  /** The file (its index among the tree's files) that piece `index` belongs to. */
+  fileOf(index: number): number {
+    return this.owners[index]!;
+  }
+
+  /** The global index of file `file`'s first piece. */
+  firstPiece(file: number): number {
+    return this.firstPieces[file]!;
+  }
+
+  /** Where file `file`'s bytes start in the concatenation. */
+  fileStart(file: number): number {
+    return this.fileStarts[file]!;
+  }
+
+  span(index: number): ByteRange {
+    const file = this.fileOf(index);
+    const start = this.fileStart(file) + (index - this.firstPiece(file)) * this.pieceSize;
+    return { start, end: Math.min(this.fileStart(file) + this.fileSizes[file]!, start + this.pieceSize) };
+  }
+}
+
+/**
+ * What the server's stream sends after a member's BITFIELD (PROTOCOL.md §7.5, §7.7): from `from` to the
+ * end, every piece whose bit is clear, in order, adjacent pieces merged into one range (in a tree, across
+ * files). Both ends compute it, so the member knows the offset each DATA must carry.
+ */
+export function missingRanges(held: { has(index: number): boolean }, layout: PieceLayout, from: number): ByteRange[] {
   const ranges: ByteRange[] = [];
-  for (let piece = Math.floor(from / pieceSize); piece * pieceSize < size; piece++) {
+  for (let piece = 0; piece < layout.count; piece++) {
     if (held.has(piece)) continue;
-    const start = Math.max(piece * pieceSize, from);
-    const end = Math.min(size, (piece + 1) * pieceSize);
+    const span = layout.span(piece);
+    if (span.end <= from) continue;
+    const start = Math.max(span.start, from);
     const last = ranges.at(-1);
-    if (last && last.end === start) last.end = end;
-    else ranges.push({ start, end });
+    if (last && last.end === start) last.end = span.end;
+    else ranges.push({ start, end: span.end });
   }
   return ranges;
+}
+
+/** The ACCEPT offset for a member holding `held`: the bytes of its leading run of held pieces. */
+export function heldPrefix(held: { has(index: number): boolean }, layout: PieceLayout): number {
+  let piece = 0;
+  while (piece < layout.count && held.has(piece)) piece++;
+  return piece === layout.count ? layout.size : layout.span(piece).start;
 }

@@ -139,7 +139,8 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
       return true;
     }
     if (message.type === 'nak') {
-      this.limited.warn(`refused:${sender}:${message.reason}`, { ...fields, reason: message.message }, 'a server matching the join code refused it');
+      // Membership logs the refusal once, with its reason; this only says where it came from.
+      this.options.log.debug({ ...fields, reason: message.message }, 'a server matching the join code refused it');
       this.emit('nak', message, serverInfo(sender, message, from, undefined));
       return false;
     }

@@ -1,9 +1,10 @@
 import type { TLSSocket } from 'node:tls';
 import {
-  allocDataFrame, Bitfield, DATA_CHUNK, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle, verifyPiece,
+  Bitfield, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle,
   protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
+import { PieceAssembly } from './piece-assembly.js';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
 export const LINK_REQUESTS = 4;
@@ -13,9 +14,20 @@ const LINK_REQUEST_BYTES = 4 * 1024 * 1024;
 const MAX_SERVE_QUEUE = 2 * LINK_REQUESTS;
 /** Output a link may have buffered (frames written but not yet taken by the socket); past it the peer is not reading: cut. */
 export const MAX_LINK_BUFFERED = 8 * 1024 * 1024;
-/** A piece not complete this long after it was asked for is asked of another source; the link is dropped after two. */
+/**
+ * A link with requests outstanding that brings no bytes for this long has its oldest request asked of
+ * another source; the link is dropped after two in a row without DATA between. Progress, not completion:
+ * a peer serving at a low `--peer-rate` to several links takes far longer than this for our four
+ * pieces, but it is moving.
+ */
 export const PIECE_TIMEOUT_MS = 10_000;
 const SLOW_STRIKES = 2;
+/**
+ * Bytes from a peer that count as progress against PIECE_TIMEOUT_MS: a TLS record's worth, more than
+ * heartbeats and HAVEs bring, so a peer that only pings does not hold our requests (and if it pads with
+ * frames to look busy, the endgame takes the last pieces it holds from someone else).
+ */
+const PROGRESS_BYTES = 16 * 1024;
 
 /** What a link needs from the transfer's swarm. */
 export interface LinkOwner {
@@ -24,10 +36,10 @@ export interface LinkOwner {
   readonly pieceSize: number;
   readonly hashes: Buffer;
   readonly held: Bitfield;
-  /** A held piece, verified again before it is served. */
-  readPiece(piece: number): Promise<Buffer | undefined>;
-  /** A piece arrived and matches its hash. */
-  pieceArrived(link: PeerLink, piece: number, data: Buffer): void;
+  /** Reads held bytes (verified when they were written) into a DATA frame's payload. */
+  readInto(position: number, into: Buffer): Promise<void>;
+  /** A piece arrived and matches its hash: its bytes, as they came. */
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void;
   /** A piece arrived whose hash is wrong: the peer is hostile or broken. */
   badPiece(link: PeerLink, piece: number): void;
   /** A request timed out or the link went: the piece is free to ask elsewhere. */
@@ -36,12 +48,6 @@ export interface LinkOwner {
   changed(link: PeerLink): void;
   served(bytes: number): void;
   closed(link: PeerLink): void;
-}
-
-interface Inbound {
-  data: Buffer;
-  got: number;
-  timer: NodeJS.Timeout;
 }
 
 
@@ -58,9 +64,22 @@ export class PeerLink {
    * the link opening were never announced over it (HAVE goes to open links): the swarm sends them on attach.
    */
   readonly announced: Bitfield;
-  private readonly inbound = new Map<number, Inbound>();
+  /** Requested pieces, oldest first (the peer serves them in order). */
+  private readonly inbound = new Map<number, PieceAssembly>();
+  /** Armed while requests are outstanding; refreshed by every chunk of bytes from the peer. */
+  private readonly stall: NodeJS.Timeout;
+  /** Bytes from the peer since the stall timer was last refreshed. */
+  private progress = 0;
+  /** Bytes from the peer since the link opened. */
+  bytesIn = 0;
   private readonly serveQueue: number[] = [];
   private serving = false;
+  /** The two frame buffers serve() takes turns with, made on first use, and when each is free again. */
+  private readonly frames: Buffer[] = [];
+  private readonly flushed: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
+  private turn = 0;
+  /** Releases of frames written but not yet taken: a destroyed socket may never call them back. */
+  private readonly unflushed = new Set<() => void>();
   private strikes = 0;
   private lastHeard = Date.now();
   private readonly heartbeat: NodeJS.Timeout;
@@ -82,6 +101,17 @@ export class PeerLink {
     this.announced = Bitfield.fromWire(sentBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
+    // Refreshed rather than set per request (a cleared timer cannot be refreshed): firing with nothing outstanding does nothing.
+    this.stall = setTimeout(() => this.stalled(), PIECE_TIMEOUT_MS);
+    this.stall.unref();
+    // Bytes, not frames: at a low rate one 256 KiB DATA frame alone can take longer than the timeout.
+    socket.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length;
+      this.progress += chunk.length;
+      if (this.progress < PROGRESS_BYTES) return;
+      this.progress = 0;
+      if (this.inbound.size > 0) this.stall.refresh();
+    });
     socket.on('close', () => this.close());
   }
 
@@ -125,43 +155,56 @@ export class PeerLink {
     this.write(encodeFrame(frame));
   }
 
-  private write(buf: Buffer): boolean {
+  private write(buf: Buffer, flushed?: () => void): boolean {
     if (this.closedFlag) return false;
-    const flowing = this.socket.write(buf);
+    const flowing = this.socket.write(buf, flushed);
     if (this.socket.writableLength > MAX_LINK_BUFFERED) this.close(protocolViolation('peer is not reading: output buffer full'));
     return flowing;
   }
 
+  /** Writes a frame from buffer `slot`; the slot is free again when the socket has taken it, or the link has closed. */
+  private writeFrame(slot: number, frame: Buffer): boolean {
+    let flowing = false;
+    this.flushed[slot] = new Promise<void>((resolve) => {
+      const release = (): void => {
+        this.unflushed.delete(release);
+        resolve();
+      };
+      this.unflushed.add(release);
+      flowing = this.write(frame, release);
+      if (this.closedFlag) release();
+    });
+    return flowing;
+  }
+
   request(piece: number): void {
-    const data = Buffer.alloc(pieceLength(piece, this.owner.size, this.owner.pieceSize));
-    const timer = setTimeout(() => this.timedOut(piece), PIECE_TIMEOUT_MS);
-    timer.unref();
-    this.inbound.set(piece, { data, got: 0, timer });
+    const { pieceSize, size } = this.owner;
+    if (this.inbound.size === 0) this.stall.refresh();
+    this.inbound.set(piece, new PieceAssembly(piece, piece * pieceSize, pieceLength(piece, size, pieceSize)));
     this.send({ type: 'request', transfer: this.owner.transfer, piece });
   }
 
-  private timedOut(piece: number): void {
-    if (!this.inbound.delete(piece)) return;
-    this.log.info({ piece }, 'piece request timed out; asking elsewhere');
-    this.owner.released(this, piece);
+  /** No bytes for PIECE_TIMEOUT_MS with requests outstanding: the oldest is asked elsewhere. */
+  private stalled(): void {
+    const oldest = this.inbound.keys().next();
+    if (oldest.done || this.closedFlag) return;
+    this.inbound.delete(oldest.value);
+    this.log.info({ piece: oldest.value }, 'piece request timed out; asking elsewhere');
+    this.owner.released(this, oldest.value);
     if (++this.strikes >= SLOW_STRIKES) this.close(new GroupcastError(ErrorCode.TIMEOUT, 'peer too slow'));
+    else if (this.inbound.size > 0) this.stall.refresh();
   }
 
   private data(offset: number, payload: Uint8Array): void {
     const piece = Math.floor(offset / this.owner.pieceSize);
-    const inbound = this.inbound.get(piece);
+    const assembly = this.inbound.get(piece);
     // Bytes of a piece that timed out may still be on their way: drop them.
-    if (!inbound) return;
-    if (offset !== piece * this.owner.pieceSize + inbound.got || inbound.got + payload.length > inbound.data.length) {
-      throw protocolViolation(`DATA at ${offset} out of order for piece ${piece}`);
-    }
-    inbound.data.set(payload, inbound.got);
-    inbound.got += payload.length;
-    if (inbound.got < inbound.data.length) return;
-    clearTimeout(inbound.timer);
-    this.inbound.delete(piece);
+    if (!assembly) return;
+    assembly.add(offset, payload);
     this.strikes = 0;
-    if (verifyPiece(this.owner.hashes, piece, inbound.data)) this.owner.pieceArrived(this, piece, inbound.data);
+    if (!assembly.complete) return;
+    this.inbound.delete(piece);
+    if (assembly.matches(this.owner.hashes)) this.owner.pieceArrived(this, piece, assembly.chunks);
     else this.owner.badPiece(this, piece);
   }
 
@@ -172,21 +215,31 @@ export class PeerLink {
     if (!this.serving) void this.serve().catch((err: unknown) => this.close(err as Error));
   }
 
-  /** Sends queued pieces one at a time, each read and verified again just before, waiting for the socket to drain. */
+  /**
+   * Sends queued pieces one at a time, each chunk read from the partial straight into a DATA frame,
+   * waiting for the socket to drain. Two frame buffers per link take turns, each filled again only once
+   * the socket has taken what it held (the write callback), as the server's stream does: no buffer, copy
+   * or garbage per chunk.
+   */
   private async serve(): Promise<void> {
     this.serving = true;
+    const { pieceSize, size, transfer } = this.owner;
     try {
       for (let piece = this.serveQueue.shift(); piece !== undefined && !this.closedFlag; piece = this.serveQueue.shift()) {
-        const data = await this.owner.readPiece(piece);
-        if (!data) throw new GroupcastError(ErrorCode.CHECKSUM, `piece ${piece} no longer matches on disk; not serving it`);
-        const start = piece * this.owner.pieceSize;
-        for (let at = 0; at < data.length && !this.closedFlag; at += DATA_CHUNK) {
-          const chunk = Math.min(DATA_CHUNK, data.length - at);
-          const { frame, payload } = allocDataFrame(this.owner.transfer, start + at, chunk);
-          data.copy(payload, 0, at, at + chunk);
+        const start = piece * pieceSize;
+        const length = pieceLength(piece, size, pieceSize);
+        for (let at = 0; at < length && !this.closedFlag; at += DATA_CHUNK) {
+          const chunk = Math.min(DATA_CHUNK, length - at);
+          const slot = this.turn;
+          this.turn = 1 - slot;
+          await this.flushed[slot];
+          if (this.closedFlag) return;
+          const buffer = (this.frames[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, size)));
+          const { frame, payload } = dataFrameIn(buffer, transfer, start + at, chunk);
+          await this.owner.readInto(start + at, payload);
           const wait = throttle(this.limits, chunk);
           if (wait) await wait;
-          if (!this.write(frame)) await this.drained();
+          if (!this.writeFrame(slot, frame)) await this.drained();
           this.owner.served(chunk);
         }
       }
@@ -220,10 +273,9 @@ export class PeerLink {
     this.closedFlag = true;
     clearInterval(this.heartbeat);
     if (err) this.log.info({ err }, 'peer link closed');
-    for (const [piece, inbound] of this.inbound) {
-      clearTimeout(inbound.timer);
-      this.owner.released(this, piece);
-    }
+    clearTimeout(this.stall);
+    this.unflushed.forEach((release) => release());
+    for (const piece of this.inbound.keys()) this.owner.released(this, piece);
     this.inbound.clear();
     this.reader.destroy();
     this.socket.destroy();

@@ -1,4 +1,4 @@
-import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
+import { connect, createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import {
   ALPN_PEERS, Capability, encodeFrame, errnoCode, ErrorCode, FrameReader, GroupcastError, peerIdOf, PROTOCOL_VERSION,
   shortId, TLS_CIPHERS, TokenBucket,
@@ -10,8 +10,12 @@ import { PeerLink, type LinkOwner } from './peer-link.js';
 export const DEFAULT_PEER_PORT = 47702;
 /** TLS plus HELLO and BITFIELD must be done within this, or the connection is closed. */
 export const PEER_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Links one member keeps per transfer, dialed and accepted together. */
-export const MAX_PEER_LINKS = 8;
+/**
+ * Links one member keeps per transfer, dialed and accepted together. The overlay makes 8 (see
+ * DIAL_OFFSETS); the rest absorbs links made while the list was still growing (members joining a
+ * swarm one after another), which at 8 turned the overlay's own dials away.
+ */
+export const MAX_PEER_LINKS = 12;
 /** Connections still in their handshake at once; more are refused before TLS work is spent on them. */
 const MAX_HANDSHAKING = 32;
 
@@ -53,9 +57,12 @@ export class PeerNode {
   private handshaking = 0;
   readonly counters: PeerCounters = { refused: 0, accepted: 0, dialed: 0 };
   private readonly limits: TokenBucket[];
+  /** One context for every dial: building one parses the key and certificate, a few ms each time. */
+  private readonly dialContext: SecureContext;
 
   constructor(private readonly options: PeerNodeOptions) {
     this.limits = options.rate === undefined ? [] : [new TokenBucket(options.rate)];
+    this.dialContext = createSecureContext({ cert: options.identity.certPem, key: options.identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS });
   }
 
   /** Peer links open now, over every transfer (finished ones still serving included). */
@@ -147,8 +154,7 @@ export class PeerNode {
     if (!swarm) return;
     this.counters.dialed++;
     const socket = connect({
-      host: entry.address, port: entry.port, cert: this.options.identity.certPem, key: this.options.identity.keyPem,
-      minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS, ALPNProtocols: [ALPN_PEERS],
+      host: entry.address, port: entry.port, secureContext: this.dialContext, ALPNProtocols: [ALPN_PEERS],
       rejectUnauthorized: false, checkServerIdentity: () => undefined,
     });
     socket.on('error', (err) => this.options.log.debug({ err, peer: shortId(entry.id as PeerId) }, 'peer connection error'));

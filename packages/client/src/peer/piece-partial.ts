@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { Bitfield, hashFromHandle, pieceCount, pieceLength, verifyPiece, writeFully } from '@groupcast/shared';
+import { Bitfield, ErrorCode, GroupcastError, pieceCount, pieceLength, verifyPiece, writeFully } from '@groupcast/shared';
 import type { PieceSpec } from '../receive/incoming-file.js';
 import { openPartial, PartialFile } from '../receive/partial-file.js';
 
@@ -11,6 +11,20 @@ import { openPartial, PartialFile } from '../receive/partial-file.js';
  * restarted member resumes from its pieces without a separate record to get out of step.
  */
 export class PiecePartial extends PartialFile {
+  /**
+   * The whole-file SHA-256, fed in piece order as the verified prefix grows: a piece that arrives next
+   * in order is hashed from the buffers it was verified and written from; one that arrived ahead is
+   * read back and hashed when the prefix reaches it. So the whole file is still checked before it is
+   * placed, without reading all of it again at the end.
+   */
+  private readonly fileHash: Hash = createHash('sha256');
+  /** Pieces [0, hashedPieces) are in fileHash. */
+  private hashedPieces = 0;
+  /** Steps of the prefix hash, one after another (pieces are written concurrently). */
+  private hashing: Promise<void> = Promise.resolve();
+  private hashError: unknown;
+  private readBack: Buffer | undefined;
+
   private constructor(
     path: string,
     readonly size: number,
@@ -37,11 +51,17 @@ export class PiecePartial extends PartialFile {
     }
   }
 
+  /** Re-reads what a previous run left and holds the pieces that match; the prefix that matches is hashed on the way. */
   private async verifyHeld(upTo: number, signal: AbortSignal): Promise<void> {
     for (let piece = 0; piece < this.held.length && piece * this.pieces.pieceSize < upTo; piece++) {
       signal.throwIfAborted();
       const data = await this.readRaw(piece);
-      if (data && verifyPiece(this.pieces.hashes, piece, data)) this.held.set(piece);
+      if (!data || !verifyPiece(this.pieces.hashes, piece, data)) continue;
+      this.held.set(piece);
+      if (piece === this.hashedPieces) {
+        this.fileHash.update(data);
+        this.hashedPieces++;
+      }
     }
   }
 
@@ -52,17 +72,56 @@ export class PiecePartial extends PartialFile {
     return bytes;
   }
 
-  /** Writes a piece the caller has verified. */
-  async write(piece: number, data: Buffer): Promise<void> {
-    await writeFully(this.openHandle(), data, piece * this.pieces.pieceSize);
+  /**
+   * Writes a piece the caller has verified, from the buffers it arrived in, and moves the prefix hash on
+   * in the background (it may read pieces back; the piece is held, and can be announced, at once).
+   */
+  async write(piece: number, chunks: readonly Uint8Array[]): Promise<void> {
+    let position = piece * this.pieces.pieceSize;
+    for (const chunk of chunks) {
+      await writeFully(this.openHandle(), chunk, position);
+      position += chunk.length;
+    }
     this.held.set(piece);
+    // The buffers are kept for the hash only if the prefix will reach this piece without waiting for
+    // another: pieces that arrived ahead are read back later instead of held in memory.
+    const reached = this.prefixReaches(piece);
+    this.hashing = this.hashing
+      .then(() => (this.hashError ? undefined : this.extendPrefix(reached ? { piece, chunks } : undefined)))
+      .catch((err: unknown) => {
+        this.hashError = err;
+      });
   }
 
-  /** A held piece, checked against the manifest again before it is served; undefined if it no longer matches. */
-  async read(piece: number): Promise<Buffer | undefined> {
-    if (!this.held.has(piece)) return undefined;
-    const data = await this.readRaw(piece);
-    return data && verifyPiece(this.pieces.hashes, piece, data) ? data : undefined;
+  private prefixReaches(piece: number): boolean {
+    for (let i = this.hashedPieces; i < piece; i++) if (!this.held.has(i)) return false;
+    return true;
+  }
+
+  /** Feeds the prefix hash every held piece from where it stands: `inMemory` from its buffers, the others read back. */
+  private async extendPrefix(inMemory: { piece: number; chunks: readonly Uint8Array[] } | undefined): Promise<void> {
+    while (this.hashedPieces < this.held.length && this.held.has(this.hashedPieces)) {
+      if (inMemory?.piece === this.hashedPieces) {
+        for (const chunk of inMemory.chunks) this.fileHash.update(chunk);
+      } else {
+        const length = pieceLength(this.hashedPieces, this.size, this.pieces.pieceSize);
+        // One buffer for every piece read back: the steps run one at a time, and the hash copies what it takes.
+        this.readBack ??= Buffer.alloc(this.pieces.pieceSize);
+        const data = this.readBack.subarray(0, length);
+        await this.readInto(this.hashedPieces * this.pieces.pieceSize, data);
+        this.fileHash.update(data);
+      }
+      this.hashedPieces++;
+    }
+  }
+
+  /**
+   * Reads held bytes into `into` (a DATA frame's payload) for a peer. Not hashed again: every piece was
+   * verified before it was written, and the peer checks it before keeping it (PROTOCOL.md §7.6).
+   */
+  async readInto(position: number, into: Buffer): Promise<void> {
+    const { bytesRead } = await this.openHandle().read(into, 0, into.length, position);
+    if (bytesRead !== into.length) throw new GroupcastError(ErrorCode.CLOSED, `partial ${this.path} is shorter than ${position + into.length} bytes`);
   }
 
   private async readRaw(piece: number): Promise<Buffer | undefined> {
@@ -72,11 +131,12 @@ export class PiecePartial extends PartialFile {
     return bytesRead === length ? data : undefined;
   }
 
-  /** SHA-256 of the whole file, read back from disk: what is placed is what was hashed. */
-  async digest(signal?: AbortSignal): Promise<Buffer> {
-    const hash = createHash('sha256');
-    await hashFromHandle(this.openHandle(), this.size, hash, signal);
-    return hash.digest();
+  /** SHA-256 of the whole file, once every piece is held: what the pieces written hash to, in order. */
+  async digest(): Promise<Buffer> {
+    await this.hashing;
+    if (this.hashError) throw this.hashError;
+    if (this.hashedPieces !== this.held.length) throw new GroupcastError(ErrorCode.INTERNAL, `digest of a partial hashed to piece ${this.hashedPieces} of ${this.held.length}`);
+    return this.fileHash.digest();
   }
 
   /** Makes the data durable; the handle stays open, so peers can still be served from it once it is placed. */

@@ -1,9 +1,10 @@
 import {
-  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId, verifyPiece,
+  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId,
   type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import type { PeerLink } from './peer-link.js';
 import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
+import { PieceAssembly } from './piece-assembly.js';
 import type { PiecePartial } from './piece-partial.js';
 
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
@@ -14,6 +15,8 @@ export const SERVER_REQUESTS = 8;
  * meanwhile, so the server does not send them twice; a member with no peer at all asks at once.
  */
 export const PEER_WAIT_MS = 2_000;
+/** A pulling member that has sent the server nothing for this long while its links bring bytes sends BITFIELD again (under the server's 60 s idle limit). */
+export const PULL_KEEPALIVE_MS = 20_000;
 /** How long a finished member keeps serving the transfer to its peers (the server lists it as long). */
 export const SEED_LINGER_MS = 60_000;
 /**
@@ -23,8 +26,12 @@ export const SEED_LINGER_MS = 60_000;
  */
 const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
+/** Ring offsets a member dials (its overlay, see MemberSwarm.dialTargets): 4 dialed and 4 dialing it, 8 links, under MAX_PEER_LINKS. */
+const DIAL_OFFSETS = [1, 2, 4, 8];
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
+/** The endgame starts when this few pieces are missing (each then may come twice: at most this many wasted). */
+const ENDGAME_PIECES = 4;
 
 /** Bytes of verified pieces kept, by where they came from (a piece fetched twice counts once), served, and bad pieces. */
 export interface SwarmCounters {
@@ -50,12 +57,6 @@ export interface SwarmOptions {
   badPeer: (id: PeerId, piece: number) => void;
 }
 
-interface ServerPiece {
-  piece: number;
-  data: Buffer;
-  got: number;
-}
-
 /**
  * This member's part in one transfer's swarm: which pieces to ask of which peer (rarest first among
  * what each link offers), what to ask of the server ("any" while it still seeds, then by index as the
@@ -68,6 +69,8 @@ export class MemberSwarm implements SwarmHandle {
   readonly pieceSize: number;
   readonly hashes: Buffer;
   private allowed = new Map<PeerId, PeerEntry>();
+  /** The overlay's dial targets for `allowed` (dialTargets), until the list changes. */
+  private targets: PeerId[] | undefined;
   private readonly links = new Map<PeerId, PeerLink>();
   private readonly dialing = new Set<PeerId>();
   /** Peers whose last dial failed: when, and how long to wait before the next. */
@@ -81,11 +84,15 @@ export class MemberSwarm implements SwarmHandle {
   private readonly finishedPeers = new Set<PeerId>();
   /** Pieces being written now. */
   private readonly writing = new Set<number>();
-  private serverPiece: ServerPiece | undefined;
+  private serverPiece: PieceAssembly | undefined;
   private seededAt: number | undefined;
   /** When a piece last arrived from a peer. */
   private lastPeerPieceAt = 0;
   private waitTimer: NodeJS.Timeout | undefined;
+  private keepalive: NodeJS.Timeout | undefined;
+  private lastToServerAt = 0;
+  /** Bytes the links had brought at the last showProgress. */
+  private linkBytesSeen = 0;
   private lingerTimer: NodeJS.Timeout | undefined;
   private done = false;
   private closedFlag = false;
@@ -104,8 +111,28 @@ export class MemberSwarm implements SwarmHandle {
 
   start(): void {
     this.options.node.register(this.hex, this);
-    this.options.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
+    this.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
+    this.keepalive = setInterval(() => this.showProgress(), PULL_KEEPALIVE_MS);
+    this.keepalive.unref();
     this.pump();
+  }
+
+  private toServer(frame: Frame): void {
+    this.lastToServerAt = Date.now();
+    this.options.toServer(frame);
+  }
+
+  /**
+   * The server drops a pull that sends it nothing for its idle limit (60 s): pieces still coming in from
+   * slow peers (a low --peer-rate, large pieces) are progress it cannot see, so the BITFIELD goes again.
+   */
+  private showProgress(): void {
+    let bytes = 0;
+    for (const link of this.links.values()) bytes += link.bytesIn;
+    const moved = bytes !== this.linkBytesSeen;
+    this.linkBytesSeen = bytes;
+    if (this.done || !moved || Date.now() - this.lastToServerAt < PULL_KEEPALIVE_MS) return;
+    this.toServer({ type: 'bitfield', transfer: this.transfer, bits: this.held.toWire() });
   }
 
   // ---- from the server ----
@@ -122,6 +149,7 @@ export class MemberSwarm implements SwarmHandle {
       }
     }
     this.allowed = next;
+    this.targets = undefined;
     for (const [id, link] of this.links) {
       if (!next.has(id)) link.close(new GroupcastError(ErrorCode.NOT_AUTHORIZED, 'no longer listed by the server'));
     }
@@ -142,23 +170,19 @@ export class MemberSwarm implements SwarmHandle {
       if (this.askedOfServer.has(piece)) this.askedOfServer.delete(piece);
       else if (this.anyOutstanding > 0) this.anyOutstanding--;
       else throw new GroupcastError(ErrorCode.PROTOCOL, `DATA for piece ${piece}, which was not requested`);
-      current = { piece, data: Buffer.alloc(pieceLength(piece, this.size, this.pieceSize)), got: 0 };
+      current = new PieceAssembly(piece, piece * this.pieceSize, pieceLength(piece, this.size, this.pieceSize));
       this.serverPiece = current;
       this.addPending(piece, 'server');
     }
-    if (piece !== current.piece || offset !== piece * this.pieceSize + current.got || current.got + payload.length > current.data.length) {
-      throw new GroupcastError(ErrorCode.PROTOCOL, `DATA at ${offset} out of order`);
-    }
-    current.data.set(payload, current.got);
-    current.got += payload.length;
-    if (current.got < current.data.length) return;
+    current.add(offset, payload);
+    if (!current.complete) return;
     this.serverPiece = undefined;
     this.dropPending(piece, 'server');
-    if (!verifyPiece(this.hashes, piece, current.data)) {
+    if (!current.matches(this.hashes)) {
       this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
       return;
     }
-    await this.keep(piece, current.data, 'fromServer');
+    await this.keep(piece, current.chunks, 'fromServer');
   }
 
   // ---- from links (LinkOwner) ----
@@ -198,14 +222,14 @@ export class MemberSwarm implements SwarmHandle {
     return true;
   }
 
-  readPiece(piece: number): Promise<Buffer | undefined> {
-    return this.options.partial.read(piece);
+  readInto(position: number, into: Buffer): Promise<void> {
+    return this.options.partial.readInto(position, into);
   }
 
-  pieceArrived(link: PeerLink, piece: number, data: Buffer): void {
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void {
     this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
-    void this.keep(piece, data, 'fromPeers');
+    void this.keep(piece, chunks, 'fromPeers');
   }
 
   badPiece(link: PeerLink, piece: number): void {
@@ -237,7 +261,7 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  private async keep(piece: number, data: Buffer, source: 'fromServer' | 'fromPeers'): Promise<void> {
+  private async keep(piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers'): Promise<void> {
     // A piece that came from two sources (the endgame) is written and counted once.
     if (this.held.has(piece) || this.writing.has(piece) || this.done) {
       this.schedule();
@@ -245,17 +269,17 @@ export class MemberSwarm implements SwarmHandle {
     }
     this.writing.add(piece);
     try {
-      await this.options.partial.write(piece, data);
+      await this.options.partial.write(piece, chunks);
     } catch (err) {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
     } finally {
       this.writing.delete(piece);
     }
-    this.options.counters[source] += data.length;
+    this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
-    this.options.toServer(have);
+    this.toServer(have);
     for (const link of this.links.values()) link.send(have);
     // Pieces are written concurrently: the last two can both find the file complete; it completes once.
     if (this.held.complete) {
@@ -296,24 +320,50 @@ export class MemberSwarm implements SwarmHandle {
 
   private pump(): void {
     if (this.closedFlag) return;
-    // A finished member still dials the peers listed after it: the one with the smaller id dials, so
-    // without this a later member with a larger id would never link to it.
+    // A finished member still dials its overlay peers listed after it finished: only one side of a
+    // pair dials, so without this a later member it is that side for would never link to it.
     this.dialListed();
     if (this.done) return;
     this.askPeers();
     this.askServer();
   }
 
-  /** The member with the smaller id dials, so a pair makes one link; the other side accepts. */
+  /** Dials the overlay's peers it is this member's turn to dial (see dialTargets); the others dial it. */
   private dialListed(): void {
-    for (const [id, entry] of this.allowed) {
+    for (const id of this.dialTargets()) {
       if (this.links.size + this.dialing.size >= MAX_PEER_LINKS) return;
-      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id) || this.options.node.id > id) continue;
+      if (this.links.has(id) || this.dialing.has(id) || this.banned.has(id) || this.finishedPeers.has(id)) continue;
       const failed = this.unreachable.get(id);
       if (failed && Date.now() - failed.at < failed.waitMs) continue;
+      const entry = this.allowed.get(id);
+      if (!entry) continue;
       this.dialing.add(id);
       this.options.node.dial(entry, this.hex);
     }
+  }
+
+  /**
+   * The overlay: the listed peers and this member on a ring sorted by id, each member dialing the ones
+   * DIAL_OFFSETS ahead of it. Every member is dialed by as many as it dials, so a dial does not meet a
+   * peer whose links are full, and the longer offsets shorten the ring: any two of 16 members are at
+   * most 2 hops apart, and a larger ring takes about N / 16 (the nearest 8 ids would take N / 8; random
+   * links, log N, need the server to list more than the ring's neighbourhood). Where a pair would dial
+   * each other (a small ring), the smaller id dials. Past MAX_PEERS_LISTED the server lists the ring's neighbourhood, so the offsets agree there too.
+   */
+  private dialTargets(): PeerId[] {
+    if (this.targets) return this.targets;
+    const me = this.options.node.id;
+    const ring = [...this.allowed.keys(), me].sort();
+    const at = ring.indexOf(me);
+    const targets = new Set<PeerId>();
+    for (const offset of DIAL_OFFSETS) {
+      if (offset >= ring.length) break;
+      const id = ring[(at + offset) % ring.length]!;
+      const dialsUs = DIAL_OFFSETS.includes(ring.length - offset);
+      if (!dialsUs || me < id) targets.add(id);
+    }
+    this.targets = [...targets];
+    return this.targets;
   }
 
   /** Whether a listed peer may still link to this member: one it dials (again, after a failure), or one that dials it. */
@@ -356,7 +406,7 @@ export class MemberSwarm implements SwarmHandle {
     const start = Math.floor(Math.random() * count);
     for (let k = 0; k < count; k++) {
       const piece = (start + k) % count;
-      if (this.held.has(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
+      if (this.kept(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
       const available = this.availability(piece);
       if (available < bestCount) {
         best = piece;
@@ -367,11 +417,24 @@ export class MemberSwarm implements SwarmHandle {
     return best;
   }
 
-  /** When every missing piece is being fetched, ask a second source for one this link has. */
+  /** Held, or verified and being written: not to be fetched again. */
+  private kept(piece: number): boolean {
+    return this.held.has(piece) || this.writing.has(piece);
+  }
+
+  /**
+   * The endgame: when every missing piece is being fetched and no more than ENDGAME_PIECES are missing,
+   * a second source is asked for one this link has. Only at the very end: a second copy has no CANCEL,
+   * so it takes the serving peer's uplink from members that still need other pieces.
+   */
   private endgamePiece(link: PeerLink): number | undefined {
-    const missing = this.held.length - this.held.count;
-    if (missing === 0 || this.pending.size < missing) return undefined;
+    const missing = this.held.length - this.held.count - this.writing.size;
+    if (missing === 0 || missing > ENDGAME_PIECES) return undefined;
+    let fetching = 0;
+    for (const piece of this.pending.keys()) if (!this.kept(piece)) fetching++;
+    if (fetching < missing) return undefined;
     for (const [piece, sources] of this.pending) {
+      if (this.kept(piece)) continue;
       if (sources.size < ENDGAME_SOURCES && !sources.has(link) && link.remote.has(piece) && !link.requested(piece)) return piece;
     }
     return undefined;
@@ -382,7 +445,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.seededAt === undefined) {
       while (outstanding() < SERVER_REQUESTS) {
         this.anyOutstanding++;
-        this.options.toServer({ type: 'request', transfer: this.transfer, piece: ANY_PIECE });
+        this.toServer({ type: 'request', transfer: this.transfer, piece: ANY_PIECE });
       }
       return;
     }
@@ -393,17 +456,19 @@ export class MemberSwarm implements SwarmHandle {
     // Peers still bringing pieces will bring these too as they spread (the server seeded each once):
     // the server is asked only once peers have brought nothing for PEER_WAIT_MS.
     const waited = Date.now() - Math.max(this.seededAt, this.lastPeerPieceAt) >= PEER_WAIT_MS;
+    // Waiting, and the timer that looks again is set: nothing to do now (this runs on every HAVE).
+    if (!alone && !waited && this.waitTimer) return;
     let waiting = false;
     for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
-      if (this.held.has(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
+      if (this.kept(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
       // Being fetched from a peer, or a connected peer has it: the peers will bring it.
       if (this.pending.has(piece) || this.availability(piece) > 0) continue;
       if (!alone && !waited) {
         waiting = true;
-        continue;
+        break;
       }
       this.askedOfServer.add(piece);
-      this.options.toServer({ type: 'request', transfer: this.transfer, piece });
+      this.toServer({ type: 'request', transfer: this.transfer, piece });
     }
     if (waiting && !this.waitTimer) {
       this.waitTimer = setTimeout(() => {
@@ -426,6 +491,7 @@ export class MemberSwarm implements SwarmHandle {
     if (this.closedFlag) return;
     this.closedFlag = true;
     clearTimeout(this.waitTimer);
+    clearInterval(this.keepalive);
     clearTimeout(this.lingerTimer);
     this.options.node.unregister(this.hex, this);
     for (const link of [...this.links.values()]) link.close();

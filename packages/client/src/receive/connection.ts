@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { connect, type TLSSocket } from 'node:tls';
 import {
-  ALPN_PIECES, backoffDelay, Capability, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
-  PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
+  ALPN_PIECES, backoffDelay, Capability, disconnectFields, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_TIMEOUT_MS, peerIdOf,
+  isExpectedDisconnect, PROTOCOL_VERSION, RateLimitedLog, TLS_CIPHERS,
   type Frame, type Identity, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { Discovery } from '../discovery/discovery.js';
@@ -41,6 +41,8 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private attempt = 0;
+  /** The first failed dial of an outage was logged; the rest go to debug until connected again. */
+  private outageSaid = false;
   private started = false;
   private closed = false;
   private readonly limited: RateLimitedLog;
@@ -103,7 +105,13 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
     }, Math.max(50, Math.min(1000, this.timeoutMs / 3)));
     socket.on('error', (err) => {
       const code = (err as NodeJS.ErrnoException).code ?? err.message;
-      this.limited.warn(`socket:${code}`, { err, server: pinned, address: `${server.address}:${server.tcpPort}` }, 'data connection error');
+      const fields = { ...disconnectFields(err), server: pinned, address: `${server.address}:${server.tcpPort}` };
+      // A server restarting or out of reach is normal: said once (INFO) per outage, each retry at DEBUG.
+      if (!isExpectedDisconnect(err)) this.limited.warn(`socket:${code}`, fields, 'data connection error');
+      else {
+        log[this.outageSaid ? 'debug' : 'info'](disconnectFields(err), 'data connection failed; retrying');
+        this.outageSaid = true;
+      }
     });
     socket.once('close', () => this.closedSocket(socket, log));
     socket.once('secureConnect', () => {
@@ -126,6 +134,7 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
           if (frame.type !== 'hello') throw new GroupcastError(ErrorCode.PROTOCOL, `expected HELLO, got ${frame.type}`);
           greeted = true;
           this.attempt = 0;
+          this.outageSaid = false;
           const heldPieces = pieces && ((frame.caps?.flags ?? 0) & Capability.HELD_PIECES) !== 0;
           this.session = this.options.receiver.openSession({ send: (reply) => this.write(socket, reply) }, pinned, { pieces, heldPieces });
           log.info({ serverName: frame.name }, 'connected');

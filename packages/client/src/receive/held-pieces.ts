@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import {
-  missingRanges, pieceCount, pieceHash, pieceLength, PieceMismatch, protocolViolation, verifyPiece, writeFully, type Bitfield, type ByteRange,
+  filePieces, missingRanges, pieceCount, pieceHash, pieceLength, PieceMismatch, protocolViolation, verifyPiece, writeFully, type ByteRange,
 } from '@groupcast/shared';
 import type { PieceSpec } from './incoming-file.js';
 import { openPartial } from './partial-file.js';
@@ -66,13 +66,6 @@ function wantedPieces(size: number, { pieceSize, hashes }: PieceSpec): Map<strin
   return wanted;
 }
 
-/** The ACCEPT offset for a partial holding `held`: the bytes of its leading run of held pieces. */
-export function heldPrefix(held: Bitfield, size: number, pieceSize: number): number {
-  let piece = 0;
-  while (piece < held.length && held.has(piece)) piece++;
-  return Math.min(size, piece * pieceSize);
-}
-
 /**
  * The server's stream after this member's BITFIELD: DATA only for the pieces not held, in order
  * (missingRanges, the rule both ends share). Each DATA must carry exactly the next expected offset;
@@ -87,7 +80,7 @@ export class HeldStream {
   private inPiece = 0;
 
   constructor(private readonly partial: PiecePartial, offset: number) {
-    this.ranges = missingRanges(partial.held, partial.size, partial.pieces.pieceSize, offset);
+    this.ranges = missingRanges(partial.held, filePieces(partial.size, partial.pieces.pieceSize), offset);
     this.position = this.ranges[0]?.start ?? partial.size;
   }
 
@@ -123,6 +116,6 @@ export class HeldStream {
     this.piece = undefined;
     this.inPiece = 0;
     if (!verifyPiece(this.partial.pieces.hashes, index, data)) throw new PieceMismatch(index);
-    await this.partial.write(index, data);
+    await this.partial.write(index, [data]);
   }
 }

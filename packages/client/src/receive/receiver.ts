@@ -3,7 +3,7 @@ import { chmod, lstat, mkdir, realpath, rm, stat, statfs } from 'node:fs/promise
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
+  errnoCode, ErrorCode, filePieces, GroupcastError, heldPrefix, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
   OUTCOME_NAMES, PieceMismatch, truncateUtf8,
   protocolViolation, type Frame, type Logger, type Manifest, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
@@ -15,7 +15,7 @@ import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from '.
 import { ReceivedLog } from './received-log.js';
 import { TreeAssembly, TreeReceive } from './tree-receive.js';
 import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
-import { heldPrefix, HeldStream, seedFromOldVersion } from './held-pieces.js';
+import { HeldStream, seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
@@ -324,6 +324,7 @@ export class ReceiveSession {
       receiver: this.receiver,
       log: this.log,
       send: (frame) => this.send(frame),
+      heldPieces: this.heldPieces,
       decline: (o, log, outcome, message) => this.decline(o, log, outcome, message),
       haveItAll: (o, log, why) => this.haveItAll(o, log, why),
       fail: (o, log, outcome, message, err) => this.fail(o, log, outcome, message, err),
@@ -471,7 +472,7 @@ export class ReceiveSession {
   ): Promise<void> {
     const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
     if (!partial) return;
-    const offset = heldPrefix(partial.held, offer.size, pieces.pieceSize);
+    const offset = heldPrefix(partial.held, filePieces(offer.size, pieces.pieceSize));
     const stream = new HeldStream(partial, offset);
     const hex = offer.transfer.toString('hex');
     const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;

@@ -8,7 +8,9 @@ import {
 import { partialPathFor, type Placement } from './download-area.js';
 import { CHECKPOINT_BYTES } from './incoming-file.js';
 import type { Receiver } from './receiver.js';
-import { appliedMode, IncomingTree, TREE_ROOT_MODE } from './tree-staging.js';
+import { HeldTree } from './held-tree.js';
+import { seedTreeFromVersion } from './tree-seed.js';
+import { appliedMode, IncomingTree, makeStagingDirs, TREE_ROOT_MODE } from './tree-staging.js';
 import { DEFAULT_KEEP_OLD, judgeExistingTree, pruneVersions, switchTree, versionPath, versionsFolder, type TreeVerdict } from './versions.js';
 
 /**
@@ -69,6 +71,8 @@ export interface TreeHost {
   receiver: Receiver;
   log: Logger;
   send(frame: Frame): void;
+  /** The server said HELD_PIECES: a BITFIELD before ACCEPT spares what this member holds (§7.5, §7.7). */
+  heldPieces: boolean;
   /** DECLINE, reported; the session is idle again. */
   decline(offer: Offer, log: Logger, outcome: Outcome, message: string): void;
   /** ACCEPT(size) and RESULT OK without any DATA; the session is idle again. */
@@ -110,7 +114,7 @@ export class TreeReceive {
   private readonly log: Logger;
   private readonly abort = new AbortController();
   private preparing: Promise<void> = Promise.resolve();
-  private tree: IncomingTree | undefined;
+  private tree: IncomingTree | HeldTree | undefined;
   private verdict: TreeVerdict = { kind: 'absent' };
   private finished = false;
 
@@ -158,12 +162,16 @@ export class TreeReceive {
       this.host.haveItAll(offer, this.log, 'already present');
       return;
     }
-    const tree = await IncomingTree.open(partialPathFor(receiver.root, this.hex), this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    const dir = partialPathFor(receiver.root, this.hex);
+    const tree = this.verdict.kind === 'replace' && this.host.heldPieces
+      ? await this.openSeeded(dir, this.verdict.record.transfer, signal)
+      : await IncomingTree.open(dir, this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
     if (signal.aborted) {
       await tree.release();
       signal.throwIfAborted();
     }
-    const shortfall = await this.host.freeSpaceShortfall(tree.size - tree.offset, signal).catch(async (err: unknown) => {
+    const needed = tree instanceof HeldTree ? tree.missingBytes : tree.size - tree.offset;
+    const shortfall = await this.host.freeSpaceShortfall(needed, signal).catch(async (err: unknown) => {
       await tree.release();
       throw err;
     });
@@ -173,8 +181,27 @@ export class TreeReceive {
     }
     this.tree = tree;
     this.log.info({ offset: tree.offset, size: tree.size, filesHeld: tree.filesDone, files: tree.fileCount }, tree.offset > 0 ? 'resuming a tree' : 'accepted a tree');
+    if (tree instanceof HeldTree) this.host.send({ type: 'bitfield', transfer: offer.transfer, bits: tree.held.toWire() });
     this.host.send({ type: 'accept', transfer: offer.transfer, offset: tree.offset });
     if (tree.complete) await this.finish(tree);
+  }
+
+  /**
+   * A new version of a tree placed here: its staging area seeded from the version in place (tree-seed.ts),
+   * then opened as pieces (held-tree.ts), so the BITFIELD says what need not travel.
+   */
+  private async openSeeded(dir: string, placedHex: string, signal: AbortSignal): Promise<HeldTree> {
+    const { receiver } = this.host;
+    const old = await placedManifest(receiver.options.stateDir, placedHex);
+    if (old) {
+      const oldDir = versionPath(receiver.root, this.offer.group, this.offer.name, placedHex);
+      await makeStagingDirs(dir, this.manifest);
+      const seeded = await seedTreeFromVersion(dir, this.manifest, oldDir, old, signal);
+      this.log.info({ ...seeded, replaces: placedHex }, 'seeded a tree from the version being replaced');
+    }
+    const tree = await HeldTree.open(dir, this.manifest, signal);
+    this.log.info({ held: tree.held.count, pieces: tree.held.length, missingBytes: tree.missingBytes }, 'pieces held of a new tree version');
+    return tree;
   }
 
   private judge(signal: AbortSignal): Promise<TreeVerdict> {
@@ -212,6 +239,7 @@ export class TreeReceive {
     if (this.finished) return;
     const tree = this.tree;
     if (!tree) throw protocolViolation('DATA for a tree before its ACCEPT');
+    if (tree instanceof HeldTree) return this.heldData(tree, frame);
     if (frame.offset !== tree.offset) throw protocolViolation(`DATA at offset ${frame.offset}, expected ${tree.offset}`);
     if (frame.offset + frame.payload.length > tree.size) throw protocolViolation(`DATA past the end of a ${tree.size}-byte tree`);
     try {
@@ -223,7 +251,19 @@ export class TreeReceive {
     if (tree.complete) await this.finish(tree);
   }
 
-  private async writeFailed(tree: IncomingTree, err: unknown): Promise<void> {
+  /** DATA of a seeded tree: only its missing pieces, at the offsets missingRanges gives (held-tree.ts checks them). */
+  private async heldData(tree: HeldTree, frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+    try {
+      await tree.write(frame.offset, frame.payload);
+    } catch (err) {
+      if (isGroupcastError(err, ErrorCode.PROTOCOL)) throw err;
+      await this.writeFailed(tree, err);
+      return;
+    }
+    if (tree.complete) await this.finish(tree);
+  }
+
+  private async writeFailed(tree: IncomingTree | HeldTree, err: unknown): Promise<void> {
     this.end(true);
     if (err instanceof PieceMismatch || isGroupcastError(err, ErrorCode.CHECKSUM)) {
       // The good pieces and whole files stay for the retry, which resumes after them.
@@ -239,7 +279,7 @@ export class TreeReceive {
    * Every file is in and verified: modes, one sync of the staging area, move it into the versions
    * folder, switch the link (checking again that what it replaces is unchanged), record, RESULT.
    */
-  private async finish(tree: IncomingTree): Promise<void> {
+  private async finish(tree: IncomingTree | HeldTree): Promise<void> {
     const { receiver } = this.host;
     const { offer } = this;
     const placement = this.placement;

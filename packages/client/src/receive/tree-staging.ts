@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync } from 'node:fs';
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import {
   errnoCode, ErrorCode, GroupcastError, LoopTurns, SMALL_FILE_BYTES, syncFileSystem, type Manifest, type ManifestEntry,
@@ -22,6 +22,56 @@ export function appliedMode(mode: number, umask = process.umask()): number {
 
 /** The mode of a placed tree's own directory: what a directory made here would get. */
 export const TREE_ROOT_MODE = 0o755;
+
+/** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
+export function stagedPath(dir: string, entry: ManifestEntry): string {
+  const path = resolve(dir, entry.path);
+  if (!path.startsWith(`${resolve(dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
+  return path;
+}
+
+/**
+ * Makes the staging directory and the tree's directories in it; true when the staging directory is new
+ * (nothing to resume). Parents are listed before their children (tree-paths.ts), so each mkdir finds its
+ * parent made. A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
+ */
+export async function makeStagingDirs(dir: string, manifest: Manifest): Promise<boolean> {
+  const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
+  // Synchronous, as a tree's small files are (SMALL_FILE_BYTES): the loop gets its turns.
+  const turns = new LoopTurns();
+  for (const entry of manifest.entries) {
+    if (entry.kind !== 'directory') continue;
+    mkdirSync(stagedPath(dir, entry), { recursive: true, mode: 0o700 });
+    chmodSync(stagedPath(dir, entry), 0o700);
+    await turns.made(2);
+  }
+  return fresh;
+}
+
+/**
+ * A staged file seeded as a hard link to the version being replaced (tree-seed.ts) shares its inode with
+ * that version: it must never be chmodded, truncated or written here. Deleted instead, it comes again.
+ */
+export async function unshareStaged(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats && stats.nlink > 1) await rm(path, { force: true });
+}
+
+/**
+ * A complete staging area: every entry gets its mode (files were created owner-writable so a resume
+ * could reopen them) and the whole area is made durable with one sync of its file system.
+ */
+export async function sealStagingArea(dir: string, manifest: Manifest): Promise<void> {
+  // Synchronous, the loop given its turns; the umask read once: process.umask() is two system calls each time.
+  const turns = new LoopTurns();
+  const umask = process.umask();
+  for (const entry of manifest.entries) {
+    chmodSync(stagedPath(dir, entry), appliedMode(entry.mode, umask));
+    await turns.made();
+  }
+  await chmod(dir, appliedMode(TREE_ROOT_MODE));
+  await syncFileSystem(dir);
+}
 
 interface StagedFile {
   entry: ManifestEntry;
@@ -64,16 +114,7 @@ export class IncomingTree {
   static async open(dir: string, manifest: Manifest, signal: AbortSignal, checkpointBytes = CHECKPOINT_BYTES): Promise<IncomingTree> {
     const size = manifest.entries.reduce((sum, entry) => sum + (entry.kind === 'file' ? entry.size : 0), 0);
     const tree = new IncomingTree(dir, manifest, size, checkpointBytes);
-    // mkdir says whether it made the staging directory: a new one has nothing to resume.
-    const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
-    // Parents are listed before their children (tree-paths.ts), so each mkdir finds its parent made.
-    // A tree sealed before a crash has its final modes (a read-only directory): owner-writable again.
-    for (const entry of manifest.entries) {
-      if (entry.kind !== 'directory') continue;
-      mkdirSync(tree.pathOf(entry), { recursive: true, mode: 0o700 });
-      chmodSync(tree.pathOf(entry), 0o700);
-      await tree.turns.made(2);
-    }
+    const fresh = await makeStagingDirs(dir, manifest);
     try {
       if (!fresh) await tree.resume(signal);
     } catch (err) {
@@ -86,6 +127,7 @@ export class IncomingTree {
   private async resume(signal: AbortSignal): Promise<void> {
     while (this.index < this.files.length) {
       const { entry } = this.files[this.index]!;
+      await unshareStaged(this.pathOf(entry));
       // A file sealed read-only before a crash is reopened for writing like any partial.
       await chmod(this.pathOf(entry), 0o600).catch((err: unknown) => {
         if (errnoCode(err) !== 'ENOENT') throw err;
@@ -106,11 +148,8 @@ export class IncomingTree {
     for (const { entry } of this.files.slice(this.index + 1)) await rm(this.pathOf(entry), { force: true });
   }
 
-  /** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
   private pathOf(entry: ManifestEntry): string {
-    const path = resolve(this.dir, entry.path);
-    if (!path.startsWith(`${resolve(this.dir)}${sep}`)) throw new GroupcastError(ErrorCode.NAME, `${JSON.stringify(entry.path)} resolves outside the tree`);
-    return path;
+    return stagedPath(this.dir, entry);
   }
 
   /** Files held whole. */
@@ -230,14 +269,7 @@ export class IncomingTree {
    */
   async seal(): Promise<void> {
     await this.release();
-    // Read once: process.umask() is two system calls (set and restore) each time.
-    const umask = process.umask();
-    for (const entry of this.manifest.entries) {
-      chmodSync(this.pathOf(entry), appliedMode(entry.mode, umask));
-      await this.turns.made();
-    }
-    await chmod(this.dir, appliedMode(TREE_ROOT_MODE));
-    await syncFileSystem(this.dir);
+    await sealStagingArea(this.dir, this.manifest);
   }
 
   /** Closes the file in progress and keeps everything, for a resume. */

@@ -1,5 +1,7 @@
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { ALPN_PIECES, ErrorCode, peerIdOf, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId } from '@groupcast/shared';
+import {
+  ALPN_PIECES, ErrorCode, peerIdOf, RateLimitedLog, shortId, TLS_CIPHERS, type Identity, type Logger, type PeerId,
+} from '@groupcast/shared';
 import { MemberSession } from './member-session.js';
 import type { Membership } from '../control/membership.js';
 
@@ -14,6 +16,12 @@ export class DataPlane {
   private readonly sessions = new Map<PeerId, MemberSession>();
   /** Connections refused and admitted; sessions closed for breaking the protocol or for stalling (member-session.ts). */
   readonly counters = { refused: 0, admitted: 0, violations: 0, stalled: 0 };
+  /**
+   * A revoked member redials every 30 s for as long as it runs, and anyone can dial in a loop: one line
+   * per id a minute (with how many were suppressed) says who is knocking without filling the disk; the
+   * counter has every refusal.
+   */
+  private readonly refusals: RateLimitedLog;
 
   constructor(
     private readonly options: {
@@ -27,7 +35,9 @@ export class DataPlane {
       /** Whether a transfer may still be offered to a member; a member's partials of any other are reclaimed. */
       isLive: (transfer: string, member: PeerId) => boolean;
     },
-  ) {}
+  ) {
+    this.refusals = new RateLimitedLog(options.log);
+  }
 
   async start(): Promise<void> {
     const { identity } = this.options;
@@ -76,7 +86,8 @@ export class DataPlane {
     const id = peerIdOf(socket);
     if (!id || !membership.isAdmissible(id)) {
       this.counters.refused++;
-      log.warn({ member: id, address: socket.remoteAddress }, 'refused connection from unauthorized id');
+      const fields = { member: id, address: socket.remoteAddress, refused: this.counters.refused };
+      this.refusals.warn(`refused:${id ?? 'no certificate'}`, fields, 'refused connection from unauthorized id');
       socket.destroy();
       return;
     }

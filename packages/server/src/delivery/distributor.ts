@@ -4,7 +4,7 @@ import { lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  backoffDelay, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
+  backoffDelay, disconnectFields, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from '../control/membership.js';
@@ -442,7 +442,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       } else {
         // A dropped link is not the member's fault: no attempt is charged, it resumes on reconnect.
         const reason = this.closed ? 'interrupted: server shutting down' : `interrupted: ${(err as Error).message}`;
-        log.warn({ ...fields, err, bytesSent: sent }, 'delivery interrupted');
+        if (this.closed) log.info({ ...fields, bytesSent: sent }, 'delivery interrupted: server shutting down');
+        else log.warn({ ...fields, ...disconnectFields(err), bytesSent: sent }, 'delivery interrupted');
         outbox.update(delivery, { attempts: Math.max(0, delivery.attempts - 1) });
         this.settle(delivery, 'pending', reason, this.now() + backoffDelay(0, 250, 1_000));
       }

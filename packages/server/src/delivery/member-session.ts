@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import {
-  ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, formatBytes, formatDuration,
-  FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_PARTIALS_REPORTED, missingRanges, Outcome, pieceCount,
-  PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
+  ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes,
+  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, manifestPieces,
+  MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -55,13 +55,8 @@ export const MAX_UNREAD_BYTES = 2 * 1024 * 1024;
  * the heartbeat first (not charged) rather than reported as a stall (charged).
  * GC_PROGRESS_WINDOW_MS overrides the window, for tests.
  */
-export const PROGRESS_WINDOW_MS = windowFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
+export const PROGRESS_WINDOW_MS = msFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
 export const PROGRESS_FLOOR_BYTES = 1024 * 1024;
-
-function windowFromEnvironment(text: string | undefined, fallback: number): number {
-  const value = Number(text);
-  return Number.isInteger(value) && value >= 100 && value <= 3_600_000 ? value : fallback;
-}
 
 /** Errors that are the member's doing: bad bytes, a frame at the wrong time, a stall. They cost the delivery an attempt. */
 const MEMBER_FAULTS = new Set<string>([
@@ -410,8 +405,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const id = Buffer.from(transfer.id, 'hex');
     const answer = this.expect();
     answer.arm(REPLY_TIMEOUT_MS + Math.ceil(transfer.size / REHASH_BYTES_PER_MS));
-    // Only a streamed transfer with a manifest can skip pieces; only until the answer comes.
-    this.held = manifest && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
+    // Only a streamed transfer with a manifest (a file's, or a tree's) can skip pieces; only until the answer comes.
+    const pieces = typeof content === 'string' ? manifest : content.manifest;
+    this.held = pieces && !seat && this.supportsPieces ? { transfer: transfer.id, bits: undefined } : undefined;
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
     if (typeof content !== 'string') await this.sendTree(id, content.bytes);
     if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
@@ -425,7 +421,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     if (first.type === 'decline') return { outcome: first.outcome, message: first.message, offset: 0, bytesSent: 0 };
     if (first.type !== 'accept') throw this.violation(`${first.type} in answer to an offer`);
     if (first.offset > transfer.size) throw this.violation(`accept at offset ${first.offset} past the size ${transfer.size}`);
-    const ranges = this.rangesToStream(transfer.size, first.offset, manifest);
+    const ranges = this.rangesToStream(transfer.size, first.offset, pieces);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
     const bytesSent = seat && manifest && typeof content === 'string'
@@ -441,19 +437,21 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
 
   /**
    * What the stream sends: from the ACCEPT's offset to the end, less the pieces the member's BITFIELD
-   * before ACCEPT said it holds. A BITFIELD of the wrong length breaks the protocol.
+   * before ACCEPT said it holds (a tree's pieces numbered over its files, §7.7). A BITFIELD of the wrong
+   * length breaks the protocol.
    */
   private rangesToStream(size: number, offset: number, manifest: Manifest | undefined): ByteRange[] {
     const bits = this.held?.bits;
     this.held = undefined;
     if (!bits || !manifest) return offset < size ? [{ start: offset, end: size }] : [];
+    const layout = manifestPieces(manifest);
     let held: Bitfield;
     try {
-      held = Bitfield.fromWire(bits, pieceCount(size, manifest.pieceSize));
+      held = Bitfield.fromWire(bits, layout.count);
     } catch (err) {
       throw this.violation(`BITFIELD before ACCEPT: ${(err as Error).message}`);
     }
-    return missingRanges(held, size, manifest.pieceSize, offset);
+    return missingRanges(held, layout, offset);
   }
 
   /**
@@ -577,8 +575,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     clearInterval(this.heartbeat);
     clearInterval(this.progressCheck);
     if (isMemberFault(err)) this.fault = err;
-    if (err) this.log.warn({ err }, 'member connection closed');
-    else this.log.info('member connection closed');
+    // Closed on purpose (shutdown, revoke, a newer connection): news, not trouble.
+    if (!err || isGroupcastError(err, ErrorCode.CLOSED)) this.log.info(err ? { reason: err.message } : {}, 'member connection closed');
+    else this.log.warn(disconnectFields(err), 'member connection closed');
     this.waiter?.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
     // End gracefully so frames already written (a CANCEL on revoke) reach the member; a peer that is
     // gone does not hold the socket open past the grace period.

@@ -8,8 +8,10 @@ import type { Seat } from './tracker.js';
 /** Requests a member may have queued at the server at once; more is a protocol violation (it asks for 8). */
 export const MAX_QUEUED_REQUESTS = 64;
 /**
- * A pulling member sends HAVE for every piece it gets, from anyone, and REQUEST for what it needs: this
- * long without either means it is stuck, and the connection is closed (the delivery resumes on reconnect).
+ * A pulling member sends HAVE for every piece it gets, from anyone, REQUEST for what it needs, and its
+ * BITFIELD again while slow peers are still bringing pieces (every 20 s); the server's own DATA to it is
+ * progress too (a low --rate, a large piece). This long without any of them means it is stuck, and the
+ * connection is closed (the delivery resumes on reconnect).
  */
 export const PULL_IDLE_TIMEOUT_MS = 60_000;
 
@@ -54,7 +56,8 @@ export async function servePieces(options: PullOptions): Promise<number> {
   const queue: number[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
-  let lastHeard = Date.now();
+  /** When the member last sent a frame for this pull, or the server last finished sending it a piece. */
+  let lastProgress = Date.now();
   const stir = (): void => {
     wake?.();
     wake = undefined;
@@ -64,7 +67,7 @@ export async function servePieces(options: PullOptions): Promise<number> {
       if (frame.type === 'request') throw protocolViolation('REQUEST for another transfer than the one being pulled');
       return;
     }
-    lastHeard = Date.now();
+    lastProgress = Date.now();
     switch (frame.type) {
       case 'bitfield':
         seat.bitfield(frame.bits);
@@ -106,7 +109,7 @@ export async function servePieces(options: PullOptions): Promise<number> {
         throw new GroupcastError(ErrorCode.CLOSED, `cancelled: ${reason}`);
       }
       if (link.isClosed()) throw new GroupcastError(ErrorCode.CLOSED, 'connection closed mid-transfer');
-      if (Date.now() - lastHeard > PULL_IDLE_TIMEOUT_MS) throw new GroupcastError(ErrorCode.TIMEOUT, 'member made no progress pulling pieces');
+      if (Date.now() - lastProgress > PULL_IDLE_TIMEOUT_MS) throw new GroupcastError(ErrorCode.TIMEOUT, 'member made no progress pulling pieces');
       const next = queue.shift();
       if (next === undefined) {
         await new Promise<void>((resolve) => (wake = resolve));
@@ -118,6 +121,7 @@ export async function servePieces(options: PullOptions): Promise<number> {
         continue;
       }
       bytes += await sendPiece(file, options, piece);
+      lastProgress = Date.now();
     }
   } finally {
     clearInterval(idle);

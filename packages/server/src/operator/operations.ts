@@ -507,7 +507,7 @@ export function operations(ctx: Context): Record<string, Handler> {
       if (!membership.isAdmissible(id)) {
         // The revoke aborted what was in flight; let that delivery send its CANCEL before the link is cut.
         await nothingInFlight(id, REVOKE_GRACE_MS);
-        dataPlane.session(id)?.close(new Error('access revoked'));
+        dataPlane.session(id)?.close(new GroupcastError(ErrorCode.CLOSED, 'access revoked'));
       }
       return { group, id, revoked: true };
     },

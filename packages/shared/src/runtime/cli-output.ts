@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import type { ErrorCode } from '../errors.js';
 
@@ -22,4 +23,13 @@ export function errorJson(code: ErrorCode, message: string): string {
 /** Keeps options that every command accepts (they may come from GROUPCAST_* variables) out of a command's help. */
 export function hideOptions<T>(argv: Argv<T>, keys: readonly string[]): Argv<T> {
   return keys.reduce((y, key) => y.hide(key), argv);
+}
+
+/**
+ * `--version`: the version in the package.json beside the CLI's directory (`dist/cli.js` → `package.json`),
+ * the same in a checkout and in an installed package.
+ */
+export function packageVersion(cliModuleUrl: string): string {
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', cliModuleUrl), 'utf8')) as { version?: unknown };
+  return typeof manifest.version === 'string' ? manifest.version : 'unknown';
 }

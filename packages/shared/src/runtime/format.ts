@@ -9,6 +9,15 @@ export function parseDuration(text: string): number {
   return Math.round(Number(match[1]) * (UNITS_MS[match[2] ?? 's'] ?? 1_000));
 }
 
+/**
+ * A period in ms from an environment variable (a test shortens a daemon's timer this way), or the
+ * fallback when it is unset or not an integer within [100 ms, 1 h].
+ */
+export function msFromEnvironment(text: string | undefined, fallback: number): number {
+  const value = Number(text);
+  return Number.isInteger(value) && value >= 100 && value <= 3_600_000 ? value : fallback;
+}
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;

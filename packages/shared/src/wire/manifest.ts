@@ -1,6 +1,6 @@
 import { MAX_WIRE_NAME, SHA256_LENGTH } from '../constants.js';
 import { ErrorCode, GroupcastError } from '../errors.js';
-import { isPieceSize, MAX_MANIFEST_PIECES, MAX_TREE_PIECES, pieceCount } from '../pieces.js';
+import { filePieces, isPieceSize, MAX_MANIFEST_PIECES, MAX_TREE_PIECES, pieceCount, TreePieces, type PieceLayout } from '../pieces.js';
 import { MAX_TREE_ENTRIES } from '../tree-paths.js';
 import { encode, Reader, type Sink } from './cursor.js';
 
@@ -164,4 +164,10 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   const manifest = readManifest(reader);
   reader.end('manifest');
   return manifest;
+}
+
+/** Where a transfer's pieces lie in its bytes: a tree's per file over the concatenation, a file's evenly. */
+export function manifestPieces(manifest: Manifest): PieceLayout {
+  if (!manifest.tree) return filePieces(manifest.entries[0]?.size ?? 0, manifest.pieceSize);
+  return new TreePieces(manifest.entries.filter((entry) => entry.kind === 'file').map((entry) => entry.size), manifest.pieceSize);
 }
