@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --only throughput,small-files,discovery,join-storm] [-- --size 256MiB]
+// npm run bench [-- --quick] [-- --only throughput,trees,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
 //               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
 //               [-- --only tree-versions] [-- --tree-size 1GiB]
@@ -22,14 +22,14 @@ import { discovery, discoveryTables } from './discovery.js';
 import { joinStorm, joinStormTables } from './join-storm.js';
 import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
 import { scale, scaleTables } from './scale.js';
-import { smallFiles, smallFilesTables } from './small-files.js';
 import { throughput, throughputFiles, throughputTables } from './throughput.js';
 import { treeVersions, treeVersionsTables } from './tree-versions.js';
+import { trees, treesTables } from './trees.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const RESULTS = join(ROOT, 'bench/results');
 const README = join(ROOT, 'bench/README.md');
-const BENCHMARKS = ['throughput', 'small-files', 'discovery', 'join-storm', 'scale', 'tree-versions'];
+const BENCHMARKS = ['throughput', 'trees', 'discovery', 'join-storm', 'scale', 'tree-versions'];
 
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(text.trim());
@@ -66,7 +66,7 @@ function settings(argv) {
     readme: values.readme,
     quick: values.quick,
     throughput: { size, smallSize: Math.max(MiB, Math.round(size / 8)), memberCounts: values.members.split(',').map(Number), repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), compareNoPeers: values['compare-no-peers'] },
-    smallFiles: { count: 1000, bytes: 10 * 1024, members: 4 },
+    trees: { files: 10_000, bytes: 100 * MiB, members: 4, repeat: Number(values.repeat ?? (values.quick ? 1 : 2)), small: { count: 1000, bytes: 10 * 1024 } },
     discovery: { starts: values.quick ? 20 : 50 },
     joinStorm: { members: 1000, agents: 4 },
     scale: {
@@ -77,7 +77,8 @@ function settings(argv) {
       modes: values['scale-peers-only'] ? [true] : [true, false],
     },
     treeVersions: { size: values['tree-size'] ? parseSize(values['tree-size']) : values.quick ? 256 * MiB : GiB, fileBytes: 256 * 1024 },
-    command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+    // The scratch placement changes the figures (a store on disk or on tmpfs): it is part of the command.
+    command: `${['BENCH_WORK', 'BENCH_RECV', 'BENCH_SIZE'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('')}npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
   };
 }
 
@@ -138,9 +139,9 @@ async function main() {
       const result = await throughput(lab, { ...config.throughput, ...files });
       await save('throughput', config, params, result, throughputTables(result));
     }
-    if (config.only.includes('small-files')) {
-      const result = await smallFiles(lab, config.smallFiles);
-      await save('small-files', config, config.smallFiles, result, smallFilesTables(result));
+    if (config.only.includes('trees')) {
+      const result = await trees(lab, config.trees);
+      await save('trees', config, config.trees, result, treesTables(result));
     }
     if (config.only.includes('discovery')) {
       const result = await discovery(lab, config.discovery);

@@ -6,11 +6,15 @@
 //   tls  node:tls, TLS 1.3 with certificates on both sides, receivers sha256 the bytes as they write:
 //        the floor any secure push (groupcast included) has to pay.
 //
+// With --tar DIR (send) and --untar (receive) the stream is `tar -c` of a directory, unpacked by
+// `tar -x` on the receiver, which then syncs its file system once (--fsync): the baseline of a tree.
+//
 // Framing is the connection itself: the sender half-closes when the file is sent, the receiver
 // answers with one JSON line ({bytes, seconds, sha256?}) once the bytes are on disk, then closes.
 //
 //   node bench/baselines/fanout.js receive --mode tls --port 47800 --out /tmp/r1 [--count 1] [--fsync]
 //   node bench/baselines/fanout.js send --mode tls --file big.bin --receivers 10.77.1.2:47800,[fd77::3]:47800
+//   node bench/baselines/fanout.js send --mode tls --tar ./tree --receivers …   (receivers with --untar)
 //
 // Each command prints exactly one JSON line of results on stdout; the receiver also prints
 // {"event":"listening","port":P} on stderr when it is ready to accept.
@@ -18,9 +22,11 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createHash, webcrypto } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
 import net from 'node:net';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Transform } from 'node:stream';
@@ -39,10 +45,10 @@ const MAX_ACK_BYTES = 4096;
 const DEV_NULL = '/dev/null';
 
 const USAGE = `usage:
-  fanout.js send    --mode raw|tls --file F --receivers host:port[,host:port…]
+  fanout.js send    --mode raw|tls --file F|--tar DIR --receivers host:port[,host:port…]
                     [--cipher ${DEFAULT_CIPHER}] [--chunk-kib ${DEFAULT_CHUNK_KIB}]
                     [--connect-timeout-s ${DEFAULT_CONNECT_TIMEOUT_S}] [--timeout-s ${DEFAULT_TIMEOUT_S}]
-  fanout.js receive --mode raw|tls --port P --out DIR|${DEV_NULL} [--host ::] [--count 1] [--fsync]
+  fanout.js receive --mode raw|tls --port P --out DIR|${DEV_NULL} [--host ::] [--count 1] [--fsync] [--untar]
                     [--cipher ${DEFAULT_CIPHER}] [--timeout-s ${DEFAULT_TIMEOUT_S}]`;
 
 // ------------------------------------------------------------------------------------------------
@@ -84,6 +90,24 @@ function tlsOptions(identity, cipher) {
   // Peers are not verified (rejectUnauthorized false), but both sides present a certificate, so the
   // handshake costs what a mutual-TLS handshake costs.
   return { ...identity, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: cipher, rejectUnauthorized: false };
+}
+
+// ------------------------------------------------------------------------------------------------
+// tar: a child whose CPU is counted too (the shell's `times` prints its children's user and system time)
+
+/** Runs `tar ARGS` under sh and resolves with the tar's CPU seconds once it exited 0. */
+function tarChild(args, stdio) {
+  const child = spawn('sh', ['-c', 'tar "$@" && times >&2', 'sh', ...args], { stdio: [...stdio, 'pipe'] });
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (s) => (err += s));
+  const done = once(child, 'close').then(([code]) => {
+    if (code !== 0) throw new Error(`tar ${args.join(' ')} exited ${code}: ${err.slice(0, 500)}`);
+    // `times`: the shell's own user/system time, then its children's, as "0m0.120s 0m0.340s".
+    const seconds = [...err.matchAll(/(\d+)m([\d.]+)s/g)].slice(2).reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+    return seconds;
+  });
+  done.catch(() => {}); // awaited by the caller
+  return { child, done };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -148,13 +172,15 @@ function readAck(socket) {
   });
 }
 
-async function sendTo(socket, file, chunkBytes) {
+async function sendTo(socket, file, tarDir, chunkBytes) {
   const started = performance.now();
   const ack = readAck(socket);
   ack.catch(() => {}); // surfaced by the await below; avoid an unhandled rejection if pipeline fails first
-  await pipeline(createReadStream(file, { highWaterMark: chunkBytes }), socket); // ends = half-close
+  const tar = tarDir ? tarChild(['-c', '-f', '-', '-C', tarDir, '.'], ['ignore', 'pipe']) : undefined;
+  await pipeline(tar ? tar.child.stdout : createReadStream(file, { highWaterMark: chunkBytes }), socket); // ends = half-close
+  const tarCpuSeconds = tar ? await tar.done : 0;
   const answer = await ack;
-  return { answer, seconds: (performance.now() - started) / 1000 };
+  return { answer, seconds: (performance.now() - started) / 1000, tarCpuSeconds };
 }
 
 async function send(args) {
@@ -162,7 +188,7 @@ async function send(args) {
   const cipher = args.cipher;
   const targets = args.receivers.split(',').filter(Boolean).map(parseReceiver);
   if (targets.length === 0) throw new Error('no receivers');
-  const fileBytes = (await stat(args.file)).size;
+  const fileBytes = args.tar ? undefined : (await stat(args.file)).size;
   const identity = mode === 'tls' ? await makeIdentity('groupcast-bench-sender') : undefined;
 
   const cpuStart = process.cpuUsage();
@@ -172,7 +198,7 @@ async function send(args) {
   );
   const t1 = performance.now();
   const chunkBytes = Number(args['chunk-kib']) * 1024;
-  const results = await Promise.all(sockets.map((s) => sendTo(s, args.file, chunkBytes)));
+  const results = await Promise.all(sockets.map((s) => sendTo(s, args.file, args.tar, chunkBytes)));
   const t2 = performance.now();
 
   const perReceiver = results.map((r, i) => ({
@@ -180,18 +206,21 @@ async function send(args) {
     bytes: r.answer.bytes,
     seconds: round(r.seconds),
     receiverSeconds: r.answer.seconds,
+    ...(args.tar ? { unpacked: r.answer.unpacked === true } : {}),
     ...(r.answer.sha256 ? { sha256: r.answer.sha256 } : {}),
   }));
   const totalBytes = perReceiver.reduce((sum, r) => sum + r.bytes, 0);
   const wallSeconds = (t2 - t1) / 1000;
-  const complete = perReceiver.every((r) => r.bytes === fileBytes);
+  // A tar stream's length is known only once sent: every receiver must have had all of the same.
+  const expectedBytes = fileBytes ?? perReceiver[0].bytes;
+  const complete = expectedBytes > 0 && perReceiver.every((r) => r.bytes === expectedBytes && r.unpacked !== false);
   const negotiated = mode === 'tls' ? sockets[0].getCipher()?.name : undefined;
   emitResult({
     role: 'send',
     mode,
     ...(negotiated ? { cipher: negotiated } : {}),
-    file: args.file,
-    fileBytes,
+    ...(args.tar ? { tar: args.tar } : { file: args.file }),
+    fileBytes: expectedBytes,
     receivers: targets.length,
     complete,
     totalBytes,
@@ -199,6 +228,7 @@ async function send(args) {
     wallSeconds: round(wallSeconds),
     aggregateMiBps: round(totalBytes / 2 ** 20 / wallSeconds, 1),
     ...roundAll(cpuSeconds(cpuStart)),
+    ...(args.tar ? { tarCpuSeconds: round(results.reduce((sum, r) => sum + r.tarCpuSeconds, 0)) } : {}),
     maxRssBytes: maxRssBytes(),
     perReceiver,
   });
@@ -229,18 +259,38 @@ async function fsyncFile(path) {
   }
 }
 
-async function receiveOne(socket, mode, outPath, fsync) {
+/** Syncs the file system holding `dir` (syncfs, as a member does once for a tree). */
+async function syncFileSystemOf(dir) {
+  const sync = spawn('sync', ['-f', dir], { stdio: 'ignore' });
+  const [code] = await once(sync, 'close');
+  if (code !== 0) throw new Error(`sync -f ${dir} exited ${code}`);
+}
+
+async function receiveOne(socket, mode, outPath, fsync, untarDir) {
   const started = performance.now();
   const hash = mode === 'tls' ? createHash('sha256') : undefined;
   const count = counter(hash);
-  await pipeline(socket, count.stream, createWriteStream(outPath));
-  if (fsync && outPath !== DEV_NULL) await fsyncFile(outPath);
+  let tarCpuSeconds = 0;
+  if (untarDir) {
+    await mkdir(untarDir, { recursive: true });
+    // --ignore-zeros: tar reads to the stream's end instead of stopping at the archive's end marker and
+    // closing its input under the last bytes of padding still being written.
+    const tar = tarChild(['-x', '--ignore-zeros', '-f', '-', '-C', untarDir], ['pipe', 'ignore']);
+    await pipeline(socket, count.stream, tar.child.stdin);
+    tarCpuSeconds = await tar.done;
+    if (fsync) await syncFileSystemOf(untarDir);
+  } else {
+    await pipeline(socket, count.stream, createWriteStream(outPath));
+    if (fsync && outPath !== DEV_NULL) await fsyncFile(outPath);
+  }
   const result = {
     bytes: count.bytes(),
+    tarCpuSeconds,
     seconds: round((performance.now() - started) / 1000),
     ...(hash ? { sha256: hash.digest('hex'), peerCertificate: Object.keys(socket.getPeerCertificate()).length > 0 } : {}),
   };
-  await new Promise((resolve) => socket.end(`${JSON.stringify({ bytes: result.bytes, seconds: result.seconds, sha256: result.sha256 })}\n`, resolve));
+  const answer = { bytes: result.bytes, seconds: result.seconds, sha256: result.sha256, ...(untarDir ? { unpacked: true } : {}) };
+  await new Promise((resolve) => socket.end(`${JSON.stringify(answer)}\n`, resolve));
   return result;
 }
 
@@ -251,6 +301,8 @@ async function receive(args) {
   const port = Number(args.port);
   const identity = mode === 'tls' ? await makeIdentity('groupcast-bench-receiver') : undefined;
   const outPathFor = (i) => (args.out === DEV_NULL ? DEV_NULL : join(args.out, `fanout-${port}-${i}.bin`));
+  if (args.untar && args.out === DEV_NULL) throw new Error('--untar needs an --out directory');
+  const untarDirFor = (i) => (args.untar ? join(args.out, `fanout-${port}-${i}`) : undefined);
 
   const cpuStart = process.cpuUsage();
   const connections = [];
@@ -264,7 +316,7 @@ async function receive(args) {
     }
     firstAccept ??= performance.now();
     socket.on('error', () => {}); // reported through pipeline
-    const result = receiveOne(socket, mode, outPathFor(connections.length), args.fsync);
+    const result = receiveOne(socket, mode, outPathFor(connections.length), args.fsync, untarDirFor(connections.length));
     result.catch(() => {}); // awaited below with the others; not unhandled while accepts are pending
     connections.push(result);
     if (connections.length === expected) allAccepted();
@@ -294,6 +346,7 @@ async function receive(args) {
     MiBps: round(bytes / 2 ** 20 / seconds, 1),
     ...(mode === 'tls' ? { sha256: results.map((r) => r.sha256), peerCertificate: results.every((r) => r.peerCertificate) } : {}),
     ...roundAll(cpuSeconds(cpuStart)),
+    ...(args.untar ? { tarCpuSeconds: round(results.reduce((sum, r) => sum + r.tarCpuSeconds, 0)) } : {}),
     maxRssBytes: maxRssBytes(),
   });
 }
@@ -322,6 +375,8 @@ function parse(argv) {
       out: { type: 'string' },
       count: { type: 'string', default: '1' },
       fsync: { type: 'boolean', default: false },
+      tar: { type: 'string' },
+      untar: { type: 'boolean', default: false },
       cipher: { type: 'string', default: DEFAULT_CIPHER },
       'chunk-kib': { type: 'string', default: String(DEFAULT_CHUNK_KIB) },
       'connect-timeout-s': { type: 'string', default: String(DEFAULT_CONNECT_TIMEOUT_S) },
@@ -329,7 +384,7 @@ function parse(argv) {
     },
   });
   const command = positionals[0];
-  const required = { send: ['file', 'receivers'], receive: ['port', 'out'] }[command];
+  const required = { send: [values.tar === undefined ? 'file' : 'tar', 'receivers'], receive: ['port', 'out'] }[command];
   if (!required || positionals.length !== 1) throw new Error(USAGE);
   if (values.mode !== 'raw' && values.mode !== 'tls') throw new Error(`--mode must be raw or tls\n${USAGE}`);
   for (const name of required) if (values[name] === undefined) throw new Error(`--${name} is required\n${USAGE}`);

@@ -149,29 +149,36 @@ export class Lab {
 
   /**
    * The fan-out baseline (bench/baselines/fanout.js): receivers on hosts[1..n], the sender on
-   * hosts[0]. Returns the sender's JSON line; received files are deleted afterwards.
+   * hosts[0]. Returns the sender's JSON line; received files are deleted afterwards. With `{ tar: true }`
+   * `file` is a directory, sent as `tar -c` and unpacked by `tar -x` on each receiver.
    */
-  async fanout(mode, file, n) {
+  async fanout(mode, file, n, { tar = false } = {}) {
     const port = 47800;
     const receivers = [];
     for (const host of this.hosts.slice(1, 1 + n)) {
       const out = join(this.recv, `fanout-${mode}-${host.name}`);
       await mkdir(out, { recursive: true });
-      const child = host.spawn(process.execPath, [FANOUT, 'receive', '--mode', mode, '--port', String(port), '--out', out, '--fsync', '--host', host.ipv4], {
+      const child = host.spawn(process.execPath, [FANOUT, 'receive', '--mode', mode, '--port', String(port), '--out', out, '--fsync', '--host', host.ipv4, ...(tar ? ['--untar'] : [])], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const answer = receiverResult(child);
       answer.catch(() => undefined); // awaited after the sender; a receiver killed early is reported there
-      receivers.push({ host, child, out, answer });
+      const errors = [];
+      child.stderr.setEncoding('utf8').on('data', (text) => errors.push(text));
+      receivers.push({ host, child, out, answer, errors });
     }
     try {
       await Promise.all(receivers.map((r) => waitForLine(r.child, /listening/, { stream: 'stderr', timeoutMs: SPAWN_WAIT_MS })));
       const result = await this.run(this.hosts[0], FANOUT, [
-        'send', '--mode', mode, '--file', file, '--receivers', receivers.map((r) => `${r.host.ipv4}:${port}`).join(','),
+        'send', '--mode', mode, tar ? '--tar' : '--file', file, '--receivers', receivers.map((r) => `${r.host.ipv4}:${port}`).join(','),
       ]);
-      if (result.code !== 0) throw new Error(`fanout ${mode} failed (${result.code}): ${result.stderr}`);
+      if (result.code !== 0) {
+        const said = receivers.map((r) => `${r.host.name}: ${r.errors.join('').slice(0, 1000)}`).join('\n');
+        throw new Error(`fanout ${mode} failed (${result.code}): ${result.stderr}\nreceivers:\n${said}`);
+      }
       const answers = await Promise.all(receivers.map((r) => r.answer));
-      return { ...JSON.parse(result.stdout), receiversCpuSeconds: answers.reduce((sum, a) => sum + a.cpuSeconds, 0) };
+      // A tar child's CPU (tarCpuSeconds) is its receiver's too.
+      return { ...JSON.parse(result.stdout), receiversCpuSeconds: answers.reduce((sum, a) => sum + a.cpuSeconds + (a.tarCpuSeconds ?? 0), 0) };
     } finally {
       for (const r of receivers) r.child.kill('SIGKILL');
       await Promise.all(receivers.map((r) => rm(r.out, { recursive: true, force: true })));

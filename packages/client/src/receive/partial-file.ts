@@ -1,10 +1,26 @@
-import { constants } from 'node:fs';
+import { closeSync, constants, openSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, GroupcastError } from '@groupcast/shared';
+import { ErrorCode, GroupcastError, writeFullySync } from '@groupcast/shared';
+
+const PARTIAL_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+const PARTIAL_MODE = 0o644;
 
 /** Opens or creates a partial for reading and writing, never through a symlink planted at its path. */
 export function openPartial(path: string): Promise<FileHandle> {
-  return open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+  return open(path, PARTIAL_FLAGS, PARTIAL_MODE);
+}
+
+/**
+ * A small file's partial (SMALL_FILE_BYTES at most) written whole at once, synchronously: created as
+ * openPartial would (or emptied), filled, closed.
+ */
+export function writePartialSync(path: string, data: Uint8Array): void {
+  const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, PARTIAL_MODE);
+  try {
+    writeFullySync(fd, data, 0);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

@@ -1,7 +1,12 @@
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import { errnoCode, ErrorCode, GroupcastError, syncFileSystem, type Manifest, type ManifestEntry } from '@groupcast/shared';
+import {
+  errnoCode, ErrorCode, GroupcastError, LoopTurns, SMALL_FILE_BYTES, syncFileSystem, type Manifest, type ManifestEntry,
+} from '@groupcast/shared';
 import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
+import { writePartialSync } from './partial-file.js';
 
 /**
  * A tree being received (PROTOCOL.md §7.7), staged in its partial directory `<partials>/<transfer>/`
@@ -11,14 +16,12 @@ import { CHECKPOINT_BYTES, IncomingFile } from './incoming-file.js';
  */
 
 /** The mode a tree's entry is given: its permission bits (no set-id, no sticky bit) under this member's umask. */
-export function appliedMode(mode: number): number {
-  return mode & 0o777 & ~process.umask();
+export function appliedMode(mode: number, umask = process.umask()): number {
+  return mode & 0o777 & ~umask;
 }
 
 /** The mode of a placed tree's own directory: what a directory made here would get. */
 export const TREE_ROOT_MODE = 0o755;
-/** Modes set at once when a tree is sealed: a thousand small files' chmods overlap instead of queueing. */
-const CHMOD_CONCURRENCY = 32;
 
 /** Where an entry is staged; checked to stay inside the staging directory whatever the tree rule let through. */
 export function stagedPath(dir: string, entry: ManifestEntry): string {
@@ -34,10 +37,13 @@ export function stagedPath(dir: string, entry: ManifestEntry): string {
  */
 export async function makeStagingDirs(dir: string, manifest: Manifest): Promise<boolean> {
   const fresh = (await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined;
+  // Synchronous, as a tree's small files are (SMALL_FILE_BYTES): the loop gets its turns.
+  const turns = new LoopTurns();
   for (const entry of manifest.entries) {
     if (entry.kind !== 'directory') continue;
-    await mkdir(stagedPath(dir, entry), { recursive: true, mode: 0o700 });
-    await chmod(stagedPath(dir, entry), 0o700);
+    mkdirSync(stagedPath(dir, entry), { recursive: true, mode: 0o700 });
+    chmodSync(stagedPath(dir, entry), 0o700);
+    await turns.made(2);
   }
   return fresh;
 }
@@ -56,8 +62,12 @@ export async function unshareStaged(path: string): Promise<void> {
  * could reopen them) and the whole area is made durable with one sync of its file system.
  */
 export async function sealStagingArea(dir: string, manifest: Manifest): Promise<void> {
-  for (let first = 0; first < manifest.entries.length; first += CHMOD_CONCURRENCY) {
-    await Promise.all(manifest.entries.slice(first, first + CHMOD_CONCURRENCY).map((entry) => chmod(stagedPath(dir, entry), appliedMode(entry.mode))));
+  // Synchronous, the loop given its turns; the umask read once: process.umask() is two system calls each time.
+  const turns = new LoopTurns();
+  const umask = process.umask();
+  for (const entry of manifest.entries) {
+    chmodSync(stagedPath(dir, entry), appliedMode(entry.mode, umask));
+    await turns.made();
   }
   await chmod(dir, appliedMode(TREE_ROOT_MODE));
   await syncFileSystem(dir);
@@ -73,6 +83,13 @@ export class IncomingTree {
   private readonly files: StagedFile[];
   private index = 0;
   private current: IncomingFile | undefined;
+  /** Small files and directories are made with synchronous calls (SMALL_FILE_BYTES): the loop gets its turns. */
+  private readonly turns = new LoopTurns();
+  /**
+   * The first bytes of a small file that runs past the DATA frame that started it, kept (at most
+   * SMALL_FILE_BYTES) until the rest arrives, so that it too is checked and written in one go.
+   */
+  private head: Buffer | undefined;
 
   private constructor(
     readonly dir: string,
@@ -147,7 +164,7 @@ export class IncomingTree {
   /** The offset in the concatenation the next DATA must carry (= verified bytes held). */
   get offset(): number {
     const at = this.files[this.index];
-    return at ? at.start + (this.current?.offset ?? 0) : this.size;
+    return at ? at.start + (this.current?.offset ?? this.head?.length ?? 0) : this.size;
   }
 
   get complete(): boolean {
@@ -162,6 +179,12 @@ export class IncomingTree {
   async write(payload: Uint8Array): Promise<void> {
     let at = 0;
     while (at < payload.length) {
+      const taken = this.takeSmall(payload.subarray(at));
+      if (taken !== undefined) {
+        at += taken;
+        await this.turns.made();
+        continue;
+      }
       const file = await this.currentFile();
       const take = Math.min(file.size - file.offset, payload.length - at);
       if (take > 0) await file.write(payload.subarray(at, at + take));
@@ -169,7 +192,39 @@ export class IncomingTree {
       if (file.complete) await this.closeFile(file);
     }
     // Empty files after the last byte are made too, so a complete tree has all its files.
-    while (!this.complete && this.files[this.index]!.entry.size === 0) await this.closeFile(await this.currentFile());
+    while (!this.complete && this.files[this.index]!.entry.size === 0) {
+      if (this.takeSmall(payload.subarray(payload.length)) === undefined) await this.closeFile(await this.currentFile());
+      await this.turns.made();
+    }
+  }
+
+  /**
+   * The next file's bytes from `rest` when it is a small file started afresh (at most one piece, whose
+   * only piece hash is its SHA-256, so that one check is both): once all of it is in, it is checked
+   * before it is written, then written with one open, write and close. Returns the bytes taken, or
+   * undefined when the next file is not like that.
+   */
+  private takeSmall(rest: Uint8Array): number | undefined {
+    const staged = this.files[this.index];
+    if (this.current || !staged) return undefined;
+    const { entry } = staged;
+    if (entry.size > SMALL_FILE_BYTES || entry.size > this.manifest.pieceSize) return undefined;
+    const held = this.head?.length ?? 0;
+    const take = Math.min(entry.size - held, rest.length);
+    const part = rest.subarray(0, take);
+    if (held + take < entry.size) {
+      // A copy: the frame's payload is a view into the reader's buffer.
+      this.head = Buffer.concat([this.head ?? Buffer.alloc(0), part]);
+      return take;
+    }
+    const bytes = this.head ? Buffer.concat([this.head, part]) : part;
+    this.head = undefined;
+    if (!createHash('sha256').update(bytes).digest().equals(entry.sha256)) {
+      throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
+    }
+    writePartialSync(this.pathOf(entry), bytes);
+    this.index++;
+    return take;
   }
 
   /** The file bytes go to next: the one in progress, or the next one started afresh. */
@@ -200,8 +255,9 @@ export class IncomingTree {
     await this.takeCurrent()?.keepVerified();
   }
 
-  /** The file in progress, no longer this tree's to close. */
+  /** The file in progress, no longer this tree's to close (a small file's head in memory is dropped: it resumes from its start). */
   private takeCurrent(): IncomingFile | undefined {
+    this.head = undefined;
     const file = this.current;
     this.current = undefined;
     return file;

@@ -1,5 +1,6 @@
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, GroupcastError } from '@groupcast/shared';
+import { ErrorCode, GroupcastError, LoopTurns, SMALL_FILE_BYTES } from '@groupcast/shared';
 
 /**
  * What a stream reads a transfer's bytes from: one store file, or a tree's files one after the other
@@ -24,9 +25,20 @@ export interface SourceFile {
   size: number;
 }
 
+/** Reads `length` bytes of a small file (SMALL_FILE_BYTES) at `position` with one open, read and close. */
+function readSmallSync(path: string, into: Buffer, offset: number, length: number, position: number): number {
+  const fd = openSync(path, 'r');
+  try {
+    return readSync(fd, into, offset, length, position);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * The files of a tree as one run of bytes. One file is open at a time (the one being read), so a tree
- * of many small files costs one descriptor, and a read that spans several files reads each in turn.
+ * of many small files costs one descriptor, and a read that spans several files reads each in turn:
+ * a small one synchronously (SMALL_FILE_BYTES), a large one through a handle kept open across reads.
  */
 export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
   const starts: number[] = [];
@@ -36,6 +48,7 @@ export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
     total += file.size;
   }
   let current: { index: number; handle: FileHandle } | undefined;
+  const turns = new LoopTurns();
   const handleFor = async (index: number): Promise<FileHandle> => {
     if (current?.index === index) return current.handle;
     await current?.handle.close();
@@ -64,7 +77,13 @@ export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
         const within = position + filled - starts[index]!;
         const want = Math.min(into.length - filled, file.size - within);
         if (want > 0) {
-          const { bytesRead } = await (await handleFor(index)).read(into, filled, want, within);
+          let bytesRead: number;
+          if (file.size <= SMALL_FILE_BYTES) {
+            bytesRead = readSmallSync(file.path, into, filled, want, within);
+            await turns.made();
+          } else {
+            ({ bytesRead } = await (await handleFor(index)).read(into, filled, want, within));
+          }
           if (bytesRead !== want) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${file.path} is shorter than recorded`);
           filled += want;
         }

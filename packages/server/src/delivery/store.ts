@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { constants, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, renameSync, rmSync, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
-  stateWriteError, writeFully,
+  SMALL_FILE_BYTES, stateWriteError, writeFully, writeFullySync,
 } from '@groupcast/shared';
 import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './piece-file.js';
 
@@ -117,13 +117,68 @@ export class ContentStore {
         const stored = await this.storeFrom(source, handle, options.sync ?? true, options.progress);
         if (stored) return stored;
       }
-      throw new GroupcastError(
-        ErrorCode.SOURCE_CHANGED,
-        `${source} changed while being stored (${INGEST_ATTEMPTS} tries): distribute it once nothing writes to it any more, or distribute a copy`,
-      );
+      throw sourceChanged(source);
     } finally {
       await handle.close();
     }
+  }
+
+  /**
+   * ingest of a small file of a tree (SMALL_FILE_BYTES at most; the caller syncs the store once for
+   * all), with synchronous calls: a dozen microseconds on the loop instead of a dozen trips through
+   * the thread pool. The same checks as ingest: opened without following a link or waiting, a
+   * regular file, read whole and stored only if it did not change meanwhile (else read again, then
+   * SOURCE_CHANGED). Undefined when the file is larger than that by now: ingest it as any file.
+   * All of it runs before the first await: a caller storing many in a row holds the loop (LoopTurns).
+   */
+  async ingestSmall(source: string): Promise<StoredFile | undefined> {
+    let fd: number;
+    try {
+      fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      throw sourceError(source, err);
+    }
+    try {
+      let before = statSyncOf(source, fd);
+      if (!before.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (${kindOf(before)})`);
+      for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
+        if (before.size > BigInt(SMALL_FILE_BYTES)) return undefined;
+        const bytes = readWholeSync(source, fd, Number(before.size));
+        const after = statSyncOf(source, fd);
+        if (!unchanged(before, after, bytes.length)) {
+          before = after;
+          continue;
+        }
+        try {
+          return this.storeSmallSync(bytes);
+        } catch (err) {
+          // What is not the source's fault is the store's: a full disk says how much was needed and how much is free.
+          throw await this.storeError(source, bytes.length, err);
+        }
+      }
+      throw sourceChanged(source);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Files a small file's bytes under their sha256 (one piece: nothing kept beside it), without an fsync. */
+  private storeSmallSync(bytes: Buffer): StoredFile {
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    try {
+      const fd = openSync(temp, 'wx', 0o600);
+      try {
+        writeFullySync(fd, bytes, 0);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temp, this.path(sha256));
+    } catch (err) {
+      rmSync(temp, { force: true });
+      throw err;
+    }
+    return { sha256, size: bytes.length };
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
@@ -206,6 +261,39 @@ function statOf(source: string, handle: FileHandle): Promise<BigIntStats> {
   return handle.stat({ bigint: true }).catch((err: unknown) => {
     throw sourceError(source, err);
   });
+}
+
+function sourceChanged(source: string): GroupcastError {
+  return new GroupcastError(
+    ErrorCode.SOURCE_CHANGED,
+    `${source} changed while being stored (${INGEST_ATTEMPTS} tries): distribute it once nothing writes to it any more, or distribute a copy`,
+  );
+}
+
+function statSyncOf(source: string, fd: number): BigIntStats {
+  try {
+    return fstatSync(fd, { bigint: true });
+  } catch (err) {
+    throw sourceError(source, err);
+  }
+}
+
+/**
+ * Reads a small source from its start until its end (`expected` bytes, or more if it grew: one byte
+ * past is enough to tell), synchronously. A read error is the source's.
+ */
+function readWholeSync(source: string, fd: number, expected: number): Buffer {
+  const buffer = Buffer.alloc(expected + 1);
+  let position = 0;
+  try {
+    for (;;) {
+      const read = readSync(fd, buffer, position, buffer.length - position, position);
+      position += read;
+      if (read === 0 || position === buffer.length) return buffer.subarray(0, position);
+    }
+  } catch (err) {
+    throw sourceError(source, err);
+  }
 }
 
 function kindOf(info: BigIntStats): string {
