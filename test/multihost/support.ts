@@ -102,4 +102,6 @@ export interface DistributeSummary {
   exitCode: number;
   transfers: Array<{ id: string; sha256: string; size: number }>;
   deliveries: Array<{ member: string; state: string; reason: string; transfer: string }>;
+  /** How often it lost the daemon and re-attached (a daemon restarted under it). */
+  reconnects: number;
 }

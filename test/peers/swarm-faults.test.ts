@@ -124,18 +124,21 @@ describe.skipIf(!available)('faults in a swarm', () => {
 
   it('a server killed mid-swarm and restarted resumes every member to a verified file', async () => {
     const { path, sha256 } = await file('restart.bin', 48 * MiB);
-    const distributing = distribute(lan, serverHost, serverState, GROUP, [path], 150_000).catch((err: unknown) => err);
+    const distributing = distribute(lan, serverHost, serverState, GROUP, [path], 150_000);
     await waitUntil(async () => {
       const held = await Promise.all(members.map(allocated));
       return held.filter((bytes) => bytes >= 4 * MiB).length >= MEMBERS / 2;
     }, 'half the members holding 4 MiB of pieces');
     server.proc.kill('SIGKILL');
     await server.exited;
-    await distributing;
     startServer();
     await server.waitForMsg('group-server started');
     await Promise.all(members.map((m) => received(m, 'restart.bin', 150_000)));
     await expectVerified('restart.bin', sha256);
+    // distribute waited for the daemon to come back and watched the swarm to its end.
+    const { code, summary } = await distributing;
+    expect(code).toBe(0);
+    expect(summary.reconnects).toBe(1);
     const resumed = members.filter((m) => m.daemon!.logs.some((l) => l.msg === 'resuming from held pieces' && l.file === 'restart.bin'));
     expect(resumed.length).toBeGreaterThan(0);
   }, 240_000);
