@@ -1,24 +1,23 @@
 import { EventEmitter } from 'node:events';
-import { chmod, lstat, mkdir, realpath, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, lstat, mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import {
-  errnoCode, ErrorCode, filePieces, GroupcastError, heldPrefix, isGroupcastError, isNoSpace, isReclaimRequest, MAX_PARTIALS_PER_FRAME, MAX_PARTIALS_REPORTED, Outcome,
-  OUTCOME_NAMES, PieceMismatch, truncateUtf8,
+  errnoCode, ErrorCode, GroupcastError, isGroupcastError, isReclaimRequest, Outcome, OUTCOME_NAMES, PieceMismatch, truncateUtf8,
   protocolViolation, type Frame, type Logger, type Manifest, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
-import {
-  heldPartials, PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset,
-  spaceShortfall, type Placement,
-} from './download-area.js';
+import { PARTIAL_DIR, partialPathFor, placeFile, placementFor, reclaimStalePartials, resumeOffset, type Placement } from './download-area.js';
 import { CHECKPOINT_BYTES, IncomingFile, partialLength, type PieceSpec } from './incoming-file.js';
+import { describeError, outcomeOfError } from './outcomes.js';
+import { PartialsReport } from './partials-report.js';
+import { PatchReceive } from './patch-receive.js';
 import { ReceivedLog } from './received-log.js';
+import { SwarmReceive } from './swarm-receive.js';
 import { TreeAssembly, TreeReceive } from './tree-receive.js';
 import { DEFAULT_KEEP_OLD, judgeExisting, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
-import { HeldStream, seedFromOldVersion } from './held-pieces.js';
+import { seedFromOldVersion } from './held-pieces.js';
 import type { PeerNode } from '../peer/peer-node.js';
 import { PiecePartial } from '../peer/piece-partial.js';
-import { MemberSwarm, type SwarmCounters } from '../peer/swarm.js';
+import type { MemberSwarm, SwarmCounters } from '../peer/swarm.js';
 
 export interface TransferEvent {
   transfer: string;
@@ -149,27 +148,21 @@ type State =
   | { kind: 'discarding'; hex: string; transfer: Buffer }
   /** A directory tree, from its OFFER to its RESULT (tree-receive.ts). */
   | { kind: 'tree'; hex: string; receive: TreeReceive }
-  /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version. */
-  | {
-    kind: 'patching'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; stream: HeldStream; log: Logger;
-    replacing: Replacing;
-  }
-  /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5). */
-  | {
-    kind: 'swarming'; hex: string; offer: Offer; placement: Placement; partial: PiecePartial; swarm: MemberSwarm; log: Logger;
-    replacing: Replacing | undefined; finishing?: boolean;
-  };
+  /** Streamed, but only the pieces this member did not already hold (PROTOCOL.md §7.5): a new version (patch-receive.ts). */
+  | { kind: 'patching'; hex: string; receive: PatchReceive }
+  /** Pulled piece by piece from peers and the server (PROTOCOL.md §7.5, swarm-receive.ts). */
+  | { kind: 'swarming'; hex: string; receive: SwarmReceive };
 
 const IDLE: State = { kind: 'idle' };
 
 /** A complete partial, however it was received: streamed in order, or pulled as pieces. */
-interface HeldFile {
+export interface HeldFile {
   readonly path: string;
   seal(): Promise<void>;
   discard(): Promise<void>;
 }
 
-interface Finishing {
+export interface Finishing {
   offer: Offer;
   placement: Placement;
   file: HeldFile;
@@ -182,39 +175,19 @@ interface Finishing {
 const CANCEL = 'cancel';
 const CLOSED = 'closed';
 
-/**
- * How long an OFFER that does not fit waits for the server's answer to this connection's partials
- * report (normally a round trip) before the space check goes ahead without it. Well below the 30 s
- * the server gives the member to answer an OFFER.
- */
-const RECLAIM_ANSWER_TIMEOUT_MS = 10_000;
-
-/** The partials report this connection sent; `answered` settles when the server's CANCELs for it are in. */
-interface Reclaim {
-  /** The time in the PING sent after the report: its PONG comes after every CANCEL answering the report. */
-  marker: number;
-  answered: Promise<void>;
-  resolve: () => void;
-}
-
-
-function outcomeOfError(err: unknown): Outcome {
-  if (isNoSpace(err)) return Outcome.NO_SPACE;
-  switch (errnoCode(err)) {
-    // The member's operator has to fix the directory (owner, mode, read-only mount).
-    case 'EACCES':
-    case 'EPERM':
-    case 'EROFS':
-      return Outcome.PERMISSION_DENIED;
-    default:
-      return Outcome.IO_ERROR;
-  }
-}
-
-function describeError(err: unknown): string {
-  const code = errnoCode(err);
-  const message = err instanceof Error ? err.message : String(err);
-  return code && !message.includes(code) ? `${code}: ${message}` : message;
+/** What a transfer received as pieces (patch-receive.ts, swarm-receive.ts) needs of the connection's session. */
+export interface PiecedHost {
+  send(frame: Frame): void;
+  /** Verify, place, record, RESULT (ReceiveSession.finish); the session is idle again. True once placed. */
+  finish(finishing: Finishing): Promise<boolean>;
+  /** RESULT with a failure, reported. */
+  fail(offer: Offer, log: Logger, outcome: Outcome, message: string, err?: unknown): void;
+  /** Deletes a partial; a failure to delete is logged. */
+  drop(file: HeldFile, log: Logger): Promise<void>;
+  /** Whether this transfer is still the one the session has in flight. */
+  current(): boolean;
+  /** The transfer ended early on this side (RESULT sent): DATA the server had already sent is dropped. */
+  ended(): void;
 }
 
 /**
@@ -228,8 +201,7 @@ export class ReceiveSession {
   private closed = false;
   private closing: Promise<void> | undefined;
   private handling: Promise<void> = Promise.resolve();
-  private reported = false;
-  private reclaim: Reclaim | undefined;
+  private readonly partials: PartialsReport;
   /** The TREE parts received so far of the next OFFER's tree manifest. */
   private treeParts: TreeAssembly | undefined;
   /** The MANIFEST just received, waiting for the OFFER it announces. */
@@ -241,7 +213,9 @@ export class ReceiveSession {
     private readonly log: Logger,
     private readonly pieces: boolean,
     private readonly heldPieces: boolean,
-  ) {}
+  ) {
+    this.partials = new PartialsReport({ log, send: (frame) => this.send(frame), root: () => receiver.root });
+  }
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
   handle(frame: Frame): Promise<void> {
@@ -258,7 +232,7 @@ export class ReceiveSession {
       case 'data':
         return this.data(frame);
       case 'cancel':
-        if (isReclaimRequest(frame)) return this.reportPartials();
+        if (isReclaimRequest(frame)) return this.partials.reportPartials();
         return this.cancel(frame.transfer.toString('hex'), frame.message);
       case 'manifest':
         return this.manifest(frame);
@@ -328,7 +302,7 @@ export class ReceiveSession {
       decline: (o, log, outcome, message) => this.decline(o, log, outcome, message),
       haveItAll: (o, log, why) => this.haveItAll(o, log, why),
       fail: (o, log, outcome, message, err) => this.fail(o, log, outcome, message, err),
-      freeSpaceShortfall: (needed, signal) => this.freeSpaceShortfall(needed, signal),
+      freeSpaceShortfall: (needed, signal) => this.partials.freeSpaceShortfall(needed, signal),
       ended: (early) => {
         if (this.state.kind === 'tree' && this.state.receive === receive) this.state = early ? { kind: 'discarding', hex, transfer: offer.transfer } : IDLE;
       },
@@ -416,7 +390,7 @@ export class ReceiveSession {
     }
     const offset = resumeOffset(await partialLength(partialPath), offer.size);
     if (offset < offer.size) {
-      const shortfall = await this.freeSpaceShortfall(offer.size - offset, signal);
+      const shortfall = await this.partials.freeSpaceShortfall(offer.size - offset, signal);
       if (shortfall) {
         this.decline(offer, log, Outcome.NO_SPACE, shortfall);
         return;
@@ -439,75 +413,24 @@ export class ReceiveSession {
     this.send({ type: 'accept', transfer: offer.transfer, offset: file.offset });
   }
 
-  /**
-   * Why the disk cannot take `needed` more bytes, or undefined. Partials the server is reclaiming count
-   * as free: on a shortfall the answer to this connection's partials report is awaited first (bounded),
-   * and its CANCELs have deleted the dead partials by then. The offered transfer's own partial is live,
-   * so it is kept and only the bytes it lacks are needed.
-   */
-  private async freeSpaceShortfall(needed: number, signal: AbortSignal): Promise<string | undefined> {
-    const shortfall = spaceShortfall(await statfs(this.receiver.root), needed);
-    if (!shortfall || !this.reclaim) return shortfall;
-    await this.reclaimAnswered(this.reclaim, signal);
-    return spaceShortfall(await statfs(this.receiver.root), needed);
-  }
-
-  private async reclaimAnswered(reclaim: Reclaim, signal: AbortSignal): Promise<void> {
-    const done = new AbortController();
-    const givenUp = delay(RECLAIM_ANSWER_TIMEOUT_MS, true, { signal: AbortSignal.any([signal, done.signal]) }).catch(() => false);
-    try {
-      const timedOut = await Promise.race([reclaim.answered.then(() => false), givenUp]);
-      if (timedOut) this.log.warn({ timeoutMs: RECLAIM_ANSWER_TIMEOUT_MS }, 'no answer to the partials report; checking space without it');
-    } finally {
-      done.abort();
-    }
-    signal.throwIfAborted();
-  }
-
   // ---- PATCH: the stream, less the pieces held ----
 
-  /** Opens the seeded partial as pieces and says BITFIELD, then ACCEPT with the prefix it holds. */
+  /** Opens the seeded partial as pieces and hands it to a PatchReceive, which says BITFIELD and ACCEPT. */
   private async preparePatch(
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, replacing: Replacing,
   ): Promise<void> {
     const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
     if (!partial) return;
-    const offset = heldPrefix(partial.held, filePieces(offer.size, pieces.pieceSize));
-    const stream = new HeldStream(partial, offset);
     const hex = offer.transfer.toString('hex');
-    const state = { kind: 'patching', hex, offer, placement, partial, stream, log, replacing } as const;
-    // Every piece held (nothing changed but the order): it finishes below, still 'preparing', as an empty file does.
-    if (!stream.complete) this.state = state;
-    log.info({ offset, held: partial.held.count, pieces: partial.held.length, size: offer.size }, 'accepted');
-    this.send({ type: 'bitfield', transfer: offer.transfer, bits: partial.held.toWire() });
-    this.send({ type: 'accept', transfer: offer.transfer, offset });
-    if (stream.complete) await this.finishPatch(state);
-  }
-
-  private async patchData(state: Extract<State, { kind: 'patching' }>, frame: Extract<Frame, { type: 'data' }>): Promise<void> {
-    try {
-      await state.stream.write(frame.offset, frame.payload);
-    } catch (err) {
-      if (isGroupcastError(err, ErrorCode.PROTOCOL)) throw err;
-      this.state = { kind: 'discarding', hex: state.hex, transfer: state.offer.transfer };
-      // A bad piece is never written: the pieces held stay for the retry. A disk error frees the space.
-      if (err instanceof PieceMismatch) await state.partial.release();
-      else await this.drop(state.partial, state.log);
-      const message = err instanceof PieceMismatch ? err.message : `write failed: ${describeError(err)}`;
-      this.fail(state.offer, state.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
-      return;
-    }
-    if (state.stream.complete) await this.finishPatch(state);
-  }
-
-  private async finishPatch({ offer, placement, partial, log, replacing }: Extract<State, { kind: 'patching' }>): Promise<void> {
-    const digest = await partial.digest();
-    if (await this.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
+    const receive: PatchReceive = new PatchReceive(this.piecedHost(hex, offer, () => receive), offer, placement, partial, log, replacing);
+    // Every piece held (nothing changed but the order): it finishes in start, still 'preparing', as an empty file does.
+    if (!receive.complete) this.state = { kind: 'patching', hex, receive };
+    await receive.start();
   }
 
   // ---- SWARM ----
 
-  /** Opens the partial with the pieces it holds, joins the swarm, and says ACCEPT and BITFIELD. */
+  /** Opens the partial with the pieces it holds and hands it to a SwarmReceive, which says ACCEPT and joins the swarm. */
   private async prepareSwarm(
     offer: Offer, placement: Placement, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string, peers: PeerEntry[],
     replacing: Replacing | undefined,
@@ -515,23 +438,28 @@ export class ReceiveSession {
     const partial = await this.openPiecePartial(offer, log, signal, pieces, partialPath);
     if (!partial) return;
     const hex = offer.transfer.toString('hex');
-    const node = this.receiver.options.peers!;
-    const swarm: MemberSwarm = new MemberSwarm({
-      log, node, transfer: offer.transfer, partial, counters: this.receiver.swarmCounters,
-      toServer: (frame) => this.send(frame),
-      complete: () => void this.finishSwarm(hex).catch((err: unknown) => log.error({ err }, 'could not finish a swarmed transfer')),
-      failed: (outcome, message, err) => void this.swarmFailed(hex, outcome, message, err),
+    const receive: SwarmReceive = new SwarmReceive({
+      ...this.piecedHost(hex, offer, () => receive),
+      receiver: this.receiver,
       badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...this.describe(offer), peer, piece }),
-    });
-    this.state = { kind: 'swarming', hex, offer, placement, partial, swarm, log, replacing };
-    log.info({ held: partial.held.count, pieces: partial.held.length }, partial.held.count > 0 ? 'resuming from held pieces' : 'accepted; pulling pieces');
-    this.send({ type: 'accept', transfer: offer.transfer, offset: partial.heldBytes });
-    if (partial.held.complete) {
-      await this.finishSwarm(hex);
-      return;
-    }
-    swarm.start();
-    swarm.peers(peers);
+    }, offer, placement, partial, log, replacing);
+    this.state = { kind: 'swarming', hex, receive };
+    await receive.start(peers);
+  }
+
+  /** The session's side of one pieced transfer: `receive` is the PatchReceive or SwarmReceive it is for. */
+  private piecedHost(hex: string, offer: Offer, receive: () => PatchReceive | SwarmReceive): PiecedHost {
+    const current = (): boolean => (this.state.kind === 'patching' || this.state.kind === 'swarming') && this.state.receive === receive();
+    return {
+      send: (frame) => this.send(frame),
+      finish: (finishing) => this.finish(finishing),
+      fail: (o, log, outcome, message, err) => this.fail(o, log, outcome, message, err),
+      drop: (file, log) => this.drop(file, log),
+      current,
+      ended: () => {
+        if (current()) this.state = { kind: 'discarding', hex, transfer: offer.transfer };
+      },
+    };
   }
 
   /** The partial as pieces, once the disk can take what it lacks; undefined when declined for space. */
@@ -539,7 +467,7 @@ export class ReceiveSession {
     offer: Offer, log: Logger, signal: AbortSignal, pieces: PieceSpec, partialPath: string,
   ): Promise<PiecePartial | undefined> {
     const allocated = await stat(partialPath).then((s) => Math.min(s.blocks * 512, offer.size), () => 0);
-    const shortfall = await this.freeSpaceShortfall(offer.size - allocated, signal);
+    const shortfall = await this.partials.freeSpaceShortfall(offer.size - allocated, signal);
     if (shortfall) {
       this.decline(offer, log, Outcome.NO_SPACE, shortfall);
       return undefined;
@@ -555,7 +483,7 @@ export class ReceiveSession {
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
     const hex = frame.transfer.toString('hex');
     const state = this.state;
-    const swarm = state.kind === 'swarming' && state.hex === hex ? state.swarm : this.receiver.lingering.get(hex);
+    const swarm = state.kind === 'swarming' && state.hex === hex ? state.receive.swarm : this.receiver.lingering.get(hex);
     if (!swarm) {
       // Between MANIFEST and OFFER: the server wants this transfer pulled.
       if (frame.type === 'peers' && this.announced?.transfer.equals(frame.transfer)) this.announced.peers = frame.peers;
@@ -564,40 +492,6 @@ export class ReceiveSession {
     if (frame.type === 'peers') swarm.peers(frame.peers);
     else swarm.seeded();
     return Promise.resolve();
-  }
-
-  private async finishSwarm(hex: string): Promise<void> {
-    const state = this.state;
-    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
-    const { offer, placement, partial, swarm, log, replacing } = state;
-    // Hashing and placing take a while: a second completion meanwhile finds it finishing. Two finishes
-    // would place the file twice and answer a false NAME_CLASH, failing the delivery for good. The state
-    // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
-    state.finishing = true;
-    const digest = await partial.digest();
-    const placed = await this.finish({ offer, placement, file: partial, digest, log, replacing });
-    if (placed) {
-      // Finished: it still serves its peers from the placed file for a while; the server lists it as long.
-      this.receiver.lingering.set(hex, swarm);
-      swarm.linger(async () => {
-        this.receiver.lingering.delete(hex);
-        await partial.release();
-      });
-    } else {
-      await swarm.close();
-    }
-  }
-
-  private async swarmFailed(hex: string, outcome: Outcome, message: string, err: unknown): Promise<void> {
-    const state = this.state;
-    // Once every piece is held and verified, a late bad piece (from the server, after an endgame) changes nothing.
-    if (state.kind !== 'swarming' || state.hex !== hex || state.finishing) return;
-    this.state = { kind: 'discarding', hex, transfer: state.offer.transfer };
-    await state.swarm.close();
-    // A bad piece from the server is never written: the pieces held stay for the retry.
-    if (outcome === Outcome.CHECKSUM) await state.partial.release();
-    else await this.drop(state.partial, state.log);
-    this.fail(state.offer, state.log, outcome, message, err);
   }
 
   /**
@@ -661,15 +555,15 @@ export class ReceiveSession {
     // Ids compared as bytes: this runs once per chunk, and the hex form is only needed for the error.
     const state = this.state;
     if (state.kind === 'discarding' && frame.transfer.equals(state.transfer)) return;
-    if (state.kind === 'swarming' && frame.transfer.equals(state.offer.transfer)) {
-      await state.swarm.serverData(frame.offset, frame.payload);
+    if (state.kind === 'swarming' && frame.transfer.equals(state.receive.offer.transfer)) {
+      await state.receive.serverData(frame.offset, frame.payload);
       return;
     }
     if (state.kind === 'tree' && frame.transfer.equals(state.receive.offer.transfer)) {
       await state.receive.data(frame);
       return;
     }
-    if (state.kind === 'patching' && frame.transfer.equals(state.offer.transfer)) return this.patchData(state, frame);
+    if (state.kind === 'patching' && frame.transfer.equals(state.receive.offer.transfer)) return state.receive.patchData(frame);
     if (state.kind !== 'receiving' || !frame.transfer.equals(state.offer.transfer)) {
       throw protocolViolation(`DATA for ${frame.transfer.toString('hex')}, which is not being received`);
     }
@@ -751,7 +645,7 @@ export class ReceiveSession {
   private async cancel(hex: string, message: string): Promise<void> {
     const state = this.state;
     if (state.kind === 'idle' || state.hex !== hex) {
-      await this.reclaimPartial(hex, message);
+      await this.partials.reclaimPartial(hex, message);
       return;
     }
     if (state.kind === 'preparing') {
@@ -765,10 +659,11 @@ export class ReceiveSession {
       await this.drop(state.file, state.log);
       await this.cancelled(state.offer, state.log, message);
     }
-    if (state.kind === 'swarming') await state.swarm.close();
+    if (state.kind === 'swarming') await state.receive.close();
     if (state.kind === 'swarming' || state.kind === 'patching') {
-      await this.drop(state.partial, state.log);
-      await this.cancelled(state.offer, state.log, message);
+      const { partial, log, offer } = state.receive;
+      await this.drop(partial, log);
+      await this.cancelled(offer, log, message);
     }
   }
 
@@ -779,50 +674,9 @@ export class ReceiveSession {
     this.receiver.emit('failed', { ...this.describe(offer), outcome: Outcome.CANCELLED, message: message ?? 'cancelled' });
   }
 
-  /** A CANCEL for a transfer not in flight: a partial this member holds of it will never be resumed. */
-  private async reclaimPartial(hex: string, message: string): Promise<void> {
-    const path = partialPathFor(this.receiver.root, hex);
-    try {
-      const bytes = await partialLength(path);
-      if (bytes === undefined) {
-        this.log.debug({ transfer: hex }, 'cancel for a transfer not in flight');
-        return;
-      }
-      await rm(path, { force: true, recursive: true }); // a tree's partial is a directory
-      this.log.info({ transfer: hex, bytes, reason: message }, 'deleted a partial the server will not offer again');
-    } catch (err) {
-      this.log.warn({ err, path }, 'could not delete a partial');
-    }
-  }
-
-  // ---- partials report ----
-
-  /**
-   * The server asked which partials this member holds (once per connection): list them in PARTIALS,
-   * then PING. The server answers in order, so the PONG comes after its CANCEL for every dead one.
-   */
-  private async reportPartials(): Promise<void> {
-    if (this.reported) return;
-    this.reported = true;
-    const held = await heldPartials(this.receiver.root, MAX_PARTIALS_REPORTED).catch((err: unknown) => {
-      this.log.warn({ err }, 'could not list partials to report');
-      return [];
-    });
-    if (held.length === 0) return;
-    for (let start = 0; start < held.length; start += MAX_PARTIALS_PER_FRAME) {
-      const transfers = held.slice(start, start + MAX_PARTIALS_PER_FRAME).map((hex) => Buffer.from(hex, 'hex'));
-      this.send({ type: 'partials', transfers });
-    }
-    let resolve = (): void => undefined;
-    const answered = new Promise<void>((settle) => (resolve = settle));
-    this.reclaim = { marker: Date.now(), answered, resolve };
-    this.send({ type: 'ping', time: this.reclaim.marker });
-    this.log.debug({ partials: held.length }, 'reported partials');
-  }
-
-  /** A PONG from the server: the one answering the report's PING means every reclaiming CANCEL is in. */
+  /** A PONG from the server: the one answering the partials report's PING means every reclaiming CANCEL is in. */
   pong(time: number): void {
-    if (this.reclaim?.marker === time) this.reclaim.resolve();
+    this.partials.pong(time);
   }
 
   /** Deletes a partial; a failure to delete is logged, never allowed to stop the answer to the server. */
@@ -848,11 +702,8 @@ export class ReceiveSession {
       this.state = IDLE;
       if (last.kind === 'receiving') await last.file.release();
       if (last.kind === 'tree') await last.receive.close();
-      if (last.kind === 'patching') await last.partial.release();
-      if (last.kind === 'swarming') {
-        await last.swarm.close();
-        await last.partial.release();
-      }
+      if (last.kind === 'swarming') await last.receive.close();
+      if (last.kind === 'patching' || last.kind === 'swarming') await last.receive.partial.release();
     })();
     this.receiver.sessionClosing(this, this.closing);
     return this.closing;

@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  decodeManifest, errnoCode, ErrorCode, GroupcastError, isGroupcastError, isNoSpace, Outcome, PieceMismatch, protocolViolation, treeProblems,
+  decodeManifest, errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, PieceMismatch, protocolViolation, treeProblems,
   writeFileAtomic, type Frame, type Logger, type Manifest, type Offer,
 } from '@groupcast/shared';
 import { partialPathFor, type Placement } from './download-area.js';
 import { CHECKPOINT_BYTES } from './incoming-file.js';
+import { outcomeOfError } from './outcomes.js';
 import type { Receiver } from './receiver.js';
 import { HeldTree } from './held-tree.js';
 import { seedTreeFromVersion } from './tree-seed.js';
@@ -87,12 +88,6 @@ export interface TreeHost {
 /** Abort reasons, as receiver.ts has them: the server cancelled (delete the staging) or the link went away (keep it). */
 const CANCEL = 'cancel';
 const CLOSED = 'closed';
-
-function outcomeOf(err: unknown): Outcome {
-  if (isNoSpace(err)) return Outcome.NO_SPACE;
-  const code = errnoCode(err);
-  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? Outcome.PERMISSION_DENIED : Outcome.IO_ERROR;
-}
 
 /** The path of a placed tree's manifest in the state directory. */
 function manifestPath(stateDir: string, transferHex: string): string {
@@ -221,7 +216,7 @@ export class TreeReceive {
     if (isGroupcastError(err, ErrorCode.CHECKSUM)) return this.decline(Outcome.CHECKSUM, (err as Error).message);
     if (isGroupcastError(err, ErrorCode.NAME)) return this.decline(Outcome.BAD_NAME, (err as Error).message);
     this.log.error({ err }, 'could not prepare to receive a tree');
-    this.decline(outcomeOf(err), `cannot receive: ${(err as Error).message}`);
+    this.decline(outcomeOfError(err), `cannot receive: ${(err as Error).message}`);
   }
 
   private decline(outcome: Outcome, message: string): void {
@@ -272,7 +267,7 @@ export class TreeReceive {
       return;
     }
     await tree.discard().catch((cause: unknown) => this.log.warn({ err: cause, path: tree.dir }, 'could not delete a staged tree'));
-    this.host.fail(this.offer, this.log, outcomeOf(err), `write failed: ${(err as Error).message}`, err);
+    this.host.fail(this.offer, this.log, outcomeOfError(err), `write failed: ${(err as Error).message}`, err);
   }
 
   /**
@@ -307,7 +302,7 @@ export class TreeReceive {
       await tree.discard().catch(() => undefined);
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
       if (clash) this.host.fail(offer, log, Outcome.NAME_CLASH, (err as Error).message);
-      else this.host.fail(offer, log, outcomeOf(err), `cannot place the tree: ${(err as Error).message}`, err);
+      else this.host.fail(offer, log, outcomeOfError(err), `cannot place the tree: ${(err as Error).message}`, err);
       return;
     }
     this.end(false);
