@@ -4,7 +4,7 @@ import {
   HEARTBEAT_TIMEOUT_MS, pieceLength, throttle,
   protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
-import { PieceAssembly } from './piece-assembly.js';
+import { PieceAssembly } from '../receive/piece-assembly.js';
 
 /** Pieces one link may have requested from its peer at once; a peer asking more of us is cut off. */
 export const LINK_REQUESTS = 4;

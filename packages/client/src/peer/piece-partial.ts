@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { Bitfield, ErrorCode, GroupcastError, pieceCount, pieceLength, verifyPiece, writeFully } from '@groupcast/shared';
+import { Bitfield, ErrorCode, GroupcastError, pieceCount, pieceLength, verifyPiece, writeChunks } from '@groupcast/shared';
 import type { PieceSpec } from '../receive/incoming-file.js';
 import { openPartial, PartialFile } from '../receive/partial-file.js';
 
@@ -77,11 +77,7 @@ export class PiecePartial extends PartialFile {
    * in the background (it may read pieces back; the piece is held, and can be announced, at once).
    */
   async write(piece: number, chunks: readonly Uint8Array[]): Promise<void> {
-    let position = piece * this.pieces.pieceSize;
-    for (const chunk of chunks) {
-      await writeFully(this.openHandle(), chunk, position);
-      position += chunk.length;
-    }
+    await writeChunks(this.openHandle(), chunks, piece * this.pieces.pieceSize);
     this.held.set(piece);
     // The buffers are kept for the hash only if the prefix will reach this piece without waiting for
     // another: pieces that arrived ahead are read back later instead of held in memory.

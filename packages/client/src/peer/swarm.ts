@@ -4,7 +4,7 @@ import {
 } from '@groupcast/shared';
 import type { PeerLink } from './peer-link.js';
 import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
-import { PieceAssembly } from './piece-assembly.js';
+import { PieceAssembly } from '../receive/piece-assembly.js';
 import type { PiecePartial } from './piece-partial.js';
 
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */

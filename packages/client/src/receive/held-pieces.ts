@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import {
-  filePieces, missingRanges, pieceCount, pieceHash, pieceLength, PieceMismatch, protocolViolation, verifyPiece, writeFully, type ByteRange,
+  filePieces, missingRanges, pieceCount, pieceHash, pieceLength, PieceMismatch, protocolViolation, writeFully, type ByteRange,
 } from '@groupcast/shared';
 import type { PieceSpec } from './incoming-file.js';
 import { openPartial } from './partial-file.js';
+import { PieceAssembly } from './piece-assembly.js';
 import type { PiecePartial } from '../peer/piece-partial.js';
 
 /**
@@ -69,15 +70,14 @@ function wantedPieces(size: number, { pieceSize, hashes }: PieceSpec): Map<strin
 /**
  * The server's stream after this member's BITFIELD: DATA only for the pieces not held, in order
  * (missingRanges, the rule both ends share). Each DATA must carry exactly the next expected offset;
- * a piece's bytes are gathered, checked against the manifest, and written whole into the piece partial.
- * Memory: one piece (at most MAX_PIECE_SIZE).
+ * a piece's frames are kept as they came and hashed as they arrive (PieceAssembly), checked against the
+ * manifest, and written from the same buffers into the piece partial. Memory: one piece's frames.
  */
 export class HeldStream {
   private readonly ranges: ByteRange[];
   private range = 0;
   private position: number;
-  private piece: Buffer | undefined;
-  private inPiece = 0;
+  private piece: PieceAssembly | undefined;
 
   constructor(private readonly partial: PiecePartial, offset: number) {
     this.ranges = missingRanges(partial.held, filePieces(partial.size, partial.pieces.pieceSize), offset);
@@ -97,14 +97,13 @@ export class HeldStream {
     let at = 0;
     while (at < payload.length) {
       const index = Math.floor(this.position / pieceSize);
-      const length = pieceLength(index, this.partial.size, pieceSize);
-      const piece = (this.piece ??= Buffer.alloc(length));
-      const take = Math.min(length - this.inPiece, payload.length - at);
-      piece.set(payload.subarray(at, at + take), this.inPiece);
-      this.inPiece += take;
+      const start = index * pieceSize;
+      const piece = (this.piece ??= new PieceAssembly(index, start, pieceLength(index, this.partial.size, pieceSize)));
+      const take = Math.min(start + piece.length - this.position, payload.length - at);
+      piece.add(this.position, payload.subarray(at, at + take));
       at += take;
       this.position += take;
-      if (this.inPiece === length) await this.closePiece(index, piece);
+      if (piece.complete) await this.closePiece(piece);
     }
     if (this.position === current.end) {
       this.range++;
@@ -112,10 +111,9 @@ export class HeldStream {
     }
   }
 
-  private async closePiece(index: number, data: Buffer): Promise<void> {
+  private async closePiece(piece: PieceAssembly): Promise<void> {
     this.piece = undefined;
-    this.inPiece = 0;
-    if (!verifyPiece(this.partial.pieces.hashes, index, data)) throw new PieceMismatch(index);
-    await this.partial.write(index, [data]);
+    if (!piece.matches(this.partial.pieces.hashes)) throw new PieceMismatch(piece.piece);
+    await this.partial.write(piece.piece, piece.chunks);
   }
 }

@@ -3,9 +3,10 @@ import { constants } from 'node:fs';
 import { lstat, open, rm, type FileHandle } from 'node:fs/promises';
 import {
   Bitfield, ErrorCode, GroupcastError, hashFromHandle, heldPrefix, missingRanges, PieceMismatch, protocolViolation, TreePieces,
-  verifyPiece, writeFully, type ByteRange, type Manifest, type ManifestEntry,
+  verifyPiece, writeChunks, type ByteRange, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
 import { openPartial } from './partial-file.js';
+import { PieceAssembly } from './piece-assembly.js';
 import { makeStagingDirs, sealStagingArea, stagedPath } from './tree-staging.js';
 
 /**
@@ -32,7 +33,8 @@ export class HeldTree {
   private range = 0;
   private position = 0;
   /** The piece being gathered: its index and bytes so far. */
-  private piece: { index: number; data: Buffer; filled: number } | undefined;
+  /** The piece arriving: its index in the tree, and its frames (hashed against its file's piece list). */
+  private piece: { index: number; assembly: PieceAssembly } | undefined;
   /** No missing piece lies before this one: the stream only moves forward. */
   private cursor = 0;
   private writing: { file: number; handle: FileHandle } | undefined;
@@ -142,12 +144,12 @@ export class HeldTree {
     let at = 0;
     while (at < payload.length) {
       const piece = (this.piece ??= this.pieceAt(this.position));
-      const take = Math.min(piece.data.length - piece.filled, payload.length - at);
-      piece.data.set(payload.subarray(at, at + take), piece.filled);
-      piece.filled += take;
+      const { assembly } = piece;
+      const take = Math.min(this.layout.span(piece.index).end - this.position, payload.length - at);
+      assembly.add(this.position, payload.subarray(at, at + take));
       at += take;
       this.position += take;
-      if (piece.filled === piece.data.length) await this.closePiece(piece.index, piece.data);
+      if (assembly.complete) await this.closePiece(piece.index, assembly);
     }
     if (this.position === current.end) {
       this.range++;
@@ -156,23 +158,24 @@ export class HeldTree {
   }
 
   /** The missing piece that starts at `position` (ranges start and end on piece boundaries). */
-  private pieceAt(position: number): { index: number; data: Buffer; filled: number } {
+  private pieceAt(position: number): { index: number; assembly: PieceAssembly } {
     while (this.cursor < this.layout.count && this.layout.span(this.cursor).end <= position) this.cursor++;
     const index = this.cursor;
     if (index >= this.layout.count) throw protocolViolation(`DATA at ${position}, past the tree's last piece`);
     const { start, end } = this.layout.span(index);
     if (start !== position) throw protocolViolation(`DATA at ${position} does not start a piece`);
-    return { index, data: Buffer.alloc(end - start), filled: 0 };
+    // Numbered within its file: a file's piece hashes are listed per entry.
+    const inFile = index - this.layout.firstPiece(this.layout.fileOf(index));
+    return { index, assembly: new PieceAssembly(inFile, start, end - start) };
   }
 
-  private async closePiece(index: number, data: Buffer): Promise<void> {
+  private async closePiece(index: number, assembly: PieceAssembly): Promise<void> {
     this.piece = undefined;
     const file = this.layout.fileOf(index);
-    const first = this.layout.firstPiece(file);
     const staged = this.files[file]!;
-    if (!verifyPiece(staged.entry.pieces, index - first, data)) throw new PieceMismatch(index);
+    if (!assembly.matches(staged.entry.pieces)) throw new PieceMismatch(index);
     const handle = await this.handleFor(file);
-    await writeFully(handle, data, this.layout.span(index).start - this.layout.fileStart(file));
+    await writeChunks(handle, assembly.chunks, this.layout.span(index).start - this.layout.fileStart(file));
     this.held.set(index);
     staged.missing--;
     // One piece: its hash is the file's. More: the whole file is read back, so what is placed is what was checked.

@@ -165,7 +165,7 @@ export class ContentStore {
   /** Files a small file's bytes under their sha256 (one piece: nothing kept beside it), without an fsync. */
   private storeSmallSync(bytes: Buffer): StoredFile {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
-    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const temp = this.ingestPath();
     try {
       const fd = openSync(temp, 'wx', 0o600);
       try {
@@ -181,9 +181,14 @@ export class ContentStore {
     return { sha256, size: bytes.length };
   }
 
+  /** A fresh name for a copy being made: prune() takes what a crash leaves under this prefix. */
+  private ingestPath(): string {
+    return join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+  }
+
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
   private async storeFrom(source: string, handle: FileHandle, sync: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
-    const temp = join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const temp = this.ingestPath();
     let needed = 0;
     try {
       const before = await statOf(source, handle);

@@ -81,6 +81,15 @@ export async function writeFully(handle: FileHandle, data: Uint8Array, position:
   }
 }
 
+/** Writes buffers back to back from `position` (a piece as the frames it arrived in), each with writeFully. */
+export async function writeChunks(handle: FileHandle, chunks: readonly Uint8Array[], position: number): Promise<void> {
+  let at = position;
+  for (const chunk of chunks) {
+    await writeFully(handle, chunk, at);
+    at += chunk.length;
+  }
+}
+
 /**
  * Many small files (a tree's) are read and written with synchronous system calls: a few microseconds
  * each on the event loop, against ~100 µs of CPU for each trip through libuv's thread pool on a busy
