@@ -314,9 +314,9 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   revoke(member: PeerId, group: string, reason: string): void {
     for (const delivery of this.options.outbox.deliveriesFor(member)) {
       if (this.options.outbox.transfer(delivery.transfer)?.group !== group) continue;
-      this.inflight.get(key(delivery.transfer, member))?.controller.abort(reason);
-      // Its peers are told at once (PEERS without it), and drop their links to it.
+      // Its peers are told first (PEERS without it), and drop their links to it.
       this.tracker.leave(delivery.transfer, member);
+      this.inflight.get(key(delivery.transfer, member))?.controller.abort(reason);
       if (delivery.state === 'pending') this.settle(delivery, 'failed', reason);
     }
   }
