@@ -59,8 +59,7 @@ export class PatchReceive implements TransferPath {
   }
 
   async cancel(message: string): Promise<void> {
-    await this.host.end.drop(this.partial, this.log);
-    await this.host.end.cancelled(this.offer, this.log, message);
+    await this.host.end.cancelled(this.offer, this.log, message, this.partial);
   }
 
   close(): Promise<void> {

@@ -80,8 +80,7 @@ export class StreamReceive implements TransferPath {
   }
 
   async cancel(message: string): Promise<void> {
-    await this.host.end.drop(this.file, this.log);
-    await this.host.end.cancelled(this.offer, this.log, message);
+    await this.host.end.cancelled(this.offer, this.log, message, this.file);
   }
 
   close(): Promise<void> {

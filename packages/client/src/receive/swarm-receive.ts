@@ -62,8 +62,7 @@ export class SwarmReceive implements TransferPath {
 
   async cancel(message: string): Promise<void> {
     await this.swarm.close();
-    await this.host.end.drop(this.partial, this.log);
-    await this.host.end.cancelled(this.offer, this.log, message);
+    await this.host.end.cancelled(this.offer, this.log, message, this.partial);
   }
 
   /** The link went away: stop pulling, and keep the pieces held. */

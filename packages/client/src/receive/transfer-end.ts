@@ -104,8 +104,9 @@ export class TransferEnd {
     log.info({ bytes: offer.size }, why);
   }
 
-  /** The server cancelled: whatever is left of the partial goes, and the listeners hear it. */
-  async cancelled(offer: Offer, log: Logger, message: string | undefined): Promise<void> {
+  /** The server cancelled: `file` (the partial held open, if any) and whatever is left of the partial go, and the listeners hear it. */
+  async cancelled(offer: Offer, log: Logger, message: string | undefined, file?: HeldFile): Promise<void> {
+    if (file) await this.drop(file, log);
     const partial = partialPathFor(this.host.receiver.root, offer.transfer.toString('hex'));
     await rm(partial, { force: true, recursive: true }).catch((err: unknown) => log.warn({ err, path: partial }, 'could not delete a partial'));
     log.info({ reason: message }, 'cancelled by the server');
