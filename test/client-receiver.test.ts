@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, ErrorCode, isGroupcastError, Outcome, type Frame, type PeerId } from '@groupcast/shared';
-import { Receiver, type ReceiveSession, type ReceivedEvent, type UndeliveredEvent } from '../packages/client/src/receive/receiver.js';
+import type { ReceivedEvent, UndeliveredEvent } from '../packages/client/src/receive/events.js';
+import { Receiver, type ReceiveSession } from '../packages/client/src/receive/receiver.js';
 import { PARTIAL_DIR } from '../packages/client/src/receive/download-area.js';
 
 const SERVER = 'SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0' as PeerId;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { get, type ClientRequest, type IncomingMessage } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -153,6 +153,19 @@ describe.skipIf(!haveBrowser)('web view in chromium', () => {
     expect(await page.textContent(`details[data-transfer="${transfer}"] summary`)).toMatch(/^live\.bin → Developers · 24\.0 MiB · 2 delivered, 0 pending, 0 failed/);
     expect(await page.textContent(`tr[data-delivery="${transfer}/${mallory.id}"] td.name`)).toBe(HOSTILE);
     expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+  });
+
+  it('a tree sent --to one member says how many files it holds and whom it went to', async () => {
+    const tree = join(cluster.serverState, '..', 'docs-tree');
+    await mkdir(join(tree, 'sub'), { recursive: true });
+    await Promise.all([writeFile(join(tree, 'a.txt'), 'a'), writeFile(join(tree, 'b.txt'), 'b'), writeFile(join(tree, 'sub', 'c.txt'), 'c')]);
+    const distributing = cluster.distribute('Developers', [tree], ['--to', 'alice']);
+    const transfer = await cluster.transferOf('docs-tree');
+    const summary = `details[data-transfer="${transfer}"] summary`;
+    await waitFor(page, 'the tree delivered', (s: string) => /1 delivered/.test(document.querySelector(s)?.textContent ?? ''), summary);
+    expect((await distributing).code).toBe(0);
+    expect(await page.textContent(summary)).toMatch(/^docs-tree\/ \(3 files\) → Developers \(to alice\) · /);
+    expect(await page.$$eval(`details[data-transfer="${transfer}"] tbody tr`, (rows) => rows.length)).toBe(1);
   });
 });
 

@@ -13,7 +13,8 @@ import { OnReceive } from './receive/on-receive.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
 import { ServerPin } from './discovery/pinning.js';
 import { PeerNode } from './peer/peer-node.js';
-import { Receiver, type BadPeerEvent, type ReceivedEvent, type UndeliveredEvent } from './receive/receiver.js';
+import type { BadPeerEvent, ReceivedEvent, UndeliveredEvent } from './receive/events.js';
+import { Receiver } from './receive/receiver.js';
 import { StatusFile, type PeerStatus } from './status-file.js';
 
 export interface ClientEvents {

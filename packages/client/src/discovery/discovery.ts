@@ -30,7 +30,11 @@ export interface DiscoveryEvents {
   /** The server announced a new instance id: it restarted and may have forgotten us. */
   restart: [server: ServerInfo];
   ack: [ack: Ack, server: ServerInfo];
-  nak: [nak: Nak, server: ServerInfo];
+  /**
+   * `pinned`: from the pinned server. Otherwise from a server that only matches the join code's id prefix
+   * (cheap to match) and has not proved it issued the code: anyone on the LAN could have said it.
+   */
+  nak: [nak: Nak, server: ServerInfo, pinned: boolean];
   /** Nothing is pinned, and a server whose id matches the join code spoke: join, so that it can prove itself. */
   candidate: [server: PeerId];
 }
@@ -124,13 +128,14 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
     }
     const server = this.learn(sender, message, from);
     if (message.type === 'ack') this.emit('ack', message, server);
-    else if (message.type === 'nak') this.emit('nak', message, server);
+    else if (message.type === 'nak') this.emit('nak', message, server, true);
   }
 
   /**
    * A candidate is pinned only by an ACK carrying the proof that it issued the join code. Anything
    * else from it is not trusted; its announcements only prompt the JOIN that asks for that proof,
-   * and its NAK (a used or expired code) is passed on so the member can say why it was refused.
+   * and its NAK (a used or expired code) is passed on, marked unpinned, so the member can say why it
+   * was refused without giving up for good on the word of a server that may not be the issuer.
    */
   private vouched(datagram: Datagram, from: RemoteInfo, fields: object): boolean {
     const { message, sender, publicKey } = datagram;
@@ -141,7 +146,7 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
     if (message.type === 'nak') {
       // Membership logs the refusal once, with its reason; this only says where it came from.
       this.options.log.debug({ ...fields, reason: message.message }, 'a server matching the join code refused it');
-      this.emit('nak', message, serverInfo(sender, message, from, undefined));
+      this.emit('nak', message, serverInfo(sender, message, from, undefined), false);
       return false;
     }
     if (message.type === 'ack') {

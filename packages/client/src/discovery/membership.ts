@@ -88,7 +88,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly onServer = (): void => this.joinWaiting();
   private readonly onRestart = (): void => this.rejoinAll();
   private readonly onAck = (ack: Ack, server: ServerInfo): void => this.acked(ack, server);
-  private readonly onNak = (nak: Nak, server: ServerInfo): void => this.refused(nak, server);
+  private readonly onNak = (nak: Nak, server: ServerInfo, pinned: boolean): void => this.refused(nak, server, pinned);
   private readonly limited: RateLimitedLog;
 
   constructor(private readonly options: MembershipOptions) {
@@ -184,7 +184,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.emit('joined', ack.group);
   }
 
-  private refused(nak: Nak, server: ServerInfo): void {
+  /**
+   * A refusal for good from the pinned server ends the group's joins (and, for the last group, the
+   * daemon: 'stranded'). One from a server not pinned (it matches the join code's id prefix but has not
+   * proved it issued the code) is shown and logged the same, but the JOIN keeps being asked: a rogue
+   * server that matches the prefix must not make this member give up for good.
+   */
+  private refused(nak: Nak, server: ServerInfo, pinned: boolean): void {
     const state = this.groups.get(nak.group);
     if (nak.op !== 'join' || !state || !state.nonces.has(nak.request.toString('hex'))) {
       this.options.log.debug({ group: nak.group }, 'ignoring a NAK that answers no pending join');
@@ -197,21 +203,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.limited.warn(`${nak.group}:${nak.reason}`, fields, 'join not answered yet; will retry');
       return;
     }
-    clearTimeout(state.timer);
-    state.nonces.clear();
+    if (pinned) {
+      clearTimeout(state.timer);
+      state.nonces.clear();
+      state.status = 'refused';
+    }
     const previous = state.refusal;
     const repeat = previous?.reason === nak.reason && previous.message === nak.message;
     const revoked = nak.reason === NakReason.NOT_AUTHORIZED && state.everJoined;
-    state.status = 'refused';
     if (repeat) {
       this.options.log.debug(fields, 'join still refused');
     } else {
       const refusal: Refusal = { reason: nak.reason, message: nak.message, at: Date.now(), revoked };
       state.refusal = refusal;
-      this.options.log.error({ ...fields, revoked }, 'join refused');
+      // `unproven`: said by a server not pinned, so the JOIN is still asked.
+      this.options.log.error({ ...fields, revoked, ...(pinned ? {} : { unproven: true }) }, 'join refused');
       this.emit('refused', nak.group, refusal);
     }
-    this.strandedCheck();
+    if (pinned) this.strandedCheck();
   }
 
   /** Nothing left to serve when every configured group is refused for good. */

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import type { Logger } from '@groupcast/shared';
-import type { ReceivedEvent } from './receiver.js';
+import type { ReceivedEvent } from './events.js';
 
 export interface OnReceiveOptions {
   /** Run as `sh -c COMMAND`. */

@@ -1,23 +1,23 @@
-import { ErrorCode, filePieces, heldPrefix, isGroupcastError, Outcome, PieceMismatch, type Frame, type Logger, type Offer } from '@groupcast/shared';
+import { ErrorCode, filePieces, heldPrefix, isGroupcastError, Outcome, PieceMismatch, type Logger, type Offer } from '@groupcast/shared';
 import type { Placement } from './download-area.js';
 import { HeldStream } from './held-pieces.js';
 import { describeError, outcomeOfError } from './outcomes.js';
-import type { PiecedHost } from './receiver.js';
+import type { DataFrame, FileHost, TransferPath } from './transfer-path.js';
 import type { Replacing } from './versions.js';
 import type { PiecePartial } from '../peer/piece-partial.js';
 
 /**
  * A new version streamed, less the pieces this member already holds (PROTOCOL.md §7.5): BITFIELD, then
  * ACCEPT at the held prefix, then DATA that skips what is held. Kept apart from receiver.ts, which
- * seeds and opens the partial, hands the transfer's DATA here and keeps the per-connection state machine.
+ * seeds and opens the partial, chooses this path and hands the transfer's DATA here.
  */
-export class PatchReceive {
+export class PatchReceive implements TransferPath {
   /** Where the stream starts: the end of the held prefix. */
   private readonly offset: number;
   private readonly stream: HeldStream;
 
   constructor(
-    private readonly host: PiecedHost,
+    private readonly host: FileHost,
     readonly offer: Offer,
     private readonly placement: Placement,
     readonly partial: PiecePartial,
@@ -42,7 +42,7 @@ export class PatchReceive {
     if (this.stream.complete) await this.finishPatch();
   }
 
-  async patchData(frame: Extract<Frame, { type: 'data' }>): Promise<void> {
+  async data(frame: DataFrame): Promise<void> {
     try {
       await this.stream.write(frame.offset, frame.payload);
     } catch (err) {
@@ -50,17 +50,25 @@ export class PatchReceive {
       this.host.ended();
       // A bad piece is never written: the pieces held stay for the retry. A disk error frees the space.
       if (err instanceof PieceMismatch) await this.partial.release();
-      else await this.host.drop(this.partial, this.log);
+      else await this.host.end.drop(this.partial, this.log);
       const message = err instanceof PieceMismatch ? err.message : `write failed: ${describeError(err)}`;
-      this.host.fail(this.offer, this.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
+      this.host.end.fail(this.offer, this.log, err instanceof PieceMismatch ? Outcome.CHECKSUM : outcomeOfError(err), message, err);
       return;
     }
     if (this.stream.complete) await this.finishPatch();
   }
 
+  async cancel(message: string): Promise<void> {
+    await this.host.end.cancelled(this.offer, this.log, message, this.partial);
+  }
+
+  close(): Promise<void> {
+    return this.partial.release();
+  }
+
   private async finishPatch(): Promise<void> {
     const { offer, placement, partial, log, replacing } = this;
     const digest = await partial.digest();
-    if (await this.host.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
+    if (await this.host.end.finish({ offer, placement, file: partial, digest, log, replacing })) await partial.release();
   }
 }

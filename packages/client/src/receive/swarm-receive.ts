@@ -1,24 +1,25 @@
 import { Outcome, type Logger, type Offer, type PeerEntry, type PeerId } from '@groupcast/shared';
 import type { Placement } from './download-area.js';
-import type { PiecedHost, Receiver } from './receiver.js';
+import type { Receiver } from './receiver.js';
+import type { DataFrame, FileHost, TransferPath } from './transfer-path.js';
 import type { Replacing } from './versions.js';
 import type { PiecePartial } from '../peer/piece-partial.js';
 import { MemberSwarm } from '../peer/swarm.js';
 
 /**
  * A file pulled piece by piece from peers and the server (PROTOCOL.md §7.5): from ACCEPT to its RESULT,
- * then lingering to serve its peers. Kept apart from receiver.ts, which opens the partial, hands the
- * transfer's frames here and keeps the per-connection state machine.
+ * then lingering to serve its peers. Kept apart from receiver.ts, which opens the partial, chooses this
+ * path and hands the transfer's frames here.
  */
 
 /** What a swarmed transfer needs of the connection's session. */
-export interface SwarmHost extends PiecedHost {
+export interface SwarmHost extends FileHost {
   receiver: Receiver;
   /** A peer sent a piece whose hash is wrong. */
   badPeer(peer: PeerId, piece: number): void;
 }
 
-export class SwarmReceive {
+export class SwarmReceive implements TransferPath {
   readonly swarm: MemberSwarm;
   /** Every piece is held and hashing and placing are under way (finishSwarm). */
   private finishing = false;
@@ -55,13 +56,19 @@ export class SwarmReceive {
   }
 
   /** DATA from the server: the pieces the swarm asked it for. */
-  serverData(offset: number, payload: Uint8Array): Promise<void> {
-    return this.swarm.serverData(offset, payload);
+  data(frame: DataFrame): Promise<void> {
+    return this.swarm.serverData(frame.offset, frame.payload);
   }
 
-  /** Cancelled, or the link went away: stop pulling (the session decides what becomes of the partial). */
-  close(): Promise<void> {
-    return this.swarm.close();
+  async cancel(message: string): Promise<void> {
+    await this.swarm.close();
+    await this.host.end.cancelled(this.offer, this.log, message, this.partial);
+  }
+
+  /** The link went away: stop pulling, and keep the pieces held. */
+  async close(): Promise<void> {
+    await this.swarm.close();
+    await this.partial.release();
   }
 
   private async finishSwarm(): Promise<void> {
@@ -73,7 +80,7 @@ export class SwarmReceive {
     // stays 'swarming' so PEERS still reach the swarm (a revoked peer is dropped even now).
     this.finishing = true;
     const digest = await partial.digest();
-    const placed = await this.host.finish({ offer, placement, file: partial, digest, log, replacing });
+    const placed = await this.host.end.finish({ offer, placement, file: partial, digest, log, replacing });
     if (placed) {
       // Finished: it still serves its peers from the placed file for a while; the server lists it as long.
       const { lingering } = this.host.receiver;
@@ -94,7 +101,7 @@ export class SwarmReceive {
     await this.swarm.close();
     // A bad piece from the server is never written: the pieces held stay for the retry.
     if (outcome === Outcome.CHECKSUM) await this.partial.release();
-    else await this.host.drop(this.partial, this.log);
-    this.host.fail(this.offer, this.log, outcome, message, err);
+    else await this.host.end.drop(this.partial, this.log);
+    this.host.end.fail(this.offer, this.log, outcome, message, err);
   }
 }

@@ -1,4 +1,4 @@
-import { printable, type PeerId } from '@groupcast/shared';
+import { printable, shortId, type PeerId } from '@groupcast/shared';
 import type { StatusView } from '../operator/operations.js';
 import { why } from '../operator/status-view.js';
 
@@ -6,6 +6,11 @@ import { why } from '../operator/status-view.js';
 export const WEB_TRANSFERS = 10;
 /** Members the page lists; past this it says how many more there are (the page stays usable and each push bounded). */
 export const WEB_MEMBERS = 1_000;
+/**
+ * `--to` recipients a transfer's line names; past this it says how many more (up to MAX_RECIPIENTS can be
+ * given, and every one of them has its own delivery row below the line anyway).
+ */
+export const WEB_RECIPIENTS = 5;
 
 export interface WebDelivery {
   member: PeerId;
@@ -23,7 +28,14 @@ export interface WebSnapshot {
   groups: Array<{ name: string; description: string; open: boolean; members: number; online: number }>;
   members: Array<{ id: PeerId; name: string; address: string; online: boolean; onlineSince: number | null; lastSeen: number; joined: string[]; pending: number; failed: number }>;
   membersTotal: number;
-  transfers: Array<{ id: string; name: string; group: string; size: number; createdAt: number; deliveries: WebDelivery[] }>;
+  transfers: Array<{
+    id: string; name: string; group: string; size: number; createdAt: number;
+    /** A tree: how many files it holds; null for a single file. */
+    files: number | null;
+    /** `distribute --to`: the first WEB_RECIPIENTS recipients by name (a short id when nameless) and how many there are; null when sent to the whole group. */
+    to: { names: string[]; total: number } | null;
+    deliveries: WebDelivery[];
+  }>;
   transfersTotal: number;
 }
 
@@ -36,6 +48,8 @@ export const positionKey = (transfer: string, member: PeerId): string => `${tran
 export function webSnapshot(status: StatusView, live: LivePositions): WebSnapshot {
   const { server } = status;
   const recent = [...status.transfers].sort((a, b) => b.createdAt - a.createdAt).slice(0, WEB_TRANSFERS);
+  const names = new Map(status.members.map((m) => [m.id, printable(m.name)]));
+  const recipient = (id: PeerId): string => names.get(id) || shortId(id);
   return {
     server: { name: printable(server.name), id: server.id, startedAt: server.startedAt, data: `${server.interface}:${server.tcpPort}` },
     groups: status.groups.map((g) => ({ name: g.name, description: printable(g.description), open: g.open, members: g.members, online: g.online })),
@@ -50,6 +64,8 @@ export function webSnapshot(status: StatusView, live: LivePositions): WebSnapsho
       group: t.group,
       size: t.size,
       createdAt: t.createdAt,
+      files: t.kind === 'tree' ? t.files ?? 0 : null,
+      to: t.to ? { names: t.to.slice(0, WEB_RECIPIENTS).map(recipient), total: t.to.length } : null,
       deliveries: t.deliveries.map((d) => ({
         member: d.member,
         name: printable(d.memberName),

@@ -136,10 +136,20 @@ function createDelivery() {
   return tr;
 }
 
+/** A tree as `name/ (N files)`, as the CLI's status shows it. */
+const transferName = (t) => (t.files === null ? t.name : `${t.name}/ (${t.files} files)`);
+
+/** The group, and for `distribute --to` the members it went to: `Developers (to alice, bob)`. */
+function destination(t) {
+  if (!t.to) return t.group;
+  const more = t.to.total - t.to.names.length;
+  return `${t.group} (to ${t.to.names.join(', ')}${more > 0 ? ` and ${more} more` : ''})`;
+}
+
 function renderTransfer(details, t) {
   const count = (state) => t.deliveries.filter((d) => d.state === state).length;
   const open = t.deliveries.length - count('delivered') - count('failed');
-  details.querySelector('summary').textContent = `${t.name} → ${t.group} · ${formatBytes(t.size)} · ${count('delivered')} delivered, `
+  details.querySelector('summary').textContent = `${transferName(t)} → ${destination(t)} · ${formatBytes(t.size)} · ${count('delivered')} delivered, `
     + `${open} pending, ${count('failed')} failed · ${formatDuration(now() - t.createdAt)} ago · ${t.id.slice(0, 12)}`;
   reconcile(details.querySelector('tbody'), t.deliveries, (d) => d.member, createDelivery, (tr, d) => {
     tr.dataset.delivery = `${t.id}/${d.member}`;
