@@ -6,7 +6,7 @@ import {
 import { ErrorCode, GroupcastError } from '../../packages/shared/src/errors.js';
 import { SIGNATURE_LENGTH } from '../../packages/shared/src/identity.js';
 import {
-  DatagramType, LIST_COOKIE_LENGTH, NakReason, datagramLength, decodeDatagram, encodeDatagram, type ControlMessage,
+  DatagramType, LIST_COOKIE_LENGTH, NakReason, NO_PROOF, datagramLength, decodeDatagram, encodeDatagram, type ControlMessage,
 } from '../../packages/shared/src/wire/control.js';
 import { encode } from '../../packages/shared/src/wire/cursor.js';
 import {
@@ -35,7 +35,11 @@ const examples: Record<ControlMessage['type'], ControlMessage> = {
   join: { type: 'join', group: 'Developers', proof: counting(0x70, INVITE_PROOF_LENGTH) },
   leave: { type: 'leave', group: 'Designers' },
   ack: { type: 'ack', request: REQUEST, op: 'join', group: 'Developers', tcpPort: 47701, proof: counting(0x90, INVITE_PROOF_LENGTH) },
-  nak: { type: 'nak', request: REQUEST, op: 'leave', group: 'Ops', reason: NakReason.UNKNOWN_GROUP, message: 'no group named "Ops"' },
+  nak: { type: 'nak', request: REQUEST, op: 'leave', group: 'Ops', reason: NakReason.UNKNOWN_GROUP, message: 'no group named "Ops"', proof: NO_PROOF },
+  provenNak: {
+    type: 'nak', request: REQUEST, op: 'join', group: 'Developers', reason: NakReason.BAD_CODE, message: 'join code expired',
+    proof: counting(0xa0, INVITE_PROOF_LENGTH),
+  },
   cookie: { type: 'cookie', request: REQUEST, cookie: counting(0x30, LIST_COOKIE_LENGTH) },
 };
 const exampleList = Object.values(examples);
@@ -98,7 +102,7 @@ describe('control datagrams: round trips', () => {
       { type: 'announce', name: max(MAX_SERVER_NAME), instance: counting(0, 8), tcpPort: 1, groupCount: 1, groups: [max(MAX_GROUP_NAME)] },
       { type: 'groups', request: REQUEST, page: 0, pages: 1, tcpPort: 1, groups: [{ name: max(MAX_GROUP_NAME), description: max(MAX_DESCRIPTION), open: true }] },
       { type: 'join', group: max(MAX_GROUP_NAME), proof: counting(0, INVITE_PROOF_LENGTH) },
-      { type: 'nak', request: REQUEST, op: 'join', group: max(MAX_GROUP_NAME), reason: NakReason.OTHER, message: max(MAX_REASON) },
+      { type: 'nak', request: REQUEST, op: 'join', group: max(MAX_GROUP_NAME), reason: NakReason.OTHER, message: max(MAX_REASON), proof: counting(0, INVITE_PROOF_LENGTH) },
     ];
     for (const message of messages) expect(plain(decodeDatagram(encodeExample(message)).message)).toEqual(plain(message));
   });

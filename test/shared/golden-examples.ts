@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Signer } from '../../packages/shared/src/identity.js';
-import { ackProof, joinProof } from '../../packages/shared/src/invite.js';
-import { NakReason, type ControlMessage } from '../../packages/shared/src/wire/control.js';
+import { ackProof, joinProof, nakProof } from '../../packages/shared/src/invite.js';
+import { NakReason, NO_PROOF, type ControlMessage } from '../../packages/shared/src/wire/control.js';
 import { PROTOCOL_VERSION } from '../../packages/shared/src/constants.js';
 import { Capability, Outcome, RECLAIM_REQUEST, type Frame } from '../../packages/shared/src/wire/frames.js';
 import { encodeManifest, type Manifest } from '../../packages/shared/src/wire/manifest.js';
@@ -92,7 +92,7 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
     kind: 'datagram', signer: serverSigner, timestamp: T0 + 2_004, nonce: counting(0xf0, 16),
     message: {
       type: 'nak', request: counting(0xd0, 16), op: 'join', group: 'Developers', reason: NakReason.NOT_AUTHORIZED,
-      message: 'not authorized',
+      message: 'not authorized', proof: NO_PROOF,
     },
   },
   'join-code': {
@@ -104,6 +104,13 @@ export const GOLDEN: Record<string, DatagramExample | FrameExample> = {
     message: {
       type: 'ack', request: CODE_JOIN_NONCE, op: 'join', group: 'Developers', tcpPort: 47701,
       proof: ackProof(GOLDEN_INVITE_KEY, serverSigner.publicKey, memberSigner.publicKey, CODE_JOIN_NONCE, 'Developers'),
+    },
+  },
+  'nak-code': {
+    kind: 'datagram', signer: serverSigner, timestamp: T0 + 3_004, nonce: counting(0x80, 16),
+    message: {
+      type: 'nak', request: CODE_JOIN_NONCE, op: 'join', group: 'Developers', reason: NakReason.BAD_CODE, message: 'join code expired',
+      proof: nakProof(GOLDEN_INVITE_KEY, serverSigner.publicKey, memberSigner.publicKey, CODE_JOIN_NONCE, NakReason.BAD_CODE, 'Developers'),
     },
   },
   'hello-server': { kind: 'frame', frame: { type: 'hello', version: PROTOCOL_VERSION, name: 'Office server' } },

@@ -157,6 +157,7 @@ export const controlMessage: fc.Arbitrary<ControlMessage> = fc
       group: utf8String(MAX_GROUP_NAME),
       reason: nakReason,
       message: utf8String(MAX_REASON),
+      proof,
     }),
   )
   .filter((m) => datagramLength(m) <= MAX_DATAGRAM);

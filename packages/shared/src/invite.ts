@@ -29,6 +29,7 @@ const KDF_MAXMEM = 64 * 1024 * 1024;
 const KDF_SALT = 'groupcast-invite-v1\0';
 const JOIN_LABEL = Buffer.from('groupcast-join-v1\0', 'latin1');
 const ACK_LABEL = Buffer.from('groupcast-ack-v1\0', 'latin1');
+const NAK_LABEL = Buffer.from('groupcast-nak-v1\0', 'latin1');
 
 export interface JoinCode {
   /** Canonical form, as printed: `PPPPS-SSSSS-SSSSC`. */
@@ -99,6 +100,16 @@ export function joinProof(key: Uint8Array, memberKey: Uint8Array, group: string)
 /** What the ACK carries back: proof that this server issued the code, bound to this member and request. */
 export function ackProof(key: Uint8Array, serverKey: Uint8Array, memberKey: Uint8Array, request: Uint8Array, group: string): Buffer {
   return mac(key, [ACK_LABEL, serverKey, memberKey, request, Buffer.from(group, 'utf8')]);
+}
+
+/**
+ * What a NAK to a JOIN with a used or expired code carries: proof that the server refusing it issued the
+ * code, so the member may take the refusal as final. Bound to the reason, like the ACK's to its request.
+ */
+export function nakProof(
+  key: Uint8Array, serverKey: Uint8Array, memberKey: Uint8Array, request: Uint8Array, reason: number, group: string,
+): Buffer {
+  return mac(key, [NAK_LABEL, serverKey, memberKey, request, Uint8Array.of(reason), Buffer.from(group, 'utf8')]);
 }
 
 /** Constant-time comparison of a presented proof with the expected one. */

@@ -31,10 +31,11 @@ export interface DiscoveryEvents {
   restart: [server: ServerInfo];
   ack: [ack: Ack, server: ServerInfo];
   /**
-   * `pinned`: from the pinned server. Otherwise from a server that only matches the join code's id prefix
-   * (cheap to match) and has not proved it issued the code: anyone on the LAN could have said it.
+   * `trusted`: from the pinned server, or with the proof that its sender issued the join code (a used or
+   * expired code). Otherwise from a server that only matches the code's id prefix (cheap to match): anyone
+   * on the LAN could have said it.
    */
-  nak: [nak: Nak, server: ServerInfo, pinned: boolean];
+  nak: [nak: Nak, server: ServerInfo, trusted: boolean];
   /** Nothing is pinned, and a server whose id matches the join code spoke: join, so that it can prove itself. */
   candidate: [server: PeerId];
 }
@@ -134,8 +135,9 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
   /**
    * A candidate is pinned only by an ACK carrying the proof that it issued the join code. Anything
    * else from it is not trusted; its announcements only prompt the JOIN that asks for that proof,
-   * and its NAK (a used or expired code) is passed on, marked unpinned, so the member can say why it
-   * was refused without giving up for good on the word of a server that may not be the issuer.
+   * and its NAK is passed on so the member can say why it was refused — trusted only with the proof
+   * that it issued the code (a used or expired one), so a server that merely matches the prefix cannot
+   * make the member give up for good.
    */
   private vouched(datagram: Datagram, from: RemoteInfo, fields: object): boolean {
     const { message, sender, publicKey } = datagram;
@@ -146,7 +148,8 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
     if (message.type === 'nak') {
       // Membership logs the refusal once, with its reason; this only says where it came from.
       this.options.log.debug({ ...fields, reason: message.message }, 'a server matching the join code refused it');
-      this.emit('nak', message, serverInfo(sender, message, from, undefined), false);
+      const proven = this.options.invitation?.verifyNak(message, publicKey) ?? false;
+      this.emit('nak', message, serverInfo(sender, message, from, undefined), proven);
       return false;
     }
     if (message.type === 'ack') {

@@ -1,9 +1,10 @@
 import {
-  ackProof, codeIsForServer, deriveInviteKey, joinProof, proofMatches,
+  ackProof, codeIsForServer, deriveInviteKey, joinProof, nakProof, proofMatches,
   type ControlMessage, type JoinCode, type PeerId, type Signer,
 } from '@groupcast/shared';
 
 type Ack = Extract<ControlMessage, { type: 'ack' }>;
+type Nak = Extract<ControlMessage, { type: 'nak' }>;
 
 /**
  * The member's side of a join code (`--code`): the key stretched from it once at start, the proof each
@@ -37,5 +38,10 @@ export class Invitation {
   /** Did the server that signed this ACK (with `serverKey`) issue the code? */
   verifyAck(ack: Ack, serverKey: Buffer): boolean {
     return proofMatches(ackProof(this.key, serverKey, this.signer.publicKey, ack.request, ack.group), ack.proof);
+  }
+
+  /** Did the server that signed this NAK (a used or expired code) issue the code? Then its refusal is final. */
+  verifyNak(nak: Nak, serverKey: Buffer): boolean {
+    return proofMatches(nakProof(this.key, serverKey, this.signer.publicKey, nak.request, nak.reason, nak.group), nak.proof);
   }
 }

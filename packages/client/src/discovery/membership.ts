@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import {
-  backoffDelay, msFromEnvironment, NAK_REASON_NAMES, NakReason, RateLimitedLog,
+  backoffDelay, msFromEnvironment, NAK_REASON_NAMES, NakReason, NO_PROOF, RateLimitedLog,
   type ControlEndpoint, type ControlMessage, type Logger, type Peer,
 } from '@groupcast/shared';
 import type { Discovery, ServerInfo } from './discovery.js';
@@ -55,7 +55,6 @@ const JOIN_BASE_MS = 250;
 const JOIN_CAP_MS = 10_000;
 /** Enough to match a late answer to any recent retry, without growing while the server is away. */
 const MAX_NONCES = 32;
-const NO_PROOF = Buffer.alloc(0);
 /**
  * Every group joined, or refused for a reason the operator can lift (not authorized: `members allow`;
  * group full: a guest place freed), is asked again this often: a revoke that leaves the member in
@@ -88,7 +87,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly onServer = (): void => this.joinWaiting();
   private readonly onRestart = (): void => this.rejoinAll();
   private readonly onAck = (ack: Ack, server: ServerInfo): void => this.acked(ack, server);
-  private readonly onNak = (nak: Nak, server: ServerInfo, pinned: boolean): void => this.refused(nak, server, pinned);
+  private readonly onNak = (nak: Nak, server: ServerInfo, trusted: boolean): void => this.refused(nak, server, trusted);
   private readonly limited: RateLimitedLog;
 
   constructor(private readonly options: MembershipOptions) {
@@ -185,12 +184,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * A refusal for good from the pinned server ends the group's joins (and, for the last group, the
-   * daemon: 'stranded'). One from a server not pinned (it matches the join code's id prefix but has not
-   * proved it issued the code) is shown and logged the same, but the JOIN keeps being asked: a rogue
-   * server that matches the prefix must not make this member give up for good.
+   * A refusal for good from a trusted server (the pinned one, or the proven issuer of a used or expired
+   * join code) ends the group's joins (and, for the last group, the daemon: 'stranded'). One from a server
+   * that only matches the join code's id prefix (a code it never issued: "wrong join code") is shown and
+   * logged the same, but the JOIN keeps being asked: a rogue server that matches the prefix must not make
+   * this member give up for good.
    */
-  private refused(nak: Nak, server: ServerInfo, pinned: boolean): void {
+  private refused(nak: Nak, server: ServerInfo, trusted: boolean): void {
     const state = this.groups.get(nak.group);
     if (nak.op !== 'join' || !state || !state.nonces.has(nak.request.toString('hex'))) {
       this.options.log.debug({ group: nak.group }, 'ignoring a NAK that answers no pending join');
@@ -203,7 +203,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.limited.warn(`${nak.group}:${nak.reason}`, fields, 'join not answered yet; will retry');
       return;
     }
-    if (pinned) {
+    if (trusted) {
       clearTimeout(state.timer);
       state.nonces.clear();
       state.status = 'refused';
@@ -216,11 +216,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
     } else {
       const refusal: Refusal = { reason: nak.reason, message: nak.message, at: Date.now(), revoked };
       state.refusal = refusal;
-      // `unproven`: said by a server not pinned, so the JOIN is still asked.
-      this.options.log.error({ ...fields, revoked, ...(pinned ? {} : { unproven: true }) }, 'join refused');
+      // `unproven`: said by a server that is not trusted, so the JOIN is still asked.
+      this.options.log.error({ ...fields, revoked, ...(trusted ? {} : { unproven: true }) }, 'join refused');
       this.emit('refused', nak.group, refusal);
     }
-    if (pinned) this.strandedCheck();
+    if (trusted) this.strandedCheck();
   }
 
   /** Nothing left to serve when every configured group is refused for good. */

@@ -1,6 +1,6 @@
 import type { RemoteInfo } from 'node:dgram';
 import {
-  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES, NakReason, RateLimitedLog,
+  datagramLength, MAX_DATAGRAM, NAK_REASON_NAMES, NakReason, NO_PROOF, RateLimitedLog,
   type ControlEndpoint, type ControlMessage, type Datagram, type GroupInfo, type Logger, type MembershipOp, type Peer,
 } from '@groupcast/shared';
 import { AttemptLimiter } from './attempt-limiter.js';
@@ -40,7 +40,6 @@ export function groupPages(request: Buffer, tcpPort: number, groups: GroupInfo[]
   return pages.map((page, index) => ({ type: 'groups', request, page: index, pages: pages.length, tcpPort, groups: page }));
 }
 
-const NO_PROOF: Buffer = Buffer.alloc(0);
 
 /**
  * Answers members on the control plane: LIST with the groups, JOIN and LEAVE with ACK or NAK, each
@@ -139,7 +138,7 @@ export class ControlPlane {
     if (message.proof.length > 0 && membership.hasGroup(group)) {
       const checked = await invites.check(datagram, message, peer.address);
       if (!checked.ok) {
-        this.answer(datagram, 'join', group, checked, peer);
+        this.answer(datagram, 'join', group, checked, peer, checked.proof);
         return;
       }
       answerProof = checked.proof;
@@ -160,6 +159,6 @@ export class ControlPlane {
       { member: datagram.sender, group, op, reason: NAK_REASON_NAMES[verdict.reason], address: peer.address, refused: this.counters.naks },
       `${op} refused`,
     );
-    this.options.endpoint.send({ type: 'nak', request, op, group, reason: verdict.reason, message: verdict.message }, peer);
+    this.options.endpoint.send({ type: 'nak', request, op, group, reason: verdict.reason, message: verdict.message, proof }, peer);
   }
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  ackProof, deriveInviteKey, ErrorCode, GroupcastError, joinProof, NakReason, newJoinCode, proofMatches,
+  ackProof, deriveInviteKey, ErrorCode, GroupcastError, joinProof, NakReason, nakProof, newJoinCode, NO_PROOF, proofMatches,
   RateLimitedLog, readJsonState, writeFileAtomic,
   type ControlMessage, type Datagram, type Logger, type PeerId, type Signer,
 } from '@groupcast/shared';
@@ -51,8 +51,9 @@ export interface CreatedInvite {
 type Join = Extract<ControlMessage, { type: 'join' }>;
 
 /** The verdict on a JOIN's join-code proof: refuse it, or go on to the membership check (with the proof for the ACK). */
+/** `proof` on a refusal: the NAK's proof that this server issued the (used or expired) code, or none. */
 export type InviteCheck =
-  | { ok: false; reason: NakReason; message: string }
+  | { ok: false; reason: NakReason; message: string; proof: Buffer }
   | { ok: true; proof: Buffer };
 
 export const DEFAULT_INVITE_TTL_MS = 3_600_000;
@@ -65,7 +66,6 @@ const REMEMBER_MS = 24 * 3_600_000;
 const PER_SOURCE = { burst: 5, refillMs: 10_000 };
 /** For everyone together, whatever addresses and ids a guesser forges: 20, then one every 2 s. */
 const GLOBAL = { burst: 20, refillMs: 2_000 };
-const NO_PROOF = Buffer.alloc(0);
 /** What a member is told when its code matches an invite that no longer enrolls anyone. */
 const REFUSALS = { used: 'join code already used', expired: 'join code expired', cancelled: 'join code cancelled' } as const;
 /** The shortest invite id prefix `invites cancel` accepts, so a slip of one character cannot cancel a random invite. */
@@ -143,7 +143,7 @@ export class Invites {
       if (authorized) return { ok: true, proof: NO_PROOF };
       this.counters.rateLimited++;
       this.warn.warn(`limited:${address}`, { member, address, group }, 'join code attempts rate limited');
-      return { ok: false, reason: NakReason.RATE_LIMITED, message: 'too many wrong join codes; try again later' };
+      return { ok: false, reason: NakReason.RATE_LIMITED, message: 'too many wrong join codes; try again later', proof: NO_PROOF };
     }
     const invite = [...this.records.values()].find(
       (record) => record.group === group && proofMatches(joinProof(record.keyBytes, datagram.publicKey, group), proof),
@@ -153,7 +153,7 @@ export class Invites {
       for (const key of sources) this.perSource.fail(key, now);
       this.counters.refused++;
       this.warn.warn(`wrong:${address}`, { member, address, group }, 'wrong join code');
-      return authorized ? { ok: true, proof: NO_PROOF } : { ok: false, reason: NakReason.BAD_CODE, message: 'wrong join code' };
+      return authorized ? { ok: true, proof: NO_PROOF } : { ok: false, reason: NakReason.BAD_CODE, message: 'wrong join code', proof: NO_PROOF };
     }
     const answer = ackProof(invite.keyBytes, this.options.signer.publicKey, datagram.publicKey, datagram.nonce, group);
     // Retries of a redemption get the same answer; an id revoked since is left to the membership check.
@@ -167,7 +167,9 @@ export class Invites {
       this.counters.refused++;
       const message = REFUSALS[state];
       log.info({ member, address, group, invite: invite.id }, message);
-      return { ok: false, reason: NakReason.BAD_CODE, message };
+      // This server issued the code, so it can prove it: the member may take this refusal as final.
+      const proof = nakProof(invite.keyBytes, this.options.signer.publicKey, datagram.publicKey, datagram.nonce, NakReason.BAD_CODE, group);
+      return { ok: false, reason: NakReason.BAD_CODE, message, proof };
     }
     invite.redeemedBy.push(member);
     membership.allow(group, member);

@@ -76,7 +76,11 @@ export type ControlMessage =
   | { type: 'leave'; group: string }
   /** `proof`: empty, or the server's answer to a JOIN's join-code proof. */
   | { type: 'ack'; request: Buffer; op: MembershipOp; group: string; tcpPort: number; proof: Buffer }
-  | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string }
+  /**
+   * `proof`: empty, or (after a JOIN with a join code the server issued and that is used or expired) the
+   * server's proof that it issued the code. On the wire only when not empty: an optional last field.
+   */
+  | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string; proof: Buffer }
   /** The answer to a LIST without a valid cookie: ask again with this one. */
   | { type: 'cookie'; request: Buffer; cookie: Buffer };
 
@@ -101,6 +105,9 @@ const TYPE_CODES = {
 
 const OP_CODES: Record<MembershipOp, number> = { join: 1, leave: 2 };
 const GROUP_FLAG_OPEN = 0x01;
+
+/** An absent proof (a JOIN without a join code, an ACK or NAK that proves nothing). */
+export const NO_PROOF: Buffer = Buffer.alloc(0);
 
 /** A proof field: a u8 length, 0 (none) or INVITE_PROOF_LENGTH, then the bytes. */
 function writeProof(sink: Sink, proof: Buffer): void {
@@ -173,6 +180,7 @@ function writeBody(sink: Sink, message: ControlMessage): void {
       sink.str8(message.group);
       sink.u8(message.reason);
       sink.str8(truncateUtf8(message.message, MAX_REASON));
+      if (message.proof.length > 0) writeProof(sink, message.proof);
       return;
   }
 }
@@ -283,6 +291,7 @@ function readBody(type: number, reader: Reader): ControlMessage {
         group: reader.str8('group', MAX_GROUP_NAME),
         reason: readNakReason(reader),
         message: reader.str8('message', MAX_REASON),
+        proof: reader.remaining > 0 ? readProof(reader) : NO_PROOF,
       };
     default:
       throw new GroupcastError(ErrorCode.WIRE_TYPE, `unknown datagram type ${type}`);
