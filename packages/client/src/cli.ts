@@ -21,7 +21,7 @@ import { readStatus } from './status-file.js';
 const SHUTDOWN_GRACE_MS = 5_000;
 /**
  * The daemon's exit code when the server refused every group it was to join (revoked, not authorized,
- * a wrong, used or expired join code, an unknown group, a full group): nothing a restart would fix, so
+ * a wrong, used, expired or cancelled join code, an unknown group, a full group): nothing a restart would fix, so
  * the systemd unit lists it in RestartPreventExitStatus=. 77 is sysexits' EX_NOPERM ("77/NOPERM" in
  * systemctl status). Stable: scripts and units depend on it.
  */

@@ -103,7 +103,7 @@ export function ackProof(key: Uint8Array, serverKey: Uint8Array, memberKey: Uint
 }
 
 /**
- * What a NAK to a JOIN with a used or expired code carries: proof that the server refusing it issued the
+ * What a NAK to a JOIN with a used, expired or cancelled code carries: proof that the server refusing it issued the
  * code, so the member may take the refusal as final. Bound to the reason, like the ACK's to its request.
  */
 export function nakProof(

@@ -136,7 +136,7 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
    * A candidate is pinned only by an ACK carrying the proof that it issued the join code. Anything
    * else from it is not trusted; its announcements only prompt the JOIN that asks for that proof,
    * and its NAK is passed on so the member can say why it was refused — trusted only with the proof
-   * that it issued the code (a used or expired one), so a server that merely matches the prefix cannot
+   * that it issued the code (a used, expired or cancelled one), so a server that merely matches the prefix cannot
    * make the member give up for good.
    */
   private vouched(datagram: Datagram, from: RemoteInfo, fields: object): boolean {

@@ -40,7 +40,7 @@ export class Invitation {
     return proofMatches(ackProof(this.key, serverKey, this.signer.publicKey, ack.request, ack.group), ack.proof);
   }
 
-  /** Did the server that signed this NAK (a used or expired code) issue the code? Then its refusal is final. */
+  /** Did the server that signed this NAK (a used, expired or cancelled code) issue the code? Then its refusal is final. */
   verifyNak(nak: Nak, serverKey: Buffer): boolean {
     return proofMatches(nakProof(this.key, serverKey, this.signer.publicKey, nak.request, nak.reason, nak.group), nak.proof);
   }

@@ -51,7 +51,7 @@ export interface CreatedInvite {
 type Join = Extract<ControlMessage, { type: 'join' }>;
 
 /** The verdict on a JOIN's join-code proof: refuse it, or go on to the membership check (with the proof for the ACK). */
-/** `proof` on a refusal: the NAK's proof that this server issued the (used or expired) code, or none. */
+/** `proof` on a refusal: the NAK's proof that this server issued the (used, expired or cancelled) code, or none. */
 export type InviteCheck =
   | { ok: false; reason: NakReason; message: string; proof: Buffer }
   | { ok: true; proof: Buffer };

@@ -77,7 +77,7 @@ export type ControlMessage =
   /** `proof`: empty, or the server's answer to a JOIN's join-code proof. */
   | { type: 'ack'; request: Buffer; op: MembershipOp; group: string; tcpPort: number; proof: Buffer }
   /**
-   * `proof`: empty, or (after a JOIN with a join code the server issued and that is used or expired) the
+   * `proof`: empty, or (after a JOIN with a join code the server issued and that is used, expired or cancelled) the
    * server's proof that it issued the code. On the wire only when not empty: an optional last field.
    */
   | { type: 'nak'; request: Buffer; op: MembershipOp; group: string; reason: NakReason; message: string; proof: Buffer }
