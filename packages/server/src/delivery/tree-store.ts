@@ -270,24 +270,33 @@ function treeSources(store: ContentStore, manifest: Manifest, pack: string | und
 
 /**
  * Reads stored tree manifests, the last few kept decoded: a tree delivered to many members, and the
- * retention pass asking which files trees still need, read each manifest once.
+ * retention pass asking which files trees still need, read each manifest once — also when they all ask
+ * at once, as a tree's deliveries to every member do when it is recorded (a loading one is shared).
  */
 export class TreeManifests {
-  private readonly cache = new Map<string, LoadedTree>();
+  private readonly cache = new Map<string, Promise<LoadedTree>>();
 
   constructor(private readonly store: ContentStore) {}
 
-  async load(sha256: string): Promise<LoadedTree> {
+  load(sha256: string): Promise<LoadedTree> {
     const cached = this.cache.get(sha256);
     if (cached) return cached;
+    const loading = this.read(sha256);
+    this.cache.set(sha256, loading);
+    if (this.cache.size > MANIFEST_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    // A failed read is not kept: the next delivery tries again.
+    loading.catch(() => {
+      if (this.cache.get(sha256) === loading) this.cache.delete(sha256);
+    });
+    return loading;
+  }
+
+  private async read(sha256: string): Promise<LoadedTree> {
     const bytes = await readFile(this.store.path(sha256));
     const manifest = decodeManifest(bytes);
     const pack = this.store.packPath(sha256);
     const packed = await stat(pack).then((info) => info.isFile(), () => false);
-    const loaded = { bytes, manifest, ...treeSources(this.store, manifest, packed ? pack : undefined) };
-    this.cache.set(sha256, loaded);
-    if (this.cache.size > MANIFEST_CACHE) this.cache.delete(this.cache.keys().next().value!);
-    return loaded;
+    return { bytes, manifest, ...treeSources(this.store, manifest, packed ? pack : undefined) };
   }
 
   /** The store files a tree needs besides its manifest and pack; none when the manifest is gone already. */
