@@ -123,13 +123,14 @@ export class ContentStore {
    * without waiting (a FIFO or a device swapped in for a file is refused at once, never read), and
    * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
-   * `sync: false` (a tree's files) leaves the fsyncs to the caller, who syncs the store once for all.
+   * The copy is fsynced before it is renamed; `syncDir: false` (a tree's files) leaves the fsync of the
+   * store's directory, which makes the rename durable, to the caller, who does it once for all.
    */
-  async ingest(source: string, options: { progress?: IngestProgress | undefined; sync?: boolean } = {}): Promise<StoredFile> {
+  async ingest(source: string, options: { progress?: IngestProgress | undefined; syncDir?: boolean } = {}): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle, options.sync ?? true, options.progress);
+        const stored = await this.storeFrom(source, handle, options.syncDir ?? true, options.progress);
         if (stored) return stored;
       }
       throw sourceChanged(source);
@@ -154,7 +155,7 @@ export class ContentStore {
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle, sync: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, syncDir: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
     const temp = this.ingestPath();
     let needed = 0;
     try {
@@ -174,7 +175,7 @@ export class ContentStore {
           progress?.((copied += chunk.length), needed);
         };
         size = await copyFrom(handle, target, digest, (err) => sourceError(source, err), needed);
-        if (sync) await target.sync();
+        await target.sync();
       } finally {
         await target.close();
       }
@@ -185,7 +186,7 @@ export class ContentStore {
       const sha256 = hash.digest('hex');
       if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
-      if (sync) await fsyncDir(this.dir);
+      if (syncDir) await fsyncDir(this.dir);
       return { sha256, size };
     } catch (err) {
       await rm(temp, { force: true });
@@ -208,7 +209,8 @@ export class ContentStore {
  * calls — a dozen microseconds on the loop instead of a dozen trips through the thread pool — with
  * ingest's checks: opened without following a link or waiting, a regular file, read whole, kept only
  * if it did not change meanwhile (else read again, then SOURCE_CHANGED). Written under a temporary
- * name, synced, then named after the manifest (commit): a crash before leaves nothing prune() keeps.
+ * name, fsynced, then named after the manifest (commit; the caller fsyncs the store's directory): a
+ * crash before leaves nothing prune() keeps.
  */
 export class TreePack {
   private fd: number | undefined;

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, type Stats } from 'node:fs';
-import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  choosePieceSize, decodeManifest, encodeManifest, errnoCode, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
-  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, syncFileSystem, treeProblems,
+  choosePieceSize, decodeManifest, encodeManifest, errnoCode, fsyncDir, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
+  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, treeProblems,
   type EntryKind, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
 import type { SourceFile } from './byte-source.js';
@@ -149,8 +149,9 @@ async function inBatches<T, R>(items: readonly T[], limit: number, work: (item: 
 
 /**
  * Copies a walked tree into the store: its small files into a new pack (synchronously, in manifest
- * order), its larger ones content-addressed without an fsync each, meanwhile; then writes its manifest
- * and makes all of it durable with one sync of the store's file system: the caller records the
+ * order), its larger ones content-addressed meanwhile; then writes its manifest. Each of these few
+ * files is fsynced before its rename, and the store's directory once after them all (not a sync of the
+ * whole file system, which would wait for whatever else is writing to it): the caller records the
  * distribution only after this returns. A file that shrank to a small size after the walk is refused
  * as changed: the pack holds every file of the tree that is small by its stored size.
  */
@@ -162,7 +163,7 @@ export async function storeTree(store: ContentStore, tree: WalkedTree, progress?
   const ingestLarge = async (file: WalkedEntry): Promise<StoredFile> => {
     let mine = 0;
     const stored = await store.ingest(file.source, {
-      sync: false,
+      syncDir: false,
       progress: (position) => {
         copied += position - mine;
         mine = position;
@@ -200,17 +201,28 @@ export async function storeTree(store: ContentStore, tree: WalkedTree, progress?
     await pack.commit(sha256);
     const temp = store.ingestPath();
     try {
-      await writeFile(temp, bytes, { mode: 0o600 });
+      await writeSynced(temp, bytes);
       await rename(temp, store.path(sha256));
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
-    await syncFileSystem(store.dir);
+    await fsyncDir(store.dir);
     return { sha256, size: stored.reduce((sum, file) => sum + file.size, 0), files: files.length };
   } finally {
     // After a commit there is nothing left to discard.
     await pack.discard();
+  }
+}
+
+/** Writes a new file and fsyncs it. */
+async function writeSynced(path: string, bytes: Buffer): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
