@@ -14,10 +14,21 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'gc-concat-'));
   const sizes = [0, 5, 0, 0, 300_000, 1, 0, 70_000, 0];
   const contents = sizes.map((size) => randomBytes(size));
+  // As a tree is stored: the small files in runs of one pack file (a run after the large file starts
+  // where the first ended), a large one in a file of its own.
+  const pack = join(dir, 'pack');
+  const packed = contents.filter((content) => content.length <= 256 * 1024);
+  await writeFile(pack, Buffer.concat([randomBytes(7), ...packed]));
+  let offset = 7;
   files = await Promise.all(contents.map(async (content, i) => {
+    if (content.length <= 256 * 1024) {
+      const file = { path: pack, offset, size: content.length };
+      offset += content.length;
+      return file;
+    }
     const path = join(dir, `f${i}`);
     await writeFile(path, content);
-    return { path, size: content.length };
+    return { path, offset: 0, size: content.length };
   }));
   whole = Buffer.concat(contents);
 });

@@ -1,11 +1,11 @@
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { placementFor } from '../../packages/client/src/receive/download-area.js';
 import type { ReceivedRecord } from '../../packages/client/src/receive/received-log.js';
 import { appliedMode } from '../../packages/client/src/receive/tree-staging.js';
-import { judgeExistingTree, treeLinkTarget, versionPath } from '../../packages/client/src/receive/versions.js';
+import { judgeExistingTree, treeLinkTarget, versionPath, type TreeStamps, type TreeVerdict } from '../../packages/client/src/receive/versions.js';
 import type { Manifest } from '../../packages/shared/src/index.js';
 import { craftTree } from './tree-fixtures.js';
 
@@ -40,9 +40,14 @@ async function place(transfer: string, manifest: Manifest): Promise<string> {
 const record = (transfer: string): ReceivedRecord => ({
   transfer, group: GROUP, name: NAME, sha256: '', size: 0, path: join(root, GROUP, NAME), time: '', kind: 'tree',
 });
-const judge = (rec: ReceivedRecord | undefined, manifests: Record<string, Manifest> = { [OLD]: tree.manifest }) => judgeExistingTree(
-  placementFor(root, GROUP, NAME), { group: GROUP, name: NAME, transfer: NEW, manifest: tree.manifest }, rec, async (hex) => manifests[hex], signal,
+const judge = (rec: ReceivedRecord | undefined, manifests: Record<string, Manifest> = { [OLD]: tree.manifest }, known?: TreeStamps) => judgeExistingTree(
+  placementFor(root, GROUP, NAME), { group: GROUP, name: NAME, transfer: NEW, manifest: tree.manifest }, rec, async (hex) => manifests[hex], signal, known,
 );
+/** The stamps of a replace verdict, as if that check had begun `seconds` later (past the racy window). */
+const later = (verdict: TreeVerdict, seconds: number): TreeStamps => {
+  if (verdict.kind !== 'replace') throw new Error(`expected replace, got ${verdict.kind}`);
+  return { ...verdict.stamps, takenAtNs: verdict.stamps.takenAtNs + BigInt(seconds) * 1_000_000_000n };
+};
 
 beforeEach(async () => {
   root = await mkdtemp(join(tmpdir(), 'gc-verdict-'));
@@ -75,6 +80,47 @@ describe('what a tree finds at its final path', () => {
     const verdict = await judge(record(OLD));
     expect(verdict.kind).toBe('clash');
     expect(verdict.kind === 'clash' && verdict.reason).toContain(says);
+  });
+
+  it('checked again with the stamps of a check that found it unchanged, a file whose stamp holds is not hashed again', async () => {
+    const dir = await place(OLD, tree.manifest);
+    const first = await judge(record(OLD));
+    // Rewritten behind the stamps' back: the stamp is made to match the file as it is now, so only a hash could tell.
+    await writeFile(join(dir, 'd', 'f'), 'F\n');
+    const known = later(first, 3);
+    const now = await stat(join(dir, 'd', 'f'), { bigint: true });
+    known.files.set('d/f', { ...known.files.get('d/f')!, ino: Number(now.ino), mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs });
+    known.takenAtNs = now.ctimeNs + 3_000_000_000n;
+    expect(await judge(record(OLD), undefined, known)).toMatchObject({ kind: 'replace' });
+    // Without stamps it is hashed, and the edit found.
+    expect(await judge(record(OLD))).toMatchObject({ kind: 'clash', reason: expect.stringContaining('was edited') });
+  });
+
+  it('an edit that keeps the size and puts the mtime back is still found: its ctime moved, so its stamp no longer holds', async () => {
+    const dir = await place(OLD, tree.manifest);
+    const path = join(dir, 'd', 'f');
+    // A whole second, so that putting it back is exact.
+    const SECONDS = 1_700_000_000;
+    await utimes(path, SECONDS, SECONDS);
+    const before = await stat(path, { bigint: true });
+    const first = await judge(record(OLD));
+    await writeFile(path, 'F\n');
+    await utimes(path, SECONDS, SECONDS);
+    const after = await stat(path, { bigint: true });
+    expect([after.size, after.mtimeNs, after.ino]).toEqual([before.size, before.mtimeNs, before.ino]);
+    expect(await judge(record(OLD), undefined, later(first, 3))).toMatchObject({ kind: 'clash', reason: expect.stringContaining('"d/f" was edited') });
+  });
+
+  it('stamps taken within the racy window of a change are not trusted: the file is hashed', async () => {
+    const dir = await place(OLD, tree.manifest);
+    const first = await judge(record(OLD));
+    await writeFile(join(dir, 'd', 'f'), 'F\n');
+    const now = await stat(join(dir, 'd', 'f'), { bigint: true });
+    if (first.kind !== 'replace') throw new Error(first.kind);
+    // The stamp matches the file as it is, but it was changed within 2 s of when the stamp was taken.
+    first.stamps.files.set('d/f', { ...first.stamps.files.get('d/f')!, ino: Number(now.ino), mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs });
+    const racy = { ...first.stamps, takenAtNs: now.ctimeNs + 1_000_000_000n };
+    expect(await judge(record(OLD), undefined, racy)).toMatchObject({ kind: 'clash', reason: expect.stringContaining('was edited') });
   });
 
   it('a real directory, a link elsewhere, no record, a lost manifest, a linked group folder: clashes', async () => {

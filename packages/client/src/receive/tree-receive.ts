@@ -199,12 +199,14 @@ export class TreeReceive {
     return tree;
   }
 
+  /** What is at the final path now; a tree found unchanged before is hashed again only where its files' stamps changed. */
   private judge(signal: AbortSignal): Promise<TreeVerdict> {
     const { receiver } = this.host;
     const placement = this.placement;
     const offered = { group: this.offer.group, name: this.offer.name, transfer: this.hex, manifest: this.manifest };
+    const known = this.verdict.kind === 'replace' ? this.verdict.stamps : undefined;
     return judgeExistingTree(
-      placement, offered, receiver.received.placedAt(placement.finalPath), (hex) => placedManifest(receiver.options.stateDir, hex), signal,
+      placement, offered, receiver.received.placedAt(placement.finalPath), (hex) => placedManifest(receiver.options.stateDir, hex), signal, known,
     );
   }
 

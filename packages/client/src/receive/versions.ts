@@ -1,4 +1,4 @@
-import { constants, type Stats } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { copyFile, link, lstat, mkdir, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { errnoCode, ErrorCode, fsyncDir, GroupcastError, truncateUtf8, type Logger, type Manifest } from '@groupcast/shared';
@@ -57,11 +57,15 @@ function sameStamp(a: FileStamp, b: FileStamp): boolean {
   return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
+function stampFrom(stats: BigIntStats): FileStamp {
+  return { dev: Number(stats.dev), ino: Number(stats.ino), size: Number(stats.size), mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs };
+}
+
 async function stampOf(path: string): Promise<FileStamp | undefined> {
   try {
     const stats = await lstat(path, { bigint: true });
     if (!stats.isFile()) return undefined;
-    return { dev: Number(stats.dev), ino: Number(stats.ino), size: Number(stats.size), mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs };
+    return stampFrom(stats);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
@@ -215,8 +219,12 @@ export type TreeVerdict =
   | { kind: 'absent' }
   /** This very tree is placed already (a crash before it was recorded): "already present". */
   | { kind: 'present' }
-  /** A tree groupcast placed, unchanged since (every file as its manifest says): the new version replaces it. */
-  | { kind: 'replace'; record: ReceivedRecord }
+  /**
+   * A tree groupcast placed, unchanged since (every file as its manifest says): the new version replaces
+   * it. `stamps`: its files as they were found, so that the check again before the switch hashes only
+   * what changed since (treeChange).
+   */
+  | { kind: 'replace'; record: ReceivedRecord; stamps: TreeStamps }
   | { kind: 'clash'; reason: string };
 
 /** The tree offered, as judgeExistingTree needs it. */
@@ -235,7 +243,7 @@ export interface OfferedTree {
  */
 export async function judgeExistingTree(
   placement: Placement, offered: OfferedTree, record: ReceivedRecord | undefined, manifestOf: (transferHex: string) => Promise<Manifest | undefined>,
-  signal: AbortSignal,
+  signal: AbortSignal, known?: TreeStamps,
 ): Promise<TreeVerdict> {
   const { group, name } = offered;
   const groupDir = await lstat(placement.groupDir).catch((err: unknown) => {
@@ -251,41 +259,77 @@ export async function judgeExistingTree(
   if (!found.isSymbolicLink()) return { kind: 'clash', reason: `${name} exists and is not a tree groupcast placed` };
   const target = await readlink(placement.finalPath);
   if (target === treeLinkTarget(group, name, offered.transfer)
-    && !(await treeChange(join(placement.groupDir, target), offered.manifest, signal))) return { kind: 'present' };
+    && (await treeChange(join(placement.groupDir, target), offered.manifest, signal)).change === undefined) return { kind: 'present' };
   if (!record || record.kind !== 'tree') return { kind: 'clash', reason: `${name} exists and was not placed by groupcast as a tree` };
   if (target !== treeLinkTarget(group, name, record.transfer)) {
     return { kind: 'clash', reason: `${name} was changed since groupcast placed it (the link points elsewhere)` };
   }
   const manifest = await manifestOf(record.transfer);
   if (!manifest) return { kind: 'clash', reason: `${name}: the manifest of the version placed is missing, so it cannot be checked` };
-  const change = await treeChange(join(placement.groupDir, target), manifest, signal);
-  return change ? { kind: 'clash', reason: `${name} was changed since groupcast placed it: ${change}` } : { kind: 'replace', record };
+  const checked = await treeChange(join(placement.groupDir, target), manifest, signal, known);
+  if (checked.change !== undefined) return { kind: 'clash', reason: `${name} was changed since groupcast placed it: ${checked.change}` };
+  return { kind: 'replace', record, stamps: checked.stamps };
 }
 
-/** How a placed tree differs from its manifest (an entry added, missing, of another kind, size, mode or content), or undefined. */
-export async function treeChange(versionDir: string, manifest: Manifest, signal: AbortSignal): Promise<string | undefined> {
-  const present = new Map<string, Stats>();
+/**
+ * A placed tree's files as they were found matching its manifest (a later lstat with the same stamp
+ * needs no hash), and when that check began (wall clock, ns).
+ */
+export interface TreeStamps {
+  takenAtNs: bigint;
+  files: Map<string, FileStamp>;
+}
+
+/**
+ * How close to the check's start a file's ctime may be for its stamp to be trusted. Every write, chmod
+ * or utimes sets ctime to the current time (no program can set it back), but in steps of the file
+ * system's clock: a write in the same step as the stamp (a few milliseconds; a second, or two, on a coarse
+ * file system) keeps ctime as it was, so a file changed that recently is hashed again (git's "racily clean").
+ */
+const RACY_STAMP_NS = 2_000_000_000n;
+
+/** The file is as stamped, and was last changed long enough before the stamp that a later write shows in its ctime. */
+function stampHolds(known: TreeStamps | undefined, path: string, now: FileStamp): boolean {
+  const stamp = known?.files.get(path);
+  return stamp !== undefined && stamp.ctimeNs < known!.takenAtNs - RACY_STAMP_NS && sameStamp(stamp, now);
+}
+
+export type TreeCheck = { change: string } | { change: undefined; stamps: TreeStamps };
+
+/**
+ * How a placed tree differs from its manifest (an entry added, missing, of another kind, size, mode or
+ * content), or its files' stamps when it does not. A file whose stamp in `known` (an earlier check's)
+ * still holds is not hashed again (stampHolds); every other file is. The known weakness: a file
+ * rewritten with the same size and times while the clock was set back keeps its stamp.
+ */
+export async function treeChange(versionDir: string, manifest: Manifest, signal: AbortSignal, known?: TreeStamps): Promise<TreeCheck> {
+  const takenAtNs = BigInt(Date.now()) * 1_000_000n;
+  const present = new Map<string, BigIntStats>();
   const pending = [''];
   while (pending.length > 0) {
     const relative = pending.pop()!;
     for (const entry of await readdir(join(versionDir, relative))) {
       const path = relative ? `${relative}/${entry}` : entry;
-      const stats = await lstat(join(versionDir, path));
+      const stats = await lstat(join(versionDir, path), { bigint: true });
       present.set(path, stats);
       if (stats.isDirectory()) pending.push(path);
-      if (present.size > manifest.entries.length) return `${JSON.stringify(path)} was added`;
+      if (present.size > manifest.entries.length) return { change: `${JSON.stringify(path)} was added` };
     }
   }
+  const files = new Map<string, FileStamp>();
   for (const entry of manifest.entries) {
     const stats = present.get(entry.path);
     const shown = JSON.stringify(entry.path);
-    if (!stats) return `${shown} is missing`;
-    if (entry.kind === 'directory' ? !stats.isDirectory() : !stats.isFile()) return `${shown} is no longer a ${entry.kind}`;
-    if ((stats.mode & 0o777) !== appliedMode(entry.mode)) return `${shown} has another mode`;
+    if (!stats) return { change: `${shown} is missing` };
+    if (entry.kind === 'directory' ? !stats.isDirectory() : !stats.isFile()) return { change: `${shown} is no longer a ${entry.kind}` };
+    if (Number(stats.mode & 0o777n) !== appliedMode(entry.mode)) return { change: `${shown} has another mode` };
     if (entry.kind === 'directory') continue;
-    if (stats.size !== entry.size || !(await hashFile(join(versionDir, entry.path), signal)).equals(entry.sha256)) return `${shown} was edited`;
+    const stamp = stampFrom(stats);
+    if (stamp.size !== entry.size) return { change: `${shown} was edited` };
+    if (!stampHolds(known, entry.path, stamp) && !(await hashFile(join(versionDir, entry.path), signal)).equals(entry.sha256)) return { change: `${shown} was edited` };
+    files.set(entry.path, stamp);
   }
-  return present.size === manifest.entries.length ? undefined : 'entries were added';
+  return present.size === manifest.entries.length ? { change: undefined, stamps: { takenAtNs, files } } : { change: 'entries were added' };
 }
 
 /**

@@ -1,6 +1,5 @@
-import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, GroupcastError, LoopTurns, SMALL_FILE_BYTES } from '@groupcast/shared';
+import { ErrorCode, GroupcastError } from '@groupcast/shared';
 
 /**
  * What a stream reads a transfer's bytes from: one store file, or a tree's files one after the other
@@ -20,25 +19,18 @@ export async function fileSource(path: string): Promise<ByteSource> {
   };
 }
 
+/** A run of a transfer's bytes in one store file: `size` bytes from `offset` (a tree's small files are in its pack). */
 export interface SourceFile {
   path: string;
+  offset: number;
   size: number;
 }
 
-/** Reads `length` bytes of a small file (SMALL_FILE_BYTES) at `position` with one open, read and close. */
-function readSmallSync(path: string, into: Buffer, offset: number, length: number, position: number): number {
-  const fd = openSync(path, 'r');
-  try {
-    return readSync(fd, into, offset, length, position);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
- * The files of a tree as one run of bytes. One file is open at a time (the one being read), so a tree
- * of many small files costs one descriptor, and a read that spans several files reads each in turn:
- * a small one synchronously (SMALL_FILE_BYTES), a large one through a handle kept open across reads.
+ * The files of a tree as one run of bytes, from the runs where they are stored (TreeManifests: the
+ * pack's runs and the large files). One store file is open at a time (the one being read), kept open
+ * across reads, so a tree of many small files costs one descriptor and one open per run, and a read
+ * that spans several runs reads each in turn.
  */
 export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
   const starts: number[] = [];
@@ -47,16 +39,15 @@ export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
     starts.push(total);
     total += file.size;
   }
-  let current: { index: number; handle: FileHandle } | undefined;
-  const turns = new LoopTurns();
-  const handleFor = async (index: number): Promise<FileHandle> => {
-    if (current?.index === index) return current.handle;
+  let current: { path: string; handle: FileHandle } | undefined;
+  const handleFor = async (path: string): Promise<FileHandle> => {
+    if (current?.path === path) return current.handle;
     await current?.handle.close();
     current = undefined;
-    current = { index, handle: await open(files[index]!.path, 'r') };
+    current = { path, handle: await open(path, 'r') };
     return current.handle;
   };
-  /** The file holding byte `position`: the last one starting at or before it that is not empty. */
+  /** The run holding byte `position`: the last one starting at or before it that is not empty. */
   const fileAt = (position: number): number => {
     let low = 0;
     let high = files.length - 1;
@@ -77,13 +68,7 @@ export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
         const within = position + filled - starts[index]!;
         const want = Math.min(into.length - filled, file.size - within);
         if (want > 0) {
-          let bytesRead: number;
-          if (file.size <= SMALL_FILE_BYTES) {
-            bytesRead = readSmallSync(file.path, into, filled, want, within);
-            await turns.made();
-          } else {
-            ({ bytesRead } = await (await handleFor(index)).read(into, filled, want, within));
-          }
+          const { bytesRead } = await (await handleFor(file.path)).read(into, filled, want, file.offset + within);
           if (bytesRead !== want) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${file.path} is shorter than recorded`);
           filled += want;
         }

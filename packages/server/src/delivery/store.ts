@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync, renameSync, rmSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fstatSync, fsync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import {
   choosePieceSize, errnoCode, ErrorCode, formatBytes, fsyncDir, GroupcastError, hashFromHandle, isGroupcastError, PieceHasher,
   SMALL_FILE_BYTES, stateWriteError, writeFully, writeFullySync,
@@ -9,6 +10,9 @@ import {
 import { loadPieces, PIECES_SUFFIX, savePieces, type StoredPieces } from './piece-file.js';
 
 const INGEST_PREFIX = '.ingest-';
+const fsyncAsync = promisify(fsync);
+/** Beside a tree's manifest: its small files' bytes (ContentStore's layout). */
+export const PACK_SUFFIX = '.pack';
 
 /**
  * A file of at most one piece has the whole file's sha256 as its only piece hash (and an empty one has
@@ -36,9 +40,18 @@ export interface RemovedFile {
 }
 
 /**
- * Content-addressed copies of distributed files, named by sha256. A distribution reads from here,
- * never from the operator's path, so editing or deleting the original cannot corrupt a transfer in
- * flight, and a restart finds every byte it promised.
+ * Copies of distributed files. A distribution reads from here, never from the operator's path, so
+ * editing or deleting the original cannot corrupt a transfer in flight, and a restart finds every byte
+ * it promised. The layout of `<state>/store/`:
+ * - `<sha256>`: a file's bytes, named by their SHA-256, so a file distributed again is stored once;
+ *   `<sha256>.pieces` beside it when it has more than one piece (piece-file.ts).
+ * - a tree (tree-store.ts): `<sha256>` is its manifest (the bytes TREE carries; their SHA-256 is the
+ *   transfer's), `<sha256>.pack` the bytes of its small files (SMALL_FILE_BYTES at most) back to back
+ *   in manifest order, so a tree of 10,000 small files is two store files, not 10,000 (a create costs
+ *   this disk up to a millisecond). Its larger files are stored as any file, shared across versions.
+ *   A pack goes with its manifest: retention keeps or removes both.
+ * - `.ingest-*`: copies being made. Nothing is renamed to its final name before it is complete, and
+ *   a crash leaves these for prune().
  */
 export class ContentStore {
   readonly dir: string;
@@ -58,10 +71,12 @@ export class ContentStore {
    */
   async prune(needed: ReadonlySet<string>): Promise<RemovedFile[]> {
     const removed: RemovedFile[] = [];
-    for (const name of await readdir(this.dir)) {
-      const stray = name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name))
-        || (name.endsWith(PIECES_SUFFIX) && !needed.has(name.slice(0, -PIECES_SUFFIX.length)));
-      if (!stray) continue;
+    const beside = (name: string, suffix: string): boolean => name.endsWith(suffix) && !needed.has(name.slice(0, -suffix.length));
+    const strays = (await readdir(this.dir)).filter((name) => name.startsWith(INGEST_PREFIX) || (SHA256_NAME.test(name) && !needed.has(name))
+      || beside(name, PIECES_SUFFIX) || beside(name, PACK_SUFFIX));
+    // A tree's manifest goes before its pack: a pass cut short never leaves a manifest whose pack is gone.
+    strays.sort((a, b) => Number(!SHA256_NAME.test(a)) - Number(!SHA256_NAME.test(b)));
+    for (const name of strays) {
       const path = join(this.dir, name);
       const bytes = await stat(path).then((info) => info.size, () => 0);
       await rm(path, { force: true });
@@ -108,13 +123,14 @@ export class ContentStore {
    * without waiting (a FIFO or a device swapped in for a file is refused at once, never read), and
    * copied and hashed in one pass, so the hash is that of the bytes stored. A file changed while it is
    * copied is copied again, then refused (SOURCE_CHANGED): what is stored is a version that existed.
-   * `sync: false` (a tree's files) leaves the fsyncs to the caller, who syncs the store once for all.
+   * The copy is fsynced before it is renamed; `syncDir: false` (a tree's files) leaves the fsync of the
+   * store's directory, which makes the rename durable, to the caller, who does it once for all.
    */
-  async ingest(source: string, options: { progress?: IngestProgress | undefined; sync?: boolean } = {}): Promise<StoredFile> {
+  async ingest(source: string, options: { progress?: IngestProgress | undefined; syncDir?: boolean } = {}): Promise<StoredFile> {
     const handle = await openSource(source);
     try {
       for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        const stored = await this.storeFrom(source, handle, options.sync ?? true, options.progress);
+        const stored = await this.storeFrom(source, handle, options.syncDir ?? true, options.progress);
         if (stored) return stored;
       }
       throw sourceChanged(source);
@@ -123,71 +139,23 @@ export class ContentStore {
     }
   }
 
-  /**
-   * ingest of a small file of a tree (SMALL_FILE_BYTES at most; the caller syncs the store once for
-   * all), with synchronous calls: a dozen microseconds on the loop instead of a dozen trips through
-   * the thread pool. The same checks as ingest: opened without following a link or waiting, a
-   * regular file, read whole and stored only if it did not change meanwhile (else read again, then
-   * SOURCE_CHANGED). Undefined when the file is larger than that by now: ingest it as any file.
-   * All of it runs before the first await: a caller storing many in a row holds the loop (LoopTurns).
-   */
-  async ingestSmall(source: string): Promise<StoredFile | undefined> {
-    let fd: number;
-    try {
-      fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch (err) {
-      throw sourceError(source, err);
-    }
-    try {
-      let before = statSyncOf(source, fd);
-      if (!before.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (${kindOf(before)})`);
-      for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
-        if (before.size > BigInt(SMALL_FILE_BYTES)) return undefined;
-        const bytes = readWholeSync(source, fd, Number(before.size));
-        const after = statSyncOf(source, fd);
-        if (!unchanged(before, after, bytes.length)) {
-          before = after;
-          continue;
-        }
-        try {
-          return this.storeSmallSync(bytes);
-        } catch (err) {
-          // What is not the source's fault is the store's: a full disk says how much was needed and how much is free.
-          throw await this.storeError(source, bytes.length, err);
-        }
-      }
-      throw sourceChanged(source);
-    } finally {
-      closeSync(fd);
-    }
+  /** Where a tree's small files are kept, named by the tree's manifest's sha256. */
+  packPath(treeSha256: string): string {
+    return `${this.path(treeSha256)}${PACK_SUFFIX}`;
   }
 
-  /** Files a small file's bytes under their sha256 (one piece: nothing kept beside it), without an fsync. */
-  private storeSmallSync(bytes: Buffer): StoredFile {
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
-    const temp = this.ingestPath();
-    try {
-      const fd = openSync(temp, 'wx', 0o600);
-      try {
-        writeFullySync(fd, bytes, 0);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(temp, this.path(sha256));
-    } catch (err) {
-      rmSync(temp, { force: true });
-      throw err;
-    }
-    return { sha256, size: bytes.length };
+  /** A pack being written for a tree whose manifest is not known yet: TreePack.commit names it. */
+  openPack(): TreePack {
+    return new TreePack(this, this.ingestPath());
   }
 
   /** A fresh name for a copy being made: prune() takes what a crash leaves under this prefix. */
-  private ingestPath(): string {
+  ingestPath(): string {
     return join(this.dir, `${INGEST_PREFIX}${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
   }
 
   /** One copy of the open source into the store; undefined if the source changed meanwhile. */
-  private async storeFrom(source: string, handle: FileHandle, sync: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
+  private async storeFrom(source: string, handle: FileHandle, syncDir: boolean, progress?: IngestProgress): Promise<StoredFile | undefined> {
     const temp = this.ingestPath();
     let needed = 0;
     try {
@@ -207,7 +175,7 @@ export class ContentStore {
           progress?.((copied += chunk.length), needed);
         };
         size = await copyFrom(handle, target, digest, (err) => sourceError(source, err), needed);
-        if (sync) await target.sync();
+        await target.sync();
       } finally {
         await target.close();
       }
@@ -218,7 +186,7 @@ export class ContentStore {
       const sha256 = hash.digest('hex');
       if (!onePiece(sha256, size)) await savePieces(this.path(sha256), { pieceSize: pieces.pieceSize, hashes: pieces.digest() });
       await rename(temp, this.path(sha256));
-      if (sync) await fsyncDir(this.dir);
+      if (syncDir) await fsyncDir(this.dir);
       return { sha256, size };
     } catch (err) {
       await rm(temp, { force: true });
@@ -228,10 +196,93 @@ export class ContentStore {
   }
 
   /** A failed write into the store: a full disk says how much was needed and how much is free. */
-  private async storeError(source: string, needed: number, err: unknown): Promise<GroupcastError> {
+  async storeError(source: string, needed: number, err: unknown): Promise<GroupcastError> {
     const free = await statfs(this.dir).then((fs) => fs.bavail * fs.bsize, () => undefined);
     const room = needed > 0 && free !== undefined ? ` (needs ${formatBytes(needed)}, ${formatBytes(free)} free)` : '';
     return stateWriteError(`cannot store ${source}${room}`, join(this.dir, 'file'), err);
+  }
+}
+
+/**
+ * A tree's small files (SMALL_FILE_BYTES at most) written one after the other into one file in the
+ * store, in the order they are appended (the tree's manifest order). Each is read with synchronous
+ * calls — a dozen microseconds on the loop instead of a dozen trips through the thread pool — with
+ * ingest's checks: opened without following a link or waiting, a regular file, read whole, kept only
+ * if it did not change meanwhile (else read again, then SOURCE_CHANGED). Written under a temporary
+ * name, fsynced, then named after the manifest (commit; the caller fsyncs the store's directory): a
+ * crash before leaves nothing prune() keeps.
+ */
+export class TreePack {
+  private fd: number | undefined;
+  private size = 0;
+
+  constructor(private readonly store: ContentStore, private readonly temp: string) {}
+
+  /**
+   * Appends the file's bytes; undefined (nothing appended) when it is larger than a small file by now:
+   * ingest it as any file. All of it runs before the first await: a caller appending many in a row
+   * holds the loop (LoopTurns).
+   */
+  async append(source: string): Promise<StoredFile | undefined> {
+    const bytes = readSmallSource(source);
+    if (!bytes) return undefined;
+    try {
+      this.fd ??= openSync(this.temp, 'wx', 0o600);
+      writeFullySync(this.fd, bytes, this.size);
+    } catch (err) {
+      // What is not the source's fault is the store's: a full disk says how much was needed and how much is free.
+      throw await this.store.storeError(source, bytes.length, err);
+    }
+    this.size += bytes.length;
+    return { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+  }
+
+  /** Syncs the pack and names it after the tree's manifest (a pack of the same tree there has the same bytes). */
+  async commit(treeSha256: string): Promise<void> {
+    try {
+      // A tree without small files has an empty pack: every tree has one.
+      this.fd ??= openSync(this.temp, 'wx', 0o600);
+      // On the thread pool: the loop keeps serving other members while the disk takes the pack.
+      await fsyncAsync(this.fd);
+    } finally {
+      this.closeFd();
+    }
+    await rename(this.temp, this.store.packPath(treeSha256));
+  }
+
+  /** Drops what was written (a failed ingest). */
+  async discard(): Promise<void> {
+    this.closeFd();
+    await rm(this.temp, { force: true });
+  }
+
+  private closeFd(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** A small source's bytes, with ingest's checks (TreePack.append); undefined when it is not small (any more). */
+function readSmallSource(source: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    throw sourceError(source, err);
+  }
+  try {
+    let before = statSyncOf(source, fd);
+    if (!before.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (${kindOf(before)})`);
+    for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
+      if (before.size > BigInt(SMALL_FILE_BYTES)) return undefined;
+      const bytes = readWholeSync(source, fd, Number(before.size));
+      const after = statSyncOf(source, fd);
+      if (unchanged(before, after, bytes.length)) return bytes;
+      before = after;
+    }
+    throw sourceChanged(source);
+  } finally {
+    closeSync(fd);
   }
 }
 

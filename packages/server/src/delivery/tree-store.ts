@@ -1,28 +1,31 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, type Stats } from 'node:fs';
-import { open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  choosePieceSize, decodeManifest, encodeManifest, errnoCode, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
-  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, syncFileSystem, treeProblems,
+  choosePieceSize, decodeManifest, encodeManifest, errnoCode, fsyncDir, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
+  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, treeProblems,
   type EntryKind, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
 import type { SourceFile } from './byte-source.js';
-import type { ContentStore, IngestProgress } from './store.js';
+import type { ContentStore, IngestProgress, StoredFile } from './store.js';
 
 /**
- * Directory trees in the store (PROTOCOL.md §7.7). Each file is stored content-addressed like any
- * distributed file (so a file unchanged across versions is stored once), and the tree's manifest
- * (version 2) is stored the same way, named by its sha256, which is the transfer's sha256.
+ * Directory trees in the store (PROTOCOL.md §7.7; the layout is ContentStore's). The tree's manifest
+ * (version 2) is named by its sha256, which is the transfer's sha256. Its small files (SMALL_FILE_BYTES
+ * at most, by their stored size) are packed back to back, in manifest order, into `<sha256>.pack`:
+ * an entry's place there is the sum of the small sizes before it, so the manifest is the pack's index.
+ * A larger file is stored content-addressed like any distributed file, so one unchanged across versions
+ * is stored once. A store from before packs holds every file of a tree content-addressed; it is still read.
  */
 
 /**
- * Files of one tree copied into the store at once. A small file's copy is a dozen system calls, mostly
- * waiting on the thread pool: enough of them in flight keep it busy (1,000 × 10 KiB: 0.9 s at 8, 0.25 s at 32).
+ * Large files of one tree copied into the store at once (and hashed again when their pieces must be):
+ * each copy is a dozen trips through the thread pool, and enough of them in flight keep it busy.
  */
 const TREE_INGEST_CONCURRENCY = 32;
-/** System calls a small file's synchronous ingest makes (open, two fstats, read, open, write, two closes, rename): what it costs the loop. */
-const SMALL_INGEST_CALLS = 9;
+/** System calls packing a small file makes (open, two fstats, read, write, close): what it costs the loop. */
+const SMALL_INGEST_CALLS = 6;
 /** Problems (symbolic links, special files) one refusal lists; the count says how many more. */
 const MAX_LISTED = 20;
 /** Tree manifests kept decoded in memory (the delivery of a tree to each member reads its own). */
@@ -145,35 +148,86 @@ async function inBatches<T, R>(items: readonly T[], limit: number, work: (item: 
 }
 
 /**
- * Copies a walked tree's files into the store without an fsync each, writes its manifest there, then
- * makes all of it durable with one sync of the store's file system: the caller records the
- * distribution only after this returns.
+ * Copies a walked tree into the store: its small files into a new pack (synchronously, in manifest
+ * order), its larger ones content-addressed meanwhile; then writes its manifest. Each of these few
+ * files is fsynced before its rename, and the store's directory once after them all (not a sync of the
+ * whole file system, which would wait for whatever else is writing to it): the caller records the
+ * distribution only after this returns. A file that shrank to a small size after the walk is refused
+ * as changed: the pack holds every file of the tree that is small by its stored size.
  */
 export async function storeTree(store: ContentStore, tree: WalkedTree, progress?: IngestProgress): Promise<StoredTree> {
   const files = tree.entries.filter((entry) => entry.kind === 'file');
   // Progress over the whole tree: the bytes copied of every file so far, of what the walk found.
   const total = files.reduce((sum, file) => sum + file.size, 0);
   let copied = 0;
-  const turns = new LoopTurns();
-  const stored = await inBatches(files, TREE_INGEST_CONCURRENCY, async (file) => {
-    if (file.size <= SMALL_FILE_BYTES) {
-      const small = await store.ingestSmall(file.source);
-      if (small) {
-        progress?.((copied += small.size), total);
-        await turns.made(SMALL_INGEST_CALLS);
-        return small;
-      }
-    }
+  const ingestLarge = async (file: WalkedEntry): Promise<StoredFile> => {
     let mine = 0;
-    return store.ingest(file.source, {
-      sync: false,
+    const stored = await store.ingest(file.source, {
+      syncDir: false,
       progress: (position) => {
         copied += position - mine;
         mine = position;
         progress?.(copied, total);
       },
     });
-  });
+    if (stored.size <= SMALL_FILE_BYTES) {
+      throw new GroupcastError(ErrorCode.SOURCE_CHANGED, `${file.source} changed while being stored (it shrank): distribute the tree once nothing writes to it any more`);
+    }
+    return stored;
+  };
+  const pack = store.openPack();
+  try {
+    const stored: StoredFile[] = [];
+    const packSmall = async (): Promise<void> => {
+      const turns = new LoopTurns();
+      for (const [index, file] of files.entries()) {
+        if (file.size > SMALL_FILE_BYTES) continue;
+        const small = await pack.append(file.source);
+        // Grown past the small size since the walk: stored as a large file, in order all the same.
+        stored[index] = small ?? await ingestLarge(file);
+        if (small) progress?.((copied += small.size), total);
+        await turns.made(SMALL_INGEST_CALLS);
+      }
+    };
+    const large = [...files.keys()].filter((index) => files[index]!.size > SMALL_FILE_BYTES);
+    const storeLarge = inBatches(large, TREE_INGEST_CONCURRENCY, async (index) => {
+      stored[index] = await ingestLarge(files[index]!);
+    });
+    // Both run at once: the large copies wait on the thread pool while the loop packs small files.
+    // Both are settled before the pack is discarded on a failure: no copy is left running.
+    for (const outcome of await Promise.allSettled([packSmall(), storeLarge])) if (outcome.status === 'rejected') throw outcome.reason;
+    const bytes = await treeManifest(store, tree, stored);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    await pack.commit(sha256);
+    const temp = store.ingestPath();
+    try {
+      await writeSynced(temp, bytes);
+      await rename(temp, store.path(sha256));
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    await fsyncDir(store.dir);
+    return { sha256, size: stored.reduce((sum, file) => sum + file.size, 0), files: files.length };
+  } finally {
+    // After a commit there is nothing left to discard.
+    await pack.discard();
+  }
+}
+
+/** Writes a new file and fsyncs it. */
+async function writeSynced(path: string, bytes: Buffer): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The encoded manifest of a tree whose files are `stored` (in the order of its file entries). */
+async function treeManifest(store: ContentStore, tree: WalkedTree, stored: readonly StoredFile[]): Promise<Buffer> {
   const pieceSize = treePieceSize(stored.map((file) => file.size));
   const hashes = await inBatches(stored, TREE_INGEST_CONCURRENCY, (file) => piecesAt(store, file.sha256, file.size, pieceSize));
   let next = 0;
@@ -187,53 +241,79 @@ export async function storeTree(store: ContentStore, tree: WalkedTree, progress?
   if (bytes.length > MAX_TREE_MANIFEST_BYTES) {
     throw new GroupcastError(ErrorCode.USAGE, `${tree.root}: its manifest would be ${bytes.length} bytes, over ${MAX_TREE_MANIFEST_BYTES}: distribute it in parts`);
   }
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
-  const temp = join(store.dir, `.ingest-tree-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
-  try {
-    await writeFile(temp, bytes, { mode: 0o600 });
-    await rename(temp, store.path(sha256));
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await syncFileSystem(store.dir);
-  return { sha256, size: stored.reduce((sum, file) => sum + file.size, 0), files: files.length };
+  return bytes;
 }
 
 export interface LoadedTree {
   /** The manifest as stored and sent: its sha256 is the transfer's. */
   bytes: Buffer;
   manifest: Manifest;
-  /** The store files of its file entries, in manifest order: the stream reads them as one. */
+  /** Where its file entries' bytes are, in manifest order, runs in one store file joined: the stream reads them as one. */
   sources: SourceFile[];
+  /** The store files it needs besides its manifest and its pack: its large files. */
+  files: string[];
+}
+
+/**
+ * Where the bytes of a tree's files are: each small one at its place in the pack (when the tree has
+ * one), each other in its own store file. Runs that follow each other in one store file are one source.
+ */
+function treeSources(store: ContentStore, manifest: Manifest, pack: string | undefined): { sources: SourceFile[]; files: string[] } {
+  const sources: SourceFile[] = [];
+  const files = new Set<string>();
+  let packed = 0;
+  for (const entry of manifest.entries) {
+    if (entry.kind !== 'file') continue;
+    let next: SourceFile;
+    if (pack !== undefined && entry.size <= SMALL_FILE_BYTES) {
+      next = { path: pack, offset: packed, size: entry.size };
+      packed += entry.size;
+    } else {
+      const sha256 = entry.sha256.toString('hex');
+      files.add(sha256);
+      next = { path: store.path(sha256), offset: 0, size: entry.size };
+    }
+    const last = sources.at(-1);
+    if (last?.path === next.path && last.offset + last.size === next.offset) last.size += next.size;
+    else sources.push(next);
+  }
+  return { sources, files: [...files] };
 }
 
 /**
  * Reads stored tree manifests, the last few kept decoded: a tree delivered to many members, and the
- * retention pass asking which files trees still need, read each manifest once.
+ * retention pass asking which files trees still need, read each manifest once — also when they all ask
+ * at once, as a tree's deliveries to every member do when it is recorded (a loading one is shared).
  */
 export class TreeManifests {
-  private readonly cache = new Map<string, LoadedTree>();
+  private readonly cache = new Map<string, Promise<LoadedTree>>();
 
   constructor(private readonly store: ContentStore) {}
 
-  async load(sha256: string): Promise<LoadedTree> {
+  load(sha256: string): Promise<LoadedTree> {
     const cached = this.cache.get(sha256);
     if (cached) return cached;
-    const bytes = await readFile(this.store.path(sha256));
-    const manifest = decodeManifest(bytes);
-    const sources = manifest.entries
-      .filter((entry) => entry.kind === 'file')
-      .map((entry) => ({ path: this.store.path(entry.sha256.toString('hex')), size: entry.size }));
-    const loaded = { bytes, manifest, sources };
-    this.cache.set(sha256, loaded);
+    const loading = this.read(sha256);
+    this.cache.set(sha256, loading);
     if (this.cache.size > MANIFEST_CACHE) this.cache.delete(this.cache.keys().next().value!);
-    return loaded;
+    // A failed read is not kept: the next delivery tries again.
+    loading.catch(() => {
+      if (this.cache.get(sha256) === loading) this.cache.delete(sha256);
+    });
+    return loading;
   }
 
-  /** The store files a tree needs besides its manifest; none when the manifest is gone already. */
+  private async read(sha256: string): Promise<LoadedTree> {
+    const bytes = await readFile(this.store.path(sha256));
+    const manifest = decodeManifest(bytes);
+    const pack = this.store.packPath(sha256);
+    const packed = await stat(pack).then((info) => info.isFile(), () => false);
+    return { bytes, manifest, ...treeSources(this.store, manifest, packed ? pack : undefined) };
+  }
+
+  /** The store files a tree needs besides its manifest and pack; none when the manifest is gone already. */
   async contents(sha256: string): Promise<string[]> {
     const loaded = await this.load(sha256).catch(() => undefined);
-    return loaded ? loaded.manifest.entries.filter((entry) => entry.kind === 'file').map((entry) => entry.sha256.toString('hex')) : [];
+    return loaded?.files ?? [];
   }
 }
