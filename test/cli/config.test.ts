@@ -50,7 +50,7 @@ describe('starter configs (init)', () => {
     await writeFile(join(dir, 'server.json'), server);
     const parsed = await loadServerConfig(join(dir, 'server.json'));
     expect(Object.keys(parsed).sort()).toEqual(
-      ['advertisePort', 'backlog', 'concurrency', 'groupAddress', 'groups', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
+      ['advertisePort', 'backlog', 'concurrency', 'groupAddress', 'groups', 'heartbeatTimeout', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
     );
     const client = parseConfigText('client.json', uncommented(STARTER_CLIENT_CONFIG), clientConfigSchema);
     expect(Object.keys(client).sort()).toEqual(Object.keys(clientConfigSchema.shape).sort());
