@@ -50,7 +50,7 @@ describe('starter configs (init)', () => {
     await writeFile(join(dir, 'server.json'), server);
     const parsed = await loadServerConfig(join(dir, 'server.json'));
     expect(Object.keys(parsed).sort()).toEqual(
-      ['advertisePort', 'backlog', 'concurrency', 'groupAddress', 'groups', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
+      ['advertisePort', 'backlog', 'concurrency', 'groupAddress', 'groups', 'heartbeatTimeout', 'interface', 'keep', 'logFormat', 'logLevel', 'maxOpenMembers', 'metrics', 'name', 'openMemberExpiry', 'port', 'rate', 'stateDir', 'tcpPort', 'webToken'],
     );
     const client = parseConfigText('client.json', uncommented(STARTER_CLIENT_CONFIG), clientConfigSchema);
     expect(Object.keys(client).sort()).toEqual(Object.keys(clientConfigSchema.shape).sort());
@@ -140,6 +140,7 @@ describe('bad flags: exit 2 with a clear message; --help has examples', () => {
     ['server', SERVER_BIN, ['--bogus'], /Unknown argument: bogus/],
     ['server', SERVER_BIN, ['distribute'], /Not enough non-option arguments/],
     ['server', SERVER_BIN, ['--port', 'abc'], /--port must be an integer 1\.\.65535, not/],
+    ['server', SERVER_BIN, ['--heartbeat-timeout', '1s'], /heartbeat timeout must be 3\.0s … 15\.0s, got "1s"/],
     ['server', SERVER_BIN, ['status', '--metrics', 'nowhere:x'], /--metrics: "nowhere:x" is not PORT, ADDR or ADDR:PORT/],
     ['server', SERVER_BIN, ['distribute', 'Developers', '/nonexistent/file'], /\/nonexistent\/file: no such file/],
     ['server', SERVER_BIN, ['members', 'allow'], /members allow needs <group> <id>/],

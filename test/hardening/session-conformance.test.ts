@@ -11,13 +11,16 @@ import { connectionCounters, deliveries, HostileLink, joinAs, startServer, type 
  * The data plane's rules for a member (PROTOCOL.md 7 and 10), against a real server: a frame at the
  * wrong time closes the connection, nothing is offered before HELLO, a connection that never says
  * HELLO is closed, and a member that breaks the protocol on every offer pays an attempt each time
- * until its delivery fails, instead of being re-offered forever.
+ * until its delivery fails, instead of being re-offered forever. The server's HELLO deadline and retry
+ * backoff are shortened (GC_HELLO_TIMEOUT_MS, GC_RETRY_BASE_MS), so the tests that wait them out take
+ * seconds instead of half a minute.
  */
 const h = harness();
 const NAMES = ['replier', 'twice', 'early', 'silent', 'offsets'] as const;
 type Name = (typeof NAMES)[number];
 /** distributor.ts MAX_ATTEMPTS. */
 const MAX_ATTEMPTS = 5;
+const HELLO_TIMEOUT_MS = 2_000;
 
 describe('data plane conformance of a member', () => {
   let server: Server;
@@ -51,7 +54,7 @@ describe('data plane conformance of a member', () => {
       { name: 'Developers', members: everyone },
       { name: 'Silent', members: [ids.silent.signer.id] },
       { name: 'Offsets', members: [ids.offsets.signer.id] },
-    ]);
+    ], [], { GC_HELLO_TIMEOUT_MS: String(HELLO_TIMEOUT_MS), GC_RETRY_BASE_MS: '100' });
   });
 
   afterAll(async () => {
@@ -95,7 +98,7 @@ describe('data plane conformance of a member', () => {
     await link.frame('hello');
     await distribute('Silent', 'to-the-silent.txt');
     const closed = await violationOf('silent', 30_000);
-    expect(String((closed.err as { message: string }).message)).toContain('no HELLO within 10.0s');
+    expect(String((closed.err as { message: string }).message)).toContain(`no HELLO within ${(HELLO_TIMEOUT_MS / 1000).toFixed(1)}s`);
     await link.whenClosed();
     expect(link.frames.map((f) => f.type).filter((type) => type !== 'ping')).toEqual(['hello']);
     const [delivery] = (await deliveries(server)).filter((d) => d.member === ids.silent.signer.id);

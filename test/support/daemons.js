@@ -204,7 +204,28 @@ function firstError(text) {
   return lines.find((line) => /^\w*Error\b/.test(line)) ?? lines[0] ?? '';
 }
 
-/** A UDP port for one test file's control plane, so files never hear each other. */
+/**
+ * Ports testPort() hands out: below the kernel's ephemeral range (32768 and up), so no outgoing
+ * connection of this or another test holds one, cut into a slice per vitest worker (VITEST_POOL_ID,
+ * 1 … maxWorkers), so two files that run at once never draw the same port.
+ */
+const TEST_PORTS = { base: 20_000, span: 12_000, slices: 4 };
+/** Room above a drawn port for a test that takes a few in a row (swarm-waste: one per member). */
+const TEST_PORT_RUN = 16;
+/** @type {Set<number>} */
+const drawnPorts = new Set();
+
+/** A port for one test file's control plane (or metrics), so files never hear each other; never the same twice in a process. */
 export function testPort() {
-  return 20_000 + Math.floor(Math.random() * 30_000);
+  const slice = TEST_PORTS.span / TEST_PORTS.slices;
+  const worker = Math.max(0, (Number(process.env.VITEST_POOL_ID) || 1) - 1) % TEST_PORTS.slices;
+  const runs = Math.floor(slice / TEST_PORT_RUN);
+  if (drawnPorts.size >= runs) throw new Error(`testPort: all ${runs} ports of this worker's slice are taken`);
+  for (;;) {
+    const port = TEST_PORTS.base + worker * slice + TEST_PORT_RUN * Math.floor(Math.random() * runs);
+    if (!drawnPorts.has(port)) {
+      drawnPorts.add(port);
+      return port;
+    }
+  }
 }

@@ -13,6 +13,7 @@ import { DaemonLost, RECONNECT_LIMIT_MS } from './operator/reconnect.js';
 import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './control/invites.js';
 import type { DeliveryChange, GroupView, MemberView, PruneResult, StatusView } from './operator/operations.js';
 import { BACKLOG_POLICIES, type BacklogPolicy } from './delivery/distributor.js';
+import { parseHeartbeatTimeout } from './delivery/member-session.js';
 import { changeText, pruneText } from './operator/change-view.js';
 import { STARTER_CONFIG } from './operator/starter-config.js';
 import { parseWebToken } from './web/access.js';
@@ -38,6 +39,7 @@ interface CommonFlags {
   backlog?: BacklogPolicy;
   maxOpenMembers?: number;
   openMemberExpiry?: string;
+  heartbeatTimeout?: string;
   metrics?: string;
   webToken?: string;
   json?: boolean;
@@ -62,6 +64,7 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
     backlog: flags.backlog,
     maxOpenMembers: flags.maxOpenMembers,
     openMemberExpiryMs: flags.openMemberExpiry === undefined ? undefined : parseDuration(flags.openMemberExpiry),
+    heartbeatTimeoutMs: flags.heartbeatTimeout === undefined ? undefined : parseDuration(flags.heartbeatTimeout),
     metrics: flags.metrics,
     webToken: flags.webToken,
   }, defaultStateDir('server'), path);
@@ -119,6 +122,7 @@ function options<T>(argv: Argv<T>) {
     .option('backlog', { choices: BACKLOG_POLICIES, group: DAEMON, describe: 'what a member that joins later gets of earlier files: none, latest (newest file of each name), all [default: latest]' })
     .option('max-open-members', { group: DAEMON, coerce: integerOption('--max-open-members', 1, MAX_OPEN_MEMBERS_LIMIT), describe: 'members an open group takes besides its configured and allowed ones; later JOINs are refused "group full" [default: 1000]' })
     .option('open-member-expiry', { type: 'string', group: DAEMON, coerce: checkedText(parseDuration), describe: 'how long an open group keeps a member that neither connects nor sends anything [default: 30d]' })
+    .option('heartbeat-timeout', { type: 'string', group: DAEMON, coerce: checkedText(parseHeartbeatTimeout), describe: 'a member connection silent this long is dead: its delivery goes back to pending; PINGs go out every third of it (at least every 5s), 3s … 15s [default: 15s]' })
     .option('metrics', { type: 'string', group: DAEMON, coerce: checkedText(parseMetricsAddress), describe: 'serve Prometheus metrics (/metrics) and the live web view (/) on PORT (127.0.0.1) or ADDR:PORT [default: off]' })
     .option('web-token', { type: 'string', group: DAEMON, coerce: checkedText(parseWebToken), describe: 'token every request to --metrics must carry (?token= once, or Authorization: Bearer); required off loopback. Prefer GROUPCAST_WEB_TOKEN or the config file: flags show in ps' });
 }
@@ -126,7 +130,7 @@ function options<T>(argv: Argv<T>) {
 // Every option in the DAEMON group, so that it stays out of the other commands' help.
 const DAEMON_OPTIONS = [
   'interface', 'group-address', 'port', 'tcp-port', 'advertise-port', 'concurrency', 'rate', 'name', 'keep', 'backlog', 'max-open-members', 'open-member-expiry',
-  'metrics', 'web-token',
+  'heartbeat-timeout', 'metrics', 'web-token',
 ] as const;
 
 /**

@@ -1,13 +1,14 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import {
-  absolutePath, definedOnly, DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, loadConfigFile as loadConfig,
+  absolutePath, definedOnly, DEFAULT_GROUP_ADDRESS, DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, HEARTBEAT_TIMEOUT_MS, loadConfigFile as loadConfig,
   MAX_DESCRIPTION, MAX_SERVER_NAME, parseDuration, parseMetricsAddress, parsePeerId, parseRate, validateGroupName,
   LOG_FORMATS, LOG_LEVELS, type LogFormat,
 } from '@groupcast/shared';
 import { parseWebToken } from './web/access.js';
 import { DEFAULT_MAX_OPEN_MEMBERS, DEFAULT_OPEN_MEMBER_EXPIRY_MS } from './control/membership.js';
 import { BACKLOG_POLICIES, DEFAULT_BACKLOG, type BacklogPolicy } from './delivery/distributor.js';
+import { parseHeartbeatTimeout } from './delivery/member-session.js';
 
 /** A sanity bound on --max-open-members: past it, members.json and fan-out stop being cheap. */
 export const MAX_OPEN_MEMBERS_LIMIT = 100_000;
@@ -57,6 +58,7 @@ const fileSchema = z.strictObject({
   backlog: z.enum(BACKLOG_POLICIES).optional(),
   maxOpenMembers: z.number().int().min(1).max(MAX_OPEN_MEMBERS_LIMIT).optional(),
   openMemberExpiry: validated(parseDuration).optional(),
+  heartbeatTimeout: validated(parseHeartbeatTimeout).optional(),
   metrics: validated((text) => (parseMetricsAddress(text), text)).optional(),
   webToken: validated(parseWebToken).optional(),
 });
@@ -97,6 +99,8 @@ export interface ServerSettings {
   maxOpenMembers: number;
   /** How long an open group keeps a member that neither connects nor sends a datagram. */
   openMemberExpiryMs: number;
+  /** `--heartbeat-timeout`: a member connection silent this long is dead (member-session.ts). */
+  heartbeatTimeoutMs: number;
   /** `--metrics` listen address, when the Prometheus endpoint (and the web view beside it) is wanted. */
   metrics: string | undefined;
   /** `--web-token`: required of every request to the metrics listener when set; required to listen off loopback. */
@@ -116,7 +120,7 @@ type Overrides = { [K in keyof Omit<ServerSettings, 'groups' | 'defaultGroups' |
 
 /** Merges the layers; `flags` holds only what was given on the command line or in the environment. */
 export function resolveSettings(file: ConfigFile, flags: Overrides, defaultStateDir: string, configFile?: string): ServerSettings {
-  const { groups, keep, openMemberExpiry, ...fileRest } = file;
+  const { groups, keep, openMemberExpiry, heartbeatTimeout, ...fileRest } = file;
   return {
     name: hostname().slice(0, MAX_SERVER_NAME),
     stateDir: defaultStateDir,
@@ -133,6 +137,7 @@ export function resolveSettings(file: ConfigFile, flags: Overrides, defaultState
     backlog: DEFAULT_BACKLOG,
     maxOpenMembers: DEFAULT_MAX_OPEN_MEMBERS,
     openMemberExpiryMs: openMemberExpiry ?? DEFAULT_OPEN_MEMBER_EXPIRY_MS,
+    heartbeatTimeoutMs: heartbeatTimeout ?? HEARTBEAT_TIMEOUT_MS,
     metrics: undefined,
     webToken: undefined,
     ...definedOnly(fileRest),

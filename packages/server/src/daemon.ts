@@ -83,6 +83,7 @@ async function startLocked(settings: ServerSettings, log: Logger, lock: StateLoc
     host: iface.address,
     port: settings.tcpPort,
     serverName: settings.name,
+    heartbeatTimeoutMs: settings.heartbeatTimeoutMs,
     isLive: (transfer, member) => outbox.isLive(transfer, member),
     onSession: (session) => {
       metrics?.watchSession(session);

@@ -31,6 +31,8 @@ export class DataPlane {
       host: string;
       port: number;
       serverName: string;
+      /** `--heartbeat-timeout`, for every member session. */
+      heartbeatTimeoutMs: number;
       onSession: (session: MemberSession) => void;
       /** Whether a transfer may still be offered to a member; a member's partials of any other are reclaimed. */
       isLive: (transfer: string, member: PeerId) => boolean;
@@ -93,7 +95,9 @@ export class DataPlane {
     }
     this.counters.admitted++;
     const isLive = (transfer: string): boolean => this.options.isLive(transfer, id);
-    const session = new MemberSession(id, socket, log.child({ member: shortId(id) }), this.options.serverName, isLive);
+    const session = new MemberSession(
+      id, socket, log.child({ member: shortId(id) }), this.options.serverName, isLive, this.options.heartbeatTimeoutMs,
+    );
     this.sessions.get(id)?.close(new Error('replaced by a newer connection'));
     this.sessions.set(id, session);
     session.once('ready', () => this.options.onSession(session));

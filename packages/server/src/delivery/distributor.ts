@@ -4,7 +4,7 @@ import { lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  backoffDelay, disconnectFields, ErrorCode, GroupcastError, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
+  backoffDelay, disconnectFields, ErrorCode, GroupcastError, msFromEnvironment, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from '../control/membership.js';
@@ -24,7 +24,11 @@ const NO_SPACE_ATTEMPTS = 2;
 /** Files of one distribution stored at once (see distribute). */
 const INGEST_CONCURRENCY = 8;
 const MAX_ATTEMPTS = 5;
-const RETRY_BASE_MS = 1_000;
+/**
+ * A failed attempt is retried after a jittered backoff from this base (attempt n: base … base·2^n).
+ * GC_RETRY_BASE_MS overrides it, for tests that wait out a member's attempts.
+ */
+const RETRY_BASE_MS = msFromEnvironment(process.env.GC_RETRY_BASE_MS, 1_000);
 const RETRY_CAP_MS = 5 * 60_000;
 /** Retention is checked every quarter of the keep time, within these bounds, so expiry is never late by much. */
 const SWEEP_MIN_MS = 250;

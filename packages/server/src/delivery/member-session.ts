@@ -3,7 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import {
   ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes,
   formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, manifestPieces,
-  MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment, Outcome, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
+  MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment, Outcome, parseDuration, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
@@ -36,8 +36,9 @@ const RESULT_TIMEOUT_MS = 120_000;
  * The member's HELLO must come this soon after the handshake. Until it does the connection is not a
  * session (nothing is offered over it), so without a deadline a silent or pinging peer would hold a
  * socket and the member's slot in the data plane for as long as it liked.
+ * GC_HELLO_TIMEOUT_MS overrides it, for tests.
  */
-export const HELLO_TIMEOUT_MS = 10_000;
+export const HELLO_TIMEOUT_MS = msFromEnvironment(process.env.GC_HELLO_TIMEOUT_MS, 10_000);
 /**
  * Output the member has not taken yet (the socket's write buffer) beyond which it is disconnected.
  * Every write waits for 'drain' once the buffer is past its high-water mark, so an honest member never
@@ -57,6 +58,24 @@ export const MAX_UNREAD_BYTES = 2 * 1024 * 1024;
  */
 export const PROGRESS_WINDOW_MS = msFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
 export const PROGRESS_FLOOR_BYTES = 1024 * 1024;
+/**
+ * `--heartbeat-timeout` bounds. Shorter finds a dead or frozen member sooner; a member answers every
+ * PING at once, so on a LAN 3 s (a PING a second) still leaves room for a busy member. Never longer
+ * than the default: a member gives up on a server silent for HEARTBEAT_TIMEOUT_MS, and the progress
+ * window must stay at least twice this, so a dead link is found by the heartbeat (not charged) first.
+ */
+export const MIN_HEARTBEAT_TIMEOUT_MS = 3_000;
+
+/** A `--heartbeat-timeout` value (`5s`, `10000ms`) within MIN_HEARTBEAT_TIMEOUT_MS … HEARTBEAT_TIMEOUT_MS. */
+export function parseHeartbeatTimeout(text: string): number {
+  const ms = parseDuration(text);
+  if (ms < MIN_HEARTBEAT_TIMEOUT_MS || ms > HEARTBEAT_TIMEOUT_MS) {
+    throw new GroupcastError(
+      ErrorCode.USAGE, `heartbeat timeout must be ${formatDuration(MIN_HEARTBEAT_TIMEOUT_MS)} … ${formatDuration(HEARTBEAT_TIMEOUT_MS)}, got "${text}"`,
+    );
+  }
+  return ms;
+}
 
 /** Errors that are the member's doing: bad bytes, a frame at the wrong time, a stall. They cost the delivery an attempt. */
 const MEMBER_FAULTS = new Set<string>([
@@ -99,7 +118,7 @@ export interface MemberSessionEvents {
 /**
  * One member's data connection, after TLS has proven who it is. It becomes a session when the member's
  * HELLO arrives (within HELLO_TIMEOUT_MS). Runs one delivery at a time: OFFER → ACCEPT(offset) |
- * DECLINE → DATA… → RESULT. Heartbeats find a dead link within HEARTBEAT_TIMEOUT_MS; the progress
+ * DECLINE → DATA… → RESULT. Heartbeats find a dead link within the heartbeat timeout; the progress
  * deadline finds a member that is alive but stopped reading. Every frame goes out through send(), which
  * holds the member to MAX_UNREAD_BYTES. Anything that violates the protocol closes the connection.
  */
@@ -143,6 +162,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     private readonly serverName: string,
     /** Whether a transfer may still be offered to this member (its delivery is pending or sending). */
     private readonly isLive: (transfer: string) => boolean,
+    /** Silent this long, the member is dead (or, if the server stopped listening to it, stalled); PINGs go out every third. */
+    private readonly heartbeatTimeoutMs = HEARTBEAT_TIMEOUT_MS,
   ) {
     super();
   }
@@ -215,7 +236,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     this.helloDeadline = setTimeout(() => {
       this.close(protocolViolation(`no HELLO within ${formatDuration(HELLO_TIMEOUT_MS)}`));
     }, HELLO_TIMEOUT_MS);
-    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
+    this.heartbeat = setInterval(() => this.beat(), Math.min(HEARTBEAT_INTERVAL_MS, this.heartbeatTimeoutMs / 3));
     this.progressCheck = setInterval(() => this.checkProgress(), PROGRESS_WINDOW_MS);
     for (const timer of [this.helloDeadline, this.heartbeat, this.progressCheck]) timer.unref();
   }
@@ -259,11 +280,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   }
 
   private beat(): void {
-    if (Date.now() - this.lastHeard > HEARTBEAT_TIMEOUT_MS) {
+    if (Date.now() - this.lastHeard > this.heartbeatTimeoutMs) {
       // Not heard because the server stopped listening: the member talks but has taken nothing all this time.
       this.close(this.listening
         ? new GroupcastError(ErrorCode.TIMEOUT, 'member silent past the heartbeat timeout')
-        : new GroupcastError(ErrorCode.STALLED, `stalled: took no output for ${formatDuration(HEARTBEAT_TIMEOUT_MS)}`));
+        : new GroupcastError(ErrorCode.STALLED, `stalled: took no output for ${formatDuration(this.heartbeatTimeoutMs)}`));
       return;
     }
     this.send(encodeFrame({ type: 'ping', time: Date.now() }));

@@ -51,6 +51,10 @@ export const STARTER_CONFIG = `// group-server configuration: JSON with comments
   // allowed members are never dropped).
   // "openMemberExpiry": "30d",
 
+  // A member connection silent this long is dead, its delivery pending again (resumed when the member is
+  // back); PINGs go out every third of it. 3s … 15s: shorter finds a frozen or unplugged member sooner.
+  // "heartbeatTimeout": "15s",
+
   // Prometheus metrics (/metrics) and the live web view (/): "9477" means 127.0.0.1:9477; "ADDR:PORT" to
   // listen elsewhere, which needs "webToken". Off unless set.
   // "metrics": "9477",
