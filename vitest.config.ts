@@ -63,7 +63,8 @@ export default defineConfig({
   test: {
     reporters: ['default'],
     projects: [
-      { test: { ...timeouts, name: 'isolated', include: ISOLATED, fileParallelism: true, maxWorkers: 2 } },
+      // groupOrder: the loopback files start only once every isolated one has ended (projects otherwise run together).
+      { test: { ...timeouts, name: 'isolated', include: ISOLATED, fileParallelism: true, maxWorkers: 2, sequence: { groupOrder: 0 } } },
       {
         test: {
           ...timeouts,
@@ -72,6 +73,7 @@ export default defineConfig({
           exclude: ISOLATED,
           // Integration tests start real daemons that share loopback ports and multicast groups.
           fileParallelism: false,
+          sequence: { groupOrder: 1 },
         },
       },
     ],
