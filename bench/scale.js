@@ -26,8 +26,9 @@ async function deliveryBytes(lab, group, transfer) {
  * `--scale-trace`: where the time went, from every member's "piece kept" debug lines (one clock: every
  * process runs on this machine). Seconds from "distribution recorded": when the first piece was kept
  * anywhere; per member the first piece, its last piece from the server, and its last piece; when the
- * server's last piece landed (the end of seeding: the tail is what follows); how long pieces took from
- * their first holder to their last; and each half second's bytes kept over every member as a share of
+ * server's last piece landed (the end of seeding: the tail is what follows); how long a member kept a
+ * server's piece after the server's socket took it (the server's "piece sent", debug); how long pieces
+ * took from their first holder to their last; and each half second's bytes kept over every member as a share of
  * what their downlinks could take (`mbit` each).
  */
 function traceOf(group, t0, { size, mbit }) {
@@ -57,8 +58,15 @@ function traceOf(group, t0, { size, mbit }) {
     const kept = all.filter((l) => at(l) >= from && at(l) < from + bucket).length;
     use.push(round((kept * pieceBytes) / linkBytesPerBucket));
   }
+  // The server's "piece sent" (its socket took the piece) against the member's "piece kept": how far
+  // ahead of the wire the sockets' buffers run.
+  const sent = new Map(group.server.logs.filter((l) => l.msg === 'piece sent').map((l) => [`${l.member}:${l.piece}`, at(l)]));
+  const shortIds = group.clients.map((c) => c.id.slice(0, 7));
+  const lag = members.flatMap((lines, i) => lines.filter((l) => l.from === 'server').map((l) => at(l) - (sent.get(`${shortIds[i]}:${l.piece}`) ?? NaN)))
+    .filter((s) => !Number.isNaN(s)).sort((a, b) => a - b);
   return {
     firstPiece: round(Math.min(...all.map(at))),
+    sentToKept: lag.length ? { median: round(lag[Math.floor(lag.length / 2)]), max: round(lag.at(-1)) } : null,
     seedingEnd: round(Math.max(...fromServer.map(at))),
     lastDone: round(end),
     spreadMedian: round(spread[Math.floor(spread.length / 2)]),
@@ -70,7 +78,7 @@ function traceOf(group, t0, { size, mbit }) {
 
 async function scaleRun(lab, { file, size, members, peers, serverArgs, trace, mbit }) {
   const group = await lab.startGroup(`sc${peers ? 'p' : 'n'}${members}`, members, {
-    clientArgs: peers ? [] : ['--no-peers'], serverArgs, clientLogLevel: trace ? 'debug' : 'warn',
+    clientArgs: peers ? [] : ['--no-peers'], serverArgs: [...serverArgs, ...(trace ? ['--log-level', 'debug'] : [])], clientLogLevel: trace ? 'debug' : 'warn',
   });
   try {
     const pids = [group.server.proc.pid, ...group.clients.map((c) => c.daemon.proc.pid)];

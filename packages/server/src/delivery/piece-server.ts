@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import {
-  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, throttle,
+  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, shortId, throttle,
   protocolViolation, type Frame, type TokenBucket,
 } from '@groupcast/shared';
 import type { Seat } from './tracker.js';
@@ -146,5 +146,7 @@ async function sendPiece(file: Awaited<ReturnType<typeof open>>, options: PullOp
     link.sent(options.seat.heldBytes, chunk);
   }
   options.seat.sent(piece);
+  // For the scale benchmark's --scale-trace: when the socket took the piece, against when the member kept it.
+  options.seat.swarm.log.debug({ piece, member: shortId(options.seat.link.id) }, 'piece sent');
   return length;
 }
