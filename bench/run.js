@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,trees,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
-//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only] [-- --scale-trace]
 //               [-- --only tree-versions] [-- --tree-size 1GiB]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
@@ -53,6 +53,7 @@ function settings(argv) {
       'scale-mbit': { type: 'string', default: '200' },
       'scale-skip-wide': { type: 'boolean', default: false },
       'scale-peers-only': { type: 'boolean', default: false },
+      'scale-trace': { type: 'boolean', default: false },
       'compare-no-peers': { type: 'boolean', default: false },
       'tree-size': { type: 'string' },
     },
@@ -75,6 +76,7 @@ function settings(argv) {
       mbit: Number(values['scale-mbit']),
       wideConcurrency: !values['scale-skip-wide'],
       modes: values['scale-peers-only'] ? [true] : [true, false],
+      trace: values['scale-trace'],
     },
     treeVersions: { size: values['tree-size'] ? parseSize(values['tree-size']) : values.quick ? 256 * MiB : GiB, fileBytes: 256 * 1024 },
     // The scratch placement changes the figures (a store on disk or on tmpfs): it is part of the command.

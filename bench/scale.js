@@ -22,8 +22,64 @@ async function deliveryBytes(lab, group, transfer) {
   };
 }
 
-async function scaleRun(lab, { file, size, members, peers, serverArgs }) {
-  const group = await lab.startGroup(`sc${peers ? 'p' : 'n'}${members}`, members, { clientArgs: peers ? [] : ['--no-peers'], serverArgs });
+/**
+ * `--scale-trace`: where the time went, from every member's "piece kept" debug lines (one clock: every
+ * process runs on this machine). Seconds from "distribution recorded": when the first piece was kept
+ * anywhere; per member the first piece, its last piece from the server, and its last piece; when the
+ * server's last piece landed (the end of seeding: the tail is what follows); how long a member kept a
+ * server's piece after the server's socket took it (the server's "piece sent", debug); how long pieces
+ * took from their first holder to their last; and each half second's bytes kept over every member as a share of
+ * what their downlinks could take (`mbit` each).
+ */
+function traceOf(group, t0, { size, mbit }) {
+  const at = (line) => (Number(line.time) - t0) / 1000;
+  const members = group.clients.map((c) => c.daemon.logs.filter((l) => l.msg === 'piece kept'));
+  const all = members.flat();
+  if (all.length === 0) return undefined;
+  const fromServer = all.filter((l) => l.from === 'server');
+  const perMember = members.map((lines) => {
+    const server = lines.filter((l) => l.from === 'server');
+    return {
+      first: round(Math.min(...lines.map(at))),
+      lastFromServer: server.length ? round(Math.max(...server.map(at))) : null,
+      fromServer: server.length,
+      last: round(Math.max(...lines.map(at))),
+    };
+  });
+  const byPiece = new Map();
+  for (const l of all) byPiece.set(l.piece, [...(byPiece.get(l.piece) ?? []), at(l)]);
+  const spread = [...byPiece.values()].map((times) => Math.max(...times) - Math.min(...times)).sort((a, b) => a - b);
+  const pieceBytes = size / byPiece.size;
+  const bucket = 0.5;
+  const end = Math.max(...all.map(at));
+  const linkBytesPerBucket = (mbit * 1e6 / 8) * bucket * members.length;
+  const use = [];
+  for (let from = 0; from < end; from += bucket) {
+    const kept = all.filter((l) => at(l) >= from && at(l) < from + bucket).length;
+    use.push(round((kept * pieceBytes) / linkBytesPerBucket));
+  }
+  // The server's "piece sent" (its socket took the piece) against the member's "piece kept": how far
+  // ahead of the wire the sockets' buffers run.
+  const sent = new Map(group.server.logs.filter((l) => l.msg === 'piece sent').map((l) => [`${l.member}:${l.piece}`, at(l)]));
+  const shortIds = group.clients.map((c) => c.id.slice(0, 7));
+  const lag = members.flatMap((lines, i) => lines.filter((l) => l.from === 'server').map((l) => at(l) - (sent.get(`${shortIds[i]}:${l.piece}`) ?? NaN)))
+    .filter((s) => !Number.isNaN(s)).sort((a, b) => a - b);
+  return {
+    firstPiece: round(Math.min(...all.map(at))),
+    sentToKept: lag.length ? { median: round(lag[Math.floor(lag.length / 2)]), max: round(lag.at(-1)) } : null,
+    seedingEnd: round(Math.max(...fromServer.map(at))),
+    lastDone: round(end),
+    spreadMedian: round(spread[Math.floor(spread.length / 2)]),
+    spreadMax: round(spread.at(-1)),
+    downlinkUse: use,
+    perMember,
+  };
+}
+
+async function scaleRun(lab, { file, size, members, peers, serverArgs, trace, mbit }) {
+  const group = await lab.startGroup(`sc${peers ? 'p' : 'n'}${members}`, members, {
+    clientArgs: peers ? [] : ['--no-peers'], serverArgs: [...serverArgs, ...(trace ? ['--log-level', 'debug'] : [])], clientLogLevel: trace ? 'debug' : 'warn',
+  });
   try {
     const pids = [group.server.proc.pid, ...group.clients.map((c) => c.daemon.proc.pid)];
     const cpu = async () => (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
@@ -45,6 +101,7 @@ async function scaleRun(lab, { file, size, members, peers, serverArgs }) {
       ...bytes,
       serverCopies: round(bytes.serverBytes / size, 3),
       cpuSeconds: round(cpuEnd - cpuStart, 2),
+      ...(trace && peers ? { trace: traceOf(group, Number(recorded.time), { size, mbit }) } : {}),
     };
   } finally {
     await lab.endGroup(group);
@@ -56,22 +113,23 @@ async function scaleRun(lab, { file, size, members, peers, serverArgs }) {
  * machine hits both alike), then, if `wideConcurrency` is set, the largest count with peers again on a
  * server whose `--concurrency` admits every member at once: the difference is the delivery queue's share.
  */
-export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency, modes }) {
+export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency, modes, trace }) {
   const hosts = lab.hosts.slice(0, 1 + Math.max(...memberCounts));
   for (const host of hosts) await host.shapeLink(mbit);
   const runs = [];
   try {
     for (const members of memberCounts) {
       for (const peers of modes) {
-        const run = await scaleRun(lab, { file, size, members, peers, serverArgs: [] });
+        const run = await scaleRun(lab, { file, size, members, peers, serverArgs: [], trace, mbit });
         process.stderr.write(`scale: ${members} member(s), ${peers ? 'peers' : 'no peers'}: ${run.wallSeconds.toFixed(2)} s, server ${run.serverCopies}× the file\n`);
+        if (run.trace) process.stderr.write(`scale trace: ${JSON.stringify(run.trace)}\n`);
         runs.push(run);
       }
     }
     let wide;
     if (wideConcurrency) {
       const members = Math.max(...memberCounts);
-      wide = { ...(await scaleRun(lab, { file, size, members, peers: true, serverArgs: ['--concurrency', String(members)] })), concurrency: members };
+      wide = { ...(await scaleRun(lab, { file, size, members, peers: true, serverArgs: ['--concurrency', String(members)], trace, mbit })), concurrency: members };
       process.stderr.write(`scale: ${members} members, peers, --concurrency ${members}: ${wide.wallSeconds.toFixed(2)} s\n`);
     }
     const base = (peers) => runs.find((r) => r.peers === peers && r.members === Math.min(...memberCounts));

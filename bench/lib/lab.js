@@ -114,9 +114,10 @@ export class Lab {
   /**
    * A server on hosts[0] with one open group, `Bench`, and `members` clients on the next hosts, all
    * joined and online. Each member gets a fresh download directory under `recv`; `clientArgs` and
-   * `serverArgs` are added to the daemons' command lines.
+   * `serverArgs` are added to the daemons' command lines; `clientLogLevel` is the members' (warn: their
+   * logs cost CPU; debug for traces).
    */
-  async startGroup(name, members, { clientArgs = [], serverArgs = [] } = {}) {
+  async startGroup(name, members, { clientArgs = [], serverArgs = [], clientLogLevel = 'warn' } = {}) {
     const server = this.hosts[0];
     const state = join(this.work, `${name}-server`);
     await mkdir(state, { recursive: true });
@@ -133,7 +134,7 @@ export class Lab {
       const downloads = join(this.recv, `${name}-${host.name}`);
       const daemon = this.spawn(host, host.name, CLIENT_BIN, [
         '--join', 'Bench', '--server-id', id, '--state-dir', clientState, '--downloads', downloads, '--interface', host.ipv4,
-        '--log-level', 'warn', ...clientArgs,
+        '--log-level', clientLogLevel, ...clientArgs,
       ]);
       clients.push({ host, daemon, downloads, state: clientState });
     }

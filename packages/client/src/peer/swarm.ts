@@ -182,7 +182,7 @@ export class MemberSwarm implements SwarmHandle {
       this.options.failed(Outcome.CHECKSUM, `piece ${piece} from the server does not match its sha256 in the manifest`);
       return;
     }
-    await this.keep(piece, current.chunks, 'fromServer');
+    await this.keep(piece, current.chunks, 'fromServer', 'server');
   }
 
   // ---- from links (LinkOwner) ----
@@ -229,7 +229,7 @@ export class MemberSwarm implements SwarmHandle {
   pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void {
     this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
-    void this.keep(piece, chunks, 'fromPeers');
+    void this.keep(piece, chunks, 'fromPeers', shortId(link.id));
   }
 
   badPiece(link: PeerLink, piece: number): void {
@@ -261,7 +261,8 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  private async keep(piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers'): Promise<void> {
+  /** `from`: the server or the peer's short id, for the per-piece trace (debug: the scale benchmark's --scale-trace reads it). */
+  private async keep(piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers', from: string): Promise<void> {
     // A piece that came from two sources (the endgame) is written and counted once.
     if (this.held.has(piece) || this.writing.has(piece) || this.done) {
       this.schedule();
@@ -277,6 +278,7 @@ export class MemberSwarm implements SwarmHandle {
       this.writing.delete(piece);
     }
     this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
+    this.options.log.debug({ piece, from }, 'piece kept');
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
     this.toServer(have);

@@ -111,7 +111,7 @@ export class Swarm {
     readonly transfer: Buffer,
     readonly size: number,
     readonly pieceSize: number,
-    private readonly log: Logger,
+    readonly log: Logger,
     private readonly onEmpty: () => void,
     /** Bytes members took from peers (a piece reported that the server had not sent), for the metrics. */
     readonly peerBytes: (bytes: number) => void,
