@@ -8,7 +8,6 @@ import {
 import type { DeliveryView } from '../../packages/server/src/operator/operations.js';
 import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { CLIENT_BIN, SERVER_BIN, testPort, type Daemon, type harness } from '../support/daemons.js';
-import { craft, Datagrams, nonceOf } from '../security/tools.js';
 
 /**
  * What the session hardening tests use: a real group-server started with a config the test writes,
@@ -61,19 +60,6 @@ export function startMember(h: Harness, server: Server, name: string, state: str
     ...groups.flatMap((group) => ['--join', group]), '--server-id', server.id, '--state-dir', state, '--downloads', downloads,
     '--name', name, '--interface', '127.0.0.1', '--port', String(server.udpPort),
   ]);
-}
-
-/** Joins a group as `identity` with a JOIN the test signs, as the real client would; resolves on the ACK. */
-export async function joinAs(server: Server, identity: Identity, group: string): Promise<void> {
-  const udp = await Datagrams.open();
-  try {
-    const join = craft({ type: 'join', group, proof: Buffer.alloc(0) }, identity.signer);
-    await udp.send(join, server.udpPort);
-    const answer = await udp.answerTo(nonceOf(join));
-    if (answer.message.type !== 'ack') throw new Error(`join of ${group} refused: ${JSON.stringify(answer.message)}`);
-  } finally {
-    udp.close();
-  }
 }
 
 export async function deliveries(server: Server): Promise<DeliveryView[]> {
