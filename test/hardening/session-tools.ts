@@ -11,8 +11,14 @@ import { CLIENT_BIN, SERVER_BIN, testPort, type Daemon, type harness } from '../
 
 /**
  * What the session hardening tests use: a real group-server started with a config the test writes,
- * and a hostile member built from the shared codecs (an identity the test holds, a JOIN it signs, a
- * raw TLS connection over which it says exactly the frames the test wants, and reads or stops reading).
+ * and a hostile member built from the shared codecs (an identity the test holds, a JOIN it signs with
+ * security/tools.ts's joinAs, a raw TLS connection over which it says exactly the frames the test
+ * wants, and reads or stops reading).
+ *
+ * Use this when the members are the test itself: the config lists bare ids (and open groups), the
+ * server's TCP port comes back for HostileLink to dial, and the server is a value a test can restart
+ * as it was (environment included). When the members are real group-client daemons to start, kill and
+ * look at on disk, use test/durability/cluster.ts (Cluster) instead.
  */
 type Harness = ReturnType<typeof harness>;
 

@@ -18,9 +18,7 @@ let alice: Member;
 afterAll(() => h.cleanup());
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
-  await c.startServer([{ name: GROUP, members: [alice] }]);
-  await c.startOnline([alice]);
+  [alice] = await c.startGroup(GROUP, ['alice']);
 });
 
 const BIG = 8 * MiB;
