@@ -97,6 +97,8 @@ describe('data plane conformance of a member', () => {
     const link = await open('silent');
     await link.frame('hello');
     await distribute('Silent', 'to-the-silent.txt');
+    // The distribute command is not awaited: on a loaded machine it may record the delivery only after the deadline.
+    await server.daemon.waitForMsg('distribution recorded', { file: 'to-the-silent.txt' }, 30_000);
     const closed = await violationOf('silent', 30_000);
     expect(String((closed.err as { message: string }).message)).toContain(`no HELLO within ${(HELLO_TIMEOUT_MS / 1000).toFixed(1)}s`);
     await link.whenClosed();
