@@ -21,10 +21,8 @@ let alice: Member;
 let source: string;
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
+  [alice] = await c.startGroup(GROUP, ['alice']);
   source = await mounts.tmpfs('600m');
-  await c.startServer([{ name: GROUP, members: [alice] }]);
-  await c.startOnline([alice]);
 });
 
 afterAll(() => mounts.cleanup([c.server, alice.daemon]));

@@ -32,10 +32,8 @@ async function timedDistribute(extra: string[] = []): Promise<number> {
 }
 
 beforeAll(async () => {
-  member = await c.member('m', [GROUP]);
+  [member] = await c.startGroup(GROUP, ['m']);
   source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [member] }]);
-  await c.startOnline([member]);
 });
 
 afterAll(() => h.cleanup());

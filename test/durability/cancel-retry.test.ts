@@ -18,10 +18,8 @@ let dan: Member;
 let source: string;
 
 beforeAll(async () => {
-  [carol, dan] = await Promise.all(['carol', 'dan'].map((name) => c.member(name, [GROUP]))) as [Member, Member];
+  [carol, dan] = await c.startGroup(GROUP, ['carol', 'dan']);
   source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [carol, dan] }]);
-  await c.startOnline([carol, dan]);
 });
 
 afterAll(async () => {

@@ -8,6 +8,12 @@ import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '..
 /**
  * One server and its members as real processes on loopback (interface 127.0.0.1), for the fault
  * tests: start, kill and restart either side on the same state, and look at what is on disk.
+ *
+ * Use this when the members are real group-client daemons (Member: a state dir, downloads, an id from
+ * `group-client id`): the config lists Members, members run with --no-peers unless asked, and the
+ * server can be restarted with other flags. When the members are the test itself (identities it holds
+ * the keys of, speaking raw TLS or crafted datagrams), use test/hardening/session-tools.ts instead: its
+ * config lists bare ids and open groups, and it hands back the TCP port for a hostile link to dial.
  */
 export type Harness = ReturnType<typeof harness>;
 
@@ -196,6 +202,18 @@ export class Cluster {
   async startOnline(members: Member[]): Promise<void> {
     for (const member of members) this.startMember(member);
     for (const member of members) await this.online(member);
+  }
+
+  /**
+   * The common setup: members of these names, each in `group` alone, the server with that one group
+   * (and `extra` flags), every member started and online. The members come back in the order named.
+   */
+  async startGroup<const Names extends readonly string[]>(group: string, names: Names, extra: string[] = []): Promise<{ -readonly [K in keyof Names]: Member }> {
+    const members: Member[] = [];
+    for (const name of names) members.push(await this.member(name, [group]));
+    await this.startServer([{ name: group, members }], extra);
+    await this.startOnline(members);
+    return members as { -readonly [K in keyof Names]: Member };
   }
 
   distribute(group: string, files: string[], extra: string[] = [], timeoutMs = 120_000) {

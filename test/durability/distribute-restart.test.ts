@@ -16,10 +16,8 @@ let alice: Member;
 let source: string;
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
+  [alice] = await c.startGroup(GROUP, ['alice']);
   source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [alice] }]);
-  await c.startOnline([alice]);
 });
 
 afterAll(() => h.cleanup());

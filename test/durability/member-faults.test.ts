@@ -21,10 +21,8 @@ let alice: Member;
 let source: string;
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
+  [alice] = await c.startGroup(GROUP, ['alice'], ['--heartbeat-timeout', `${HEARTBEAT_TIMEOUT_MS}ms`]);
   source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [alice] }], ['--heartbeat-timeout', `${HEARTBEAT_TIMEOUT_MS}ms`]);
-  await c.startOnline([alice]);
 });
 
 afterAll(() => h.cleanup());

@@ -4,8 +4,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, NakReason, PROTOCOL_VERSION, TLS_CIPHERS, type Signer } from '../../packages/shared/src/index.js';
 import { SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
-import { identityIn, serverStatus, until } from '../security/tools.js';
-import { freshSigner, nonceOf, signed, Udp } from './control-udp.js';
+import { craft, freshSigner, identityIn, nonceOf, serverStatus, Udp, until } from '../security/tools.js';
 
 /**
  * Issue 9, item 5: an open group must stay bounded whatever keys the LAN makes up. A real server with
@@ -39,10 +38,9 @@ const status = async (): Promise<Status> => (await serverStatus(serverState)) as
 
 /** Sends a JOIN or LEAVE unicast and resolves with the answer's message. */
 async function ask(udp: Udp, op: 'join' | 'leave', group: string, signer: Signer) {
-  const request = signed(op === 'join' ? { type: 'join', group, proof: Buffer.alloc(0) } : { type: 'leave', group }, signer);
+  const request = craft(op === 'join' ? { type: 'join', group, proof: Buffer.alloc(0) } : { type: 'leave', group }, signer);
   await udp.send(request, SERVER, port);
-  const [answer] = await udp.wait((r) => 'request' in r.datagram.message && r.datagram.message.request.equals(nonceOf(request)));
-  return answer!.datagram.message;
+  return (await udp.answerTo(nonceOf(request))).datagram.message;
 }
 
 describe('open groups are bounded', () => {

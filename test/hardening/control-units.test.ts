@@ -7,7 +7,7 @@ import { NakReason, RateLimitedLog, type Logger } from '../../packages/shared/sr
 import { AttemptLimiter } from '../../packages/server/src/control/attempt-limiter.js';
 import { LIST_COOKIE_SLICE_MS, ListCookies } from '../../packages/server/src/control/list-cookie.js';
 import { Membership } from '../../packages/server/src/control/membership.js';
-import { freshSigner } from './control-udp.js';
+import { freshSigner } from '../security/tools.js';
 
 const silent = pino({ level: 'silent' });
 const peer = { address: '192.0.2.7', port: 40_000 };

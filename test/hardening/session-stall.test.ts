@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shortId, type Identity } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf } from '../support/daemons.js';
-import { identityIn } from '../security/tools.js';
-import { deliveries, HostileLink, joinAs, MiB, startMember, startServer, type Server } from './session-tools.js';
+import { identityIn, joinAs } from '../security/tools.js';
+import { deliveries, HostileLink, MiB, startMember, startServer, type Server } from './session-tools.js';
 
 /**
  * Members that accept an offer and then stop reading, while their PINGs keep the heartbeat happy, must
@@ -45,7 +45,7 @@ describe('a member that stops reading during a delivery', () => {
     // The stalled members: joined, connected, and on OFFER they ACCEPT from 0 and read nothing more,
     // but PING every second so the server always hears from them.
     for (const identity of hostiles) {
-      await joinAs(server, identity, 'Developers');
+      await joinAs(identity.signer, 'Developers', server.udpPort);
       const link = await HostileLink.open(server.tcpPort, identity, (frame, self) => {
         if (frame.type !== 'offer') return;
         self.send({ type: 'accept', transfer: frame.transfer, offset: 0 });

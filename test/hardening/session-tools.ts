@@ -8,12 +8,17 @@ import {
 import type { DeliveryView } from '../../packages/server/src/operator/operations.js';
 import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { CLIENT_BIN, SERVER_BIN, testPort, type Daemon, type harness } from '../support/daemons.js';
-import { craft, Datagrams, nonceOf } from '../security/tools.js';
 
 /**
  * What the session hardening tests use: a real group-server started with a config the test writes,
- * and a hostile member built from the shared codecs (an identity the test holds, a JOIN it signs, a
- * raw TLS connection over which it says exactly the frames the test wants, and reads or stops reading).
+ * and a hostile member built from the shared codecs (an identity the test holds, a JOIN it signs with
+ * security/tools.ts's joinAs, a raw TLS connection over which it says exactly the frames the test
+ * wants, and reads or stops reading).
+ *
+ * Use this when the members are the test itself: the config lists bare ids (and open groups), the
+ * server's TCP port comes back for HostileLink to dial, and the server is a value a test can restart
+ * as it was (environment included). When the members are real group-client daemons to start, kill and
+ * look at on disk, use test/durability/cluster.ts (Cluster) instead.
  */
 type Harness = ReturnType<typeof harness>;
 
@@ -61,19 +66,6 @@ export function startMember(h: Harness, server: Server, name: string, state: str
     ...groups.flatMap((group) => ['--join', group]), '--server-id', server.id, '--state-dir', state, '--downloads', downloads,
     '--name', name, '--interface', '127.0.0.1', '--port', String(server.udpPort),
   ]);
-}
-
-/** Joins a group as `identity` with a JOIN the test signs, as the real client would; resolves on the ACK. */
-export async function joinAs(server: Server, identity: Identity, group: string): Promise<void> {
-  const udp = await Datagrams.open();
-  try {
-    const join = craft({ type: 'join', group, proof: Buffer.alloc(0) }, identity.signer);
-    await udp.send(join, server.udpPort);
-    const answer = await udp.answerTo(nonceOf(join));
-    if (answer.message.type !== 'ack') throw new Error(`join of ${group} refused: ${JSON.stringify(answer.message)}`);
-  } finally {
-    udp.close();
-  }
 }
 
 export async function deliveries(server: Server): Promise<DeliveryView[]> {

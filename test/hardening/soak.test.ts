@@ -6,9 +6,8 @@ import { encodeFrame, type Identity } from '../../packages/shared/src/index.js';
 import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 import { writeRandomFile } from '../durability/cluster.js';
-import { identityIn } from '../security/tools.js';
-import { freshSigner, signed, Udp } from './control-udp.js';
-import { HostileLink, joinAs, MiB, restartServer, rssOf, startMember, startServer, type Server } from './session-tools.js';
+import { craft, freshSigner, identityIn, joinAs, Udp } from '../security/tools.js';
+import { HostileLink, MiB, restartServer, rssOf, startMember, startServer, type Server } from './session-tools.js';
 
 /**
  * Everything at once: a LIST flood, a JOIN flood of fresh keys into an open group, garbage datagrams,
@@ -143,7 +142,7 @@ describe('soak: floods, stalled members and a restart at once', () => {
     try {
       while (!stopped() && sent < LIST_FLOOD) {
         for (let i = 0; i < 100; i++, sent++) {
-          const list = signed({ type: 'list', cookie: Buffer.alloc(0) }, freshSigner());
+          const list = craft({ type: 'list', cookie: Buffer.alloc(0) }, freshSigner());
           sentBytes += list.length;
           await udp.send(list, '127.0.0.1', server.udpPort).catch(() => undefined);
         }
@@ -162,7 +161,7 @@ describe('soak: floods, stalled members and a restart at once', () => {
     try {
       while (!stopped() && sent < JOIN_FLOOD) {
         for (let i = 0; i < 50; i++, sent++) {
-          await udp.send(signed({ type: 'join', group: 'Lobby', proof: Buffer.alloc(0) }, freshSigner()), '127.0.0.1', server.udpPort)
+          await udp.send(craft({ type: 'join', group: 'Lobby', proof: Buffer.alloc(0) }, freshSigner()), '127.0.0.1', server.udpPort)
             .catch(() => undefined);
           await udp.send(randomBytes(1 + (sent % 1200)), '127.0.0.1', server.udpPort).catch(() => undefined);
         }
@@ -182,8 +181,8 @@ describe('soak: floods, stalled members and a restart at once', () => {
 
   it(`honest members get every file, verified; the server stays under ${RSS_BOUND / MiB} MiB`, async () => {
     timers.push(setTimeout(endSoak, SOAK_MS));
-    for (const attacker of attackers) await joinAs(server, attacker, 'Developers');
-    await joinAs(server, flooder, 'Developers');
+    for (const attacker of attackers) await joinAs(attacker.signer, 'Developers', server.udpPort);
+    await joinAs(flooder.signer, 'Developers', server.udpPort);
     const sampler = setInterval(() => {
       void rssOf(server.daemon.proc.pid ?? 0).then((rss) => { peakRss = Math.max(peakRss, rss); }, () => undefined);
     }, 250);

@@ -22,11 +22,9 @@ let alice: Member;
 let source: string;
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
-  source = await h.dir('source');
-  await c.startServer([{ name: GROUP, members: [alice] }]);
   // Alice joins once, then goes offline: the store copy can be damaged before anything is sent.
-  await c.startOnline([alice]);
+  [alice] = await c.startGroup(GROUP, ['alice']);
+  source = await h.dir('source');
   await alice.daemon!.stop();
 });
 

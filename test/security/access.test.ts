@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NakReason, type Identity } from '../../packages/shared/src/index.js';
+import { DEFAULT_GROUP_ADDRESS, NakReason, type Identity } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, installForUser, testPort, type Daemon } from '../support/daemons.js';
 import {
-  craft, Datagrams, filesUnder, forgedSigner, identityIn, nonceOf, serverStatus, tlsAttempt, until,
+  craft, filesUnder, forgedSigner, identityIn, nonceOf, serverStatus, tlsAttempt, Udp, until,
 } from './tools.js';
 
 /**
@@ -26,7 +26,7 @@ let serverState: string;
 let server: Daemon;
 let serverId: string;
 let tcpPort: number;
-let udp: Datagrams;
+let udp: Udp;
 
 const refusals = (member: string | undefined): number =>
   server.logs.filter((l) => l.msg === 'refused connection from unauthorized id' && l.member === member).length;
@@ -88,7 +88,7 @@ describe('access: only authorized ids get in', () => {
       ]);
     }
     await server.waitForMsg('member online', { member: ids.alice.signer.id });
-    udp = await Datagrams.open();
+    udp = await Udp.open();
   });
 
   afterAll(async () => {
@@ -144,21 +144,21 @@ describe('access: only authorized ids get in', () => {
     const bob = ids.bob.signer.id;
     // The attacker's own key: the server sees the attacker's id, not bob's, and refuses it.
     const asItself = craft({ type: 'join', group: 'Developers', proof: Buffer.alloc(0) }, ids.attacker.signer);
-    await udp.send(asItself, port);
+    await udp.send(asItself, DEFAULT_GROUP_ADDRESS, port);
     const nak = await udp.answerTo(nonceOf(asItself));
-    expect(nak.message).toMatchObject({ type: 'nak', reason: NakReason.NOT_AUTHORIZED });
+    expect(nak.datagram.message).toMatchObject({ type: 'nak', reason: NakReason.NOT_AUTHORIZED });
 
     // Bob's public key in the envelope, the attacker's signature: dropped as a bad signature.
     const signatures = await dropped('GC_ERR_WIRE_SIGNATURE');
     const posingAsBob = craft({ type: 'join', group: 'Developers', proof: Buffer.alloc(0) }, forgedSigner(ids.bob.signer, ids.attacker.signer));
-    await udp.send(posingAsBob, port);
+    await udp.send(posingAsBob, DEFAULT_GROUP_ADDRESS, port);
     await droppedOnce('GC_ERR_WIRE_SIGNATURE', signatures);
 
     const posingAsAlice = craft({ type: 'leave', group: 'Developers' }, forgedSigner(ids.alice.signer, ids.attacker.signer));
-    await udp.send(posingAsAlice, port);
+    await udp.send(posingAsAlice, DEFAULT_GROUP_ADDRESS, port);
     await droppedOnce('GC_ERR_WIRE_SIGNATURE', signatures + 1);
 
-    expect(udp.received.some((d) => d.message.type !== 'nak' || !d.message.request.equals(nonceOf(asItself)))).toBe(false);
+    expect(udp.received.some(({ datagram: { message } }) => message.type !== 'nak' || !message.request.equals(nonceOf(asItself)))).toBe(false);
     expect((await memberRecord(bob))?.joined ?? []).toEqual([]);
     expect(server.logs.some((l) => l.msg === 'member joined' && l.member === bob)).toBe(false);
     expect((await memberRecord(ids.alice.signer.id))?.joined).toEqual(['Developers']);
@@ -167,23 +167,24 @@ describe('access: only authorized ids get in', () => {
   it('a replayed or stale JOIN has no second effect', async () => {
     const dave = ids.dave.signer;
     const join = craft({ type: 'join', group: 'Developers', proof: Buffer.alloc(0) }, dave);
-    await udp.send(join, port);
-    expect((await udp.answerTo(nonceOf(join))).message.type).toBe('ack');
+    await udp.send(join, DEFAULT_GROUP_ADDRESS, port);
+    expect((await udp.answerTo(nonceOf(join))).datagram.message.type).toBe('ack');
     const leave = craft({ type: 'leave', group: 'Developers' }, dave);
-    await udp.send(leave, port);
-    expect((await udp.answerTo(nonceOf(leave))).message.type).toBe('ack');
+    await udp.send(leave, DEFAULT_GROUP_ADDRESS, port);
+    expect((await udp.answerTo(nonceOf(leave))).datagram.message.type).toBe('ack');
     expect((await memberRecord(dave.id))?.joined).toEqual([]);
 
     const replays = await dropped('GC_ERR_REPLAY');
-    await udp.send(join, port);
+    await udp.send(join, DEFAULT_GROUP_ADDRESS, port);
     await droppedOnce('GC_ERR_REPLAY', replays);
     const stale = await dropped('GC_ERR_STALE');
-    await udp.send(craft({ type: 'join', group: 'Developers', proof: Buffer.alloc(0) }, dave, { timestamp: Date.now() - 120_000 }), port);
+    const old = craft({ type: 'join', group: 'Developers', proof: Buffer.alloc(0) }, dave, { timestamp: Date.now() - 120_000 });
+    await udp.send(old, DEFAULT_GROUP_ADDRESS, port);
     await droppedOnce('GC_ERR_STALE', stale);
 
     expect(server.logs.filter((l) => l.msg === 'member joined' && l.member === dave.id)).toHaveLength(1);
     expect((await memberRecord(dave.id))?.joined).toEqual([]);
-    expect(udp.received.filter((d) => d.message.type === 'ack' && d.message.request.equals(nonceOf(join)))).toHaveLength(1);
+    expect(udp.received.filter(({ datagram: { message } }) => message.type === 'ack' && message.request.equals(nonceOf(join)))).toHaveLength(1);
   });
 
   it.skipIf(process.getuid?.() !== 0)('another local user cannot reach the control socket, even through a readable state dir', async ({ skip }) => {

@@ -9,7 +9,7 @@ import {
   type PeerId,
 } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
-import { craft, Datagrams, filesUnder, identityIn, nonceOf, serverStatus } from './tools.js';
+import { craft, filesUnder, identityIn, nonceOf, serverStatus, Udp } from './tools.js';
 
 /**
  * Join codes against a real server on its built-in (closed) groups: a code enrolls a member and pins
@@ -141,12 +141,12 @@ describe('join codes', () => {
   it('guessing codes is rate-limited per address and id, and a limited source cannot even test a right code', async () => {
     const attacker = (await identityIn(await h.dir('guesser'), 'guesser')).signer;
     const other = (await identityIn(await h.dir('guesser-2'), 'guesser-2')).signer;
-    const udp = await Datagrams.open();
+    const udp = await Udp.open();
     try {
       const guess = async (signer = attacker, proof: Buffer = randomBytes(INVITE_PROOF_LENGTH)): Promise<NakReason | 'ack'> => {
         const datagram = craft({ type: 'join', group: 'Developers', proof }, signer);
-        await udp.send(datagram, port);
-        const answer = (await udp.answerTo(nonceOf(datagram))).message;
+        await udp.send(datagram, DEFAULT_GROUP_ADDRESS, port);
+        const answer = (await udp.answerTo(nonceOf(datagram))).datagram.message;
         return answer.type === 'nak' ? answer.reason : 'ack';
       };
       const answers: Array<NakReason | 'ack'> = [];

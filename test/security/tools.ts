@@ -1,11 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import { createSocket, type Socket } from 'node:dgram';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { EventEmitter, once } from 'node:events';
 import { readdir, readFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, TLS_CIPHERS,
+  decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, signerFromPrivateKey, TLS_CIPHERS,
   type ControlMessage, type Datagram, type Identity, type Signer,
 } from '../../packages/shared/src/index.js';
 import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
@@ -24,6 +25,11 @@ export function forgedSigner(victim: Signer, attacker: Signer): Signer {
   return { id: victim.id, publicKey: victim.publicKey, sign: (data) => attacker.sign(data) };
 }
 
+/** A fresh key pair, as a flood of new identities would use: one per datagram costs nothing. */
+export function freshSigner(): Signer {
+  return signerFromPrivateKey(generateKeyPairSync('ed25519').privateKey);
+}
+
 export function craft(message: ControlMessage, signer: Signer, envelope: { timestamp?: number; nonce?: Buffer } = {}): Buffer {
   return encodeDatagram(message, signer, {
     timestamp: envelope.timestamp ?? Date.now(),
@@ -31,67 +37,77 @@ export function craft(message: ControlMessage, signer: Signer, envelope: { times
   });
 }
 
+export interface Received {
+  datagram: Datagram;
+  bytes: number;
+  from: RemoteInfo;
+}
+
 /**
- * A UDP socket on 127.0.0.1 that sends crafted bytes to the control plane's multicast group on
- * loopback, as any host on the LAN could, and keeps every decodable answer. (Not unicast to the
- * port: members on this host share it, and the kernel would hand a unicast datagram to one of them.)
+ * A UDP socket on one loopback address that sends crafted bytes, as any host on the LAN could, and
+ * keeps every decodable answer with its size and sender. 127.0.0.0/8 is all on lo, so a test can be
+ * its own source address with its own rate-limit buckets. Requests to the server go to the control
+ * plane's multicast group (DEFAULT_GROUP_ADDRESS), not unicast to the port: members on this host
+ * share the port, and the kernel would hand a unicast datagram to one of them.
  */
-export class Datagrams {
-  readonly received: Datagram[] = [];
-  private readonly waiters = new Set<() => void>();
+export class Udp {
+  readonly received: Received[] = [];
+  private readonly arrivals = new EventEmitter();
 
   private constructor(private readonly socket: Socket) {
-    socket.on('message', (buf) => {
+    socket.on('message', (buf, from) => {
       try {
-        this.received.push(decodeDatagram(buf));
+        this.received.push({ datagram: decodeDatagram(buf), bytes: buf.length, from });
       } catch {
         return;
       }
-      for (const wake of this.waiters) wake();
+      this.arrivals.emit('arrival');
     });
   }
 
-  static async open(): Promise<Datagrams> {
+  static async open(address = '127.0.0.1'): Promise<Udp> {
     const socket = createSocket('udp4');
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => socket.bind(0, address, resolve));
     socket.setMulticastInterface('127.0.0.1');
-    return new Datagrams(socket);
+    return new Udp(socket);
   }
 
-  send(buf: Buffer, port: number): Promise<void> {
-    return new Promise((resolve, reject) => this.socket.send(buf, port, DEFAULT_GROUP_ADDRESS, (err) => (err ? reject(err) : resolve())));
+  send(buf: Buffer, address: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.send(buf, port, address, (err) => (err ? reject(err) : resolve())));
   }
 
-  /** The first answer (seen or to come) that matches, within the timeout. */
-  answer(match: (datagram: Datagram) => boolean, timeoutMs = 10_000): Promise<Datagram> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.received.find(match);
-        if (!found) return;
-        done();
-        resolve(found);
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no matching answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+  /** Resolves once `count` answers (seen or to come) match, with those answers; rejects after the timeout. */
+  async wait(match: (r: Received) => boolean, count = 1, timeoutMs = 15_000): Promise<Received[]> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    for (;;) {
+      const found = this.received.filter(match);
+      if (found.length >= count) return found;
+      try {
+        await once(this.arrivals, 'arrival', { signal });
+      } catch {
+        throw new Error(`${found.length} of ${count} matching answers within ${timeoutMs} ms`);
+      }
+    }
   }
 
-  /** The answer to the request with this nonce. */
-  answerTo(request: Buffer, timeoutMs?: number): Promise<Datagram> {
-    return this.answer((d) => (d.message.type === 'ack' || d.message.type === 'nak') && d.message.request.equals(request), timeoutMs);
+  /** The first answer (seen or to come) to the request with this nonce. */
+  async answerTo(request: Buffer, timeoutMs?: number): Promise<Received> {
+    const [answer] = await this.wait((r) => answers(r, request), 1, timeoutMs);
+    return answer!;
+  }
+
+  /** The answers to the request with this nonce received so far. */
+  answersSoFar(request: Buffer): Received[] {
+    return this.received.filter((r) => answers(r, request));
   }
 
   close(): void {
     this.socket.close();
   }
+}
+
+function answers({ datagram: { message } }: Received, request: Buffer): boolean {
+  return 'request' in message && message.request.equals(request);
 }
 
 /** The request nonce a crafted datagram carries (bytes 12–27 of the envelope). */
@@ -101,12 +117,12 @@ export function nonceOf(datagram: Buffer): Buffer {
 
 /** Joins `group` as `signer` with a hand-made JOIN (a member the test plays itself), and checks it is acknowledged. */
 export async function joinAs(signer: Signer, group: string, port: number): Promise<void> {
-  const udp = await Datagrams.open();
+  const udp = await Udp.open();
   try {
     const join = craft({ type: 'join', group, proof: Buffer.alloc(0) }, signer);
-    await udp.send(join, port);
-    const answer = await udp.answerTo(nonceOf(join));
-    if (answer.message.type !== 'ack') throw new Error(`JOIN ${group} was answered ${answer.message.type}`);
+    await udp.send(join, DEFAULT_GROUP_ADDRESS, port);
+    const { message } = (await udp.answerTo(nonceOf(join))).datagram;
+    if (message.type !== 'ack') throw new Error(`JOIN ${group} was answered ${message.type}`);
   } finally {
     udp.close();
   }

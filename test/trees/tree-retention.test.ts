@@ -20,11 +20,8 @@ let away: Member;
 afterAll(() => h.cleanup());
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
-  away = await c.member('away', [GROUP]);
-  await c.startServer([{ name: GROUP, members: [alice, away] }], ['--backlog', 'none']);
   // `away` joins once, so the tree is for it too, and then goes offline: its delivery stays pending.
-  await c.startOnline([alice, away]);
+  [alice, away] = await c.startGroup(GROUP, ['alice', 'away'], ['--backlog', 'none']);
   await away.daemon!.stop('SIGTERM');
   await c.server!.waitForMsg('member offline', { member: away.id });
 });

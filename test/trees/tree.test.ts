@@ -19,10 +19,7 @@ let bob: Member;
 afterAll(() => h.cleanup());
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
-  bob = await c.member('bob', [GROUP]);
-  await c.startServer([{ name: GROUP, members: [alice, bob] }]);
-  await c.startOnline([alice, bob]);
+  [alice, bob] = await c.startGroup(GROUP, ['alice', 'bob']);
 });
 
 describe('distribute a directory', () => {

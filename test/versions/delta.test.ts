@@ -23,9 +23,7 @@ let alice: Member;
 afterAll(() => h.cleanup());
 
 beforeAll(async () => {
-  alice = await c.member('alice', [GROUP]);
-  await c.startServer([{ name: GROUP, members: [alice] }]);
-  await c.startOnline([alice]);
+  [alice] = await c.startGroup(GROUP, ['alice']);
 });
 
 const deliver = (path: string, name: string) => deliverTo(c, GROUP, alice, path, name);

@@ -9,8 +9,8 @@ import {
 } from '../../packages/shared/src/index.js';
 import { Receiver, type ReceiveSession } from '../../packages/client/src/receive/receiver.js';
 import { harness, SERVER_BIN } from '../support/daemons.js';
-import { identityIn } from '../security/tools.js';
-import { HostileLink, joinAs, startServer, type Server } from '../hardening/session-tools.js';
+import { identityIn, joinAs } from '../security/tools.js';
+import { HostileLink, startServer, type Server } from '../hardening/session-tools.js';
 
 /**
  * The held-pieces rule on the wire (PROTOCOL.md §7.5): the server says HELD_PIECES in its HELLO, takes a
@@ -44,7 +44,7 @@ describe('the server, to a member that holds pieces', () => {
 
   /** A gcdp/1.1 member that says pieces (no peers), once the server has it online. */
   async function connect(name: keyof typeof ids, group: string): Promise<HostileLink> {
-    await joinAs(server, ids[name], group);
+    await joinAs(ids[name].signer, group, server.udpPort);
     const link = await HostileLink.open(server.tcpPort, ids[name], undefined, ALPN_PIECES);
     links.push(link);
     link.send({ type: 'hello', version: PROTOCOL_VERSION, name, caps: { flags: Capability.PIECES, peerPort: 0 } });

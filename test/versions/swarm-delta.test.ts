@@ -19,9 +19,7 @@ const PIECE = 256 * 1024;
 let members: Member[];
 
 beforeAll(async () => {
-  members = [await c.member('m0', [GROUP]), await c.member('m1', [GROUP])];
-  await c.startServer([{ name: GROUP, members }]);
-  await c.startOnline(members);
+  members = await c.startGroup(GROUP, ['m0', 'm1']);
 });
 
 afterAll(() => h.cleanup());

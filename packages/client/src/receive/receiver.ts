@@ -14,7 +14,7 @@ import { PatchReceive } from './patch-receive.js';
 import { ReceivedLog } from './received-log.js';
 import { StreamReceive } from './stream-receive.js';
 import { SwarmReceive } from './swarm-receive.js';
-import { describe, TransferEnd } from './transfer-end.js';
+import { ABORT_CANCEL, ABORT_CLOSED, describe, TransferEnd } from './transfer-end.js';
 import type { FileHost, TransferPath } from './transfer-path.js';
 import { TreeAssembly, TreeReceive } from './tree-receive.js';
 import { judgeExisting, type Replacing } from './versions.js';
@@ -125,10 +125,6 @@ type State =
   | { kind: 'discarding'; hex: string; transfer: Buffer };
 
 const IDLE: State = { kind: 'idle' };
-
-/** Abort reasons: the server cancelled (delete the partial) or the link went away (keep it to resume). */
-const CANCEL = 'cancel';
-const CLOSED = 'closed';
 
 /** The piece hashes a MANIFEST announced for the OFFER that follows it, and the peers to pull it from, if PEERS said so. */
 interface Announced {
@@ -274,9 +270,7 @@ export class ReceiveSession {
       log: this.log,
       send: (frame) => this.send(frame),
       heldPieces: this.heldPieces,
-      decline: (o, log, outcome, message) => this.end.decline(o, log, outcome, message),
-      haveItAll: (o, log, why) => this.end.haveItAll(o, log, why),
-      fail: (o, log, outcome, message, err) => this.end.fail(o, log, outcome, message, err),
+      end: this.end,
       freeSpaceShortfall: (needed, signal) => this.partials.freeSpaceShortfall(needed, signal),
       ended: (early) => {
         if (!early && this.isCurrent(receive)) this.state = IDLE;
@@ -394,7 +388,7 @@ export class ReceiveSession {
   private async prepareFailed(offer: Offer, log: Logger, signal: AbortSignal, err: unknown): Promise<void> {
     this.state = IDLE;
     if (signal.aborted) {
-      if (signal.reason === CANCEL) await this.end.cancelled(offer, log, undefined);
+      if (signal.reason === ABORT_CANCEL) await this.end.cancelled(offer, log, undefined);
       return;
     }
     log.error({ err }, 'could not prepare to receive');
@@ -494,7 +488,7 @@ export class ReceiveSession {
       return;
     }
     if (state.kind === 'preparing') {
-      state.abort.abort(CANCEL);
+      state.abort.abort(ABORT_CANCEL);
       await state.done;
       return;
     }
@@ -512,7 +506,7 @@ export class ReceiveSession {
     if (this.closing) return this.closing;
     this.closed = true;
     const state = this.state;
-    if (state.kind === 'preparing') state.abort.abort(CLOSED);
+    if (state.kind === 'preparing') state.abort.abort(ABORT_CLOSED);
     this.closing = (async () => {
       await this.handling;
       const current = this.state;

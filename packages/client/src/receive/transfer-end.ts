@@ -7,10 +7,17 @@ import type { Receiver } from './receiver.js';
 import { DEFAULT_KEEP_OLD, replaceAtomically, versionsFolder, type Replacing } from './versions.js';
 
 /**
- * How a file's transfer ends, whichever path received it (stream-receive.ts, patch-receive.ts,
- * swarm-receive.ts): verified and placed, declined, failed, cancelled or already held. Each end sends the
+ * How a transfer ends, whichever path received it (stream-receive.ts, patch-receive.ts, swarm-receive.ts,
+ * and for a tree all but `finish`, tree-receive.ts): verified and placed, declined, failed, cancelled or already held. Each end sends the
  * server its answer, logs it and tells the Receiver's listeners; the session says where it goes idle.
  */
+
+/**
+ * Why a transfer's preparation was aborted, for every path (receiver.ts, tree-receive.ts): the server
+ * cancelled (delete the partial) or the link went away (keep it to resume on the next connection).
+ */
+export const ABORT_CANCEL = 'cancel';
+export const ABORT_CLOSED = 'closed';
 
 /** A complete partial, however it was received: streamed in order, or pulled as pieces. */
 export interface HeldFile {

@@ -10,6 +10,7 @@ import { CHECKPOINT_BYTES } from './incoming-file.js';
 import { outcomeOfError } from './outcomes.js';
 import type { Receiver } from './receiver.js';
 import { HeldTree } from './held-tree.js';
+import { ABORT_CANCEL, ABORT_CLOSED, type TransferEnd } from './transfer-end.js';
 import { seedTreeFromVersion } from './tree-seed.js';
 import { appliedMode, IncomingTree, makeStagingDirs, TREE_ROOT_MODE } from './tree-staging.js';
 import { DEFAULT_KEEP_OLD, judgeExistingTree, pruneVersions, switchTree, versionPath, versionsFolder, type TreeVerdict } from './versions.js';
@@ -74,20 +75,12 @@ export interface TreeHost {
   send(frame: Frame): void;
   /** The server said HELD_PIECES: a BITFIELD before ACCEPT spares what this member holds (§7.5, §7.7). */
   heldPieces: boolean;
-  /** DECLINE, reported; the session is idle again. */
-  decline(offer: Offer, log: Logger, outcome: Outcome, message: string): void;
-  /** ACCEPT(size) and RESULT OK without any DATA; the session is idle again. */
-  haveItAll(offer: Offer, log: Logger, why: string): void;
-  /** RESULT with a failure, reported. */
-  fail(offer: Offer, log: Logger, outcome: Outcome, message: string, err?: unknown): void;
+  /** How the transfer ends: declined, failed, cancelled, already held (transfer-end.ts); placing a tree is this file's own. */
+  end: TransferEnd;
   freeSpaceShortfall(needed: number, signal: AbortSignal): Promise<string | undefined>;
   /** The tree's transfer is over on our side: `early` when the server may still send DATA for it. */
   ended(early: boolean): void;
 }
-
-/** Abort reasons, as receiver.ts has them: the server cancelled (delete the staging) or the link went away (keep it). */
-const CANCEL = 'cancel';
-const CLOSED = 'closed';
 
 /** The path of a placed tree's manifest in the state directory. */
 function manifestPath(stateDir: string, transferHex: string): string {
@@ -144,7 +137,7 @@ export class TreeReceive {
     const problems = treeProblems(this.manifest.entries);
     if (problems.length > 0) return this.decline(Outcome.BAD_NAME, `unsafe tree: ${problems.join('; ')}`);
     if (receiver.received.has(this.hex)) {
-      this.host.haveItAll(offer, this.log, 'already received');
+      this.host.end.haveItAll(offer, this.log, 'already received');
       this.finished = true;
       return;
     }
@@ -154,7 +147,7 @@ export class TreeReceive {
       // Placed before a crash kept it from being recorded: record it now, and nothing need move.
       this.finished = true;
       await this.record(undefined);
-      this.host.haveItAll(offer, this.log, 'already present');
+      this.host.end.haveItAll(offer, this.log, 'already present');
       return;
     }
     const dir = partialPathFor(receiver.root, this.hex);
@@ -212,7 +205,7 @@ export class TreeReceive {
 
   private async prepareFailed(err: unknown): Promise<void> {
     if (this.abort.signal.aborted) {
-      if (this.abort.signal.reason === CANCEL) await this.cancelled('cancelled');
+      if (this.abort.signal.reason === ABORT_CANCEL) await this.cancelled(undefined);
       return;
     }
     if (isGroupcastError(err, ErrorCode.CHECKSUM)) return this.decline(Outcome.CHECKSUM, (err as Error).message);
@@ -223,7 +216,7 @@ export class TreeReceive {
 
   private decline(outcome: Outcome, message: string): void {
     this.finished = true;
-    this.host.decline(this.offer, this.log, outcome, message);
+    this.host.end.decline(this.offer, this.log, outcome, message);
   }
 
   private end(early: boolean): void {
@@ -265,11 +258,11 @@ export class TreeReceive {
     if (err instanceof PieceMismatch || isGroupcastError(err, ErrorCode.CHECKSUM)) {
       // The good pieces and whole files stay for the retry, which resumes after them.
       await tree.keepVerified().catch((cause: unknown) => this.log.warn({ err: cause }, 'could not cut a staged file back'));
-      this.host.fail(this.offer, this.log, Outcome.CHECKSUM, (err as Error).message);
+      this.host.end.fail(this.offer, this.log, Outcome.CHECKSUM, (err as Error).message);
       return;
     }
     await tree.discard().catch((cause: unknown) => this.log.warn({ err: cause, path: tree.dir }, 'could not delete a staged tree'));
-    this.host.fail(this.offer, this.log, outcomeOfError(err), `write failed: ${(err as Error).message}`, err);
+    this.host.end.fail(this.offer, this.log, outcomeOfError(err), `write failed: ${(err as Error).message}`, err);
   }
 
   /**
@@ -303,8 +296,8 @@ export class TreeReceive {
       await rm(version, { recursive: true, force: true }).catch(() => undefined);
       await tree.discard().catch(() => undefined);
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
-      if (clash) this.host.fail(offer, log, Outcome.NAME_CLASH, (err as Error).message);
-      else this.host.fail(offer, log, outcomeOfError(err), `cannot place the tree: ${(err as Error).message}`, err);
+      if (clash) this.host.end.fail(offer, log, Outcome.NAME_CLASH, (err as Error).message);
+      else this.host.end.fail(offer, log, outcomeOfError(err), `cannot place the tree: ${(err as Error).message}`, err);
       return;
     }
     this.end(false);
@@ -341,17 +334,15 @@ export class TreeReceive {
     for (const dir of [join(folder, '..', '..'), join(folder, '..'), folder]) await chmod(dir, appliedMode(TREE_ROOT_MODE));
   }
 
-  private async cancelled(message: string): Promise<void> {
+  /** Cancelled by the server: the staging area goes (it is the transfer's partial), and the listeners hear it. */
+  private async cancelled(message: string | undefined): Promise<void> {
     this.finished = true;
-    await rm(partialPathFor(this.host.receiver.root, this.hex), { recursive: true, force: true })
-      .catch((err: unknown) => this.log.warn({ err }, 'could not delete a staged tree'));
-    this.log.info({ reason: message }, 'cancelled by the server');
-    this.host.receiver.emit('failed', { transfer: this.hex, group: this.offer.group, name: this.offer.name, outcome: Outcome.CANCELLED, message });
+    await this.host.end.cancelled(this.offer, this.log, message);
   }
 
   /** The server cancelled this tree: stop, delete what is staged. */
   async cancel(message: string): Promise<void> {
-    this.abort.abort(CANCEL);
+    this.abort.abort(ABORT_CANCEL);
     await this.preparing;
     if (this.finished) return;
     await this.tree?.release();
@@ -360,7 +351,7 @@ export class TreeReceive {
 
   /** The link is gone: stop, keep what is staged for a resume. */
   async close(): Promise<void> {
-    this.abort.abort(CLOSED);
+    this.abort.abort(ABORT_CLOSED);
     await this.preparing;
     this.finished = true;
     await this.tree?.release();
