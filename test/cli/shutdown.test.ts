@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Cluster, MiB, writeRandomFile } from '../durability/cluster.js';
+import { Cluster, heldBytes, MiB, waitUntil, writeRandomFile } from '../durability/cluster.js';
 import { harness, type Daemon } from '../support/daemons.js';
 
 /**
@@ -27,6 +27,8 @@ describe('SIGINT', () => {
     await writeRandomFile(file, 64 * MiB);
     void c.distribute('Developers', [file], ['--json']).catch(() => undefined);
     await member.waitForMsg('accepted', { file: 'big.bin' }, 60_000);
+    // Some bytes in: stopped right after the ACCEPT, the member would start over, not resume.
+    await waitUntil(async () => (await heldBytes(alice)) >= MiB, 'alice holding 1 MiB');
 
     const first = c.server!;
     first.proc.kill('SIGINT');

@@ -82,7 +82,6 @@ export function partialDir(member: Member): string {
   return join(member.downloads, PARTIAL_DIR);
 }
 
-/** Bytes the member holds in partial files (0 when none). */
 /** Bytes in the member's partials: of one transfer when `transfer` is given, else of all it holds. */
 export async function heldBytes(member: Member, transfer?: string): Promise<number> {
   let total = 0;
