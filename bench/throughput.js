@@ -7,10 +7,29 @@
 // runs from the first byte sent to the last receiver's answer after its write (and fsync). Each of the
 // three runs `repeat` times, in turns, and the fastest run of each is reported (all are in the JSON).
 
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cpuSeconds, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
 
 const round = (n, d = 2) => Number(n.toFixed(d));
+
+/** The server's view of one transfer's deliveries: bytes it sent and bytes the members took from peers. */
+async function deliveryBytes(lab, group, transfer) {
+  const result = await lab.run(group.serverHost, SERVER_BIN, ['status', '--json', '--state-dir', group.state]);
+  if (result.code !== 0) throw new Error(`status exited ${result.code}: ${result.stderr}`);
+  const deliveries = JSON.parse(result.stdout).transfers.find((t) => t.id === transfer)?.deliveries ?? [];
+  return {
+    serverBytes: deliveries.reduce((sum, d) => sum + d.bytesSent, 0),
+    peerBytes: deliveries.reduce((sum, d) => sum + (d.bytesFromPeers ?? 0), 0),
+  };
+}
+
+/** Bytes the members served each other, from their status files (a piece sent twice counts twice). */
+async function servedToPeers(group) {
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  const statuses = await Promise.all(group.clients.map(async (c) => JSON.parse(await readFile(join(c.state, 'status.json'), 'utf8'))));
+  return statuses.reduce((sum, s) => sum + (s.peers?.toPeers ?? 0), 0);
+}
 
 /** Distributes `file` to the group's members and measures the server while it does. */
 async function distributeMeasured(lab, group, file, members) {
@@ -35,6 +54,9 @@ async function distributeMeasured(lab, group, file, members) {
     clientsCpuSeconds: clientsEnd - clientsStart,
     serverPeakRssBytes: await peakRss(pid),
     clientPeakRssBytes: await peakRss(group.clients[0].daemon.proc.pid),
+    largestClientPeakRssBytes: Math.max(...(await Promise.all(clientPids.map(peakRss)))),
+    ...(await deliveryBytes(lab, group, JSON.parse(result.stdout).transfers[0].id)),
+    servedToPeersBytes: await servedToPeers(group),
   };
 }
 
