@@ -9,22 +9,11 @@
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cpuSeconds, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
+import { cpuSeconds, deliveryBytes, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
 
 const round = (n, d = 2) => Number(n.toFixed(d));
 
-/** The server's view of one transfer's deliveries: bytes it sent and bytes the members took from peers. */
-async function deliveryBytes(lab, group, transfer) {
-  const result = await lab.run(group.serverHost, SERVER_BIN, ['status', '--json', '--state-dir', group.state]);
-  if (result.code !== 0) throw new Error(`status exited ${result.code}: ${result.stderr}`);
-  const deliveries = JSON.parse(result.stdout).transfers.find((t) => t.id === transfer)?.deliveries ?? [];
-  return {
-    serverBytes: deliveries.reduce((sum, d) => sum + d.bytesSent, 0),
-    peerBytes: deliveries.reduce((sum, d) => sum + (d.bytesFromPeers ?? 0), 0),
-  };
-}
-
-/** Bytes the members served each other, from their status files (a piece sent twice counts twice). */
+/** Bytes the members served each other, from their status files (a piece sent twice counts twice); each is rewritten a few times a second, so 1.5 s after the last delivery it holds the final counters. */
 async function servedToPeers(group) {
   await new Promise((resolve) => setTimeout(resolve, 1_500));
   const statuses = await Promise.all(group.clients.map(async (c) => JSON.parse(await readFile(join(c.state, 'status.json'), 'utf8'))));
