@@ -7,20 +7,9 @@
 // The time runs, as in the throughput benchmark, from "distribution recorded" to the last "delivered"
 // on the server's log clock.
 
-import { cpuSeconds, MiB, SERVER_BIN } from './lib/lab.js';
+import { cpuSeconds, deliveryBytes, MiB, SERVER_BIN } from './lib/lab.js';
 
 const round = (n, d = 2) => Number(n.toFixed(d));
-
-/** The server's view of one transfer's deliveries: bytes it sent and bytes the members took from peers. */
-async function deliveryBytes(lab, group, transfer) {
-  const result = await lab.run(group.serverHost, SERVER_BIN, ['status', '--json', '--state-dir', group.state]);
-  if (result.code !== 0) throw new Error(`status exited ${result.code}: ${result.stderr}`);
-  const deliveries = JSON.parse(result.stdout).transfers.find((t) => t.id === transfer)?.deliveries ?? [];
-  return {
-    serverBytes: deliveries.reduce((sum, d) => sum + d.bytesSent, 0),
-    peerBytes: deliveries.reduce((sum, d) => sum + (d.bytesFromPeers ?? 0), 0),
-  };
-}
 
 /**
  * `--scale-trace`: where the time went, from every member's "piece kept" debug lines (one clock: every

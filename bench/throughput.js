@@ -7,10 +7,18 @@
 // runs from the first byte sent to the last receiver's answer after its write (and fsync). Each of the
 // three runs `repeat` times, in turns, and the fastest run of each is reported (all are in the JSON).
 
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cpuSeconds, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
+import { cpuSeconds, deliveryBytes, GiB, MiB, peakRss, SERVER_BIN } from './lib/lab.js';
 
 const round = (n, d = 2) => Number(n.toFixed(d));
+
+/** Bytes the members served each other, from their status files (a piece sent twice counts twice); each is rewritten a few times a second, so 1.5 s after the last delivery it holds the final counters. */
+async function servedToPeers(group) {
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  const statuses = await Promise.all(group.clients.map(async (c) => JSON.parse(await readFile(join(c.state, 'status.json'), 'utf8'))));
+  return statuses.reduce((sum, s) => sum + (s.peers?.toPeers ?? 0), 0);
+}
 
 /** Distributes `file` to the group's members and measures the server while it does. */
 async function distributeMeasured(lab, group, file, members) {
@@ -35,6 +43,9 @@ async function distributeMeasured(lab, group, file, members) {
     clientsCpuSeconds: clientsEnd - clientsStart,
     serverPeakRssBytes: await peakRss(pid),
     clientPeakRssBytes: await peakRss(group.clients[0].daemon.proc.pid),
+    largestClientPeakRssBytes: Math.max(...(await Promise.all(clientPids.map(peakRss)))),
+    ...(await deliveryBytes(lab, group, JSON.parse(result.stdout).transfers[0].id)),
+    servedToPeersBytes: await servedToPeers(group),
   };
 }
 

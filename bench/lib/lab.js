@@ -50,6 +50,17 @@ export async function writeRandomFile(path, bytes) {
   await once(out, 'finish');
 }
 
+/** The server's view of one transfer's deliveries: bytes it sent and bytes the members took from peers. */
+export async function deliveryBytes(lab, group, transfer) {
+  const result = await lab.run(group.serverHost, SERVER_BIN, ['status', '--json', '--state-dir', group.state]);
+  if (result.code !== 0) throw new Error(`status exited ${result.code}: ${result.stderr}`);
+  const deliveries = JSON.parse(result.stdout).transfers.find((t) => t.id === transfer)?.deliveries ?? [];
+  return {
+    serverBytes: deliveries.reduce((sum, d) => sum + d.bytesSent, 0),
+    peerBytes: deliveries.reduce((sum, d) => sum + (d.bytesFromPeers ?? 0), 0),
+  };
+}
+
 export function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];

@@ -1,0 +1,78 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIN_PIECE_SIZE } from '../../packages/shared/src/index.js';
+import { PiecePartial } from '../../packages/client/src/peer/piece-partial.js';
+
+/**
+ * A member's whole-file hash runs in piece order behind the writes; a piece that arrives ahead of the
+ * verified prefix is read back when the prefix reaches it, so its buffers must not be held meanwhile.
+ * On one CPU-bound box nearly every piece arrives ahead and the hash steps queue behind read-backs:
+ * a step that kept its piece's buffers held ~1,000 of them (250 MiB) in a member. Checked with a
+ * read-back held back at will (no timing) and the collector run by hand.
+ */
+const PIECES = 12;
+const SIZE = PIECES * MIN_PIECE_SIZE;
+const data = randomBytes(SIZE);
+const hashes = Buffer.concat(Array.from({ length: PIECES }, (_, i) => createHash('sha256').update(piece(i)).digest()));
+let dir: string;
+
+function piece(i: number): Buffer {
+  return data.subarray(i * MIN_PIECE_SIZE, (i + 1) * MIN_PIECE_SIZE);
+}
+
+/** Writes pieces 3.. each from a buffer of its own; returns weak references to the buffers (none held here). */
+async function writeAhead(partial: PiecePartial): Promise<Array<WeakRef<Buffer>>> {
+  const ahead: Array<WeakRef<Buffer>> = [];
+  for (let i = 3; i < PIECES; i++) {
+    const copy = Buffer.from(piece(i));
+    ahead.push(new WeakRef(copy));
+    await partial.write(i, [copy]);
+  }
+  return ahead;
+}
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'gc-prefix-hold-'));
+});
+
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+describe('the prefix hash of a partial written in any order', () => {
+  it('does not hold the buffers of pieces that arrived ahead while it reads back earlier ones', async () => {
+    const partial = await PiecePartial.open(join(dir, 'file.part'), SIZE, { pieceSize: MIN_PIECE_SIZE, hashes }, new AbortController().signal);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let readingBack!: () => void;
+    const blocked = new Promise<void>((resolve) => (readingBack = resolve));
+    const readInto = partial.readInto.bind(partial);
+    // The first read-back waits until the test lets it go: the hash is stuck behind it meanwhile.
+    partial.readInto = async (position, into) => {
+      readingBack();
+      await released;
+      return readInto(position, into);
+    };
+
+    await partial.write(1, [Buffer.from(piece(1))]);
+    await partial.write(0, [Buffer.from(piece(0))]);
+    await blocked;
+    // Piece 2 is missing: pieces 3.. arrive ahead of the prefix, each in a buffer of its own.
+    const ahead = await writeAhead(partial);
+    // Let the event loop drop the writes' own references, then collect.
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    expect(ahead.filter((ref) => ref.deref() !== undefined)).toHaveLength(0);
+
+    release();
+    await partial.write(2, [Buffer.from(piece(2))]);
+    expect((await partial.digest()).equals(createHash('sha256').update(data).digest())).toBe(true);
+    await partial.release();
+  });
+});
