@@ -162,8 +162,8 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     private readonly serverName: string,
     /** Whether a transfer may still be offered to this member (its delivery is pending or sending). */
     private readonly isLive: (transfer: string) => boolean,
-    /** Silent this long, the member is dead (or, if the server stopped listening to it, stalled); PINGs go out every third. */
-    private readonly heartbeatTimeoutMs = HEARTBEAT_TIMEOUT_MS,
+    /** `--heartbeat-timeout`: silent this long, the member is dead (or, if the server stopped listening to it, stalled); PINGs go out every third. */
+    private readonly heartbeatTimeoutMs: number,
   ) {
     super();
   }
