@@ -1,4 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import {
@@ -95,7 +96,7 @@ export class HostileLink {
   closed = false;
   private readonly waiters = new Set<() => void>();
 
-  private constructor(readonly socket: TLSSocket, onFrame: (frame: Frame, link: HostileLink) => void) {
+  private constructor(readonly socket: TLSSocket, private readonly tcp: Socket, onFrame: (frame: Frame, link: HostileLink) => void) {
     const reader = new FrameReader((frame) => {
       this.frames.push(frame);
       onFrame(frame, this);
@@ -115,11 +116,13 @@ export class HostileLink {
     port: number, identity: Identity, onFrame: (frame: Frame, link: HostileLink) => void = () => undefined, alpn?: string,
   ): Promise<HostileLink> {
     return new Promise((resolve, reject) => {
+      // TLS over a TCP socket of our own, so that reset() can end the connection as a crash does.
+      const tcp = connectTcp({ host: '127.0.0.1', port });
       const socket = connect({
-        host: '127.0.0.1', port, cert: identity.certPem, key: identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
+        socket: tcp, cert: identity.certPem, key: identity.keyPem, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
         rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(alpn ? { ALPNProtocols: [alpn] } : {}),
       });
-      socket.once('secureConnect', () => resolve(new HostileLink(socket, onFrame)));
+      socket.once('secureConnect', () => resolve(new HostileLink(socket, tcp, onFrame)));
       socket.once('error', reject);
     });
   }
@@ -175,5 +178,10 @@ export class HostileLink {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /** Drops the connection with a TCP reset, as a member that crashed or lost power: no FIN, no TLS close. */
+  reset(): void {
+    this.tcp.resetAndDestroy();
   }
 }

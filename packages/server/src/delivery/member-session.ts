@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import {
   ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, disconnectFields, encodeFrame, ErrorCode, formatBytes,
-  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isGroupcastError, manifestPieces,
+  formatDuration, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, isExpectedDisconnect, manifestPieces,
   MAX_PARTIALS_REPORTED, missingRanges, msFromEnvironment, Outcome, parseDuration, PROTOCOL_VERSION, RECLAIM_REQUEST, throttle, TREE_CHUNK,
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
@@ -596,8 +596,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     clearInterval(this.heartbeat);
     clearInterval(this.progressCheck);
     if (isMemberFault(err)) this.fault = err;
-    // Closed on purpose (shutdown, revoke, a newer connection): news, not trouble.
-    if (!err || isGroupcastError(err, ErrorCode.CLOSED)) this.log.info(err ? { reason: err.message } : {}, 'member connection closed');
+    // Closed on purpose (shutdown, revoke, a newer connection) or gone as members go (stopped, crashed,
+    // out of reach): news, not trouble; the delivery it cut short says so where it matters.
+    if (!err || isExpectedDisconnect(err)) this.log.info(err ? disconnectFields(err) : {}, 'member connection closed');
     else this.log.warn(disconnectFields(err), 'member connection closed');
     this.waiter?.reject(new GroupcastError(ErrorCode.CLOSED, 'connection closed'));
     // End gracefully so frames already written (a CANCEL on revoke) reach the member; a peer that is
