@@ -20,7 +20,7 @@ let dave: Member;
 let source: string;
 
 beforeAll(async () => {
-  [alice, bob, carol, dave] = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((name) => c.member(name, [GROUP])));
+  [alice, bob, carol, dave] = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((name) => c.member(name, [GROUP]))) as [Member, Member, Member, Member];
   source = await h.dir('source');
   await c.startServer([{ name: GROUP, members: [alice, bob, carol, dave] }]);
   await c.startOnline([alice, bob, carol]);

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { luhn32, newJoinCode, parseJoinCode } from '../../packages/shared/src/index.js';
+import { luhn32, newJoinCode, parseJoinCode, parsePeerId, type PeerId } from '../../packages/shared/src/index.js';
 import { CLIENT_BIN, SERVER_BIN, harness, idOf, testPort, type Daemon } from '../support/daemons.js';
 
 /**
@@ -18,7 +18,7 @@ const port = testPort();
 const network = ['--interface', '127.0.0.1', '--port', String(port)];
 
 let serverState: string;
-let serverId: string;
+let serverId: PeerId;
 let server: Daemon;
 const ids: Record<'solo' | 'duo', string> = { solo: '', duo: '' };
 const states: Record<string, string> = {};
@@ -67,7 +67,7 @@ beforeAll(async () => {
     groups: [{ name: 'Developers', members: [ids.solo, ids.duo] }, { name: 'Designers', members: [ids.duo] }],
   }));
   server = h.spawn('server', SERVER_BIN, ['--config', config, '--state-dir', serverState, '--tcp-port', '0', ...network]);
-  serverId = String((await server.waitForMsg('group-server started')).id);
+  serverId = parsePeerId(String((await server.waitForMsg('group-server started')).id));
 });
 
 afterAll(() => h.cleanup());

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeFrame, NakReason, PROTOCOL_VERSION, TLS_CIPHERS, type Signer } from '../../packages/shared/src/index.js';
+import { encodeFrame, NakReason, PROTOCOL_VERSION, TLS_CIPHERS, type PeerId, type Signer } from '../../packages/shared/src/index.js';
 import { SERVER_BIN, harness, testPort, type Daemon } from '../support/daemons.js';
 import { craft, freshSigner, identityIn, nonceOf, serverStatus, Udp, until } from '../security/tools.js';
 
@@ -110,7 +110,7 @@ describe('open groups are bounded', () => {
     expect(members.find((m) => m.id === configured.id)?.joined).toEqual(['Lobby']);
     expect(server.logs.filter((l) => l.msg === 'idle member expired').length).toBeGreaterThanOrEqual(CAP);
     const onDisk = await until(async () => {
-      const saved = JSON.parse(await readFile(join(serverState, 'members.json'), 'utf8')) as { members: Array<{ id: string }> };
+      const saved = JSON.parse(await readFile(join(serverState, 'members.json'), 'utf8')) as { members: Array<{ id: PeerId }> };
       return saved.members.every((m) => !ids.includes(m.id)) ? saved.members : undefined;
     }, 'members.json without the expired members');
     expect(onDisk.map((m) => m.id)).toContain(configured.id);

@@ -188,7 +188,7 @@ describe('soak: floods, stalled members and a restart at once', () => {
     }, 250);
     timers.push(sampler);
     const attacks = Promise.all([
-      ...attackers.map((attacker) => persist(attacker, stall)),
+      Promise.all(attackers.map((attacker) => persist(attacker, stall))),
       persist(flooder, pingFlood({ left: PING_FLOOD_BYTES })),
       listFlood(),
       joinFlood(),
@@ -216,7 +216,7 @@ describe('soak: floods, stalled members and a restart at once', () => {
       }
     }
     endSoak();
-    const [stallA, stallB, floods, lists, joins] = await attacks;
+    const [[stallA, stallB], floods, lists, joins] = await attacks;
     clearInterval(sampler);
 
     // Every round ran, so the restart between them happened under the attacks too.

@@ -102,7 +102,7 @@ describe('a swarm, made visible', () => {
       let badPeers: { count: number } | undefined;
       await waitUntil(async () => {
         ({ peers, badPeers } = JSON.parse(await readFile(join(m.state, 'status.json'), 'utf8')) as { peers: typeof peers; badPeers: typeof badPeers });
-        return peers?.fromPeers === metrics.get('groupcast_piece_bytes_received_total{source="peers"}')
+        return peers !== undefined && peers.fromPeers === metrics.get('groupcast_piece_bytes_received_total{source="peers"}')
           && peers.toPeers === metrics.get('groupcast_peer_bytes_served_total') && peers.links === 0;
       }, `${m.name}'s status.json catching up with its metrics`, 10_000, 100);
       expect(peers!.port).toBeGreaterThan(0);

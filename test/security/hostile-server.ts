@@ -117,7 +117,7 @@ export class HostileServer {
    * Offers a tree: its manifest in TREE parts, the OFFER (size: its files' bytes, sha256: of the
    * manifest), and if accepted `data` (the files' concatenation) from the offset the member holds.
    */
-  async offerTree(group: string, name: string, manifest: Manifest, data = Buffer.alloc(0)): Promise<Array<Reply | 'closed'>> {
+  async offerTree(group: string, name: string, manifest: Manifest, data: Buffer = Buffer.alloc(0)): Promise<Array<Reply | 'closed'>> {
     const transfer = randomBytes(TRANSFER_ID_LENGTH);
     const bytes = encodeManifest(manifest);
     for (let offset = 0; offset < bytes.length; offset += TREE_CHUNK) {

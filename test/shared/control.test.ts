@@ -19,7 +19,7 @@ const REQUEST = counting(0xc0, NONCE_LENGTH);
 /** Offsets in the envelope: magic 0–1, version 2, type 3, timestamp 4–11, nonce 12–27, key 28–59, body 60–. */
 const BODY_OFFSET = 60;
 
-const examples: Record<ControlMessage['type'], ControlMessage> = {
+const examples = {
   announce: {
     type: 'announce', name: 'Office server', instance: counting(1, 8), tcpPort: 47701, groupCount: 3,
     groups: ['Developers', 'Designers', 'Présentation'],
@@ -41,7 +41,7 @@ const examples: Record<ControlMessage['type'], ControlMessage> = {
     proof: counting(0xa0, INVITE_PROOF_LENGTH),
   },
   cookie: { type: 'cookie', request: REQUEST, cookie: counting(0x30, LIST_COOKIE_LENGTH) },
-};
+} satisfies Record<ControlMessage['type'], ControlMessage> & { provenNak: ControlMessage };
 const exampleList = Object.values(examples);
 
 function encodeExample(message: ControlMessage): Buffer {

@@ -29,6 +29,7 @@ const examples: Record<Frame['type'], Frame> = {
   have: { type: 'have', transfer: TRANSFER, piece: 3 },
   request: { type: 'request', transfer: TRANSFER, piece: 0xffff_ffff },
   seeded: { type: 'seeded', transfer: TRANSFER },
+  tree: { type: 'tree', transfer: TRANSFER, total: 1_000, offset: 600, chunk: Buffer.from('the next part of a manifest') },
   manifest: {
     type: 'manifest', transfer: TRANSFER,
     manifest: { pieceSize: 262_144, entries: [{ path: 'a.bin', size: 300_000, mode: 0o644, sha256: SHA, pieces: counting(0, 64) }] },
@@ -122,7 +123,8 @@ describe('frames: rejection', () => {
     expectCode(() => decodeFrame(Buffer.alloc(0)), ErrorCode.WIRE_SHORT);
   });
 
-  it.each(exampleList.filter((f) => f.type !== 'data' && f.type !== 'bitfield').map((f) => [f.type, f] as const))(
+  // DATA and TREE end in their payload, which runs to the frame's end: cut or extended, they are tested on their own.
+  it.each(exampleList.filter((f) => f.type !== 'data' && f.type !== 'tree' && f.type !== 'bitfield').map((f) => [f.type, f] as const))(
     '%s: every truncation is WIRE_SHORT',
     (_type, frame) => {
       const buf = body(frame);
@@ -137,8 +139,16 @@ describe('frames: rejection', () => {
     }
   });
 
+  it('tree: a cut inside the header is WIRE_SHORT; an empty part, or one past its total, is WIRE_FIELD', () => {
+    const header = 1 + TRANSFER.length + 4 + 4;
+    const buf = body(examples.tree);
+    for (let length = 0; length < header; length++) expectCode(() => decodeFrame(buf.subarray(0, length)), ErrorCode.WIRE_SHORT);
+    expectCode(() => decodeFrame(buf.subarray(0, header)), ErrorCode.WIRE_FIELD);
+    expectCode(() => decodeFrame(Buffer.concat([buf, Buffer.alloc(1_000)])), ErrorCode.WIRE_FIELD);
+  });
+
   // HELLO may carry a 6-byte capability tail, so its trailing-byte rule is tested on its own (test/peers).
-  it.each(exampleList.filter((f) => f.type !== 'data' && f.type !== 'hello' && f.type !== 'bitfield').map((f) => [f.type, f] as const))(
+  it.each(exampleList.filter((f) => f.type !== 'data' && f.type !== 'tree' && f.type !== 'hello' && f.type !== 'bitfield').map((f) => [f.type, f] as const))(
     '%s: trailing bytes are WIRE_TRAILING',
     (_type, frame) => {
       expectCode(() => decodeFrame(Buffer.concat([body(frame), Buffer.from([0])])), ErrorCode.WIRE_TRAILING);

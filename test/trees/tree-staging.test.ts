@@ -73,7 +73,7 @@ describe('IncomingTree', () => {
     const tree = await IncomingTree.open(staging, manifest, new AbortController().signal);
     const smallStart = 5; // after a/empty and a/five
     const bad = Buffer.from(stream);
-    bad[smallStart + 2500] ^= 0xff;
+    bad.writeUInt8(bad.readUInt8(smallStart + 2500) ^ 0xff, smallStart + 2500);
     await tree.write(bad.subarray(0, smallStart + 2000));
     expect(tree.offset).toBe(smallStart + 2000);
     await expect(tree.write(bad.subarray(smallStart + 2000, smallStart + 4000))).rejects.toMatchObject({ code: ErrorCode.CHECKSUM });

@@ -15,7 +15,8 @@ type GeneratorKeys = Parameters<typeof X509.X509CertificateGenerator.createSelfS
 async function loadX509(): Promise<typeof X509> {
   await import('reflect-metadata');
   const x509 = await import('@peculiar/x509');
-  x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+  // Typed against the DOM's Crypto, which Node's webcrypto implements; the one-argument set() makes it the default.
+  (x509.cryptoProvider as { set(provider: typeof webcrypto): unknown }).set(webcrypto);
   return x509;
 }
 
