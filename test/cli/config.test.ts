@@ -2,9 +2,9 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clientConfigSchema, STARTER_CLIENT_CONFIG } from '../../packages/client/src/config.js';
-import { loadConfigFile as loadServerConfig } from '../../packages/server/src/config.js';
+import { loadConfigFile as loadServerConfig } from '../../packages/server/src/config-schema.js';
 import { STARTER_CONFIG } from '../../packages/server/src/operator/starter-config.js';
-import { parseConfigText } from '../../packages/shared/src/runtime/config-file.js';
+import { parseConfigText } from '../../packages/shared/src/runtime/config-schema.js';
 import { CLIENT_BIN, SERVER_BIN, harness, testPort } from '../support/daemons.js';
 
 /**

@@ -1,4 +1,4 @@
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,10 @@ describe('kill -9 of the member mid-tree', () => {
     const source = join(await h.dir('src'), 'data');
     await mkdir(join(source, '99-after', 'empty'), { recursive: true });
     for (const i of [1, 2, 3]) await writeFile(join(source, `00-small-${i}`), randomBytes(SMALL));
+    // Small files are staged with their final modes (no chmod at the end): one read-only, one executable,
+    // staged before the kill, still get theirs after the resume.
+    await chmod(join(source, '00-small-1'), 0o444);
+    await chmod(join(source, '00-small-2'), 0o755);
     await writeFile(join(source, '50-big.bin'), randomBytes(BIG));
     for (const i of [1, 2, 3]) await writeFile(join(source, '99-after', `f${i}`), randomBytes(SMALL));
     const total = 6 * SMALL + BIG;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MAX_KEEP_OLD } from './receive/versions.js';
-import { absolutePath, loadConfigFileSync, LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress, parseRate } from '@groupcast/shared';
+import { LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress, parseRate } from '@groupcast/shared';
+import { absolutePath, loadConfigFileSync } from '@groupcast/shared/config-schema';
 
 /** A string that one of shared's parsers accepts; kept as written, since the flag's own parsing applies after. */
 function parsed(check: (text: string) => unknown) {

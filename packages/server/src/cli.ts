@@ -5,15 +5,15 @@ import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
   checkedText, errorJson, formatDuration, GroupcastError, hideOptions, packageVersion, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
-import { loadConfigFile, MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ConfigFile, type ServerSettings } from './config.js';
+import { MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ServerSettings } from './config.js';
+import type { ConfigFile } from './config-schema.js';
 import { callDaemon } from './operator/control-socket.js';
-import { startServer } from './daemon.js';
-import { runDistribute, type DistributeFlags } from './operator/distribute-view.js';
+import type { DistributeFlags } from './operator/distribute-view.js';
 import { DaemonLost, RECONNECT_LIMIT_MS } from './operator/reconnect.js';
 import { MAX_INVITE_USES, type CreatedInvite, type InviteView } from './control/invites.js';
 import type { DeliveryChange, GroupView, MemberView, PruneResult, StatusView } from './operator/operations.js';
-import { BACKLOG_POLICIES, type BacklogPolicy } from './delivery/distributor.js';
-import { parseHeartbeatTimeout } from './delivery/member-session.js';
+import { BACKLOG_POLICIES, type BacklogPolicy } from './delivery/backlog-policy.js';
+import { parseHeartbeatTimeout } from './delivery/heartbeat-timeout.js';
 import { changeText, pruneText } from './operator/change-view.js';
 import { STARTER_CONFIG } from './operator/starter-config.js';
 import { parseWebToken } from './web/access.js';
@@ -47,7 +47,8 @@ interface CommonFlags {
 
 async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
   const path = findConfigFile('server', flags.config === undefined ? undefined : resolve(flags.config));
-  const file: ConfigFile = path ? await loadConfigFile(path) : {};
+  // Loaded only when there is a file to read: the schema brings zod (see config-schema.ts).
+  const file: ConfigFile = path ? await (await import('./config-schema.js')).loadConfigFile(path) : {};
   return resolveSettings(file, {
     name: flags.name,
     stateDir: flags.stateDir,
@@ -73,6 +74,8 @@ async function settingsFrom(flags: CommonFlags): Promise<ServerSettings> {
 async function start(flags: CommonFlags): Promise<void> {
   const settings = await settingsFrom(flags);
   const log = createLogger({ name: 'group-server', level: settings.logLevel, format: settings.logFormat });
+  // The daemon's modules are loaded by the one command that runs it, so that the operator's commands start fast.
+  const { startServer } = await import('./daemon.js');
   const server = await startServer(settings, log);
   let stopping = false;
   const stop = (signal: string): void => {
@@ -209,6 +212,7 @@ const cli = options(yargs(hideBin(process.argv)))
         ...(flags.to ? { to: flags.to } : {}),
         ...(flags.reconnectTimeout ? { reconnectLimitMs: parseDuration(flags.reconnectTimeout) } : {}),
       };
+      const { runDistribute } = await import('./operator/distribute-view.js');
       process.exitCode = await runDistribute(await stateDirOf(flags as CommonFlags), options);
     },
   )

@@ -12,10 +12,11 @@ export function openPartial(path: string): Promise<FileHandle> {
 
 /**
  * A small file's partial (SMALL_FILE_BYTES at most) written whole at once, synchronously: created as
- * openPartial would (or emptied), filled, closed.
+ * openPartial would (or emptied), filled, closed. `mode` is the one it is created with (a tree's file
+ * gets its final mode here rather than with a chmod at the end).
  */
-export function writePartialSync(path: string, data: Uint8Array): void {
-  const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, PARTIAL_MODE);
+export function writePartialSync(path: string, data: Uint8Array, mode = PARTIAL_MODE): void {
+  const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, mode);
   try {
     writeFullySync(fd, data, 0);
   } finally {

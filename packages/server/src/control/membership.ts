@@ -4,7 +4,7 @@ import {
   ErrorCode, GroupcastError, NakReason, readJsonState, writeFileAtomic,
   type GroupInfo, type Logger, type PeerId,
 } from '@groupcast/shared';
-import type { GroupConfig } from '../config.js';
+import type { GroupConfig } from '../config-schema.js';
 
 export type Verdict = { ok: true } | { ok: false; reason: NakReason; message: string };
 

@@ -14,6 +14,7 @@ import type { ContentStore, RemovedFile, StoredFile } from './store.js';
 import { storeTree, TreeManifests, walkTree, type StoredTree, type WalkedTree } from './tree-store.js';
 import { manifestOf } from './piece-file.js';
 import { Tracker, type Seat } from './tracker.js';
+import { DEFAULT_BACKLOG, type BacklogPolicy } from './backlog-policy.js';
 
 /** Outcomes a retry cannot fix. */
 const PERMANENT = new Set<Outcome>([
@@ -47,15 +48,6 @@ export const EXPIRED_REASON = 'expired (retention)';
 export const CANCELLED_REASON = 'cancelled by the operator';
 export const RETRIED_REASON = 'retried by the operator';
 export const NO_TREES_REASON = "member's groupcast cannot receive directories; upgrade it";
-
-/**
- * What a member that joins a group later is given of what was distributed before (and so what the
- * store keeps for it once the deliveries ended): nothing, the newest file of each name, or every file;
- * in each case only until `--keep` runs out. The default is `latest`; docs/OPERATIONS.md says why.
- */
-export const BACKLOG_POLICIES = ['none', 'latest', 'all'] as const;
-export type BacklogPolicy = (typeof BACKLOG_POLICIES)[number];
-export const DEFAULT_BACKLOG: BacklogPolicy = 'latest';
 
 /**
  * The transfers a member joining now would be given under the policy, in the order they were

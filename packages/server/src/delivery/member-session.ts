@@ -58,25 +58,6 @@ export const MAX_UNREAD_BYTES = 2 * 1024 * 1024;
  */
 export const PROGRESS_WINDOW_MS = msFromEnvironment(process.env.GC_PROGRESS_WINDOW_MS, 30_000);
 export const PROGRESS_FLOOR_BYTES = 1024 * 1024;
-/**
- * `--heartbeat-timeout` bounds. Shorter finds a dead or frozen member sooner; a member answers every
- * PING at once, so on a LAN 3 s (a PING a second) still leaves room for a busy member. Never longer
- * than the default: a member gives up on a server silent for HEARTBEAT_TIMEOUT_MS, and the progress
- * window must stay at least twice this, so a dead link is found by the heartbeat (not charged) first.
- */
-export const MIN_HEARTBEAT_TIMEOUT_MS = 3_000;
-
-/** A `--heartbeat-timeout` value (`5s`, `10000ms`) within MIN_HEARTBEAT_TIMEOUT_MS … HEARTBEAT_TIMEOUT_MS. */
-export function parseHeartbeatTimeout(text: string): number {
-  const ms = parseDuration(text);
-  if (ms < MIN_HEARTBEAT_TIMEOUT_MS || ms > HEARTBEAT_TIMEOUT_MS) {
-    throw new GroupcastError(
-      ErrorCode.USAGE, `heartbeat timeout must be ${formatDuration(MIN_HEARTBEAT_TIMEOUT_MS)} … ${formatDuration(HEARTBEAT_TIMEOUT_MS)}, got "${text}"`,
-    );
-  }
-  return ms;
-}
-
 /** Errors that are the member's doing: bad bytes, a frame at the wrong time, a stall. They cost the delivery an attempt. */
 const MEMBER_FAULTS = new Set<string>([
   ErrorCode.PROTOCOL, ErrorCode.STALLED, ErrorCode.WIRE_SHORT, ErrorCode.WIRE_TRAILING, ErrorCode.WIRE_MAGIC,

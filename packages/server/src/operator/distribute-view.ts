@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import {
   ErrorCode, formatBytes, formatDuration, formatTable, GroupcastError, printable, shortId, type PeerId,
 } from '@groupcast/shared';
@@ -172,7 +172,8 @@ function storingWhat(files: number, bytes: number, trees: number): string {
 export async function runDistribute(stateDir: string, flags: DistributeFlags): Promise<number> {
   const { bytes: total, trees } = await checkFiles(flags.files);
   const tty = process.stdout.isTTY === true && !flags.json;
-  const bars = tty ? new cliProgress.MultiBar({
+  // The bars' module only on a terminal: without one (scripts, CI) the command starts without it.
+  const bars = tty ? new (await import('cli-progress')).default.MultiBar({
     // Each redraw lays the line out for the width the terminal has then (fitProgress).
     format: (_options, params, payload: ProgressParts) => fitProgress({ ...payload, fraction: params.progress }, terminalColumns()),
     hideCursor: true,

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import type * as Pino from 'pino';
+import type { Logger, LevelWithSilent } from 'pino';
 import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
@@ -15,9 +16,12 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
 export function createLogger(options: { name: string; level: LevelWithSilent; format?: LogFormat | undefined }): Logger {
   const format = options.format ?? (process.stderr.isTTY ? 'pretty' : 'json');
   const base = { name: options.name, level: options.level, base: { pid: process.pid } };
+  // Loaded only here, by the commands that log: the operator's commands (distribute, status) start faster without them.
+  const load = createRequire(import.meta.url);
+  const { pino } = load('pino') as typeof Pino;
   if (format === 'pretty') {
-    // Loaded only here: a daemon under a service manager logs JSON and starts faster without it.
-    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+    // A daemon under a service manager logs JSON and does not need pino-pretty either.
+    const pretty = load('pino-pretty') as typeof PinoPretty;
     return pino(base, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
   }
   return pino(base, pino.destination({ dest: 2, sync: true }));
