@@ -101,6 +101,8 @@ export class Daemon {
 export function harness() {
   /** @type {Daemon[]} */ const daemons = [];
   /** @type {string[]} */ const dirs = [];
+  /** Commands from run() still running: a test that does not wait for one (a distribute left to run) has it ended here. */
+  /** @type {Set<import('node:child_process').ChildProcess>} */ const running = new Set();
   return {
     /** @param {string} name */
     async dir(name) {
@@ -129,6 +131,7 @@ export function harness() {
     run(bin, args, timeoutMs = 60_000, env = {}) {
       return new Promise((resolveRun, reject) => {
         const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        running.add(proc);
         let stdout = '';
         let stderr = '';
         proc.stdout.on('data', (chunk) => (stdout += chunk.toString()));
@@ -138,12 +141,14 @@ export function harness() {
           reject(new Error(`${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
         }, timeoutMs);
         proc.once('exit', (code) => {
+          running.delete(proc);
           clearTimeout(timer);
           resolveRun({ code, stdout, stderr });
         });
       });
     },
     async cleanup() {
+      for (const proc of running) proc.kill('SIGKILL');
       await Promise.all(daemons.map((daemon) => daemon.stop('SIGKILL')));
       await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
     },
