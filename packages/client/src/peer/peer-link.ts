@@ -44,8 +44,8 @@ export interface LinkOwner {
   badPiece(link: PeerLink, piece: number): void;
   /** A request timed out or the link went: the piece is free to ask elsewhere. */
   released(link: PeerLink, piece: number): void;
-  /** The peer's holdings changed (BITFIELD or HAVE). */
-  changed(link: PeerLink): void;
+  /** The peer said HAVE for a piece it did not hold before. */
+  changed(link: PeerLink, piece: number): void;
   served(bytes: number): void;
   closed(link: PeerLink): void;
 }
@@ -135,7 +135,7 @@ export class PeerLink {
     switch (frame.type) {
       case 'have':
         if (frame.piece >= this.remote.length) throw protocolViolation(`HAVE for piece ${frame.piece} of ${this.remote.length}`);
-        if (this.remote.set(frame.piece)) this.owner.changed(this);
+        if (this.remote.set(frame.piece)) this.owner.changed(this, frame.piece);
         return;
       case 'request':
         return this.queueServe(frame.piece);
