@@ -76,7 +76,7 @@ describe('a member swarm\'s scheduling', () => {
 
     const first = link.asked[0]!;
     link.outstanding.delete(first);
-    swarm.pieceArrived(link, first, [Buffer.alloc(PIECE_SIZE)]);
+    swarm.pieceArrived(link, first, [Buffer.alloc(PIECE_SIZE)], () => undefined);
     await turn();
     expect(link.asked).toHaveLength(LINK_REQUESTS + 1);
     expect(link.asked.slice(LINK_REQUESTS)).not.toContain(first);

@@ -226,10 +226,10 @@ export class MemberSwarm implements SwarmHandle {
     return this.options.partial.readInto(position, into);
   }
 
-  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void {
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[], release: () => void): void {
     this.lastPeerPieceAt = Date.now();
     this.dropPending(piece, link);
-    void this.keep(piece, chunks, 'fromPeers', shortId(link.id));
+    void this.keep(piece, chunks, 'fromPeers', shortId(link.id), release);
     // The link has a free request slot now (the piece counts as kept while it is written): fill it
     // without waiting for the write, so that between runs of the scheduler every link is full or has
     // nothing to offer (what changed() relies on).
@@ -274,16 +274,22 @@ export class MemberSwarm implements SwarmHandle {
 
   // ---- keeping pieces ----
 
-  /** `from`: the server or the peer's short id, for the per-piece trace (debug: the scale benchmark's --scale-trace reads it). */
-  private async keep(piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers', from: string): Promise<void> {
+  /**
+   * `from`: the server or the peer's short id, for the per-piece trace (debug: the scale benchmark's
+   * --scale-trace reads it). `release`: gives the chunks' buffers back once nothing reads them.
+   */
+  private async keep(
+    piece: number, chunks: readonly Uint8Array[], source: 'fromServer' | 'fromPeers', from: string, release?: () => void,
+  ): Promise<void> {
     // A piece that came from two sources (the endgame) is written and counted once.
     if (this.held.has(piece) || this.writing.has(piece) || this.done) {
+      release?.();
       this.schedule();
       return;
     }
     this.writing.add(piece);
     try {
-      await this.options.partial.write(piece, chunks);
+      await this.options.partial.write(piece, chunks, release);
     } catch (err) {
       this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
