@@ -75,4 +75,18 @@ describe('the prefix hash of a partial written in any order', () => {
     expect((await partial.digest()).equals(createHash('sha256').update(data).digest())).toBe(true);
     await partial.release();
   });
+
+  it('gives a piece\'s buffers back once nothing reads them: after the write when it is ahead, after the hash when in order', async () => {
+    const partial = await PiecePartial.open(join(dir, 'release.part'), SIZE, { pieceSize: MIN_PIECE_SIZE, hashes }, new AbortController().signal);
+    const released: number[] = [];
+    await partial.write(1, [Buffer.from(piece(1))], () => released.push(1));
+    // Ahead of the prefix (piece 0 is missing): it will be read back, so its buffers are free at once.
+    expect(released).toEqual([1]);
+    for (let i = 0; i < PIECES; i++) {
+      if (i !== 1) await partial.write(i, [Buffer.from(piece(i))], () => released.push(i));
+    }
+    expect((await partial.digest()).equals(createHash('sha256').update(data).digest())).toBe(true);
+    expect([...released].sort((a, b) => a - b)).toEqual(Array.from({ length: PIECES }, (_, i) => i));
+    await partial.release();
+  });
 });

@@ -105,6 +105,24 @@ describe('FrameReader', () => {
     expect(seen).toEqual([plain(big)]);
   });
 
+  it('copies a frame that spans chunks into the buffer takeBody gives (a peer link reuses its DATA bodies)', async () => {
+    const payload = Buffer.alloc(64 * 1024, 9);
+    const frame: Frame = { type: 'data', transfer: TRANSFER, offset: 0, payload };
+    const bytes = encodeFrame(frame);
+    const given = Buffer.alloc(bytes.length);
+    const payloads: Uint8Array[] = [];
+    const reader = new FrameReader((f) => {
+      if (f.type === 'data') payloads.push(f.payload);
+    });
+    reader.takeBody = (length) => given.subarray(0, length);
+    const half = bytes.length >> 1;
+    await new Promise<void>((resolve) => reader.write(bytes.subarray(0, half), () => resolve()));
+    await new Promise<void>((resolve) => reader.write(bytes.subarray(half), () => resolve()));
+    expect(payloads).toHaveLength(1);
+    expect(Buffer.from(payloads[0]!).equals(payload)).toBe(true);
+    expect(payloads[0]!.buffer).toBe(given.buffer);
+  });
+
   it('errors with the decoder code when a frame body is bad', async () => {
     const reader = new FrameReader(() => undefined);
     const error = firstError(reader);

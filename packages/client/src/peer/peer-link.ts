@@ -1,7 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import {
   Bitfield, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, pieceLength, throttle,
+  HEARTBEAT_TIMEOUT_MS, MAX_FRAME, pieceLength, throttle,
   protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import { PieceAssembly } from '../receive/piece-assembly.js';
@@ -28,6 +28,16 @@ const SLOW_STRIKES = 2;
  * frames to look busy, the endgame takes the last pieces it holds from someone else).
  */
 const PROGRESS_BYTES = 16 * 1024;
+/**
+ * DATA bodies a link keeps for reuse once their piece is written (and hashed, if from memory). Every
+ * body taken fresh is an ArrayBuffer the collector only counts, and on one box members that took a
+ * fresh one per frame ran a full collection every ~24 MiB of them (~30 per 256 MiB received, against 2
+ * when streaming from the server); reused ones are not new. Each holds one DATA frame (≤ MAX_FRAME
+ * bytes); a frame under half of that (a short last chunk, or a small frame split across TLS records)
+ * gets a fresh buffer, so that small frames never take one of these.
+ */
+const SPARE_BODIES = 2;
+const BODY_BYTES = MAX_FRAME;
 
 /** What a link needs from the transfer's swarm. */
 export interface LinkOwner {
@@ -38,14 +48,17 @@ export interface LinkOwner {
   readonly held: Bitfield;
   /** Reads held bytes (verified when they were written) into a DATA frame's payload. */
   readInto(position: number, into: Buffer): Promise<void>;
-  /** A piece arrived and matches its hash: its bytes, as they came. */
-  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[]): void;
+  /**
+   * A piece arrived and matches its hash: its bytes, as they came, and what gives their buffers back to
+   * the link for its next frames, to be called once nothing reads them any more (never, at the worst).
+   */
+  pieceArrived(link: PeerLink, piece: number, chunks: readonly Uint8Array[], release: () => void): void;
   /** A piece arrived whose hash is wrong: the peer is hostile or broken. */
   badPiece(link: PeerLink, piece: number): void;
   /** A request timed out or the link went: the piece is free to ask elsewhere. */
   released(link: PeerLink, piece: number): void;
-  /** The peer's holdings changed (BITFIELD or HAVE). */
-  changed(link: PeerLink): void;
+  /** The peer said HAVE for a piece it did not hold before. */
+  changed(link: PeerLink, piece: number): void;
   served(bytes: number): void;
   closed(link: PeerLink): void;
 }
@@ -84,6 +97,9 @@ export class PeerLink {
   private lastHeard = Date.now();
   private readonly heartbeat: NodeJS.Timeout;
   private closedFlag = false;
+  /** DATA bodies given back, free for the next frames; and every one this link handed out. */
+  private readonly spareBodies = new Set<ArrayBuffer>();
+  private readonly ownBodies = new WeakSet<ArrayBuffer>();
 
   constructor(
     readonly id: PeerId,
@@ -98,6 +114,7 @@ export class PeerLink {
     sentBits: Buffer,
   ) {
     this.remote = Bitfield.fromWire(remoteBits, owner.held.length);
+    reader.takeBody = (length) => this.takeBody(length);
     this.announced = Bitfield.fromWire(sentBits, owner.held.length);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
@@ -135,7 +152,7 @@ export class PeerLink {
     switch (frame.type) {
       case 'have':
         if (frame.piece >= this.remote.length) throw protocolViolation(`HAVE for piece ${frame.piece} of ${this.remote.length}`);
-        if (this.remote.set(frame.piece)) this.owner.changed(this);
+        if (this.remote.set(frame.piece)) this.owner.changed(this, frame.piece);
         return;
       case 'request':
         return this.queueServe(frame.piece);
@@ -204,8 +221,36 @@ export class PeerLink {
     this.strikes = 0;
     if (!assembly.complete) return;
     this.inbound.delete(piece);
-    if (assembly.matches(this.owner.hashes)) this.owner.pieceArrived(this, piece, assembly.chunks);
-    else this.owner.badPiece(this, piece);
+    if (!assembly.matches(this.owner.hashes)) {
+      this.owner.badPiece(this, piece);
+      return;
+    }
+    // Once only: a body given back twice could be handed to two frames at once.
+    let given = false;
+    this.owner.pieceArrived(this, piece, assembly.chunks, () => {
+      if (given) return;
+      given = true;
+      this.giveBack(assembly.chunks);
+    });
+  }
+
+  private takeBody(length: number): Buffer | undefined {
+    if (length > BODY_BYTES || length < BODY_BYTES / 2) return undefined;
+    let body = this.spareBodies.values().next().value;
+    if (body) this.spareBodies.delete(body);
+    else {
+      body = new ArrayBuffer(BODY_BYTES);
+      this.ownBodies.add(body);
+    }
+    return Buffer.from(body, 0, length);
+  }
+
+  /** The buffers of a piece's chunks are free again: those this link handed out are kept for its next frames. */
+  private giveBack(chunks: readonly Uint8Array[]): void {
+    for (const chunk of chunks) {
+      if (this.closedFlag || this.spareBodies.size >= SPARE_BODIES) return;
+      if (this.ownBodies.has(chunk.buffer as ArrayBuffer)) this.spareBodies.add(chunk.buffer as ArrayBuffer);
+    }
   }
 
   private queueServe(piece: number): void {
@@ -275,6 +320,7 @@ export class PeerLink {
     if (err) this.log.info({ err }, 'peer link closed');
     clearTimeout(this.stall);
     this.unflushed.forEach((release) => release());
+    this.spareBodies.clear();
     for (const piece of this.inbound.keys()) this.owner.released(this, piece);
     this.inbound.clear();
     this.reader.destroy();

@@ -75,8 +75,10 @@ export class PiecePartial extends PartialFile {
   /**
    * Writes a piece the caller has verified, from the buffers it arrived in, and moves the prefix hash on
    * in the background (it may read pieces back; the piece is held, and can be announced, at once).
+   * `release` is called once the buffers are no longer read: after the write, or after the hash took
+   * them; not after a failed write (the transfer fails, and the collector takes them).
    */
-  async write(piece: number, chunks: readonly Uint8Array[]): Promise<void> {
+  async write(piece: number, chunks: readonly Uint8Array[], release?: () => void): Promise<void> {
     await writeChunks(this.openHandle(), chunks, piece * this.pieces.pieceSize);
     this.held.set(piece);
     // The buffers are kept for the hash only if the prefix will reach this piece without waiting for
@@ -84,12 +86,20 @@ export class PiecePartial extends PartialFile {
     // not in the step: a step that named `chunks` would hold them until it ran, and steps queue up
     // behind read-backs (on one CPU-bound box nearly every piece arrives ahead, and a member held
     // ~1,000 queued 256 KiB pieces, 250 MiB, until its prefix caught up).
-    const inMemory = this.prefixReaches(piece) ? { piece, chunks } : undefined;
+    if (this.prefixReaches(piece)) this.queueHashStep({ piece, chunks }, release);
+    else {
+      release?.();
+      this.queueHashStep(undefined, undefined);
+    }
+  }
+
+  private queueHashStep(inMemory: { piece: number; chunks: readonly Uint8Array[] } | undefined, release: (() => void) | undefined): void {
     this.hashing = this.hashing
       .then(() => (this.hashError ? undefined : this.extendPrefix(inMemory)))
       .catch((err: unknown) => {
         this.hashError = err;
-      });
+      })
+      .finally(release);
   }
 
   private prefixReaches(piece: number): boolean {

@@ -16,6 +16,12 @@ export class FrameReader extends Writable {
   private buffered = 0;
   private state: State = 'length';
   private need = 4;
+  /**
+   * Where a frame that spans chunks is copied to: a buffer of at least `length` bytes the handler gives
+   * back when done with it, or undefined for a fresh one. A peer link reuses its DATA bodies this way
+   * (each fresh one is garbage the collector must find later).
+   */
+  takeBody: ((length: number) => Buffer | undefined) | undefined;
 
   constructor(
     private readonly onFrame: (frame: Frame) => void | Promise<void>,
@@ -57,7 +63,7 @@ export class FrameReader extends Writable {
       this.buffered -= n;
       return out;
     }
-    const out = Buffer.alloc(n);
+    const out = this.takeBody?.(n) ?? Buffer.alloc(n);
     let filled = 0;
     while (filled < n) {
       const head = this.chunks[0];
