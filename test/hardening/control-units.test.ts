@@ -1,4 +1,5 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { once, EventEmitter } from 'node:events';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -117,6 +118,48 @@ describe('Membership of an open group', () => {
     m.start();
     expect(m.targets('Lobby').sort()).toEqual([ids[3], ids[4]].sort());
     expect(m.member(ids[0]!)).toBeUndefined();
+    await m.close();
+  });
+});
+
+describe('Membership on a state disk that refuses a write', () => {
+  /** A logger whose lines are kept, and announced by message. */
+  function recording(): { log: Logger; messages: string[]; logged: (msg: string) => Promise<unknown> } {
+    const messages: string[] = [];
+    const events = new EventEmitter();
+    const log = pino({ level: 'info' }, {
+      write(line: string) {
+        const { msg } = JSON.parse(line) as { msg: string };
+        messages.push(msg);
+        events.emit(msg);
+      },
+    });
+    return { log, messages, logged: (msg) => once(events, msg, { signal: AbortSignal.timeout(10_000) }) };
+  }
+
+  it('keeps the change and writes it once the disk takes it again, with one error logged meanwhile', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'gc-membership-'));
+    dirs.push(parent);
+    // Not there yet: every write of members.json fails until it is made.
+    const stateDir = join(parent, 'state');
+    const { log, messages, logged } = recording();
+    const m = new Membership({ log, stateDir, groups: [{ name: 'Lobby', description: '', open: true, members: [] }] });
+    const id = freshSigner().id;
+    const failed = logged('cannot persist membership; trying again');
+    expect(m.join(id, 'Lobby', { address: '192.0.2.1' })).toEqual({ ok: true });
+    await failed;
+    // An operator's change (allow, revoke) is told the write failed, and what becomes of the change.
+    m.allow('Lobby', id);
+    await expect(m.save()).rejects.toThrow(/cannot write the membership: .*; the change holds until the server stops/);
+
+    const written = logged('membership written again');
+    await mkdir(stateDir);
+    await written;
+    await m.save();
+    const saved = JSON.parse(await readFile(join(stateDir, 'members.json'), 'utf8')) as { members: Array<{ id: string; joined: string[] }>; allowed: object };
+    expect(saved.members.map((record) => [record.id, record.joined])).toEqual([[id, ['Lobby']]]);
+    expect(saved.allowed).toEqual({ Lobby: [id] });
+    expect(messages.filter((msg) => msg.startsWith('cannot persist'))).toHaveLength(1);
     await m.close();
   });
 });

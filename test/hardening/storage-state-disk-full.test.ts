@@ -3,6 +3,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readJsonState } from '../../packages/shared/src/index.js';
 import { harness } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
 import { Cluster, finalPath, waitForNew, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
@@ -52,6 +53,11 @@ function fill(dir: string): string {
   return path;
 }
 
+async function joinedOnDisk(member: Member): Promise<boolean> {
+  const saved = await readJsonState<{ members: Array<{ id: string; joined: string[] }> }>(join(c.serverState, 'members.json'));
+  return saved?.members.some((record) => record.id === member.id && record.joined.includes(GROUP)) ?? false;
+}
+
 afterAll(async () => {
   try {
     // The server's files on the tmpfs must be closed before it can be unmounted.
@@ -78,6 +84,10 @@ describe.skipIf(!root)('a full state disk', () => {
     expect(tooBig.stderr, tooBig.stderr).toMatch(/cannot store \S+big\.bin \(needs 4\.00 MiB, [\d.]+ [KM]iB free\): no space left on the state disk/);
     expect(tooBig.stderr).not.toMatch(/read access/);
     expect(tooBig.code).toBe(1);
+    // That copy filled the disk for a moment; a write of the membership then failed is made again once
+    // there is room. Alice's join must be on disk before the disk fills for good, or the restarts below
+    // forget her (seen in CI: "no member has joined Developers").
+    await waitUntil(() => joinedOnDisk(alice), 'alice\'s join in members.json');
 
     // Empty files need no space in the store: only the outbox record does.
     await writeFile(join(source, 'first.bin'), '');

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import {
-  ErrorCode, GroupcastError, NakReason, readJsonState, writeFileAtomic,
+  ErrorCode, GroupcastError, NakReason, readJsonState, stateWriteError, writeFileAtomic,
   type GroupInfo, type Logger, type PeerId,
 } from '@groupcast/shared';
 import type { GroupConfig } from '../config-schema.js';
@@ -91,6 +91,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private persistTimer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
   private lastPersistAt = -Infinity;
+  /** Why the last write failed, while none has succeeded since: what is in memory is not on disk. */
+  private unwritten: GroupcastError | undefined;
+  private closed = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   readonly counters = { persisted: 0, full: 0, expired: 0 };
 
@@ -389,11 +392,28 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
     this.persisting = this.persisting
       .then(() => writeFileAtomic(this.path, `${JSON.stringify(state, null, 2)}\n`))
-      .catch((err: unknown) => this.options.log.error({ err, path: this.path }, 'cannot persist membership'));
+      .then(() => this.persisted(), (err: unknown) => this.persistFailed(err));
     return this.persisting;
   }
 
-  /** Writes any pending change now; resolves when it is on disk. */
+  private persisted(): void {
+    if (!this.unwritten) return;
+    this.unwritten = undefined;
+    this.options.log.info({ path: this.path }, 'membership written again');
+  }
+
+  /**
+   * The changes stay only in memory until a later write takes them (a disk full for a moment, say by
+   * a copy into the store that fails): tried again at the storm pace, logged once until it works.
+   */
+  private persistFailed(err: unknown): void {
+    const failure = stateWriteError('cannot write the membership', this.path, err);
+    if (!this.unwritten) this.options.log.error({ err: failure }, 'cannot persist membership; trying again');
+    this.unwritten = failure;
+    if (!this.closed) this.schedulePersist();
+  }
+
+  /** Writes any pending change now; resolves when it is on disk, or when that write failed (logged). */
   async flush(): Promise<void> {
     if (this.persistTimer) {
       clearTimeout(this.persistTimer);
@@ -403,7 +423,20 @@ export class Membership extends EventEmitter<MembershipEvents> {
     await this.persisting;
   }
 
+  /**
+   * flush(), for an operator's change: a write that fails is their error, with what becomes of the
+   * change (it holds in memory, and is written as soon as the disk takes it).
+   */
+  async save(): Promise<void> {
+    await this.flush();
+    const failure = this.unwritten;
+    if (failure) {
+      throw new GroupcastError(failure.code, `${failure.message}; the change holds until the server stops and is written as soon as the disk takes it`, { cause: failure });
+    }
+  }
+
   close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.expiryTimer);
     return this.flush();
   }

@@ -496,14 +496,14 @@ export function operations(ctx: Context): Record<string, Handler> {
     allow: async (params) => {
       const id = resolveMemberId(str(params, 'id'), knownIds());
       membership.allow(str(params, 'group'), id);
-      await membership.flush();
+      await membership.save();
       return { group: params.group, id, allowed: true };
     },
     revoke: async (params) => {
       const id = resolveMemberId(str(params, 'id'), knownIds());
       const group = str(params, 'group');
       membership.revoke(group, id);
-      await membership.flush();
+      await membership.save();
       if (!membership.isAdmissible(id)) {
         // The revoke aborted what was in flight; let that delivery send its CANCEL before the link is cut.
         await nothingInFlight(id, REVOKE_GRACE_MS);
