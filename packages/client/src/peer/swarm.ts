@@ -1,11 +1,10 @@
 import {
-  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId,
-  type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId,
+  ANY_PIECE, ErrorCode, GroupcastError, isGroupcastError, Outcome, parsePeerId, shortId, spanLength,
+  type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId, type PieceLayout,
 } from '@groupcast/shared';
 import type { PeerLink } from './peer-link.js';
 import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
 import { PieceAssembly } from '../receive/piece-assembly.js';
-import type { PiecePartial } from './piece-partial.js';
 
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
 export const SERVER_REQUESTS = 8;
@@ -41,11 +40,26 @@ export interface SwarmCounters {
   badPieces: number;
 }
 
+/**
+ * Where a swarm keeps its pieces: a single file's partial (piece-partial.ts) or a tree's staging area
+ * (pulled-tree.ts). The swarm checks every piece before it writes it; the store says where it goes.
+ */
+export interface PieceStore {
+  readonly layout: PieceLayout;
+  /** Every piece's SHA-256, in the layout's numbering. */
+  readonly hashes: Buffer;
+  readonly held: Bitfield;
+  /** Reads held bytes at `position` of the transfer into `into`, for a peer (within one piece). */
+  readInto(position: number, into: Buffer): Promise<void>;
+  /** Writes a verified piece from the buffers it arrived in; `release` once they are no longer read. */
+  write(piece: number, chunks: readonly Uint8Array[], release?: () => void): Promise<void>;
+}
+
 export interface SwarmOptions {
   log: Logger;
   node: PeerNode;
   transfer: Buffer;
-  partial: PiecePartial;
+  partial: PieceStore;
   /** Frames to the server, over the member's data connection. */
   toServer: (frame: Frame) => void;
   /** Every piece is held and written. */
@@ -65,8 +79,7 @@ export interface SwarmOptions {
 export class MemberSwarm implements SwarmHandle {
   readonly transfer: Buffer;
   readonly hex: string;
-  readonly size: number;
-  readonly pieceSize: number;
+  readonly layout: PieceLayout;
   readonly hashes: Buffer;
   private allowed = new Map<PeerId, PeerEntry>();
   /** The overlay's dial targets for `allowed` (dialTargets), until the list changes. */
@@ -100,9 +113,8 @@ export class MemberSwarm implements SwarmHandle {
   constructor(private readonly options: SwarmOptions) {
     this.transfer = options.transfer;
     this.hex = options.transfer.toString('hex');
-    this.size = options.partial.size;
-    this.pieceSize = options.partial.pieces.pieceSize;
-    this.hashes = options.partial.pieces.hashes;
+    this.layout = options.partial.layout;
+    this.hashes = options.partial.hashes;
   }
 
   get held(): Bitfield {
@@ -164,13 +176,15 @@ export class MemberSwarm implements SwarmHandle {
 
   /** DATA from the server: the piece it chose for an "any" request, or one asked by index, in order. */
   async serverData(offset: number, payload: Uint8Array): Promise<void> {
-    const piece = Math.floor(offset / this.pieceSize);
+    if (offset >= this.layout.size) throw new GroupcastError(ErrorCode.PROTOCOL, `DATA at ${offset}, past the transfer's ${this.layout.size} bytes`);
     let current = this.serverPiece;
+    const piece = current?.piece ?? this.layout.pieceAt(offset);
     if (!current) {
       if (this.askedOfServer.has(piece)) this.askedOfServer.delete(piece);
       else if (this.anyOutstanding > 0) this.anyOutstanding--;
       else throw new GroupcastError(ErrorCode.PROTOCOL, `DATA for piece ${piece}, which was not requested`);
-      current = new PieceAssembly(piece, piece * this.pieceSize, pieceLength(piece, this.size, this.pieceSize));
+      const { start, end } = this.layout.span(piece);
+      current = new PieceAssembly(piece, start, end - start);
       this.serverPiece = current;
       this.addPending(piece, 'server');
     }
@@ -291,12 +305,14 @@ export class MemberSwarm implements SwarmHandle {
     try {
       await this.options.partial.write(piece, chunks, release);
     } catch (err) {
-      this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
+      // A tree's file whose pieces all matched but whose SHA-256 does not (pulled-tree.ts): the manifest's fault, not the disk's.
+      if (isGroupcastError(err, ErrorCode.CHECKSUM)) this.options.failed(Outcome.CHECKSUM, (err as Error).message, err);
+      else this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
     } finally {
       this.writing.delete(piece);
     }
-    this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
+    this.options.counters[source] += spanLength(this.layout, piece);
     this.options.log.debug({ piece, from }, 'piece kept');
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
