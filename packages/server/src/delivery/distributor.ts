@@ -380,7 +380,6 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     if (!session || !transfer || delivery.state !== 'pending') return true;
     const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
     // A tree goes only to a member that can take one (PROTOCOL.md §7.7).
-    if (transfer.kind === 'tree' && pullSlot) return false;
     if (transfer.kind === 'tree' && !session.supportsTrees) {
       log.error({ ...fields }, 'delivery failed: the member cannot receive directories');
       this.settle(delivery, 'failed', NO_TREES_REASON);
