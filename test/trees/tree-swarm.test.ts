@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
@@ -17,6 +17,8 @@ const c = new Cluster(h, { peers: true });
 const GROUP = 'Developers';
 const SMALL_FILES = 150;
 let members: Member[];
+/** The first test's tree, changed by the next into its second version. */
+let buildSource: string;
 
 afterAll(() => h.cleanup());
 
@@ -71,6 +73,7 @@ async function staged(m: Member, transfer: string): Promise<number> {
 describe('a tree pulled from peers', () => {
   it('4 members: every copy identical (paths, contents, modes), bytes from peers, and the server sent less than twice the tree', async () => {
     const source = join(await h.dir('src'), 'build');
+    buildSource = source;
     const size = await makeTree(source, 12 * MiB + 17);
     const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'build' });
     const pulling = members.map((m) => waitForNew(m.daemon!, 'accepted a tree; pulling pieces', { file: 'build' }, 60_000));
@@ -87,6 +90,28 @@ describe('a tree pulled from peers', () => {
     expect(sent).toBeLessThan(2 * size);
     // No member took anything that did not match.
     for (const m of members) expect(m.daemon!.logs.some((l) => l.msg === 'peer sent a piece that does not match the manifest; dropped for this transfer'), m.name).toBe(false);
+  });
+
+  it('a new version of the tree: each member seeds from the version in place and pulls only what changed, and ends identical', async () => {
+    const source = buildSource;
+    // One small file changed, one added, and one piece's worth of the large file rewritten.
+    await writeFile(join(source, 'lib', 'deep', 'f001.dat'), randomBytes(3000));
+    await writeFile(join(source, 'lib', 'added.txt'), 'new in version 2\n');
+    const large = await open(join(source, 'lib', 'large.bin'), 'r+');
+    await large.write(randomBytes(256 * 1024), 0, 256 * 1024, 4 * MiB);
+    await large.close();
+    const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'build' });
+    const seeded = members.map((m) => waitForNew(m.daemon!, 'seeded a tree from the version being replaced', {}, 60_000));
+    const ran = await c.distribute(GROUP, [source]);
+    expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+    const transfer = String((await recorded).transfer);
+    for (const line of await Promise.all(seeded)) expect(Number(line.linked) + Number(line.copied)).toBeGreaterThan(SMALL_FILES / 2);
+    const expected = underUmask(await listTree(source));
+    for (const m of members) expect(await listTree(`${finalPath(m, GROUP, 'build')}/`), m.name).toEqual(expected);
+    const deliveries = (await c.deliveries()).filter((d) => d.transfer === transfer);
+    expect(deliveries.map((d) => d.state)).toEqual(['delivered', 'delivered', 'delivered', 'delivered']);
+    // Per member, from anyone: the changed piece of the large file and the two small files, not the tree.
+    for (const d of deliveries) expect(d.bytesSent + d.bytesFromPeers, d.member).toBeLessThan(MiB);
   });
 
   it('a member killed -9 mid-pull resumes from the pieces it held, takes fewer bytes than the tree, and ends identical', async () => {

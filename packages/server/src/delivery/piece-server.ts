@@ -161,10 +161,12 @@ async function sendPiece(file: ByteSource, options: PullOptions, piece: number):
     if (bytesRead !== chunk) throw new GroupcastError(ErrorCode.NOT_FOUND, `store data of ${options.name} is shorter than recorded`);
     const wait = throttle(options.limits, chunk);
     if (wait) await wait;
+    // Marked before the last frame goes, not after the socket drained: the member's HAVE for it can come
+    // back first (a piece of one frame, a small file's, often does), and would count as from peers.
+    if (at + chunk === end) options.seat.sent(piece);
     await link.write(frame);
     link.sent(options.seat.heldBytes, chunk);
   }
-  options.seat.sent(piece);
   // For the scale benchmark's --scale-trace: when the socket took the piece, against when the member kept it.
   options.seat.swarm.log.debug({ piece, member: shortId(options.seat.link.id) }, 'piece sent');
   return end - start;
