@@ -76,7 +76,7 @@ function connectToServer() {
   socket.on('close', () => say('hostile server link closed'));
   socket.once('secureConnect', () => {
     socket.write(encodeFrame({
-      type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES, peerPort },
+      type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES | Capability.TREE_SWARM, peerPort },
     }));
     say('hostile connected', { peerPort });
   });
@@ -152,7 +152,7 @@ function link(socket, dialedFor) {
   const greet = (transfer) => {
     const { pieces } = transfers.get(transfer.toString('hex')) ?? { pieces: 0 };
     socket.write(Buffer.concat([
-      encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES, peerPort } }),
+      encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES | Capability.TREE_SWARM, peerPort } }),
       encodeFrame({ type: 'bitfield', transfer, bits: Bitfield.full(pieces).toWire() }),
     ]));
   };

@@ -393,7 +393,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const manifest = session.supportsPieces && !tree ? await this.manifestFor(transfer, fields) : undefined;
     // A tree's manifest carries its piece hashes (§7.7); a tree without a piece (only empty files) is streamed.
     const layout = tree ? manifestPieces(tree.manifest) : manifest && manifestPieces(manifest);
-    const pulled = layout !== undefined && layout.count > 0 && session.swarms && this.hasSwarmPeers(member, transfer);
+    const pulled = layout !== undefined && layout.count > 0 && (tree ? session.pullsTrees : session.swarms) && this.hasSwarmPeers(member, transfer);
     if (pullSlot && !pulled) return false;
     const controller = new AbortController();
     const k = key(transfer.id, member);
@@ -474,13 +474,13 @@ export class Distributor extends EventEmitter<DistributorEvents> {
 
   /**
    * Whether another member that can swarm is online for this transfer's group (for a tree, one that
-   * takes trees): pulling pays only with peers; a member alone gets the stream (and checks it piece by
+   * pulls trees): pulling pays only with peers; a member alone gets the stream (and checks it piece by
    * piece all the same).
    */
   private hasSwarmPeers(member: PeerId, transfer: TransferRecord): boolean {
     return this.options.membership.targets(transfer.group).some((other) => {
       const session = other === member ? undefined : this.options.session(other);
-      return session?.swarms === true && (transfer.kind !== 'tree' || session.supportsTrees);
+      return transfer.kind === 'tree' ? session?.pullsTrees === true : session?.swarms === true;
     });
   }
 

@@ -181,6 +181,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     return this.supportsPieces && (this.caps.flags & Capability.PEERS) !== 0;
   }
 
+  /** It pulls trees too (TREE parts, PEERS, OFFER: PROTOCOL.md §7.7); a member that only said peers and trees takes them streamed. */
+  get pullsTrees(): boolean {
+    return this.swarms && this.supportsTrees && (this.caps.flags & Capability.TREE_SWARM) !== 0;
+  }
+
   get seatLink(): SeatLink {
     return {
       id: this.id, address: this.address, peerPort: this.caps.peerPort,
