@@ -1,12 +1,10 @@
 import { join } from 'node:path';
-import { connect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ALPN_PIECES, Capability, encodeFrame, FrameReader, PROTOCOL_VERSION, TLS_CIPHERS, type Frame,
-} from '../../packages/shared/src/index.js';
+import { Capability, encodeFrame, FrameReader, type Frame } from '../../packages/shared/src/index.js';
 import { harness } from '../support/daemons.js';
 import { Cluster, finalPath, type Member } from '../durability/cluster.js';
-import { identityIn, joinAs } from '../security/tools.js';
+import { connectAsMember, identityIn, joinAs } from '../security/tools.js';
 import { listTree, makeSampleTree, underUmask } from './tree-fixtures.js';
 
 /**
@@ -37,17 +35,8 @@ beforeAll(async () => {
   await c.startOnline(members);
   await joinAs(identity.signer, GROUP, Number(c.port));
   const online = c.online(older);
-  socket = connect({
-    host: '127.0.0.1', port: Number(started.tcpPort), cert: identity.certPem, key: identity.keyPem, ALPNProtocols: [ALPN_PIECES],
-    minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS, rejectUnauthorized: false, checkServerIdentity: () => undefined,
-  });
+  socket = connectAsMember(identity, Number(started.tcpPort), 'older', { flags: Capability.PIECES | Capability.PEERS | Capability.TREES, peerPort: 1 });
   const tls = socket;
-  tls.on('error', () => undefined);
-  tls.on('secureConnect', () => {
-    tls.write(encodeFrame({
-      type: 'hello', version: PROTOCOL_VERSION, name: 'older', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES, peerPort: 1 },
-    }));
-  });
   // Just enough of such a member: it takes the tree's stream from the start and says OK at its end.
   let size = 0;
   let got = 0;
