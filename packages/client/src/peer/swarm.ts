@@ -97,6 +97,13 @@ export class MemberSwarm implements SwarmHandle {
   private readonly finishedPeers = new Set<PeerId>();
   /** Pieces being written now. */
   private readonly writing = new Set<number>();
+  /**
+   * Pieces neither held nor being written, in no order, and where each is in that list (-1: not in it):
+   * what the scheduler looks through. A tree has many pieces (one per small file), most of them held
+   * by the end; scanning every piece on every request cost the swarm a quarter of a member's CPU.
+   */
+  private readonly missing: number[] = [];
+  private readonly missingAt: Int32Array;
   private serverPiece: PieceAssembly | undefined;
   private seededAt: number | undefined;
   /** When a piece last arrived from a peer. */
@@ -115,6 +122,24 @@ export class MemberSwarm implements SwarmHandle {
     this.hex = options.transfer.toString('hex');
     this.layout = options.partial.layout;
     this.hashes = options.partial.hashes;
+    this.missingAt = new Int32Array(this.layout.count).fill(-1);
+    for (let piece = 0; piece < this.layout.count; piece++) {
+      if (this.held.has(piece)) continue;
+      this.missingAt[piece] = this.missing.length;
+      this.missing.push(piece);
+    }
+  }
+
+  /** The piece is kept (being written, then held): out of the scheduler's list. */
+  private unmiss(piece: number): void {
+    const at = this.missingAt[piece]!;
+    if (at < 0) return;
+    const last = this.missing.pop()!;
+    if (last !== piece) {
+      this.missing[at] = last;
+      this.missingAt[last] = at;
+    }
+    this.missingAt[piece] = -1;
   }
 
   get held(): Bitfield {
@@ -302,6 +327,7 @@ export class MemberSwarm implements SwarmHandle {
       return;
     }
     this.writing.add(piece);
+    this.unmiss(piece);
     try {
       await this.options.partial.write(piece, chunks, release);
     } catch (err) {
@@ -439,11 +465,11 @@ export class MemberSwarm implements SwarmHandle {
   private rarestFrom(link: PeerLink): number | undefined {
     let best: number | undefined;
     let bestCount = Infinity;
-    const count = this.held.length;
+    const count = this.missing.length;
     const start = Math.floor(Math.random() * count);
     for (let k = 0; k < count; k++) {
-      const piece = (start + k) % count;
-      if (this.kept(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
+      const piece = this.missing[(start + k) % count]!;
+      if (this.pending.has(piece) || !link.remote.has(piece)) continue;
       const available = this.availability(piece);
       if (available < bestCount) {
         best = piece;
@@ -496,8 +522,9 @@ export class MemberSwarm implements SwarmHandle {
     // Waiting, and the timer that looks again is set: nothing to do now (this runs on every HAVE).
     if (!alone && !waited && this.waitTimer) return;
     let waiting = false;
-    for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
-      if (this.kept(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
+    for (let k = 0; k < this.missing.length && outstanding() < SERVER_REQUESTS; k++) {
+      const piece = this.missing[k]!;
+      if (this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
       // Being fetched from a peer, or a connected peer has it: the peers will bring it.
       if (this.pending.has(piece) || this.availability(piece) > 0) continue;
       if (!alone && !waited) {

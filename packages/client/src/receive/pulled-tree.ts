@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import {
-  ErrorCode, GroupcastError, hashFromHandle, manifestHashes, spanLength, writeChunks,
+  ErrorCode, GroupcastError, hashFromHandle, LoopTurns, manifestHashes, SMALL_FILE_BYTES, spanLength, writeChunks,
   type Bitfield, type Manifest, type ManifestEntry, type TreePieces,
 } from '@groupcast/shared';
 import { HeldTree } from './held-tree.js';
-import { openPartial } from './partial-file.js';
+import { openPartial, writePartialSync } from './partial-file.js';
 import { stagedPath } from './tree-staging.js';
 import type { PieceStore } from '../peer/swarm.js';
 
@@ -28,6 +28,11 @@ interface PulledFile {
   written: number;
 }
 
+/** A file of one piece no larger than SMALL_FILE_BYTES: written and read whole, with synchronous calls. */
+function isSmall(file: PulledFile): boolean {
+  return file.pieces === 1 && file.entry.size <= SMALL_FILE_BYTES;
+}
+
 export class PulledTree implements PieceStore {
   readonly layout: TreePieces;
   readonly hashes: Buffer;
@@ -37,6 +42,8 @@ export class PulledTree implements PieceStore {
   private servingDir: string;
   /** The file last read for a peer, kept open: peers ask for a file's pieces one after another. */
   private reading: { file: number; handle: FileHandle } | undefined;
+  /** Small files are written and read with synchronous calls (SMALL_FILE_BYTES): the loop gets its turns. */
+  private readonly turns = new LoopTurns();
 
   private constructor(private readonly staged: HeldTree, manifest: Manifest) {
     this.layout = staged.layout;
@@ -94,6 +101,15 @@ export class PulledTree implements PieceStore {
     const file = this.layout.fileOf(piece);
     const pulled = this.files[file]!;
     const path = stagedPath(this.staged.dir, pulled.entry);
+    if (isSmall(pulled)) {
+      // Its one piece is the whole file, checked by the swarm (its hash is the file's): one open, write, close.
+      writePartialSync(path, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      release?.();
+      pulled.written = 1;
+      this.held.set(piece);
+      await this.turns.made(3);
+      return;
+    }
     const handle = await openPartial(path);
     try {
       await writeChunks(handle, chunks, this.layout.span(piece).start - this.layout.fileStart(file));
@@ -117,9 +133,22 @@ export class PulledTree implements PieceStore {
   /** Reads held bytes for a peer: a DATA frame's worth, within one piece and so one file. Not hashed again (§7.6). */
   async readInto(position: number, into: Buffer): Promise<void> {
     const file = this.layout.fileOf(this.layout.pieceAt(position));
+    if (isSmall(this.files[file]!)) return this.readSmall(file, position, into);
     const handle = await this.readHandle(file);
     const { bytesRead } = await handle.read(into, 0, into.length, position - this.layout.fileStart(file));
     if (bytesRead !== into.length) throw new GroupcastError(ErrorCode.CLOSED, `${this.files[file]!.entry.path} is shorter than its held pieces`);
+  }
+
+  private async readSmall(file: number, position: number, into: Buffer): Promise<void> {
+    const fd = openSync(stagedPath(this.servingDir, this.files[file]!.entry), constants.O_RDONLY | constants.O_NOFOLLOW);
+    let bytesRead: number;
+    try {
+      bytesRead = readSync(fd, into, 0, into.length, position - this.layout.fileStart(file));
+    } finally {
+      closeSync(fd);
+    }
+    if (bytesRead !== into.length) throw new GroupcastError(ErrorCode.CLOSED, `${this.files[file]!.entry.path} is shorter than its held pieces`);
+    await this.turns.made(3);
   }
 
   private async readHandle(file: number): Promise<FileHandle> {
