@@ -15,8 +15,11 @@ import { listTree, underUmask } from './tree-fixtures.js';
 const h = harness();
 const c = new Cluster(h, { peers: true });
 const GROUP = 'Developers';
+/** A second group: the four members and one more, started only once the others hold its tree. */
+const LATE = 'Late';
 const SMALL_FILES = 150;
 let members: Member[];
+let late: Member;
 /** The first test's tree, changed by the next into its second version. */
 let buildSource: string;
 
@@ -24,8 +27,9 @@ afterAll(() => h.cleanup());
 
 beforeAll(async () => {
   members = [];
-  for (let i = 0; i < 4; i++) members.push(await c.member(`t${i}`, [GROUP]));
-  await c.startServer([{ name: GROUP, members }]);
+  for (let i = 0; i < 4; i++) members.push(await c.member(`t${i}`, [GROUP, LATE]));
+  late = await c.member('late', [LATE]);
+  await c.startServer([{ name: GROUP, members }, { name: LATE, members: [...members, late] }]);
   await c.startOnline(members);
 });
 
@@ -112,6 +116,28 @@ describe('a tree pulled from peers', () => {
     expect(deliveries.map((d) => d.state)).toEqual(['delivered', 'delivered', 'delivered', 'delivered']);
     // Per member, from anyone: the changed piece of the large file and the two small files, not the tree.
     for (const d of deliveries) expect(d.bytesSent + d.bytesFromPeers, d.member).toBeLessThan(MiB);
+  });
+
+  it('a member that comes later pulls the tree from members that placed it, served from their placed versions', async () => {
+    const source = join(await h.dir('src'), 'later');
+    await makeTree(source, 4 * MiB);
+    const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'later' });
+    const placed = members.map((m) => waitForNew(m.daemon!, 'received a tree', { file: 'later' }, 60_000));
+    const ran = await c.distribute(LATE, [source]);
+    // Delivered to the four; the fifth has never joined: it gets the tree as the group's backlog when it does.
+    expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+    const transfer = String((await recorded).transfer);
+    await Promise.all(placed);
+    c.startMember(late);
+    await late.daemon!.waitForMsg('accepted a tree; pulling pieces', { transfer }, 60_000);
+    await late.daemon!.waitForMsg('received a tree', { transfer }, 60_000);
+    const expected = underUmask(await listTree(source));
+    expect(await listTree(`${finalPath(late, LATE, 'later')}/`)).toEqual(expected);
+    const delivery = (await c.deliveries()).find((d) => d.transfer === transfer && d.member === late.id);
+    expect(delivery?.state).toBe('delivered');
+    // Every piece had holders (the four, lingering after placing): the late member took them from peers.
+    expect(delivery!.bytesFromPeers).toBeGreaterThan(0);
+    expect(late.daemon!.logs.some((l) => l.msg === 'peer link closed'), JSON.stringify(late.daemon!.logs.filter((l) => l.msg === 'peer link closed'))).toBe(false);
   });
 
   it('a member killed -9 mid-pull resumes from the pieces it held, takes fewer bytes than the tree, and ends identical', async () => {
