@@ -1,13 +1,15 @@
 // A tree pulled from peers on a namespace LAN (PROTOCOL.md §7.7 *Pulled*): a hostile member built from
 // the shared codecs claims every piece of the tree and serves each one corrupted: it is dropped, logged
 // with its id and shown by status, and every honest member ends with the tree verified and identical;
-// members that cannot reach each other's peer port get the whole tree from the server.
+// a member revoked mid-pull is dropped by its peers at once; members that cannot reach each other's
+// peer port get the whole tree from the server.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateIdentity } from '../../packages/shared/src/index.js';
+import { waitUntil } from '../durability/cluster.js';
 import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import type { Daemon } from '../support/daemons.js';
 import { CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, SERVER_BIN, type Member } from '../multihost/support.js';
@@ -21,6 +23,15 @@ const MEMBERS = 4;
 const LINK_MBIT = 100;
 const HOSTILE = resolve(import.meta.dirname, 'hostile-peer.mjs');
 const BAD_PIECE = 'peer sent a piece that does not match the manifest; dropped for this transfer';
+
+/** Bytes written under a directory (a member's staging areas), counted by the blocks its files take. */
+async function stagedBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (entry.isFile()) total += await stat(join(entry.parentPath, entry.name)).then((s) => s.blocks * 512, () => 0);
+  }
+  return total;
+}
 
 describe.skipIf(!available)('a tree pulled on a LAN', () => {
   const lan = new Lan();
@@ -113,6 +124,34 @@ describe.skipIf(!available)('a tree pulled on a LAN', () => {
     await hostile.exited;
   }, 180_000);
 
+  it('a member revoked mid-pull is dropped by its peers at once and places nothing', async () => {
+    const revoked = members[1]!;
+    const others = members.filter((m) => m !== revoked);
+    const tree = await makeTree('revoked-tree');
+    // The server slowed (2 MB/s): the tree is still being pulled when the member is revoked.
+    const distributing = distribute(lan, serverHost, serverState, GROUP, [tree.path, '--rate', '2M'], 120_000);
+    await revoked.daemon!.waitForMsg('accepted a tree; pulling pieces', { file: 'revoked-tree' }, 60_000);
+    const staging = join(revoked.downloads, '.groupcast-partial');
+    await waitUntil(async () => (await stagedBytes(staging)) >= MiB, 'the revoked member holding 1 MiB of the tree');
+    // Frozen, it cannot close its own links: whatever drops them is the peers' doing, on the server's word.
+    revoked.daemon!.proc.kill('SIGSTOP');
+    try {
+      const result = await lan.run(serverHost, SERVER_BIN, ['members', 'revoke', GROUP, revoked.id, '--state-dir', serverState]);
+      expect(result.code, result.stderr).toBe(0);
+      const droppedIt = (m: Member) => m.daemon!.waitForLog((l) => l.msg === 'peer link closed' && l.peer === revoked.id.slice(0, 7)
+        && JSON.stringify(l.err ?? '').includes('no longer listed'), 30_000);
+      await Promise.any(others.map(droppedIt));
+    } finally {
+      revoked.daemon!.proc.kill('SIGCONT');
+    }
+    expect(await revoked.daemon!.exited).toBe(77);
+    const { summary } = await distributing;
+    expect(summary.deliveries.find((d) => d.member === revoked.id)?.state).toBe('failed');
+    await expectIdentical('revoked-tree', tree.path, others);
+    await expect(stat(join(revoked.downloads, GROUP, 'revoked-tree'))).rejects.toThrow();
+    members = others;
+  }, 180_000);
+
   it('members that cannot reach each other get the whole tree from the server, verified', async () => {
     for (const m of members) {
       for (const other of [...members, { host: hostileHost }]) {
@@ -122,13 +161,13 @@ describe.skipIf(!available)('a tree pulled on a LAN', () => {
     const tree = await makeTree('alone-tree');
     const { code, summary } = await distribute(lan, serverHost, serverState, GROUP, [tree.path], 120_000);
     const honest = summary.deliveries.filter((d) => d.member !== hostileId);
-    expect(honest.filter((d) => d.state === 'delivered'), JSON.stringify(honest.map((d) => [d.state, d.reason]))).toHaveLength(MEMBERS);
+    expect(honest.filter((d) => d.state === 'delivered'), JSON.stringify(honest.map((d) => [d.state, d.reason]))).toHaveLength(members.length);
     expect(code === 0 || summary.deliveries.some((d) => d.member === hostileId && d.state !== 'delivered')).toBe(true);
     await expectIdentical('alone-tree', tree.path, members);
     const result = await lan.run(serverHost, SERVER_BIN, ['status', '--json', '--state-dir', serverState]);
     const status = JSON.parse(result.stdout) as { transfers: Array<{ name: string; deliveries: Array<{ member: string; bytesSent: number; bytesFromPeers: number }> }> };
     const deliveries = status.transfers.find((t) => t.name === 'alone-tree')!.deliveries.filter((d) => d.member !== hostileId);
-    expect(deliveries).toHaveLength(MEMBERS);
+    expect(deliveries).toHaveLength(members.length);
     for (const d of deliveries) {
       expect(d.bytesFromPeers, d.member).toBe(0);
       expect(d.bytesSent, d.member).toBeGreaterThanOrEqual(tree.size);
