@@ -337,6 +337,8 @@ export class TreeReceive {
   private async finish(tree: StagedTree): Promise<void> {
     if (this.finishing || this.finished) return;
     this.finishing = true;
+    // A pulled tree's server may still send a piece asked of it by index that a peer brought first: dropped.
+    const early = tree instanceof PulledTree;
     const { receiver } = this.host;
     const { offer } = this;
     const placement = this.placement;
@@ -359,7 +361,7 @@ export class TreeReceive {
       if (now.kind !== this.verdict.kind) throw new GroupcastError(ErrorCode.NAME, `${offer.name} appeared in ${offer.group} while receiving`);
       await switchTree(placement, offer.group, offer.name, this.hex, now.kind === 'replace', log);
     } catch (err) {
-      this.end(false);
+      this.end(early);
       await this.swarm?.close();
       await rm(version, { recursive: true, force: true }).catch(() => undefined);
       await tree.discard().catch(() => undefined);
@@ -368,7 +370,7 @@ export class TreeReceive {
       else this.host.end.fail(offer, log, outcomeOfError(err), `cannot place the tree: ${(err as Error).message}`, err);
       return;
     }
-    this.end(false);
+    this.end(early);
     if (tree instanceof PulledTree) await this.linger(tree, version);
     const replaces = this.verdict.kind === 'replace' ? this.verdict.record.transfer : undefined;
     const folder = versionsFolder(receiver.root, offer.group, offer.name);
