@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, openSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { ErrorCode, GroupcastError, writeFullySync } from '@groupcast/shared';
 
@@ -12,12 +12,14 @@ export function openPartial(path: string): Promise<FileHandle> {
 
 /**
  * A small file's partial (SMALL_FILE_BYTES at most) written whole at once, synchronously: created as
- * openPartial would (or emptied), filled, closed. `mode` is the one it is created with (a tree's file
- * gets its final mode here rather than with a chmod at the end).
+ * openPartial would (or emptied), filled, closed, with `mode` exactly (a tree's file gets its final mode
+ * here rather than with a chmod at the end). Set on the descriptor: open's mode applies only to a file it
+ * creates, and under a default ACL on the directory it is only an upper bound (the umask is not used).
  */
 export function writePartialSync(path: string, data: Uint8Array, mode = PARTIAL_MODE): void {
   const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, mode);
   try {
+    fchmodSync(fd, mode);
     writeFullySync(fd, data, 0);
   } finally {
     closeSync(fd);
