@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --only throughput,trees,discovery,join-storm] [-- --size 256MiB]
 //               [-- --members 1,4,8] [-- --repeat 2] [-- --compare-no-peers] [-- --readme]
-//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only] [-- --scale-trace]
+//               [-- --only scale] [-- --scale-members 1,4,8,16] [-- --scale-size 64MiB] [-- --scale-mbit 200] [-- --scale-skip-wide] [-- --scale-peers-only] [-- --scale-trace] [-- --scale-tree 2000]
 //               [-- --only tree-versions] [-- --tree-size 1GiB]
 //
 // Runs each benchmark on a fresh network-namespace topology (a server host and up to eight member
@@ -24,7 +24,7 @@ import { GiB, Lab, MiB, writeRandomFile } from './lib/lab.js';
 import { scale, scaleTables } from './scale.js';
 import { throughput, throughputFiles, throughputTables } from './throughput.js';
 import { treeVersions, treeVersionsTables } from './tree-versions.js';
-import { trees, treesTables } from './trees.js';
+import { buildTreeRecipe, trees, treesTables, writeTree } from './trees.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const RESULTS = join(ROOT, 'bench/results');
@@ -54,6 +54,7 @@ function settings(argv) {
       'scale-skip-wide': { type: 'boolean', default: false },
       'scale-peers-only': { type: 'boolean', default: false },
       'scale-trace': { type: 'boolean', default: false },
+      'scale-tree': { type: 'string' },
       'compare-no-peers': { type: 'boolean', default: false },
       'tree-size': { type: 'string' },
     },
@@ -77,6 +78,8 @@ function settings(argv) {
       wideConcurrency: !values['scale-skip-wide'],
       modes: values['scale-peers-only'] ? [true] : [true, false],
       trace: values['scale-trace'],
+      /** Files of a generated build-like tree of --scale-size bytes to distribute instead of one file. */
+      treeFiles: values['scale-tree'] === undefined ? undefined : Number(values['scale-tree']),
     },
     treeVersions: { size: values['tree-size'] ? parseSize(values['tree-size']) : values.quick ? 256 * MiB : GiB, fileBytes: 256 * 1024 },
     // The scratch placement changes the figures (a store on disk or on tmpfs): it is part of the command.
@@ -154,10 +157,15 @@ async function main() {
       await save('join-storm', config, config.joinStorm, result, joinStormTables(result));
     }
     if (config.only.includes('scale')) {
-      const file = join(work, 'scale.bin');
-      await writeRandomFile(file, config.scale.size);
-      const result = await scale(lab, { ...config.scale, file });
-      await save('scale', config, config.scale, result, scaleTables(result));
+      const { treeFiles } = config.scale;
+      const file = join(work, treeFiles === undefined ? 'scale.bin' : 'scale-tree');
+      const recipe = treeFiles === undefined ? undefined : buildTreeRecipe({ files: treeFiles, bytes: config.scale.size });
+      if (recipe) await writeTree(file, recipe);
+      else await writeRandomFile(file, config.scale.size);
+      // A tree's bytes are its files' (the recipe scales them to about --scale-size).
+      const size = recipe ? recipe.reduce((sum, f) => sum + f.size, 0) : config.scale.size;
+      const result = await scale(lab, { ...config.scale, size, file });
+      await save(treeFiles === undefined ? 'scale' : 'scale-tree', config, config.scale, result, scaleTables(result));
     }
     if (config.only.includes('tree-versions')) {
       const result = await treeVersions(lab, config.treeVersions);

@@ -1,4 +1,4 @@
-// Scale: one file to 1, 4, 8 and 16 members, each on its own host whose link is shaped like a switch
+// Scale: one file (or, with --scale-tree, a generated build-like tree) to 1, 4, 8 and 16 members, each on its own host whose link is shaped like a switch
 // port (tc tbf, `mbit` each way), with peer-assisted delivery and, in the same run, with `--no-peers`
 // on the members (every byte from the server). Reported against N = 1 of the same mode and run:
 // t(N)/t(1), the server's bytes sent (from status --json) as a multiple of the file, the bytes members
@@ -102,7 +102,7 @@ async function scaleRun(lab, { file, size, members, peers, serverArgs, trace, mb
  * machine hits both alike), then, if `wideConcurrency` is set, the largest count with peers again on a
  * server whose `--concurrency` admits every member at once: the difference is the delivery queue's share.
  */
-export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency, modes, trace }) {
+export async function scale(lab, { file, size, memberCounts, mbit, wideConcurrency, modes, trace, treeFiles }) {
   const hosts = lab.hosts.slice(0, 1 + Math.max(...memberCounts));
   for (const host of hosts) await host.shapeLink(mbit);
   const runs = [];
@@ -131,6 +131,7 @@ export async function scale(lab, { file, size, memberCounts, mbit, wideConcurren
     const largest = rows.find((r) => r.peers && r.members === Math.max(...memberCounts));
     return {
       fileBytes: size,
+      ...(treeFiles === undefined ? {} : { treeFiles }),
       mbit,
       rows,
       ...(wideRow ? { wideConcurrency: wideRow } : {}),
@@ -146,14 +147,14 @@ export async function scale(lab, { file, size, memberCounts, mbit, wideConcurren
 
 const mib = (bytes) => (bytes / MiB).toFixed(1);
 
-export function scaleTables({ fileBytes, mbit, rows, wideConcurrency }) {
+export function scaleTables({ fileBytes, mbit, rows, wideConcurrency, treeFiles }) {
   const header = ['members', 'peers', 'time s', 't(N)/t(1)', 'first done s', 'server sent MiB', 'server ÷ file', 'from peers MiB', 'CPU s (all)', 'CPU ÷ CPU(1)'];
   const line = (r) => [
     `${r.members}${r.concurrency ? ` (--concurrency ${r.concurrency})` : ''}`, r.peers ? 'yes' : 'no', r.wallSeconds.toFixed(2), `${r.timeVsOne.toFixed(2)}×`,
     r.firstDeliveredSeconds.toFixed(2), mib(r.serverBytes), `${r.serverCopies.toFixed(2)}×`, mib(r.peerBytes), r.cpuSeconds.toFixed(1), `${r.cpuVsOne.toFixed(2)}×`,
   ];
   return [{
-    title: `Scale: ${mib(fileBytes)} MiB to N members, every host's link shaped to ${mbit} Mbit/s each way (tc tbf)`,
+    title: `Scale: ${treeFiles === undefined ? '' : `a tree of ${treeFiles} files, `}${mib(fileBytes)} MiB to N members, every host's link shaped to ${mbit} Mbit/s each way (tc tbf)`,
     header,
     rows: [...rows.map(line), ...(wideConcurrency ? [line(wideConcurrency)] : [])],
   }];

@@ -1,6 +1,6 @@
 // A hostile member for the swarm fault tests, built only from the shared codecs: an id the operator
 // allowed in the group joins with a crafted JOIN, connects to the server saying it pulls and serves
-// pieces, claims every piece (to the server and to every peer) and answers each REQUEST with the
+// pieces and takes trees (a tree's pieces are numbered over its files, as the manifest's layout says), claims every piece (to the server and to every peer) and answers each REQUEST with the
 // right number of wrong bytes. It never writes a file. Logs are JSON lines on stderr (a `msg` each),
 // so a test waits on them like on a daemon's.
 //
@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:tls';
 import {
-  allocDataFrame, ALPN_PEERS, ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, decodeDatagram, encodeDatagram, encodeFrame,
-  FrameReader, loadOrCreateIdentity, NONCE_LENGTH, parsePeerId, peerIdOf, pieceLength, PROTOCOL_VERSION, TLS_CIPHERS,
+  allocDataFrame, ALPN_PEERS, ALPN_PIECES, Bitfield, Capability, DATA_CHUNK, decodeDatagram, decodeManifest, encodeDatagram, encodeFrame,
+  filePieces, FrameReader, loadOrCreateIdentity, manifestPieces, NONCE_LENGTH, parsePeerId, peerIdOf, PROTOCOL_VERSION, TLS_CIPHERS,
 } from '../../packages/shared/dist/index.js';
 
 const options = JSON.parse(process.argv[2] ?? '{}');
@@ -22,8 +22,10 @@ const JOIN_INTERVAL_MS = 500;
 const say = (msg, fields = {}) => process.stderr.write(`${JSON.stringify({ level: 30, msg, ...fields })}\n`);
 const identity = await loadOrCreateIdentity(options.stateDir, 'hostile');
 const me = identity.signer.id;
-/** What the server's MANIFESTs said, by transfer: piece size, size, piece count. */
+/** What the server's MANIFESTs (or a tree's TREE parts) said, by transfer: where each piece lies, and how many. */
 const transfers = new Map();
+/** A tree manifest's TREE parts so far, by transfer. */
+const treeParts = new Map();
 let servedBad = 0;
 
 const listener = createServer({
@@ -74,7 +76,7 @@ function connectToServer() {
   socket.on('close', () => say('hostile server link closed'));
   socket.once('secureConnect', () => {
     socket.write(encodeFrame({
-      type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS, peerPort },
+      type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES | Capability.TREE_SWARM, peerPort },
     }));
     say('hostile connected', { peerPort });
   });
@@ -86,7 +88,18 @@ function connectToServer() {
         return;
       case 'manifest': {
         const [entry] = frame.manifest.entries;
-        transfers.set(frame.transfer.toString('hex'), { pieceSize: frame.manifest.pieceSize, size: entry.size, pieces: entry.pieces.length / 32 });
+        const layout = filePieces(entry.size, frame.manifest.pieceSize);
+        transfers.set(frame.transfer.toString('hex'), { layout, pieces: layout.count });
+        return;
+      }
+      case 'tree': {
+        const hex = frame.transfer.toString('hex');
+        const parts = [...(treeParts.get(hex) ?? []), Buffer.from(frame.chunk)];
+        treeParts.set(hex, parts);
+        if (frame.offset + frame.chunk.length < frame.total) return;
+        treeParts.delete(hex);
+        const layout = manifestPieces(decodeManifest(Buffer.concat(parts)));
+        transfers.set(hex, { layout, pieces: layout.count });
         return;
       }
       case 'peers':
@@ -139,7 +152,7 @@ function link(socket, dialedFor) {
   const greet = (transfer) => {
     const { pieces } = transfers.get(transfer.toString('hex')) ?? { pieces: 0 };
     socket.write(Buffer.concat([
-      encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS, peerPort } }),
+      encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'hostile', caps: { flags: Capability.PIECES | Capability.PEERS | Capability.TREES | Capability.TREE_SWARM, peerPort } }),
       encodeFrame({ type: 'bitfield', transfer, bits: Bitfield.full(pieces).toWire() }),
     ]));
   };
@@ -156,8 +169,8 @@ function link(socket, dialedFor) {
       case 'request': {
         const t = transfers.get(frame.transfer.toString('hex'));
         if (!t) return;
-        const start = frame.piece * t.pieceSize;
-        const length = pieceLength(frame.piece, t.size, t.pieceSize);
+        const { start, end } = t.layout.span(frame.piece);
+        const length = end - start;
         for (let at = 0; at < length; at += DATA_CHUNK) {
           const { frame: data, payload } = allocDataFrame(frame.transfer, start + at, Math.min(DATA_CHUNK, length - at));
           payload.set(randomBytes(payload.length));

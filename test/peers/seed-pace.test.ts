@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ANY_PIECE, decodeFrame, MIN_PIECE_SIZE, type PeerId } from '../../packages/shared/src/index.js';
+import { ANY_PIECE, decodeFrame, filePieces, MIN_PIECE_SIZE, type PeerId } from '../../packages/shared/src/index.js';
 import { SEEDS_PER_MEMBER, servePieces, type PullLink, type SwarmFrame } from '../../packages/server/src/delivery/piece-server.js';
 import { Tracker } from '../../packages/server/src/delivery/tracker.js';
+import { fileSource } from '../../packages/server/src/delivery/byte-source.js';
 
 /**
  * The server chooses a member's next piece to seed when one of the last it chose has landed (the
@@ -60,12 +61,12 @@ describe('the server seeds a member as its pieces land', () => {
   it(`chooses a member's next piece once fewer than ${SEEDS_PER_MEMBER} chosen for it are unreported (HAVE), however much its socket takes`, async () => {
     const tracker = new Tracker(pino({ level: 'silent' }));
     const link = new DeepBufferLink();
-    const seat = tracker.join(TRANSFER.toString('hex'), SIZE, MIN_PIECE_SIZE, {
+    const seat = tracker.join(TRANSFER.toString('hex'), filePieces(SIZE, MIN_PIECE_SIZE), {
       id: 'member' as PeerId, address: '127.0.0.1', peerPort: 0, send: () => undefined, isClosed: () => false,
     });
     let end!: () => void;
     const ended = new Promise<void>((resolve) => (end = resolve));
-    const pull = servePieces({ link, seat, path, size: SIZE, pieceSize: MIN_PIECE_SIZE, transfer: TRANSFER, signal: new AbortController().signal, ended, limits: [] });
+    const pull = servePieces({ link, seat, open: () => fileSource(path), layout: seat.swarm.layout, name: 'file.bin', transfer: TRANSFER, signal: new AbortController().signal, ended, limits: [] });
     for (let r = 0; r < 8; r++) link.handler!({ type: 'request', transfer: TRANSFER, piece: ANY_PIECE });
 
     await until(() => link.pieces.length >= SEEDS_PER_MEMBER, `${SEEDS_PER_MEMBER} pieces sent`);

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { Bitfield, peerIdFromRawPublicKey, type Frame, type PeerId } from '../../packages/shared/src/index.js';
+import { Bitfield, filePieces, peerIdFromRawPublicKey, type Frame, type PeerId } from '../../packages/shared/src/index.js';
 import type { PeerLink } from '../../packages/client/src/peer/peer-link.js';
 import type { PeerNode } from '../../packages/client/src/peer/peer-node.js';
-import type { PiecePartial } from '../../packages/client/src/peer/piece-partial.js';
-import { MemberSwarm } from '../../packages/client/src/peer/swarm.js';
+import { MemberSwarm, type PieceStore } from '../../packages/client/src/peer/swarm.js';
 
 /**
  * The scheduler of a member's swarm runs once per piece kept, not once per HAVE heard (a member hears
@@ -35,21 +34,21 @@ function fakeLink(id: PeerId, remote: Bitfield): PeerLink & { asked: number[]; o
 }
 
 /** A partial whose writes complete only when `finish` is called. */
-function heldPartial(): { partial: PiecePartial; finish: () => void } {
+function heldPartial(): { partial: PieceStore; finish: () => void } {
   const held = Bitfield.empty(PIECES);
   let finish!: () => void;
   const gate = new Promise<void>((resolve) => (finish = resolve));
   const partial = {
-    size: PIECES * PIECE_SIZE, pieces: { pieceSize: PIECE_SIZE, hashes: Buffer.alloc(32 * PIECES) }, held,
+    layout: filePieces(PIECES * PIECE_SIZE, PIECE_SIZE), hashes: Buffer.alloc(32 * PIECES), held,
     async write(piece: number) {
       await gate;
       held.set(piece);
     },
   };
-  return { partial: partial as unknown as PiecePartial, finish };
+  return { partial: partial as unknown as PieceStore, finish };
 }
 
-function swarmWith(partial: PiecePartial, peers: PeerId[]): MemberSwarm {
+function swarmWith(partial: PieceStore, peers: PeerId[]): MemberSwarm {
   const node = { id: randomId(), register: () => undefined, unregister: () => undefined, dial: () => undefined };
   const swarm = new MemberSwarm({
     log: pino({ level: 'silent' }), node: node as unknown as PeerNode, transfer: randomBytes(16), partial,

@@ -3,11 +3,11 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { EventEmitter, once } from 'node:events';
 import { readdir, readFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connect } from 'node:tls';
+import { connect, type TLSSocket } from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, signerFromPrivateKey, TLS_CIPHERS,
-  type ControlMessage, type Datagram, type Identity, type Signer,
+  ALPN_PIECES, decodeDatagram, DEFAULT_GROUP_ADDRESS, encodeDatagram, encodeFrame, loadOrCreateIdentity, NONCE_LENGTH, PROTOCOL_VERSION, signerFromPrivateKey,
+  TLS_CIPHERS, type Capabilities, type ControlMessage, type Datagram, type Identity, type Signer,
 } from '../../packages/shared/src/index.js';
 import { callDaemon } from '../../packages/server/src/operator/control-socket.js';
 
@@ -126,6 +126,22 @@ export async function joinAs(signer: Signer, group: string, port: number): Promi
   } finally {
     udp.close();
   }
+}
+
+/**
+ * A hand-made member's data connection on loopback: TLS with its identity and the pieces ALPN, and its
+ * HELLO with `caps` once the handshake is done. The caller reads the server's frames from the socket.
+ */
+export function connectAsMember(identity: Pick<Identity, 'certPem' | 'keyPem'>, port: number, name: string, caps: Capabilities): TLSSocket {
+  const socket = connect({
+    host: '127.0.0.1', port, cert: identity.certPem, key: identity.keyPem, ALPNProtocols: [ALPN_PIECES],
+    minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS, rejectUnauthorized: false, checkServerIdentity: () => undefined,
+  });
+  socket.on('error', () => undefined);
+  socket.on('secureConnect', () => {
+    socket.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name, caps }));
+  });
+  return socket;
 }
 
 export interface ServerStatus {

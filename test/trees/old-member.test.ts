@@ -1,12 +1,10 @@
 import { join } from 'node:path';
-import { connect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ALPN_PIECES, Capability, encodeFrame, FrameReader, PROTOCOL_VERSION, TLS_CIPHERS, type Frame,
-} from '../../packages/shared/src/index.js';
+import { Capability, encodeFrame, FrameReader, type Frame } from '../../packages/shared/src/index.js';
 import { harness } from '../support/daemons.js';
 import { Cluster, type Member } from '../durability/cluster.js';
-import { identityIn, joinAs } from '../security/tools.js';
+import { connectAsMember, identityIn, joinAs } from '../security/tools.js';
 import { makeSampleTree } from './tree-fixtures.js';
 
 /**
@@ -36,15 +34,8 @@ beforeAll(async () => {
   // It joins as any member does, so the group's distributions are for it.
   await joinAs(identity.signer, GROUP, Number(c.port));
   const online = c.online(old);
-  socket = connect({
-    host: '127.0.0.1', port: Number(started.tcpPort), cert: identity.certPem, key: identity.keyPem, ALPNProtocols: [ALPN_PIECES],
-    minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS, rejectUnauthorized: false, checkServerIdentity: () => undefined,
-  });
+  socket = connectAsMember(identity, Number(started.tcpPort), 'old', { flags: Capability.PIECES, peerPort: 0 });
   const tls = socket;
-  tls.on('error', () => undefined);
-  tls.on('secureConnect', () => {
-    tls.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, name: 'old', caps: { flags: Capability.PIECES, peerPort: 0 } }));
-  });
   // Just enough of an old member: it takes a single file whole and says OK.
   tls.pipe(new FrameReader((frame) => {
     if (frame.type === 'tree') treeParts++;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { basename, dirname } from 'node:path';
-import { Bitfield, filePieces, heldPrefix, manifestPieces, missingRanges, TreePieces } from '../../packages/shared/src/index.js';
+import { Bitfield, filePieces, heldPrefix, manifestHashes, manifestPieces, missingRanges, TreePieces } from '../../packages/shared/src/index.js';
 import { placementFor } from '../../packages/client/src/receive/download-area.js';
 import { parseReceivedLog } from '../../packages/client/src/receive/received-log.js';
 import { notReplaceable, tempPathFor, versionPath, versionsFolder } from '../../packages/client/src/receive/versions.js';
@@ -60,6 +60,13 @@ describe('the held-pieces rule over a tree (PROTOCOL.md §7.7)', () => {
     expect([0, 2, 3, 4].map((piece) => tree.fileOf(piece))).toEqual([0, 0, 2, 2]);
   });
 
+  it('finds the piece any byte of the concatenation lies in, as a file finds its own', () => {
+    expect([0, 3, 4, 9, 10, 13, 14].map((offset) => tree.pieceAt(offset))).toEqual([0, 0, 1, 2, 3, 3, 4]);
+    const file = filePieces(10, 4);
+    expect([0, 3, 4, 9].map((offset) => file.pieceAt(offset))).toEqual([0, 0, 1, 2]);
+    expect([tree.pieceSize, file.pieceSize]).toEqual([4, 4]);
+  });
+
   it('merges missing pieces across files, and the ACCEPT offset is the start of the first one missing', () => {
     const held = Bitfield.fromWire(Buffer.from([0b11000000]), 5);
     expect(heldPrefix(held, tree)).toBe(8);
@@ -77,5 +84,9 @@ describe('the held-pieces rule over a tree (PROTOCOL.md §7.7)', () => {
     const layout = manifestPieces(manifest);
     expect([layout.count, layout.size, layout.span(3)]).toEqual([5, 15, { start: 10, end: 14 }]);
     expect(manifestPieces({ pieceSize: 4, entries: [entry('f', 9)] }).count).toBe(3);
+    // One hash per piece in the same numbering: the tree's files' lists one after the other.
+    const hashed = (path: string, pieces: number, fill: number) => ({ ...entry(path, pieces * 4), pieces: Buffer.alloc(32 * pieces, fill) });
+    const hashes = manifestHashes({ pieceSize: 4, tree: true, entries: [hashed('a', 2, 1), { ...entry('d', 0), kind: 'directory' as const }, hashed('z', 1, 2)] });
+    expect(hashes).toEqual(Buffer.concat([Buffer.alloc(64, 1), Buffer.alloc(32, 2)]));
   });
 });

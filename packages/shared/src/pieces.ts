@@ -152,16 +152,28 @@ export interface ByteRange {
 }
 
 /**
- * Where each piece of a transfer lies in its bytes. A file's pieces cut it evenly; a tree's are cut per
- * file (PROTOCOL.md §7.7: each file's last piece may be short, an empty file has none) and numbered over
- * its files in manifest order, while the bytes run over the files' concatenation.
+ * Where each piece of a transfer lies in its bytes: the one rule for numbering pieces, used by the
+ * member's swarm and stream, and by the server's tracker and piece server. A file's pieces cut it
+ * evenly; a tree's are cut per file (PROTOCOL.md §7.7: each file's last piece may be short, an empty
+ * file has none) and numbered over its files in manifest order, while the bytes run over the files'
+ * concatenation. Either way the pieces tile the bytes: piece i ends where piece i + 1 starts.
  */
 export interface PieceLayout {
   readonly count: number;
   /** Bytes of the transfer: the file's, or the tree's files' together. */
   readonly size: number;
+  /** The manifest's piece size: no piece is longer. */
+  readonly pieceSize: number;
   /** Bytes `[start, end)` of piece `index` in the transfer. */
   span(index: number): ByteRange;
+  /** The piece byte `offset` (< size) lies in. */
+  pieceAt(offset: number): number;
+}
+
+/** Byte length of piece `index` of `layout`. */
+export function spanLength(layout: PieceLayout, index: number): number {
+  const { start, end } = layout.span(index);
+  return end - start;
 }
 
 /** A single file's pieces. */
@@ -169,7 +181,9 @@ export function filePieces(size: number, pieceSize: number): PieceLayout {
   return {
     count: pieceCount(size, pieceSize),
     size,
+    pieceSize,
     span: (index) => ({ start: index * pieceSize, end: Math.min(size, (index + 1) * pieceSize) }),
+    pieceAt: (offset) => Math.floor(offset / pieceSize),
   };
 }
 
@@ -182,8 +196,10 @@ export class TreePieces implements PieceLayout {
   private readonly firstPieces: number[] = [];
   /** Per global piece: the file it belongs to. */
   private readonly owners: Uint32Array;
+  /** Per global piece, and one more: where it starts in the concatenation (the last is the size). */
+  private readonly starts: Float64Array;
 
-  constructor(private readonly fileSizes: readonly number[], private readonly pieceSize: number) {
+  constructor(private readonly fileSizes: readonly number[], readonly pieceSize: number) {
     let size = 0;
     let count = 0;
     for (const fileSize of fileSizes) {
@@ -195,7 +211,14 @@ export class TreePieces implements PieceLayout {
     this.size = size;
     this.count = count;
     this.owners = new Uint32Array(count);
-    fileSizes.forEach((fileSize, file) => this.owners.fill(file, this.firstPieces[file]!, this.firstPieces[file]! + pieceCount(fileSize, pieceSize)));
+    this.starts = new Float64Array(count + 1);
+    fileSizes.forEach((fileSize, file) => {
+      const first = this.firstPieces[file]!;
+      const pieces = pieceCount(fileSize, pieceSize);
+      this.owners.fill(file, first, first + pieces);
+      for (let k = 0; k < pieces; k++) this.starts[first + k] = this.fileStarts[file]! + k * pieceSize;
+    });
+    this.starts[count] = size;
   }
 
   /** The file (its index among the tree's files) that piece `index` belongs to. */
@@ -214,9 +237,19 @@ export class TreePieces implements PieceLayout {
   }
 
   span(index: number): ByteRange {
-    const file = this.fileOf(index);
-    const start = this.fileStart(file) + (index - this.firstPiece(file)) * this.pieceSize;
-    return { start, end: Math.min(this.fileStart(file) + this.fileSizes[file]!, start + this.pieceSize) };
+    return { start: this.starts[index]!, end: this.starts[index + 1]! };
+  }
+
+  /** The last piece starting at or before `offset`: pieces tile the bytes, so the one holding it. */
+  pieceAt(offset: number): number {
+    let low = 0;
+    let high = this.count - 1;
+    while (low < high) {
+      const middle = Math.ceil((low + high) / 2);
+      if (this.starts[middle]! <= offset) low = middle;
+      else high = middle - 1;
+    }
+    return low;
   }
 }
 

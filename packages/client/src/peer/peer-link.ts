@@ -1,8 +1,8 @@
 import type { TLSSocket } from 'node:tls';
 import {
   Bitfield, DATA_CHUNK, DATA_HEADER_LENGTH, dataFrameIn, encodeFrame, ErrorCode, FrameReader, GroupcastError, HEARTBEAT_INTERVAL_MS,
-  HEARTBEAT_TIMEOUT_MS, MAX_FRAME, pieceLength, throttle,
-  protocolViolation, type Frame, type Logger, type PeerId, type TokenBucket,
+  HEARTBEAT_TIMEOUT_MS, MAX_FRAME, throttle,
+  protocolViolation, type Frame, type Logger, type PeerId, type PieceLayout, type TokenBucket,
 } from '@groupcast/shared';
 import { PieceAssembly } from '../receive/piece-assembly.js';
 
@@ -42,8 +42,9 @@ const BODY_BYTES = MAX_FRAME;
 /** What a link needs from the transfer's swarm. */
 export interface LinkOwner {
   readonly transfer: Buffer;
-  readonly size: number;
-  readonly pieceSize: number;
+  /** Where each piece lies in the transfer's bytes (a file's, or a tree's concatenation). */
+  readonly layout: PieceLayout;
+  /** Every piece's SHA-256, in the layout's numbering. */
   readonly hashes: Buffer;
   readonly held: Bitfield;
   /** Reads held bytes (verified when they were written) into a DATA frame's payload. */
@@ -137,7 +138,7 @@ export class PeerLink {
   }
 
   get free(): number {
-    return Math.min(LINK_REQUESTS, Math.max(1, Math.floor(LINK_REQUEST_BYTES / this.owner.pieceSize))) - this.inbound.size;
+    return Math.min(LINK_REQUESTS, Math.max(1, Math.floor(LINK_REQUEST_BYTES / this.owner.layout.pieceSize))) - this.inbound.size;
   }
 
   requested(piece: number): boolean {
@@ -195,9 +196,9 @@ export class PeerLink {
   }
 
   request(piece: number): void {
-    const { pieceSize, size } = this.owner;
+    const { start, end } = this.owner.layout.span(piece);
     if (this.inbound.size === 0) this.stall.refresh();
-    this.inbound.set(piece, new PieceAssembly(piece, piece * pieceSize, pieceLength(piece, size, pieceSize)));
+    this.inbound.set(piece, new PieceAssembly(piece, start, end - start));
     this.send({ type: 'request', transfer: this.owner.transfer, piece });
   }
 
@@ -213,7 +214,8 @@ export class PeerLink {
   }
 
   private data(offset: number, payload: Uint8Array): void {
-    const piece = Math.floor(offset / this.owner.pieceSize);
+    if (offset >= this.owner.layout.size) throw protocolViolation(`DATA at ${offset}, past the transfer's ${this.owner.layout.size} bytes`);
+    const piece = this.owner.layout.pieceAt(offset);
     const assembly = this.inbound.get(piece);
     // Bytes of a piece that timed out may still be on their way: drop them.
     if (!assembly) return;
@@ -268,18 +270,18 @@ export class PeerLink {
    */
   private async serve(): Promise<void> {
     this.serving = true;
-    const { pieceSize, size, transfer } = this.owner;
+    const { layout, transfer } = this.owner;
     try {
       for (let piece = this.serveQueue.shift(); piece !== undefined && !this.closedFlag; piece = this.serveQueue.shift()) {
-        const start = piece * pieceSize;
-        const length = pieceLength(piece, size, pieceSize);
+        const { start, end } = layout.span(piece);
+        const length = end - start;
         for (let at = 0; at < length && !this.closedFlag; at += DATA_CHUNK) {
           const chunk = Math.min(DATA_CHUNK, length - at);
           const slot = this.turn;
           this.turn = 1 - slot;
           await this.flushed[slot];
           if (this.closedFlag) return;
-          const buffer = (this.frames[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, size)));
+          const buffer = (this.frames[slot] ??= Buffer.alloc(DATA_HEADER_LENGTH + Math.min(DATA_CHUNK, layout.size)));
           const { frame, payload } = dataFrameIn(buffer, transfer, start + at, chunk);
           await this.owner.readInto(start + at, payload);
           const wait = throttle(this.limits, chunk);

@@ -1,8 +1,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { Bitfield, ErrorCode, GroupcastError, pieceCount, pieceLength, verifyPiece, writeChunks } from '@groupcast/shared';
+import { Bitfield, ErrorCode, filePieces, GroupcastError, pieceCount, pieceLength, verifyPiece, writeChunks, type PieceLayout } from '@groupcast/shared';
 import type { PieceSpec } from '../receive/incoming-file.js';
 import { openPartial, PartialFile } from '../receive/partial-file.js';
+import type { PieceStore } from './swarm.js';
 
 /**
  * A transfer's partial when pieces arrive in any order, from the server and from peers: a file of the
@@ -10,7 +11,8 @@ import { openPartial, PartialFile } from '../receive/partial-file.js';
  * run: opening re-reads the partial and holds exactly the pieces whose bytes match the manifest, so a
  * restarted member resumes from its pieces without a separate record to get out of step.
  */
-export class PiecePartial extends PartialFile {
+export class PiecePartial extends PartialFile implements PieceStore {
+  readonly layout: PieceLayout;
   /**
    * The whole-file SHA-256, fed in piece order as the verified prefix grows: a piece that arrives next
    * in order is hashed from the buffers it was verified and written from; one that arrived ahead is
@@ -33,6 +35,11 @@ export class PiecePartial extends PartialFile {
     readonly held: Bitfield,
   ) {
     super(path, handle);
+    this.layout = filePieces(size, pieces.pieceSize);
+  }
+
+  get hashes(): Buffer {
+    return this.pieces.hashes;
   }
 
   static async open(path: string, size: number, pieces: PieceSpec, signal: AbortSignal): Promise<PiecePartial> {

@@ -1,11 +1,10 @@
 import {
-  ANY_PIECE, ErrorCode, GroupcastError, Outcome, parsePeerId, pieceLength, shortId,
-  type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId,
+  ANY_PIECE, ErrorCode, GroupcastError, isGroupcastError, Outcome, parsePeerId, shortId, spanLength,
+  type Bitfield, type Frame, type Logger, type PeerEntry, type PeerId, type PieceLayout,
 } from '@groupcast/shared';
 import type { PeerLink } from './peer-link.js';
 import { MAX_PEER_LINKS, type PeerNode, type SwarmHandle } from './peer-node.js';
 import { PieceAssembly } from '../receive/piece-assembly.js';
-import type { PiecePartial } from './piece-partial.js';
 
 /** Requests to the server at once: enough to keep its stream full, bounded well under its queue cap. */
 export const SERVER_REQUESTS = 8;
@@ -41,11 +40,26 @@ export interface SwarmCounters {
   badPieces: number;
 }
 
+/**
+ * Where a swarm keeps its pieces: a single file's partial (piece-partial.ts) or a tree's staging area
+ * (pulled-tree.ts). The swarm checks every piece before it writes it; the store says where it goes.
+ */
+export interface PieceStore {
+  readonly layout: PieceLayout;
+  /** Every piece's SHA-256, in the layout's numbering. */
+  readonly hashes: Buffer;
+  readonly held: Bitfield;
+  /** Reads held bytes at `position` of the transfer into `into`, for a peer (within one piece). */
+  readInto(position: number, into: Buffer): Promise<void>;
+  /** Writes a verified piece from the buffers it arrived in; `release` once they are no longer read. */
+  write(piece: number, chunks: readonly Uint8Array[], release?: () => void): Promise<void>;
+}
+
 export interface SwarmOptions {
   log: Logger;
   node: PeerNode;
   transfer: Buffer;
-  partial: PiecePartial;
+  partial: PieceStore;
   /** Frames to the server, over the member's data connection. */
   toServer: (frame: Frame) => void;
   /** Every piece is held and written. */
@@ -65,8 +79,7 @@ export interface SwarmOptions {
 export class MemberSwarm implements SwarmHandle {
   readonly transfer: Buffer;
   readonly hex: string;
-  readonly size: number;
-  readonly pieceSize: number;
+  readonly layout: PieceLayout;
   readonly hashes: Buffer;
   private allowed = new Map<PeerId, PeerEntry>();
   /** The overlay's dial targets for `allowed` (dialTargets), until the list changes. */
@@ -84,6 +97,13 @@ export class MemberSwarm implements SwarmHandle {
   private readonly finishedPeers = new Set<PeerId>();
   /** Pieces being written now. */
   private readonly writing = new Set<number>();
+  /**
+   * Pieces neither held nor being written, in no order, and where each is in that list (-1: not in it):
+   * what the scheduler looks through. A tree has many pieces (one per small file), most of them held
+   * by the end; scanning every piece on every request cost the swarm a quarter of a member's CPU.
+   */
+  private readonly missing: number[] = [];
+  private readonly missingAt: Int32Array;
   private serverPiece: PieceAssembly | undefined;
   private seededAt: number | undefined;
   /** When a piece last arrived from a peer. */
@@ -100,9 +120,26 @@ export class MemberSwarm implements SwarmHandle {
   constructor(private readonly options: SwarmOptions) {
     this.transfer = options.transfer;
     this.hex = options.transfer.toString('hex');
-    this.size = options.partial.size;
-    this.pieceSize = options.partial.pieces.pieceSize;
-    this.hashes = options.partial.pieces.hashes;
+    this.layout = options.partial.layout;
+    this.hashes = options.partial.hashes;
+    this.missingAt = new Int32Array(this.layout.count).fill(-1);
+    for (let piece = 0; piece < this.layout.count; piece++) {
+      if (this.held.has(piece)) continue;
+      this.missingAt[piece] = this.missing.length;
+      this.missing.push(piece);
+    }
+  }
+
+  /** The piece is kept (being written, then held): out of the scheduler's list. */
+  private unmiss(piece: number): void {
+    const at = this.missingAt[piece]!;
+    if (at < 0) return;
+    const last = this.missing.pop()!;
+    if (last !== piece) {
+      this.missing[at] = last;
+      this.missingAt[last] = at;
+    }
+    this.missingAt[piece] = -1;
   }
 
   get held(): Bitfield {
@@ -164,13 +201,15 @@ export class MemberSwarm implements SwarmHandle {
 
   /** DATA from the server: the piece it chose for an "any" request, or one asked by index, in order. */
   async serverData(offset: number, payload: Uint8Array): Promise<void> {
-    const piece = Math.floor(offset / this.pieceSize);
+    if (offset >= this.layout.size) throw new GroupcastError(ErrorCode.PROTOCOL, `DATA at ${offset}, past the transfer's ${this.layout.size} bytes`);
     let current = this.serverPiece;
+    const piece = current?.piece ?? this.layout.pieceAt(offset);
     if (!current) {
       if (this.askedOfServer.has(piece)) this.askedOfServer.delete(piece);
       else if (this.anyOutstanding > 0) this.anyOutstanding--;
       else throw new GroupcastError(ErrorCode.PROTOCOL, `DATA for piece ${piece}, which was not requested`);
-      current = new PieceAssembly(piece, piece * this.pieceSize, pieceLength(piece, this.size, this.pieceSize));
+      const { start, end } = this.layout.span(piece);
+      current = new PieceAssembly(piece, start, end - start);
       this.serverPiece = current;
       this.addPending(piece, 'server');
     }
@@ -288,15 +327,18 @@ export class MemberSwarm implements SwarmHandle {
       return;
     }
     this.writing.add(piece);
+    this.unmiss(piece);
     try {
       await this.options.partial.write(piece, chunks, release);
     } catch (err) {
-      this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
+      // A tree's file whose pieces all matched but whose SHA-256 does not (pulled-tree.ts): the manifest's fault, not the disk's.
+      if (isGroupcastError(err, ErrorCode.CHECKSUM)) this.options.failed(Outcome.CHECKSUM, (err as Error).message, err);
+      else this.options.failed(Outcome.IO_ERROR, `write failed: ${(err as Error).message}`, err);
       return;
     } finally {
       this.writing.delete(piece);
     }
-    this.options.counters[source] += pieceLength(piece, this.size, this.pieceSize);
+    this.options.counters[source] += spanLength(this.layout, piece);
     this.options.log.debug({ piece, from }, 'piece kept');
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
@@ -423,11 +465,11 @@ export class MemberSwarm implements SwarmHandle {
   private rarestFrom(link: PeerLink): number | undefined {
     let best: number | undefined;
     let bestCount = Infinity;
-    const count = this.held.length;
+    const count = this.missing.length;
     const start = Math.floor(Math.random() * count);
     for (let k = 0; k < count; k++) {
-      const piece = (start + k) % count;
-      if (this.kept(piece) || this.pending.has(piece) || !link.remote.has(piece)) continue;
+      const piece = this.missing[(start + k) % count]!;
+      if (this.pending.has(piece) || !link.remote.has(piece)) continue;
       const available = this.availability(piece);
       if (available < bestCount) {
         best = piece;
@@ -480,8 +522,9 @@ export class MemberSwarm implements SwarmHandle {
     // Waiting, and the timer that looks again is set: nothing to do now (this runs on every HAVE).
     if (!alone && !waited && this.waitTimer) return;
     let waiting = false;
-    for (let piece = 0; piece < this.held.length && outstanding() < SERVER_REQUESTS; piece++) {
-      if (this.kept(piece) || this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
+    for (let k = 0; k < this.missing.length && outstanding() < SERVER_REQUESTS; k++) {
+      const piece = this.missing[k]!;
+      if (this.askedOfServer.has(piece) || this.pending.get(piece)?.has('server')) continue;
       // Being fetched from a peer, or a connected peer has it: the peers will bring it.
       if (this.pending.has(piece) || this.availability(piece) > 0) continue;
       if (!alone && !waited) {

@@ -168,10 +168,10 @@ export class ServerConnection extends EventEmitter<ConnectionEvents> {
     });
   }
 
-  /** Pieces always; peers when this member has a peer port (not --no-peers). */
+  /** Pieces and trees always; peers, and pulling trees, when this member has a peer port (not --no-peers). */
   private capabilities(): { flags: number; peerPort: number } {
     const peerPort = this.options.receiver.options.peers?.port ?? 0;
-    return { flags: Capability.PIECES | Capability.TREES | (peerPort > 0 ? Capability.PEERS : 0), peerPort };
+    return { flags: Capability.PIECES | Capability.TREES | (peerPort > 0 ? Capability.PEERS | Capability.TREE_SWARM : 0), peerPort };
   }
 
   /**

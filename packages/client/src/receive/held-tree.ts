@@ -42,7 +42,7 @@ export class HeldTree {
   private constructor(
     readonly dir: string,
     private readonly manifest: Manifest,
-    private readonly layout: TreePieces,
+    readonly layout: TreePieces,
     private readonly files: TreeFile[],
   ) {
     this.held = Bitfield.empty(layout.count);

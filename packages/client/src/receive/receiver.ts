@@ -145,8 +145,9 @@ export class ReceiveSession {
   private handling: Promise<void> = Promise.resolve();
   private readonly partials: PartialsReport;
   private readonly end: TransferEnd;
-  /** The TREE parts received so far of the next OFFER's tree manifest. */
+  /** The TREE parts received so far of the next OFFER's tree manifest, and the peers to pull it with if PEERS followed them. */
   private treeParts: TreeAssembly | undefined;
+  private treePeers: PeerEntry[] | undefined;
   /** The MANIFEST just received, waiting for the OFFER it announces. */
   private announced: { transfer: Buffer; pieces: PieceSpec; size: number; sha256: Buffer; path: string; peers?: PeerEntry[] } | undefined;
 
@@ -252,19 +253,23 @@ export class ReceiveSession {
     if (!this.treeParts) {
       if (frame.offset !== 0) throw protocolViolation(`first TREE part at offset ${frame.offset}`);
       this.treeParts = new TreeAssembly(frame.transfer, frame.total);
+      this.treePeers = undefined;
     }
     this.treeParts.add(frame);
     return Promise.resolve();
   }
 
   /** The tree this OFFER is for, if TREE parts came before it (then they must describe it). */
-  private treeFor(offer: Offer): { manifest: Manifest; bytes: Buffer } | undefined {
+  private treeFor(offer: Offer): { manifest: Manifest; bytes: Buffer; peers: PeerEntry[] | undefined } | undefined {
     const parts = this.treeParts;
+    const peers = this.treePeers;
     this.treeParts = undefined;
-    return parts?.manifestFor(offer);
+    this.treePeers = undefined;
+    const tree = parts?.manifestFor(offer);
+    return tree && { ...tree, peers };
   }
 
-  private startTree(offer: Offer, placement: Placement, tree: { manifest: Manifest; bytes: Buffer }): void {
+  private startTree(offer: Offer, placement: Placement, tree: { manifest: Manifest; bytes: Buffer; peers: PeerEntry[] | undefined }): void {
     const receive: TreeReceive = new TreeReceive({
       receiver: this.receiver,
       log: this.log,
@@ -276,7 +281,8 @@ export class ReceiveSession {
         if (!early && this.isCurrent(receive)) this.state = IDLE;
         else this.discard(receive);
       },
-    }, offer, placement, tree.manifest, tree.bytes);
+      badPeer: (peer, piece) => this.receiver.emit('badPeer', { ...describe(offer), peer, piece }),
+    }, offer, placement, tree.manifest, tree.bytes, tree.peers);
     this.receiving(receive);
     receive.start();
   }
@@ -466,12 +472,12 @@ export class ReceiveSession {
   private swarmFrame(frame: Extract<Frame, { type: 'peers' | 'seeded' }>): Promise<void> {
     const hex = frame.transfer.toString('hex');
     const state = this.state;
-    const swarm = state.kind === 'receiving' && state.hex === hex && state.path instanceof SwarmReceive
-      ? state.path.swarm
-      : this.receiver.lingering.get(hex);
+    const path = state.kind === 'receiving' && state.hex === hex ? state.path : undefined;
+    const swarm = (path instanceof SwarmReceive || path instanceof TreeReceive ? path.swarm : undefined) ?? this.receiver.lingering.get(hex);
     if (!swarm) {
-      // Between MANIFEST and OFFER: the server wants this transfer pulled.
+      // Between MANIFEST (or a tree's TREE parts) and OFFER: the server wants this transfer pulled.
       if (frame.type === 'peers' && this.announced?.transfer.equals(frame.transfer)) this.announced.peers = frame.peers;
+      if (frame.type === 'peers' && this.treeParts?.complete && this.treeParts.transfer.equals(frame.transfer)) this.treePeers = frame.peers;
       return Promise.resolve();
     }
     if (frame.type === 'peers') swarm.peers(frame.peers);

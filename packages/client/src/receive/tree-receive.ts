@@ -3,17 +3,19 @@ import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   decodeManifest, errnoCode, ErrorCode, GroupcastError, isGroupcastError, Outcome, PieceMismatch, protocolViolation, treeProblems,
-  writeFileAtomic, type Frame, type Logger, type Manifest, type Offer,
+  writeFileAtomic, type Frame, type Logger, type Manifest, type Offer, type PeerEntry, type PeerId,
 } from '@groupcast/shared';
 import { partialPathFor, type Placement } from './download-area.js';
 import { CHECKPOINT_BYTES } from './incoming-file.js';
 import { outcomeOfError } from './outcomes.js';
 import type { Receiver } from './receiver.js';
 import { HeldTree } from './held-tree.js';
+import { PulledTree } from './pulled-tree.js';
 import { ABORT_CANCEL, ABORT_CLOSED, type TransferEnd } from './transfer-end.js';
 import { seedTreeFromVersion } from './tree-seed.js';
 import { appliedMode, IncomingTree, makeStagingDirs, TREE_ROOT_MODE } from './tree-staging.js';
 import { DEFAULT_KEEP_OLD, judgeExistingTree, pruneVersions, switchTree, versionPath, versionsFolder, type TreeVerdict } from './versions.js';
+import { MemberSwarm } from '../peer/swarm.js';
 
 /**
  * Receiving a directory tree (PROTOCOL.md §7.7): the TREE parts of its manifest, then its OFFER, then
@@ -80,7 +82,12 @@ export interface TreeHost {
   freeSpaceShortfall(needed: number, signal: AbortSignal): Promise<string | undefined>;
   /** The tree's transfer is over on our side: `early` when the server may still send DATA for it. */
   ended(early: boolean): void;
+  /** A peer sent a piece whose hash is wrong (a pulled tree). */
+  badPeer(peer: PeerId, piece: number): void;
 }
+
+/** What a tree is received into: the stream's staging (in order, or less its held pieces), or a pulled one's. */
+type StagedTree = IncomingTree | HeldTree | PulledTree;
 
 /** The path of a placed tree's manifest in the state directory. */
 function manifestPath(stateDir: string, transferHex: string): string {
@@ -102,9 +109,13 @@ export class TreeReceive {
   private readonly log: Logger;
   private readonly abort = new AbortController();
   private preparing: Promise<void> = Promise.resolve();
-  private tree: IncomingTree | HeldTree | undefined;
+  private tree: StagedTree | undefined;
   private verdict: TreeVerdict = { kind: 'absent' };
   private finished = false;
+  /** Pulling from peers and the server (PEERS came before the OFFER): its part in the swarm. */
+  swarm: MemberSwarm | undefined;
+  /** Every piece is held: placing is under way, and a late failure from the swarm changes nothing. */
+  private finishing = false;
 
   constructor(
     private readonly host: TreeHost,
@@ -112,6 +123,8 @@ export class TreeReceive {
     private readonly placement: Placement,
     private readonly manifest: Manifest,
     private readonly bytes: Buffer,
+    /** The peers to pull it with, if the server said PEERS; else it is streamed. */
+    private readonly peers: PeerEntry[] | undefined,
   ) {
     this.hex = offer.transfer.toString('hex');
     this.log = host.log.child({ transfer: this.hex, group: offer.group, file: offer.name, tree: true });
@@ -151,14 +164,18 @@ export class TreeReceive {
       return;
     }
     const dir = partialPathFor(receiver.root, this.hex);
-    const tree = this.verdict.kind === 'replace' && this.host.heldPieces
-      ? await this.openSeeded(dir, this.verdict.record.transfer, signal)
-      : await IncomingTree.open(dir, this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
+    const replaces = this.verdict.kind === 'replace' ? this.verdict.record.transfer : undefined;
+    const pull = this.peers !== undefined && receiver.options.peers !== undefined;
+    const tree = pull
+      ? await this.openPulled(dir, replaces, signal)
+      : replaces !== undefined && this.host.heldPieces
+        ? await this.openSeeded(dir, replaces, signal)
+        : await IncomingTree.open(dir, this.manifest, signal, receiver.options.checkpointBytes ?? CHECKPOINT_BYTES);
     if (signal.aborted) {
       await tree.release();
       signal.throwIfAborted();
     }
-    const needed = tree instanceof HeldTree ? tree.missingBytes : tree.size - tree.offset;
+    const needed = tree instanceof PulledTree ? tree.size - tree.heldBytes : tree instanceof HeldTree ? tree.missingBytes : tree.size - tree.offset;
     const shortfall = await this.host.freeSpaceShortfall(needed, signal).catch(async (err: unknown) => {
       await tree.release();
       throw err;
@@ -168,6 +185,7 @@ export class TreeReceive {
       return this.decline(Outcome.NO_SPACE, shortfall);
     }
     this.tree = tree;
+    if (tree instanceof PulledTree) return this.startPull(tree);
     this.log.info({ offset: tree.offset, size: tree.size, filesHeld: tree.filesDone, files: tree.fileCount }, tree.offset > 0 ? 'resuming a tree' : 'accepted a tree');
     if (tree instanceof HeldTree) this.host.send({ type: 'bitfield', transfer: offer.transfer, bits: tree.held.toWire() });
     this.host.send({ type: 'accept', transfer: offer.transfer, offset: tree.offset });
@@ -179,17 +197,62 @@ export class TreeReceive {
    * then opened as pieces (held-tree.ts), so the BITFIELD says what need not travel.
    */
   private async openSeeded(dir: string, placedHex: string, signal: AbortSignal): Promise<HeldTree> {
-    const { receiver } = this.host;
-    const old = await placedManifest(receiver.options.stateDir, placedHex);
-    if (old) {
-      const oldDir = versionPath(receiver.root, this.offer.group, this.offer.name, placedHex);
-      await makeStagingDirs(dir, this.manifest);
-      const seeded = await seedTreeFromVersion(dir, this.manifest, oldDir, old, signal);
-      this.log.info({ ...seeded, replaces: placedHex }, 'seeded a tree from the version being replaced');
-    }
+    await this.seed(dir, placedHex, signal);
     const tree = await HeldTree.open(dir, this.manifest, signal);
     this.log.info({ held: tree.held.count, pieces: tree.held.length, missingBytes: tree.missingBytes }, 'pieces held of a new tree version');
     return tree;
+  }
+
+  /** Fills the staging area from the version in place, if this member still has its manifest. */
+  private async seed(dir: string, placedHex: string, signal: AbortSignal): Promise<void> {
+    const { receiver } = this.host;
+    const old = await placedManifest(receiver.options.stateDir, placedHex);
+    if (!old) return;
+    const oldDir = versionPath(receiver.root, this.offer.group, this.offer.name, placedHex);
+    await makeStagingDirs(dir, this.manifest);
+    const seeded = await seedTreeFromVersion(dir, this.manifest, oldDir, old, signal);
+    this.log.info({ ...seeded, replaces: placedHex }, 'seeded a tree from the version being replaced');
+  }
+
+  /** A pulled tree's staging area: seeded from the version it replaces, then scanned for the pieces held (a resume's too). */
+  private async openPulled(dir: string, placedHex: string | undefined, signal: AbortSignal): Promise<PulledTree> {
+    if (placedHex !== undefined) await this.seed(dir, placedHex, signal);
+    return PulledTree.open(dir, this.manifest, signal);
+  }
+
+  /**
+   * Pulls the tree (§7.6, §7.7): ACCEPT with the bytes held in verified pieces, then the swarm, whose
+   * BITFIELD says which; every piece held already, it is placed at once.
+   */
+  private async startPull(tree: PulledTree): Promise<void> {
+    const { receiver } = this.host;
+    const { offer, log } = this;
+    log.info({ held: tree.held.count, pieces: tree.held.length, filesHeld: tree.filesDone, files: tree.fileCount }, tree.held.count > 0 ? 'resuming a tree from held pieces' : 'accepted a tree; pulling pieces');
+    this.host.send({ type: 'accept', transfer: offer.transfer, offset: tree.heldBytes });
+    if (tree.complete) {
+      await this.finish(tree);
+      return;
+    }
+    const swarm = new MemberSwarm({
+      log, node: receiver.options.peers!, transfer: offer.transfer, partial: tree, counters: receiver.swarmCounters,
+      toServer: (frame) => this.host.send(frame),
+      complete: () => void this.finish(tree).catch((err: unknown) => log.error({ err }, 'could not finish a pulled tree')),
+      failed: (outcome, message, err) => void this.swarmFailed(tree, outcome, message, err),
+      badPeer: (peer, piece) => this.host.badPeer(peer, piece),
+    });
+    this.swarm = swarm;
+    swarm.start();
+    swarm.peers(this.peers ?? []);
+  }
+
+  private async swarmFailed(tree: PulledTree, outcome: Outcome, message: string, err: unknown): Promise<void> {
+    if (this.finished || this.finishing) return;
+    this.end(true);
+    await this.swarm?.close();
+    // A bad piece is never written, and a file that failed its SHA-256 is deleted: what is held stays for the retry.
+    if (outcome === Outcome.CHECKSUM) await tree.keepVerified();
+    else await tree.discard().catch((cause: unknown) => this.log.warn({ err: cause, path: tree.dir }, 'could not delete a staged tree'));
+    this.host.end.fail(this.offer, this.log, outcome, message, err);
   }
 
   /** What is at the final path now; a tree found unchanged before is hashed again only where its files' stamps changed. */
@@ -229,6 +292,8 @@ export class TreeReceive {
     if (this.finished) return;
     const tree = this.tree;
     if (!tree) throw protocolViolation('DATA for a tree before its ACCEPT');
+    // Pulled: the pieces the swarm asked the server for (before every piece was held, it finishes by itself).
+    if (tree instanceof PulledTree) return this.finishing ? undefined : this.swarm?.serverData(frame.offset, frame.payload);
     if (tree instanceof HeldTree) return this.heldData(tree, frame);
     if (frame.offset !== tree.offset) throw protocolViolation(`DATA at offset ${frame.offset}, expected ${tree.offset}`);
     if (frame.offset + frame.payload.length > tree.size) throw protocolViolation(`DATA past the end of a ${tree.size}-byte tree`);
@@ -269,7 +334,11 @@ export class TreeReceive {
    * Every file is in and verified: modes, one sync of the staging area, move it into the versions
    * folder, switch the link (checking again that what it replaces is unchanged), record, RESULT.
    */
-  private async finish(tree: IncomingTree | HeldTree): Promise<void> {
+  private async finish(tree: StagedTree): Promise<void> {
+    if (this.finishing || this.finished) return;
+    this.finishing = true;
+    // A pulled tree's server may still send a piece asked of it by index that a peer brought first: dropped.
+    const early = tree instanceof PulledTree;
     const { receiver } = this.host;
     const { offer } = this;
     const placement = this.placement;
@@ -292,7 +361,8 @@ export class TreeReceive {
       if (now.kind !== this.verdict.kind) throw new GroupcastError(ErrorCode.NAME, `${offer.name} appeared in ${offer.group} while receiving`);
       await switchTree(placement, offer.group, offer.name, this.hex, now.kind === 'replace', log);
     } catch (err) {
-      this.end(false);
+      this.end(early);
+      await this.swarm?.close();
       await rm(version, { recursive: true, force: true }).catch(() => undefined);
       await tree.discard().catch(() => undefined);
       const clash = errnoCode(err) === 'EEXIST' || isGroupcastError(err, ErrorCode.NAME);
@@ -300,7 +370,8 @@ export class TreeReceive {
       else this.host.end.fail(offer, log, outcomeOfError(err), `cannot place the tree: ${(err as Error).message}`, err);
       return;
     }
-    this.end(false);
+    this.end(early);
+    if (tree instanceof PulledTree) await this.linger(tree, version);
     const replaces = this.verdict.kind === 'replace' ? this.verdict.record.transfer : undefined;
     const folder = versionsFolder(receiver.root, offer.group, offer.name);
     const removed = await pruneVersions(folder, receiver.options.keepOld ?? DEFAULT_KEEP_OLD, log, this.hex);
@@ -309,6 +380,22 @@ export class TreeReceive {
     this.host.send({ type: 'result', transfer: offer.transfer, outcome: Outcome.OK, message: '' });
     log.info({ bytes: offer.size, files: this.files, path: placement.finalPath, ...(replaces ? { replaces } : {}) }, replaces ? 'received a tree; replaced the earlier version' : 'received a tree');
     receiver.emit('received', { ...record, files: this.files });
+  }
+
+  /**
+   * Placed: the swarm still serves its peers for a while, from the placed version (the staged paths
+   * moved there, and a placed version is never written again); the server lists it as long.
+   */
+  private async linger(tree: PulledTree, version: string): Promise<void> {
+    await tree.servePlaced(version);
+    const swarm = this.swarm;
+    if (!swarm) return;
+    const { lingering } = this.host.receiver;
+    lingering.set(this.hex, swarm);
+    swarm.linger(async () => {
+      if (lingering.get(this.hex) === swarm) lingering.delete(this.hex);
+      await tree.release();
+    });
   }
 
   /** Records the tree in the received log: what "already received" and the next version's check read. */
@@ -345,6 +432,7 @@ export class TreeReceive {
     this.abort.abort(ABORT_CANCEL);
     await this.preparing;
     if (this.finished) return;
+    await this.swarm?.close();
     await this.tree?.release();
     await this.cancelled(message);
   }
@@ -353,7 +441,10 @@ export class TreeReceive {
   async close(): Promise<void> {
     this.abort.abort(ABORT_CLOSED);
     await this.preparing;
+    // Placing already: it ends by itself (and lingers, serving peers, if placed).
+    if (this.finishing) return;
     this.finished = true;
+    await this.swarm?.close();
     await this.tree?.release();
   }
 }

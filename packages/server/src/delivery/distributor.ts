@@ -4,7 +4,7 @@ import { lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  backoffDelay, disconnectFields, ErrorCode, GroupcastError, msFromEnvironment, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
+  backoffDelay, disconnectFields, ErrorCode, GroupcastError, manifestPieces, msFromEnvironment, Outcome, OUTCOME_NAMES, TokenBucket, TRANSFER_ID_LENGTH, validateFileName,
   type Logger, type Manifest, type PeerId,
 } from '@groupcast/shared';
 import type { Membership } from '../control/membership.js';
@@ -379,8 +379,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     const transfer = outbox.transfer(delivery.transfer);
     if (!session || !transfer || delivery.state !== 'pending') return true;
     const fields = { transfer: transfer.id, member, group: transfer.group, file: transfer.name };
-    // A tree is always streamed (PROTOCOL.md §7.7), and only to a member that can take one.
-    if (transfer.kind === 'tree' && pullSlot) return false;
+    // A tree goes only to a member that can take one (PROTOCOL.md §7.7).
     if (transfer.kind === 'tree' && !session.supportsTrees) {
       log.error({ ...fields }, 'delivery failed: the member cannot receive directories');
       this.settle(delivery, 'failed', NO_TREES_REASON);
@@ -392,7 +391,9 @@ export class Distributor extends EventEmitter<DistributorEvents> {
       return true;
     }
     const manifest = session.supportsPieces && !tree ? await this.manifestFor(transfer, fields) : undefined;
-    const pulled = manifest !== undefined && session.swarms && this.hasSwarmPeers(member, transfer);
+    // A tree's manifest carries its piece hashes (§7.7); a tree without a piece (only empty files) is streamed.
+    const layout = tree ? manifestPieces(tree.manifest) : manifest && manifestPieces(manifest);
+    const pulled = layout !== undefined && layout.count > 0 && (tree ? session.pullsTrees : session.swarms) && this.hasSwarmPeers(member, transfer);
     if (pullSlot && !pulled) return false;
     const controller = new AbortController();
     const k = key(transfer.id, member);
@@ -415,7 +416,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     session.on('progress', onProgress);
     const limits = this.limitsFor(transfer);
     try {
-      seat = pulled ? this.tracker.join(transfer.id, transfer.size, manifest.pieceSize, session.seatLink) : undefined;
+      seat = pulled ? this.tracker.join(transfer.id, layout, session.seatLink) : undefined;
       const result = await session.deliver(transfer, tree ?? store.path(transfer.sha256), controller.signal, manifest, seat, limits.buckets);
       counted();
       if (result.outcome === Outcome.OK) seat?.complete();
@@ -472,11 +473,15 @@ export class Distributor extends EventEmitter<DistributorEvents> {
   }
 
   /**
-   * Whether another member that can swarm is online for this transfer's group: pulling pays only with
-   * peers; a member alone gets the stream (and checks it piece by piece all the same).
+   * Whether another member that can swarm is online for this transfer's group (for a tree, one that
+   * pulls trees): pulling pays only with peers; a member alone gets the stream (and checks it piece by
+   * piece all the same).
    */
   private hasSwarmPeers(member: PeerId, transfer: TransferRecord): boolean {
-    return this.options.membership.targets(transfer.group).some((other) => other !== member && this.options.session(other)?.swarms === true);
+    return this.options.membership.targets(transfer.group).some((other) => {
+      const session = other === member ? undefined : this.options.session(other);
+      return transfer.kind === 'tree' ? session?.pullsTrees === true : session?.swarms === true;
+    });
   }
 
   /** Without its pieces a transfer is still delivered, streamed whole and checked at the end. */

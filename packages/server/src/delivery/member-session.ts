@@ -7,7 +7,7 @@ import {
   protocolViolation, type ByteRange, type Capabilities, type Frame, type Logger, type Manifest, type PeerId, type TokenBucket,
 } from '@groupcast/shared';
 import type { TransferRecord } from './outbox.js';
-import { concatenatedSource, fileSource } from './byte-source.js';
+import { concatenatedSource, fileSource, type ByteSource } from './byte-source.js';
 import { servePieces, type PullLink, type SwarmFrame } from './piece-server.js';
 import type { LoadedTree } from './tree-store.js';
 import type { Seat, SeatLink } from './tracker.js';
@@ -75,6 +75,11 @@ function* chunksOf(ranges: readonly ByteRange[]): Generator<Chunk> {
   for (const { start, end } of ranges) {
     for (let at = start; at < end; at += DATA_CHUNK) yield { at, length: Math.min(DATA_CHUNK, end - at) };
   }
+}
+
+/** What a transfer's bytes are read from: its store file, or a tree's files as one run over their concatenation. */
+function openContent(content: string | LoadedTree): Promise<ByteSource> {
+  return typeof content === 'string' ? fileSource(content) : Promise.resolve(concatenatedSource(content.sources));
 }
 
 export function isMemberFault(err: unknown): err is GroupcastError {
@@ -174,6 +179,11 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
   /** It pulls pieces, from peers and from the server, instead of taking the file as one stream. */
   get swarms(): boolean {
     return this.supportsPieces && (this.caps.flags & Capability.PEERS) !== 0;
+  }
+
+  /** It pulls trees too (TREE parts, PEERS, OFFER: PROTOCOL.md §7.7); a member that only said peers and trees takes them streamed. */
+  get pullsTrees(): boolean {
+    return this.swarms && this.supportsTrees && (this.caps.flags & Capability.TREE_SWARM) !== 0;
   }
 
   get seatLink(): SeatLink {
@@ -413,8 +423,9 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     // The manifest goes first, so the member has it when it checks its partial and answers the OFFER.
     if (typeof content !== 'string') await this.sendTree(id, content.bytes);
     if (manifest && this.supportsPieces) this.send(encodeFrame({ type: 'manifest', transfer: id, manifest }));
-    // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream.
-    if (manifest && seat) this.send(encodeFrame({ type: 'peers', transfer: id, peers: seat.swarm.peersFor(seat) }));
+    // PEERS before the OFFER tells the member to pull this transfer instead of taking the stream (a
+    // file after its MANIFEST, a tree after its TREE parts, which carry its piece hashes: §7.6, §7.7).
+    if (seat) this.send(encodeFrame({ type: 'peers', transfer: id, peers: seat.swarm.peersFor(seat) }));
     this.send(encodeFrame({
       type: 'offer', transfer: id, group: transfer.group, name: transfer.name, size: transfer.size,
       sha256: Buffer.from(transfer.sha256, 'hex'),
@@ -426,9 +437,10 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     const ranges = this.rangesToStream(transfer.size, first.offset, pieces);
     // A member that fails mid-file (a full disk) answers RESULT early: stop streaming then.
     const result = this.expect();
-    const bytesSent = seat && manifest && typeof content === 'string'
+    const bytesSent = seat
       ? await servePieces({
-        link: this.pullLink(transfer.id), seat, path: content, size: transfer.size, pieceSize: manifest.pieceSize, transfer: id, signal, ended: result.reply, limits,
+        link: this.pullLink(transfer.id), seat, open: () => openContent(content), layout: seat.swarm.layout, name: transfer.name, transfer: id,
+        signal, ended: result.reply, limits,
       })
       : await this.stream(transfer, id, content, ranges, signal, result.received, limits);
     result.arm(RESULT_TIMEOUT_MS);
@@ -467,7 +479,7 @@ export class MemberSession extends EventEmitter<MemberSessionEvents> {
     transfer: TransferRecord, id: Buffer, content: string | LoadedTree, ranges: readonly ByteRange[], signal: AbortSignal, answered: () => boolean,
     limits: readonly TokenBucket[],
   ): Promise<number> {
-    const file = typeof content === 'string' ? await fileSource(content) : concatenatedSource(content.sources);
+    const file = await openContent(content);
     // Made on first use and no larger than the file needs: a small file costs one small buffer.
     const buffers: Buffer[] = [];
     const largest = Math.max(0, ...ranges.map((range) => range.end - range.start));

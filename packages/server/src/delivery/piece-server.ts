@@ -1,8 +1,8 @@
-import { open } from 'node:fs/promises';
 import {
-  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, pieceLength, shortId, throttle,
-  protocolViolation, type Frame, type TokenBucket,
+  allocDataFrame, ANY_PIECE, DATA_CHUNK, encodeFrame, ErrorCode, GroupcastError, shortId, throttle,
+  protocolViolation, type Frame, type PieceLayout, type TokenBucket,
 } from '@groupcast/shared';
+import type { ByteSource } from './byte-source.js';
 import type { Seat } from './tracker.js';
 
 /** Requests a member may have queued at the server at once; more is a protocol violation (it asks for 8). */
@@ -45,9 +45,12 @@ export interface PullLink {
 export interface PullOptions {
   link: PullLink;
   seat: Seat;
-  path: string;
-  size: number;
-  pieceSize: number;
+  /** Opens what the pieces are read from: the store file, or a tree's files as one run (byte-source.ts). */
+  open: () => Promise<ByteSource>;
+  /** Where each piece lies in those bytes (the seat's swarm has the same). */
+  layout: PieceLayout;
+  /** For errors: the transfer's name. */
+  name: string;
   transfer: Buffer;
   signal: AbortSignal;
   /** Settles when the member's RESULT arrives (or the wait for it fails). */
@@ -114,7 +117,7 @@ export async function servePieces(options: PullOptions): Promise<number> {
   signal.addEventListener('abort', onAbort);
   const idle = setInterval(stir, 1_000);
   idle.unref();
-  const file = await open(options.path, 'r');
+  const file = await options.open();
   let bytes = 0;
   try {
     for (;;) {
@@ -148,22 +151,23 @@ export async function servePieces(options: PullOptions): Promise<number> {
   }
 }
 
-async function sendPiece(file: Awaited<ReturnType<typeof open>>, options: PullOptions, piece: number): Promise<number> {
-  const { pieceSize, size, transfer, link } = options;
-  const start = piece * pieceSize;
-  const length = pieceLength(piece, size, pieceSize);
-  for (let at = start; at < start + length; at += DATA_CHUNK) {
-    const chunk = Math.min(DATA_CHUNK, start + length - at);
+async function sendPiece(file: ByteSource, options: PullOptions, piece: number): Promise<number> {
+  const { layout, transfer, link } = options;
+  const { start, end } = layout.span(piece);
+  for (let at = start; at < end; at += DATA_CHUNK) {
+    const chunk = Math.min(DATA_CHUNK, end - at);
     const { frame, payload } = allocDataFrame(transfer, at, chunk);
-    const { bytesRead } = await file.read(payload, 0, chunk, at);
-    if (bytesRead !== chunk) throw new GroupcastError(ErrorCode.NOT_FOUND, `store file ${options.path} is shorter than recorded`);
+    const bytesRead = await file.read(payload, at);
+    if (bytesRead !== chunk) throw new GroupcastError(ErrorCode.NOT_FOUND, `store data of ${options.name} is shorter than recorded`);
     const wait = throttle(options.limits, chunk);
     if (wait) await wait;
+    // Marked before the last frame goes, not after the socket drained: the member's HAVE for it can come
+    // back first (a piece of one frame, a small file's, often does), and would count as from peers.
+    if (at + chunk === end) options.seat.sent(piece);
     await link.write(frame);
     link.sent(options.seat.heldBytes, chunk);
   }
-  options.seat.sent(piece);
   // For the scale benchmark's --scale-trace: when the socket took the piece, against when the member kept it.
   options.seat.swarm.log.debug({ piece, member: shortId(options.seat.link.id) }, 'piece sent');
-  return length;
+  return end - start;
 }

@@ -1,6 +1,6 @@
 import {
-  Bitfield, MAX_PEERS_LISTED, pieceCount, pieceLength, shortId,
-  type Frame, type Logger, type PeerEntry, type PeerId,
+  Bitfield, MAX_PEERS_LISTED, shortId, spanLength,
+  type Frame, type Logger, type PeerEntry, type PeerId, type PieceLayout,
 } from '@groupcast/shared';
 
 /**
@@ -109,20 +109,20 @@ export class Swarm {
 
   constructor(
     readonly transfer: Buffer,
-    readonly size: number,
-    readonly pieceSize: number,
+    /** Where each piece lies: a file's, or a tree's over its files' concatenation (PROTOCOL.md §7.7). */
+    readonly layout: PieceLayout,
     readonly log: Logger,
     private readonly onEmpty: () => void,
     /** Bytes members took from peers (a piece reported that the server had not sent), for the metrics. */
     readonly peerBytes: (bytes: number) => void,
   ) {
-    this.pieces = pieceCount(size, pieceSize);
+    this.pieces = layout.count;
     this.holders = new Uint16Array(this.pieces);
     this.inFlight = new Uint8Array(this.pieces);
   }
 
   pieceBytes(piece: number): number {
-    return pieceLength(piece, this.size, this.pieceSize);
+    return spanLength(this.layout, piece);
   }
 
   get members(): number {
@@ -210,10 +210,11 @@ export class Tracker {
     return count;
   }
 
-  join(transferHex: string, size: number, pieceSize: number, link: SeatLink): Seat {
+  join(transferHex: string, layout: PieceLayout, link: SeatLink): Seat {
     let swarm = this.swarms.get(transferHex);
-    if (!swarm || swarm.pieceSize !== pieceSize || swarm.size !== size) {
-      const made: Swarm = new Swarm(Buffer.from(transferHex, 'hex'), size, pieceSize, this.log.child({ transfer: transferHex }), () => {
+    const { count, size, pieceSize } = layout;
+    if (!swarm || swarm.layout.pieceSize !== pieceSize || swarm.layout.size !== size || swarm.layout.count !== count) {
+      const made: Swarm = new Swarm(Buffer.from(transferHex, 'hex'), layout, this.log.child({ transfer: transferHex }), () => {
         if (this.swarms.get(transferHex) === made) this.swarms.delete(transferHex);
       }, (bytes) => {
         this.peerBytes += bytes;

@@ -86,6 +86,12 @@ export const Capability = {
    * it would ignore the BITFIELD and stream everything, which the member would refuse.
    */
   HELD_PIECES: 1 << 3,
+  /**
+   * Said by a member with PEERS and TREES: it pulls a tree like a file, after TREE parts, PEERS and the
+   * OFFER (PROTOCOL.md §7.7, *Pulled*). A member predating it says PEERS and TREES too, but would take
+   * such a tree as a stream and wait for DATA that never comes: the server pulls trees only with this bit.
+   */
+  TREE_SWARM: 1 << 4,
 } as const;
 
 /** What a peer said it can do, after its name in HELLO. */

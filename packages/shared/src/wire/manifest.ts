@@ -171,3 +171,9 @@ export function manifestPieces(manifest: Manifest): PieceLayout {
   if (!manifest.tree) return filePieces(manifest.entries[0]?.size ?? 0, manifest.pieceSize);
   return new TreePieces(manifest.entries.filter((entry) => entry.kind === 'file').map((entry) => entry.size), manifest.pieceSize);
 }
+
+/** Every piece's SHA-256 in the transfer's numbering (manifestPieces), concatenated: a tree's files' lists one after the other. */
+export function manifestHashes(manifest: Manifest): Buffer {
+  if (!manifest.tree) return manifest.entries[0]?.pieces ?? Buffer.alloc(0);
+  return Buffer.concat(manifest.entries.filter((entry) => entry.kind === 'file').map((entry) => entry.pieces));
+}
