@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness } from '../support/daemons.js';
 import { Cluster, finalPath, MiB, partialDir, waitForNew, waitUntil, type Member } from '../durability/cluster.js';
 import { listTree, underUmask } from './tree-fixtures.js';
+import { MIN_PULLED_TREE_PIECE } from '../../packages/server/src/delivery/distributor.js';
 
 /**
  * A tree pulled like a file (PROTOCOL.md §7.6, §7.7 *Pulled*), on loopback: members that say trees and
@@ -17,7 +18,8 @@ const c = new Cluster(h, { peers: true });
 const GROUP = 'Developers';
 /** A second group: the four members and one more, started only once the others hold its tree. */
 const LATE = 'Late';
-const SMALL_FILES = 150;
+/** Small files beside the large one: enough to pull, few enough that pieces average over MIN_PULLED_TREE_PIECE. */
+const SMALL_FILES = 100;
 let members: Member[];
 let late: Member;
 /** The first test's tree, changed by the next into its second version. */
@@ -120,7 +122,7 @@ describe('a tree pulled from peers', () => {
 
   it('a member that comes later pulls the tree from members that placed it, served from their placed versions', async () => {
     const source = join(await h.dir('src'), 'later');
-    await makeTree(source, 4 * MiB);
+    await makeTree(source, 8 * MiB);
     const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'later' });
     const placed = members.map((m) => waitForNew(m.daemon!, 'received a tree', { file: 'later' }, 60_000));
     const ran = await c.distribute(LATE, [source]);
@@ -167,5 +169,26 @@ describe('a tree pulled from peers', () => {
       return taken !== undefined && taken.fromServer + taken.fromPeers > 0;
     }, "the restarted member's status");
     expect(taken!.fromServer + taken!.fromPeers).toBeLessThan(size);
+  });
+  it('a tree of small files (pieces under MIN_PULLED_TREE_PIECE on average) is streamed to each member, not pulled', async () => {
+    const source = join(await h.dir('src'), 'small');
+    await mkdir(source);
+    let size = 0;
+    for (let i = 0; i < SMALL_FILES; i++) {
+      const bytes = randomBytes(1024 + i * 100);
+      await writeFile(join(source, `s${i}.txt`), bytes);
+      size += bytes.length;
+    }
+    expect(size / SMALL_FILES).toBeLessThan(MIN_PULLED_TREE_PIECE);
+    const recorded = waitForNew(c.server!, 'distribution recorded', { file: 'small' });
+    const received = members.map((m) => waitForNew(m.daemon!, 'received a tree', { file: 'small' }, 60_000));
+    const ran = await c.distribute(GROUP, [source]);
+    expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+    const transfer = String((await recorded).transfer);
+    await Promise.all(received);
+    const deliveries = (await c.deliveries()).filter((d) => d.transfer === transfer);
+    expect(deliveries.map((d) => [d.state, d.bytesSent, d.bytesFromPeers])).toEqual(members.map(() => ['delivered', size, 0]));
+    const accepts = members.map((m) => m.daemon!.logs.filter((l) => l.transfer === transfer && String(l.msg).startsWith('accepted a tree')).map((l) => l.msg));
+    expect(accepts).toEqual(members.map(() => ['accepted a tree']));
   });
 });

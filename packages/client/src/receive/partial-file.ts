@@ -12,14 +12,15 @@ export function openPartial(path: string): Promise<FileHandle> {
 
 /**
  * A small file's partial (SMALL_FILE_BYTES at most) written whole at once, synchronously: created as
- * openPartial would (or emptied), filled, closed, with `mode` exactly (a tree's file gets its final mode
- * here rather than with a chmod at the end). Set on the descriptor: open's mode applies only to a file it
- * creates, and under a default ACL on the directory it is only an upper bound (the umask is not used).
+ * openPartial would (or emptied), filled, closed. Given a `mode`, it has that mode exactly (a tree's
+ * file gets its final mode here rather than with a chmod at the end), set on the descriptor: open's mode
+ * applies only to a file it creates, and under a default ACL on the directory it is only an upper bound
+ * (the umask is not used).
  */
-export function writePartialSync(path: string, data: Uint8Array, mode = PARTIAL_MODE): void {
-  const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, mode);
+export function writePartialSync(path: string, data: Uint8Array, mode?: number): void {
+  const fd = openSync(path, PARTIAL_FLAGS | constants.O_TRUNC, mode ?? PARTIAL_MODE);
   try {
-    fchmodSync(fd, mode);
+    if (mode !== undefined) fchmodSync(fd, mode);
     writeFullySync(fd, data, 0);
   } finally {
     closeSync(fd);
