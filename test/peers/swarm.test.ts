@@ -12,7 +12,7 @@ import type { Daemon } from '../support/daemons.js';
 import {
   CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, randomFile, SERVER_BIN, sha256File, type Member,
 } from '../multihost/support.js';
-import { allocated, expectVerified as verified } from './support.js';
+import { allocated, expectVerified as verified, revokeWhileFrozen } from './support.js';
 
 const available = await multihostAvailable();
 const MiB = 1024 * 1024;
@@ -116,18 +116,7 @@ describe.skipIf(!available)('peer-assisted delivery on a LAN', () => {
     const distributing = distribute(lan, serverHost, serverState, GROUP, [path], 120_000);
     await revoked.daemon!.waitForMsg('accepted; pulling pieces', { file: 'revoked.bin' }, 60_000);
     await waitUntil(async () => (await allocated(revoked)) >= 4 * MiB, 'the revoked member holding 4 MiB of pieces');
-    // Frozen, it cannot close its own links when the server cancels its delivery: whatever drops them is
-    // the peers' doing, on the server's word.
-    revoked.daemon!.proc.kill('SIGSTOP');
-    try {
-      const result = await lan.run(serverHost, SERVER_BIN, ['members', 'revoke', GROUP, revoked.id, '--state-dir', serverState]);
-      expect(result.code, result.stderr).toBe(0);
-      const droppedIt = (m: Member) => m.daemon!.waitForLog((l) => l.msg === 'peer link closed' && l.peer === revoked.id.slice(0, 7)
-        && JSON.stringify(l.err ?? '').includes('no longer listed'), 30_000);
-      await Promise.any(others.map(droppedIt));
-    } finally {
-      revoked.daemon!.proc.kill('SIGCONT');
-    }
+    await revokeWhileFrozen(lan, serverHost, serverState, GROUP, revoked, others);
     // Thawed, it finds its server connection cut and its JOIN refused: revoked from its only group, it exits.
     expect(await revoked.daemon!.exited).toBe(77);
     const ran = await distributing;

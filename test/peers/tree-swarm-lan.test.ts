@@ -14,6 +14,7 @@ import { createTopology, type Host, type Topology } from '../harness/netns.js';
 import type { Daemon } from '../support/daemons.js';
 import { CLIENT_BIN, distribute, idOf, Lan, multihostAvailable, SERVER_BIN, type Member } from '../multihost/support.js';
 import { listTree, underUmask } from '../trees/tree-fixtures.js';
+import { revokeWhileFrozen } from './support.js';
 
 const available = await multihostAvailable();
 const MiB = 1024 * 1024;
@@ -133,17 +134,7 @@ describe.skipIf(!available)('a tree pulled on a LAN', () => {
     await revoked.daemon!.waitForMsg('accepted a tree; pulling pieces', { file: 'revoked-tree' }, 60_000);
     const staging = join(revoked.downloads, '.groupcast-partial');
     await waitUntil(async () => (await stagedBytes(staging)) >= MiB, 'the revoked member holding 1 MiB of the tree');
-    // Frozen, it cannot close its own links: whatever drops them is the peers' doing, on the server's word.
-    revoked.daemon!.proc.kill('SIGSTOP');
-    try {
-      const result = await lan.run(serverHost, SERVER_BIN, ['members', 'revoke', GROUP, revoked.id, '--state-dir', serverState]);
-      expect(result.code, result.stderr).toBe(0);
-      const droppedIt = (m: Member) => m.daemon!.waitForLog((l) => l.msg === 'peer link closed' && l.peer === revoked.id.slice(0, 7)
-        && JSON.stringify(l.err ?? '').includes('no longer listed'), 30_000);
-      await Promise.any(others.map(droppedIt));
-    } finally {
-      revoked.daemon!.proc.kill('SIGCONT');
-    }
+    await revokeWhileFrozen(lan, serverHost, serverState, GROUP, revoked, others);
     expect(await revoked.daemon!.exited).toBe(77);
     const { summary } = await distributing;
     expect(summary.deliveries.find((d) => d.member === revoked.id)?.state).toBe('failed');
