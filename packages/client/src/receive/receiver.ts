@@ -159,7 +159,17 @@ export class ReceiveSession {
     private readonly heldPieces: boolean,
   ) {
     this.partials = new PartialsReport({ log, send: (frame) => this.send(frame), root: () => receiver.root });
-    this.end = new TransferEnd({ receiver, send: (frame) => this.send(frame), idle: () => { this.state = IDLE; } });
+    this.end = new TransferEnd({ receiver, send: (frame) => this.send(frame), idle: () => this.transferEnded() });
+  }
+
+  /**
+   * The transfer in flight is over on this side. A pulled one may still get DATA for a piece it asked
+   * the server for by index that a peer brought first: dropped, as for a stream that ended early.
+   */
+  private transferEnded(): void {
+    const state = this.state;
+    if (state.kind === 'receiving' && state.path instanceof SwarmReceive) this.discard(state.path);
+    else this.state = IDLE;
   }
 
   /** Handles one frame from the server; the returned promise is the backpressure on the socket. */
