@@ -11,34 +11,13 @@ import { createLogger, ErrorCode, isGroupcastError, Outcome, type Frame, type Pe
 import type { ReceivedEvent, UndeliveredEvent } from '../packages/client/src/receive/events.js';
 import { Receiver, type ReceiveSession } from '../packages/client/src/receive/receiver.js';
 import { PARTIAL_DIR } from '../packages/client/src/receive/download-area.js';
+import { FakeLink } from './support/fake-link.js';
 
 const SERVER = 'SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0' as PeerId;
-const WAIT_MS = 5_000;
 
 type Offer = Extract<Frame, { type: 'offer' }>;
 
 const sha = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
-
-class FakeLink {
-  readonly sent: Frame[] = [];
-  private waiter: (() => void) | undefined;
-  send(frame: Frame): void {
-    this.sent.push(frame);
-    this.waiter?.();
-  }
-  /** The next frame the member sends (they are answered in order). */
-  async next(): Promise<Frame> {
-    const deadline = Date.now() + WAIT_MS;
-    while (this.sent.length === 0) {
-      if (Date.now() > deadline) throw new Error('member sent nothing');
-      await new Promise<void>((resolve) => {
-        this.waiter = resolve;
-        setTimeout(resolve, 50);
-      });
-    }
-    return this.sent.shift() as Frame;
-  }
-}
 
 let dir: string;
 let downloads: string;

@@ -13,6 +13,7 @@ import { ANY_PIECE, createLogger, Outcome, type Frame, type PeerId } from '../..
 import { PeerNode } from '../../packages/client/src/peer/peer-node.js';
 import { Receiver } from '../../packages/client/src/receive/receiver.js';
 import { identityIn } from '../security/tools.js';
+import { FakeLink } from '../support/fake-link.js';
 
 const SERVER = 'SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0-SERVER0' as PeerId;
 const PIECE = 262_144;
@@ -23,27 +24,6 @@ const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
-
-/** The member's frames, taken one at a time as it sends them. */
-class FakeLink {
-  private readonly sent: Frame[] = [];
-  private wake: (() => void) | undefined;
-  send(frame: Frame): void {
-    this.sent.push(frame);
-    this.wake?.();
-  }
-  async next(): Promise<Frame> {
-    const deadline = Date.now() + WAIT_MS;
-    while (this.sent.length === 0) {
-      if (Date.now() > deadline) throw new Error('the member sent nothing');
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        setTimeout(resolve, 50);
-      });
-    }
-    return this.sent.shift()!;
-  }
-}
 
 describe('a pulled file placed before a piece asked of the server arrives', () => {
   it('drops that DATA, and the connection goes on to the next transfer', async () => {
@@ -57,7 +37,7 @@ describe('a pulled file placed before a piece asked of the server arrives', () =
     const receiver = new Receiver({ peers: node, log, downloads: join(dir, 'dl'), stateDir: join(dir, 'state'), wants: () => true });
     await receiver.start();
     cleanups.push(() => receiver.close());
-    const link = new FakeLink();
+    const link = new FakeLink(WAIT_MS);
     const session = receiver.openSession(link, SERVER, { pieces: true });
 
     const content = randomBytes(2 * PIECE);
