@@ -4,7 +4,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readJsonState } from '../../packages/shared/src/index.js';
-import { harness } from '../support/daemons.js';
+import { harness, SERVER_BIN } from '../support/daemons.js';
 import { sha256File } from '../support/files.js';
 import { Cluster, finalPath, waitForNew, waitUntil, writeRandomFile, type Member } from '../durability/cluster.js';
 
@@ -106,6 +106,10 @@ describe.skipIf(!root)('a full state disk', () => {
     expect(refused, `${MAX_TRIES} distributions recorded on a full disk`).toBeDefined();
     expect(refused!.stderr).toMatch(/cannot record the distribution: no space left on the state disk/);
     expect(refused!.code).toBe(1);
+    // An operator's membership change that cannot be written says so, and what becomes of it.
+    const allowed = await h.run(SERVER_BIN, ['members', 'allow', GROUP, alice.id, '--state-dir', c.serverState]);
+    expect(allowed.stderr).toMatch(/cannot write the membership: no space left on the state disk .*; the change holds until the server stops/);
+    expect(allowed.code).toBe(1);
 
     // Still full: the server starts all the same (it cannot compact its journal, which only saves space).
     await c.server!.stop('SIGTERM');
