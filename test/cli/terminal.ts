@@ -17,7 +17,8 @@ export function onTerminal(args: string[], options: { columns?: number; timeoutM
       proc.kill('SIGKILL');
       reject(new Error(`no exit within ${timeoutMs} ms:\n${output}`));
     }, timeoutMs);
-    proc.once('exit', (code) => {
+    // 'close': after the output is read, which 'exit' may come before.
+    proc.once('close', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
     });

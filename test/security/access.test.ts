@@ -60,7 +60,8 @@ function runAsNobody(serverBin: string, args: string[]): Promise<{ code: number 
     });
     let stderr = '';
     proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    proc.once('exit', (code) => resolve({ code, stderr }));
+    // 'close': after stderr is read, which 'exit' may come before.
+    proc.once('close', (code) => resolve({ code, stderr }));
   });
 }
 

@@ -140,7 +140,9 @@ export function harness() {
           proc.kill('SIGKILL');
           reject(new Error(`${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
         }, timeoutMs);
-        proc.once('exit', (code) => {
+        // 'close', not 'exit': the process may exit before its last output has been read from the pipes
+        // (seen in CI: an `id` that printed the id, read as '').
+        proc.once('close', (code) => {
           running.delete(proc);
           clearTimeout(timer);
           resolveRun({ code, stdout, stderr });
