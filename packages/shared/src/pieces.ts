@@ -170,6 +170,21 @@ export interface PieceLayout {
   pieceAt(offset: number): number;
 }
 
+/**
+ * Of the first `count` of `starts` (ascending), the index of the last at or before `position` (0 when
+ * none is): which run of bytes laid end to end holds `position`. A binary search, for the per-frame paths.
+ */
+export function lastStartAtOrBefore(starts: ArrayLike<number>, count: number, position: number): number {
+  let low = 0;
+  let high = count - 1;
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (starts[middle]! <= position) low = middle;
+    else high = middle - 1;
+  }
+  return low;
+}
+
 /** Byte length of piece `index` of `layout`. */
 export function spanLength(layout: PieceLayout, index: number): number {
   const { start, end } = layout.span(index);
@@ -242,14 +257,7 @@ export class TreePieces implements PieceLayout {
 
   /** The last piece starting at or before `offset`: pieces tile the bytes, so the one holding it. */
   pieceAt(offset: number): number {
-    let low = 0;
-    let high = this.count - 1;
-    while (low < high) {
-      const middle = Math.ceil((low + high) / 2);
-      if (this.starts[middle]! <= offset) low = middle;
-      else high = middle - 1;
-    }
-    return low;
+    return lastStartAtOrBefore(this.starts, this.count, offset);
   }
 }
 

@@ -27,6 +27,19 @@ interface TreeFile {
   missing: number;
 }
 
+/**
+ * A staged file of several pieces, every one written (each checked as it came): read back whole and
+ * checked by its SHA-256, so what is placed is what was checked; a mismatch deletes it (CHECKSUM: the
+ * manifest's hashes disagree with each other). The stream's held pieces and a pulled tree both end a file so.
+ */
+export async function checkWholeFile(handle: FileHandle, entry: ManifestEntry, path: string): Promise<void> {
+  const hash = createHash('sha256');
+  await hashFromHandle(handle, entry.size, hash);
+  if (hash.digest().equals(entry.sha256)) return;
+  await rm(path, { force: true });
+  throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
+}
+
 export class HeldTree {
   readonly held: Bitfield;
   private ranges: ByteRange[] = [];
@@ -179,18 +192,8 @@ export class HeldTree {
     this.held.set(index);
     staged.missing--;
     // One piece: its hash is the file's. More: the whole file is read back, so what is placed is what was checked.
-    if (staged.missing === 0 && staged.pieces > 1) await this.checkWhole(file, handle);
-  }
-
-  private async checkWhole(file: number, handle: FileHandle): Promise<void> {
-    const { entry, path } = this.files[file]!;
-    const hash = createHash('sha256');
-    await hashFromHandle(handle, entry.size, hash);
-    if (hash.digest().equals(entry.sha256)) return;
-    // Its pieces stay set here: the failed delivery ends this staging's use, and the retry rescans.
-    await this.closeWriting();
-    await rm(path, { force: true });
-    throw new GroupcastError(ErrorCode.CHECKSUM, `${entry.path}: sha256 mismatch`);
+    // Its pieces stay set on a mismatch: the failed delivery ends this staging's use, and the retry rescans.
+    if (staged.missing === 0 && staged.pieces > 1) await checkWholeFile(handle, staged.entry, staged.path);
   }
 
   /** The open handle of the file being written; one at a time, files come in order. Nothing written is a link (scan deleted those). */

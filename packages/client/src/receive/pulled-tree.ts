@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import {
-  ErrorCode, GroupcastError, hashFromHandle, LoopTurns, manifestHashes, SMALL_FILE_BYTES, spanLength, writeChunks,
+  ErrorCode, GroupcastError, LoopTurns, manifestHashes, SMALL_FILE_BYTES, spanLength, writeChunks,
   type Bitfield, type Manifest, type ManifestEntry, type TreePieces,
 } from '@groupcast/shared';
-import { HeldTree } from './held-tree.js';
+import { checkWholeFile, HeldTree } from './held-tree.js';
 import { openPartial, writePartialSync } from './partial-file.js';
 import { stagedPath } from './tree-staging.js';
 import type { PieceStore } from '../peer/swarm.js';
@@ -115,19 +114,11 @@ export class PulledTree implements PieceStore {
       await writeChunks(handle, chunks, this.layout.span(piece).start - this.layout.fileStart(file));
       release?.();
       // Counted after the write: the piece that makes the file whole is written after every other one of it.
-      if (++pulled.written === pulled.pieces && pulled.pieces > 1) await this.checkWhole(pulled, handle, path);
+      if (++pulled.written === pulled.pieces && pulled.pieces > 1) await checkWholeFile(handle, pulled.entry, path);
     } finally {
       await handle.close();
     }
     this.held.set(piece);
-  }
-
-  private async checkWhole(pulled: PulledFile, handle: FileHandle, path: string): Promise<void> {
-    const hash = createHash('sha256');
-    await hashFromHandle(handle, pulled.entry.size, hash);
-    if (hash.digest().equals(pulled.entry.sha256)) return;
-    await rm(path, { force: true });
-    throw new GroupcastError(ErrorCode.CHECKSUM, `${pulled.entry.path}: sha256 mismatch`);
   }
 
   /** Reads held bytes for a peer: a DATA frame's worth, within one piece and so one file. Not hashed again (§7.6). */

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, GroupcastError } from '@groupcast/shared';
+import { ErrorCode, GroupcastError, lastStartAtOrBefore } from '@groupcast/shared';
 
 /**
  * What a stream reads a transfer's bytes from: one store file, or a tree's files one after the other
@@ -49,13 +49,7 @@ export function concatenatedSource(files: readonly SourceFile[]): ByteSource {
   };
   /** The run holding byte `position`: the last one starting at or before it that is not empty. */
   const fileAt = (position: number): number => {
-    let low = 0;
-    let high = files.length - 1;
-    while (low < high) {
-      const middle = Math.ceil((low + high) / 2);
-      if (starts[middle]! <= position) low = middle;
-      else high = middle - 1;
-    }
+    let low = lastStartAtOrBefore(starts, files.length, position);
     while (low < files.length && starts[low]! + files[low]!.size <= position) low++;
     return low;
   };
