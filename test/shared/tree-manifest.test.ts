@@ -67,6 +67,11 @@ describe('tree paths', () => {
     expect(treeProblems([file('.env'), dir('a'), file('a-b'), dir('a/b'), file('a/b/c'), file('z')])).toEqual([]);
   });
 
+  it('orders paths by their UTF-8 bytes, also where UTF-16 code units order them otherwise', () => {
+    // U+E000 is EE 80 80 in UTF-8, before U+10000 (F0 90 80 80); in UTF-16 the surrogate D800 comes first.
+    expect(treeProblems([file('b'), file('\u00e9'), file('\ue000'), file('\u{10000}')])).toEqual([]);
+  });
+
   it.each([
     ['a parent component', [file('../x')]],
     ['a nested parent component', [dir('a'), file('a/../../x')]],
@@ -82,6 +87,10 @@ describe('tree paths', () => {
     ['a child without its directory', [file('a/b')]],
     ['a child of a file', [file('a'), file('a/b')]],
     ['entries out of order', [file('b'), file('a')]],
+    ['entries out of byte order, ASCII after UTF-8', [file('\u00e9'), file('b')]],
+    ['entries in UTF-16 order, not byte order', [file('\u{10000}'), file('\ue000')]],
+    ['a dot-dot last component under a listed directory', [dir('a'), file('a/..')]],
+    ['a case collision in a listed directory', [dir('d'), file('d/A'), file('d/a')]],
     ['a repeated path', [file('a'), file('a')]],
     ['a case collision', [file('README'), file('readme')]],
     ['an NFC collision', [file('e\u0301'), file('\u00e9')]],

@@ -25,14 +25,28 @@ export interface TreePath {
  * NTFS) or one that normalizes Unicode (HFS+). Over-approximated on purpose (upper then lower folds ß
  * and ss together): we do not know the member's file system, so what could collide anywhere is refused.
  */
-function collisionKey(path: string): string {
+function collisionKey(path: string, ascii: boolean): string {
+  // ASCII is its own NFC form, and folds by lower case alone.
+  if (ascii) return path.toLowerCase();
   return path.normalize('NFC').toUpperCase().toLowerCase().normalize('NFC');
 }
 
-/** Why one path is unsafe on its own, or undefined. */
-function pathProblem(path: string): string | undefined {
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** Byte order of two paths' UTF-8: the order of their UTF-16 code units when both are ASCII. */
+function byteOrder(a: string, aAscii: boolean, b: string, bAscii: boolean): number {
+  if (aAscii && bAscii) return a < b ? -1 : a > b ? 1 : 0;
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * Why one path is unsafe on its own, or undefined. With `parentChecked` (its directory is an earlier
+ * entry, which passed this check) only its last component is new.
+ */
+function pathProblem(path: string, parentChecked: boolean): string | undefined {
   if (Buffer.byteLength(path) > MAX_TREE_PATH) return `is longer than ${MAX_TREE_PATH} bytes`;
-  for (const component of path.split('/')) {
+  const components = parentChecked ? [path.slice(path.lastIndexOf('/') + 1)] : path.split('/');
+  for (const component of components) {
     const problem = fileNameProblem(component);
     if (problem) return `has a component that ${problem}`;
   }
@@ -52,20 +66,21 @@ export function treeProblems(entries: readonly TreePath[]): string[] {
   const problems: string[] = [];
   const directories = new Set<string>();
   const keys = new Map<string, string>();
-  let previous: Buffer | undefined;
+  let previous: { path: string; ascii: boolean } | undefined;
   for (const { path, kind } of entries) {
     if (problems.length >= MAX_TREE_PROBLEMS) break;
-    const problem = pathProblem(path);
+    const slash = path.lastIndexOf('/');
+    const parentListed = slash >= 0 && directories.has(path.slice(0, slash));
+    const problem = pathProblem(path, parentListed);
     if (problem) {
       problems.push(`${shown(path)} ${problem}`);
       continue;
     }
-    const bytes = Buffer.from(path);
-    if (previous && Buffer.compare(previous, bytes) >= 0) problems.push(`${shown(path)} is out of order or listed twice`);
-    previous = bytes;
-    const slash = path.lastIndexOf('/');
-    if (slash >= 0 && !directories.has(path.slice(0, slash))) problems.push(`${shown(path)} comes before (or without) its directory`);
-    const key = collisionKey(path);
+    const ascii = ASCII.test(path);
+    if (previous && byteOrder(previous.path, previous.ascii, path, ascii) >= 0) problems.push(`${shown(path)} is out of order or listed twice`);
+    previous = { path, ascii };
+    if (slash >= 0 && !parentListed) problems.push(`${shown(path)} comes before (or without) its directory`);
+    const key = collisionKey(path, ascii);
     const earlier = keys.get(key);
     if (earlier !== undefined) problems.push(`${shown(path)} and ${shown(earlier)} are the same name on a case-insensitive or normalizing file system`);
     else keys.set(key, path);
