@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../packages/shared/src/index.js';
 import { ContentStore } from '../../packages/server/src/delivery/store.js';
 import { concatenatedSource } from '../../packages/server/src/delivery/byte-source.js';
-import { storeTree, TreeManifests, walkTree } from '../../packages/server/src/delivery/tree-store.js';
+import { TreeManifests, walkTree } from '../../packages/server/src/delivery/tree-store.js';
 import { makeSampleTree } from './tree-fixtures.js';
 
 /**
@@ -97,7 +97,7 @@ describe('a stored tree', () => {
     const source = join(dir, 'site');
     await makeSampleTree(source);
     const before = new Set(await readdir(store.dir));
-    const stored = await storeTree(store, await walkTree(source));
+    const stored = await new TreeManifests(store).ingest(await walkTree(source));
     const added = (await readdir(store.dir)).filter((name) => !before.has(name)).sort();
     const loaded = await new TreeManifests(store).load(stored.sha256);
     // The sample's two files over the small size, each with its pieces, the manifest and the pack: nothing per small file.
@@ -106,11 +106,24 @@ describe('a stored tree', () => {
     expect((await readAll(loaded.sources, stored.size)).equals(await concatenation(source))).toBe(true);
   });
 
+  it('is delivered from the manifest it was stored with, the same as reading it back gives', async () => {
+    const source = join(dir, 'kept-site');
+    await makeSampleTree(source, 'kept');
+    const manifests = new TreeManifests(store);
+    const stored = await manifests.ingest(await walkTree(source));
+    const kept = await manifests.load(stored.sha256);
+    const read = await new TreeManifests(store).load(stored.sha256);
+    expect(kept.bytes.equals(read.bytes)).toBe(true);
+    expect(kept.manifest).toEqual(read.manifest);
+    expect(kept.sources).toEqual(read.sources);
+    expect(kept.files).toEqual(read.files);
+  });
+
   it('stored before packs (every file content-addressed, no pack), is read from its files', async () => {
     const source = join(dir, 'old-site');
     await makeSampleTree(source, 'old');
     const walked = await walkTree(source);
-    const stored = await storeTree(store, walked);
+    const stored = await new TreeManifests(store).ingest(walked);
     await rm(store.packPath(stored.sha256));
     for (const entry of walked.entries) if (entry.kind === 'file') await store.ingest(entry.source);
     const loaded = await new TreeManifests(store).load(stored.sha256);

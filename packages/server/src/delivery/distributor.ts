@@ -11,7 +11,7 @@ import type { Membership } from '../control/membership.js';
 import { isMemberFault, type MemberSession } from './member-session.js';
 import { isTerminal, type DeliveryRecord, type Outbox, type TransferRecord } from './outbox.js';
 import type { ContentStore, RemovedFile, StoredFile } from './store.js';
-import { storeTree, TreeManifests, walkTree, type StoredTree, type WalkedTree } from './tree-store.js';
+import { TreeManifests, walkTree, type StoredTree, type WalkedTree } from './tree-store.js';
 import { manifestOf } from './piece-file.js';
 import { Tracker, type Seat } from './tracker.js';
 import { DEFAULT_BACKLOG, type BacklogPolicy } from './backlog-policy.js';
@@ -205,7 +205,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
         const stored = await Promise.all(batch.map((path): Promise<StoredFile | StoredTree> => {
           const progress = (position: number, size: number): void => options.onStoring?.(path, position, size);
           const tree = trees.get(path);
-          return tree ? storeTree(store, tree, progress) : store.ingest(path, { progress });
+          return tree ? this.trees.ingest(tree, progress) : store.ingest(path, { progress });
         }));
         const now = this.now();
         const recorded = stored.map((file, i): TransferRecord => ({

@@ -123,6 +123,12 @@ export interface StoredTree {
   files: number;
 }
 
+/** A tree just stored, with its manifest as written (bytes) and as built (what decoding them gives). */
+interface WrittenTree extends StoredTree {
+  bytes: Buffer;
+  manifest: Manifest;
+}
+
 /** One piece size for the whole tree: the smallest power of two that keeps it within MAX_TREE_PIECES. */
 function treePieceSize(sizes: readonly number[]): number {
   let pieceSize = MIN_PIECE_SIZE;
@@ -163,7 +169,7 @@ async function inBatches<T, R>(items: readonly T[], limit: number, work: (item: 
  * distribution only after this returns. A file that shrank to a small size after the walk is refused
  * as changed: the pack holds every file of the tree that is small by its stored size.
  */
-export async function storeTree(store: ContentStore, tree: WalkedTree, progress?: IngestProgress): Promise<StoredTree> {
+async function storeTree(store: ContentStore, tree: WalkedTree, progress?: IngestProgress): Promise<WrittenTree> {
   const files = tree.entries.filter((entry) => entry.kind === 'file');
   // Progress over the whole tree: the bytes copied of every file so far, of what the walk found.
   const total = files.reduce((sum, file) => sum + file.size, 0);
@@ -204,7 +210,7 @@ export async function storeTree(store: ContentStore, tree: WalkedTree, progress?
     // Both run at once: the large copies wait on the thread pool while the loop packs small files.
     // Both are settled before the pack is discarded on a failure: no copy is left running.
     for (const outcome of await Promise.allSettled([packSmall(), storeLarge])) if (outcome.status === 'rejected') throw outcome.reason;
-    const bytes = await treeManifest(store, tree, stored);
+    const { bytes, manifest } = await treeManifest(store, tree, stored);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     await pack.commit(sha256);
     const temp = store.ingestPath();
@@ -216,7 +222,7 @@ export async function storeTree(store: ContentStore, tree: WalkedTree, progress?
       throw err;
     }
     await fsyncDir(store.dir);
-    return { sha256, size: stored.reduce((sum, file) => sum + file.size, 0), files: files.length };
+    return { sha256, size: stored.reduce((sum, file) => sum + file.size, 0), files: files.length, bytes, manifest };
   } finally {
     // After a commit there is nothing left to discard.
     await pack.discard();
@@ -234,8 +240,8 @@ async function writeSynced(path: string, bytes: Buffer): Promise<void> {
   }
 }
 
-/** The encoded manifest of a tree whose files are `stored` (in the order of its file entries). */
-async function treeManifest(store: ContentStore, tree: WalkedTree, stored: readonly StoredFile[]): Promise<Buffer> {
+/** The manifest of a tree whose files are `stored` (in the order of its file entries), and its encoding. */
+async function treeManifest(store: ContentStore, tree: WalkedTree, stored: readonly StoredFile[]): Promise<{ bytes: Buffer; manifest: Manifest }> {
   const pieceSize = treePieceSize(stored.map((file) => file.size));
   const hashes = await inBatches(stored, TREE_INGEST_CONCURRENCY, (file) => piecesAt(store, file.sha256, file.size, pieceSize));
   let next = 0;
@@ -245,11 +251,12 @@ async function treeManifest(store: ContentStore, tree: WalkedTree, stored: reado
     const file = stored[index]!;
     return { kind: 'file', path: entry.path, size: file.size, mode: entry.mode, sha256: Buffer.from(file.sha256, 'hex'), pieces: hashes[index]! };
   });
-  const bytes = encodeManifest({ pieceSize, entries, tree: true });
+  const manifest: Manifest = { pieceSize, entries, tree: true };
+  const bytes = encodeManifest(manifest);
   if (bytes.length > MAX_TREE_MANIFEST_BYTES) {
     throw new GroupcastError(ErrorCode.USAGE, `${tree.root}: its manifest would be ${bytes.length} bytes, over ${MAX_TREE_MANIFEST_BYTES}: distribute it in parts`);
   }
-  return bytes;
+  return { bytes, manifest };
 }
 
 export interface LoadedTree {
@@ -298,17 +305,32 @@ export class TreeManifests {
 
   constructor(private readonly store: ContentStore) {}
 
+  /**
+   * Copies a walked tree into the store (storeTree) and keeps its manifest as built: its deliveries,
+   * which start as soon as it is recorded, need not read and decode it again.
+   */
+  async ingest(tree: WalkedTree, progress?: IngestProgress): Promise<StoredTree> {
+    const { bytes, manifest, ...stored } = await storeTree(this.store, tree, progress);
+    this.keep(stored.sha256, Promise.resolve({ bytes, manifest, ...treeSources(this.store, manifest, this.store.packPath(stored.sha256)) }));
+    return stored;
+  }
+
   load(sha256: string): Promise<LoadedTree> {
     const cached = this.cache.get(sha256);
     if (cached) return cached;
     const loading = this.read(sha256);
-    this.cache.set(sha256, loading);
-    if (this.cache.size > MANIFEST_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    this.keep(sha256, loading);
     // A failed read is not kept: the next delivery tries again.
     loading.catch(() => {
       if (this.cache.get(sha256) === loading) this.cache.delete(sha256);
     });
     return loading;
+  }
+
+  private keep(sha256: string, loaded: Promise<LoadedTree>): void {
+    this.cache.delete(sha256);
+    this.cache.set(sha256, loaded);
+    if (this.cache.size > MANIFEST_CACHE) this.cache.delete(this.cache.keys().next().value!);
   }
 
   private async read(sha256: string): Promise<LoadedTree> {
