@@ -84,8 +84,12 @@ export function encode(write: (sink: Sink) => void): Buffer {
 
 export class Reader {
   private offset = 0;
+  /** One view over the whole input: a field is read in place, with no view or copy made for it. */
+  private readonly data: DataView;
 
-  constructor(private readonly buf: Uint8Array) {}
+  constructor(private readonly buf: Uint8Array) {
+    this.data = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
 
   get remaining(): number {
     return this.buf.length - this.offset;
@@ -95,30 +99,31 @@ export class Reader {
     return this.offset;
   }
 
-  private take(n: number, what: string): Uint8Array {
+  /** Where a field of `n` bytes starts; the reader moves past it. */
+  private advance(n: number, what: string): number {
     if (n > this.remaining) {
       throw new GroupcastError(ErrorCode.WIRE_SHORT, `truncated ${what}: need ${n} bytes, have ${this.remaining}`);
     }
-    const view = this.buf.subarray(this.offset, this.offset + n);
+    const at = this.offset;
     this.offset += n;
-    return view;
+    return at;
   }
 
-  private view(n: number, what: string): DataView {
-    const bytes = this.take(n, what);
-    return new DataView(bytes.buffer, bytes.byteOffset, n);
+  private take(n: number, what: string): Uint8Array {
+    const at = this.advance(n, what);
+    return this.buf.subarray(at, at + n);
   }
 
-  u8(what = 'u8'): number { return this.view(1, what).getUint8(0); }
-  u16(what = 'u16'): number { return this.view(2, what).getUint16(0); }
-  u32(what = 'u32'): number { return this.view(4, what).getUint32(0); }
+  u8(what = 'u8'): number { return this.data.getUint8(this.advance(1, what)); }
+  u16(what = 'u16'): number { return this.data.getUint16(this.advance(2, what)); }
+  u32(what = 'u32'): number { return this.data.getUint32(this.advance(4, what)); }
 
   u64(what = 'u64'): number {
-    const value = this.view(8, what).getBigUint64(0);
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new GroupcastError(ErrorCode.WIRE_FIELD, `${what} is larger than 2^53-1`);
-    }
-    return Number(value);
+    const at = this.advance(8, what);
+    const high = this.data.getUint32(at);
+    // 2^53-1 is the largest a number holds exactly: its high word is at most 2^21-1.
+    if (high >= 2 ** 21) throw new GroupcastError(ErrorCode.WIRE_FIELD, `${what} is larger than 2^53-1`);
+    return high * 2 ** 32 + this.data.getUint32(at + 4);
   }
 
   /** A copy, so the result never pins or aliases the input buffer. */
