@@ -59,6 +59,18 @@ describe('TreePack', () => {
     expect(await temporaries()).toEqual([]);
   });
 
+  it('packs more small files than its write buffer holds, in order, each at the sum of the sizes before it', async () => {
+    // 40 files of up to 256 KiB: about 6 MiB, several times what is read before a write.
+    const files = Array.from({ length: 40 }, (_, i) => randomBytes(i % 3 === 0 ? 262_144 : 150_000 + i));
+    await Promise.all(files.map((bytes, i) => writeFile(join(dir, `many-${i}`), bytes)));
+    const pack = store.openPack();
+    for (const [i, bytes] of files.entries()) expect(await pack.append(join(dir, `many-${i}`))).toEqual({ sha256: sha256(bytes), size: bytes.length });
+    const tree = 'cd'.repeat(32);
+    await pack.commit(tree);
+    await pack.discard();
+    expect((await readFile(store.packPath(tree))).equals(Buffer.concat(files))).toBe(true);
+  });
+
   it('leaves a file over the small size to ingest', async () => {
     await writeFile(join(dir, 'large'), randomBytes(300_000));
     const pack = store.openPack();

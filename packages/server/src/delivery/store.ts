@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { closeSync, constants, fstatSync, fsync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -204,17 +204,30 @@ export class ContentStore {
 }
 
 /**
+ * Bytes of small files read into a tree pack's buffer before it is written: a few large writes instead
+ * of one per file. Room for two of the largest (each read one byte past its size).
+ */
+const PACK_BATCH = 4 * (SMALL_FILE_BYTES + 1);
+
+/**
  * A tree's small files (SMALL_FILE_BYTES at most) written one after the other into one file in the
  * store, in the order they are appended (the tree's manifest order). Each is read with synchronous
  * calls — a dozen microseconds on the loop instead of a dozen trips through the thread pool — with
  * ingest's checks: opened without following a link or waiting, a regular file, read whole, kept only
- * if it did not change meanwhile (else read again, then SOURCE_CHANGED). Written under a temporary
- * name, fsynced, then named after the manifest (commit; the caller fsyncs the store's directory): a
- * crash before leaves nothing prune() keeps.
+ * if it did not change meanwhile (else read again, then SOURCE_CHANGED). Files are read straight into
+ * a buffer (PACK_BATCH) that is written when full. Written under a temporary name, fsynced, then named
+ * after the manifest (commit; the caller fsyncs the store's directory): a crash before leaves nothing
+ * prune() keeps.
  */
 export class TreePack {
   private fd: number | undefined;
+  /** Bytes appended, written or still in the batch. */
   private size = 0;
+  private readonly batch = Buffer.allocUnsafe(PACK_BATCH);
+  /** Bytes at the batch's start not written yet: the pack's last ones. */
+  private batched = 0;
+  /** The source appended last: a write that fails is named by it. */
+  private lastSource = '';
 
   constructor(private readonly store: ContentStore, private readonly temp: string) {}
 
@@ -224,23 +237,34 @@ export class TreePack {
    * holds the loop (LoopTurns).
    */
   async append(source: string): Promise<StoredFile | undefined> {
-    const bytes = readSmallSource(source);
-    if (!bytes) return undefined;
+    this.lastSource = source;
+    // The temporary is made at the first append (a crash mid-ingest leaves it to prune()), then written as the batch fills.
+    if (this.fd === undefined || this.batch.length - this.batched < SMALL_FILE_BYTES + 1) await this.flush();
+    const length = readSmallSource(source, this.batch, this.batched);
+    if (length === undefined) return undefined;
+    const bytes = this.batch.subarray(this.batched, this.batched + length);
+    this.batched += length;
+    this.size += length;
+    return { sha256: hash('sha256', bytes, 'hex'), size: length };
+  }
+
+  /** Writes the batch; a failure is the store's, named by the source appended last. */
+  private async flush(): Promise<void> {
     try {
       this.fd ??= openSync(this.temp, 'wx', 0o600);
-      writeFullySync(this.fd, bytes, this.size);
+      writeFullySync(this.fd, this.batch.subarray(0, this.batched), this.size - this.batched);
     } catch (err) {
-      // What is not the source's fault is the store's: a full disk says how much was needed and how much is free.
-      throw await this.store.storeError(source, bytes.length, err);
+      // A full disk says how much was needed and how much is free.
+      throw await this.store.storeError(this.lastSource, this.batched, err);
     }
-    this.size += bytes.length;
-    return { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+    this.batched = 0;
   }
 
   /** Syncs the pack and names it after the tree's manifest (a pack of the same tree there has the same bytes). */
   async commit(treeSha256: string): Promise<void> {
     try {
       // A tree without small files has an empty pack: every tree has one.
+      await this.flush();
       this.fd ??= openSync(this.temp, 'wx', 0o600);
       // On the thread pool: the loop keeps serving other members while the disk takes the pack.
       await fsyncAsync(this.fd);
@@ -262,8 +286,11 @@ export class TreePack {
   }
 }
 
-/** A small source's bytes, with ingest's checks (TreePack.append); undefined when it is not small (any more). */
-function readSmallSource(source: string): Buffer | undefined {
+/**
+ * A small source's bytes, with ingest's checks (TreePack.append), read into `target` at `at` (room for
+ * SMALL_FILE_BYTES + 1): their length, or undefined when it is not small (any more).
+ */
+function readSmallSource(source: string, target: Buffer, at: number): number | undefined {
   let fd: number;
   try {
     fd = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -275,9 +302,9 @@ function readSmallSource(source: string): Buffer | undefined {
     if (!before.isFile()) throw new GroupcastError(ErrorCode.USAGE, `${source} is not a regular file (${kindOf(before)})`);
     for (let attempt = 1; attempt <= INGEST_ATTEMPTS; attempt++) {
       if (before.size > BigInt(SMALL_FILE_BYTES)) return undefined;
-      const bytes = readWholeSync(source, fd, Number(before.size));
+      const length = readWholeSync(source, fd, target.subarray(at, at + Number(before.size) + 1));
       const after = statSyncOf(source, fd);
-      if (unchanged(before, after, bytes.length)) return bytes;
+      if (unchanged(before, after, length)) return length;
       before = after;
     }
     throw sourceChanged(source);
@@ -335,17 +362,17 @@ function statSyncOf(source: string, fd: number): BigIntStats {
 }
 
 /**
- * Reads a small source from its start until its end (`expected` bytes, or more if it grew: one byte
- * past is enough to tell), synchronously. A read error is the source's.
+ * Reads a small source from its start into `buffer` until its end (one byte less than the buffer
+ * holds, or more if it grew: one byte past is enough to tell), synchronously: the bytes read. A read
+ * error is the source's.
  */
-function readWholeSync(source: string, fd: number, expected: number): Buffer {
-  const buffer = Buffer.alloc(expected + 1);
+function readWholeSync(source: string, fd: number, buffer: Buffer): number {
   let position = 0;
   try {
     for (;;) {
       const read = readSync(fd, buffer, position, buffer.length - position, position);
       position += read;
-      if (read === 0 || position === buffer.length) return buffer.subarray(0, position);
+      if (read === 0 || position === buffer.length) return position;
     }
   } catch (err) {
     throw sourceError(source, err);

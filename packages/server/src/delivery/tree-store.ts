@@ -24,7 +24,7 @@ import type { ContentStore, IngestProgress, StoredFile } from './store.js';
  * each copy is a dozen trips through the thread pool, and enough of them in flight keep it busy.
  */
 const TREE_INGEST_CONCURRENCY = 32;
-/** System calls packing a small file makes (open, two fstats, read, write, close): what it costs the loop. */
+/** System calls packing a small file makes (open, two fstats, a read and the read that finds its end, close; its write is batched): what it costs the loop. */
 const SMALL_INGEST_CALLS = 6;
 /** Problems (symbolic links, special files) one refusal lists; the count says how many more. */
 const MAX_LISTED = 20;
