@@ -248,8 +248,8 @@ export class TreePack {
     return { sha256: hash('sha256', bytes, 'hex'), size: length };
   }
 
-  /** Writes the batch; a failure is the store's, named by the source appended last. */
-  private async flush(): Promise<void> {
+  /** Writes the batch, making the pack's temporary first if need be: its descriptor. A failure is the store's, named by the source appended last. */
+  private async flush(): Promise<number> {
     try {
       this.fd ??= openSync(this.temp, 'wx', 0o600);
       writeFullySync(this.fd, this.batch.subarray(0, this.batched), this.size - this.batched);
@@ -258,16 +258,16 @@ export class TreePack {
       throw await this.store.storeError(this.lastSource, this.batched, err);
     }
     this.batched = 0;
+    return this.fd;
   }
 
   /** Syncs the pack and names it after the tree's manifest (a pack of the same tree there has the same bytes). */
   async commit(treeSha256: string): Promise<void> {
     try {
-      // A tree without small files has an empty pack: every tree has one.
-      await this.flush();
-      this.fd ??= openSync(this.temp, 'wx', 0o600);
+      // A tree without small files has an empty pack (flush makes it): every tree has one.
+      const fd = await this.flush();
       // On the thread pool: the loop keeps serving other members while the disk takes the pack.
-      await fsyncAsync(this.fd);
+      await fsyncAsync(fd);
     } finally {
       this.closeFd();
     }
