@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode, type Manifest, type ManifestEntry } from '../../packages/shared/src/index.js';
-import { IncomingTree } from '../../packages/client/src/receive/tree-staging.js';
+import { IncomingTree, stagedPath } from '../../packages/client/src/receive/tree-staging.js';
 
 /**
  * A tree staged from DATA payloads that cut its small files anywhere (PROTOCOL.md §7.7): small files are
@@ -84,5 +84,20 @@ describe('IncomingTree', () => {
     expect(tree.complete).toBe(true);
     await tree.seal();
     expect((await readFile(join(staging, 'a/small'))).equals(contents['a/small']!)).toBe(true);
+  });
+});
+
+describe('stagedPath', () => {
+  const at = (path: string): ManifestEntry => ({ kind: 'file', path, size: 0, mode: 0o644, sha256: Buffer.alloc(0), pieces: Buffer.alloc(0) });
+
+  it('puts an entry under its staging directory, as resolving the two would', () => {
+    for (const path of ['a', 'a/b/c', '.env', '..a', 'a..b/c', 'a/.b', 'a/b..']) {
+      expect(stagedPath('staging/dir', at(path))).toBe(resolve('staging/dir', path));
+      expect(stagedPath('/abs/dir', at(path))).toBe(resolve('/abs/dir', path));
+    }
+  });
+
+  it.each(['', '.', '..', '../x', 'a/../../x', 'a/..', '/etc/passwd', 'a//b', 'a/./b', './a', 'a/', 'a/.'])('refuses %j, which could leave the directory', (path) => {
+    expect(() => stagedPath('/abs/dir', at(path))).toThrow(expect.objectContaining({ code: ErrorCode.NAME }));
   });
 });
