@@ -63,7 +63,8 @@ export class FrameReader extends Writable {
       this.buffered -= n;
       return out;
     }
-    const out = this.takeBody?.(n) ?? Buffer.alloc(n);
+    // Not zeroed: every byte of it is copied over below (`buffered` holds at least n).
+    const out = this.takeBody?.(n) ?? Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
       const head = this.chunks[0];
