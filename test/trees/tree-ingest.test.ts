@@ -53,6 +53,7 @@ describe('TreePack', () => {
     expect(await pack.append(join(dir, 'a'))).toEqual({ sha256: sha256(a), size: a.length });
     expect(await pack.append(join(dir, 'b'))).toEqual({ sha256: sha256(b), size: b.length });
     const tree = 'ab'.repeat(32);
+    await pack.sync();
     await pack.commit(tree);
     await pack.discard();
     expect((await readFile(store.packPath(tree))).equals(Buffer.concat([a, b]))).toBe(true);
@@ -66,6 +67,7 @@ describe('TreePack', () => {
     const pack = store.openPack();
     for (const [i, bytes] of files.entries()) expect(await pack.append(join(dir, `many-${i}`))).toEqual({ sha256: sha256(bytes), size: bytes.length });
     const tree = 'cd'.repeat(32);
+    await pack.sync();
     await pack.commit(tree);
     await pack.discard();
     expect((await readFile(store.packPath(tree))).equals(Buffer.concat(files))).toBe(true);

@@ -215,7 +215,7 @@ const PACK_BATCH = 4 * (SMALL_FILE_BYTES + 1);
  * calls — a dozen microseconds on the loop instead of a dozen trips through the thread pool — with
  * ingest's checks: opened without following a link or waiting, a regular file, read whole, kept only
  * if it did not change meanwhile (else read again, then SOURCE_CHANGED). Files are read straight into
- * a buffer (PACK_BATCH) that is written when full. Written under a temporary name, fsynced, then named
+ * a buffer (PACK_BATCH) that is written when full. Written under a temporary name, fsynced (sync), then named
  * after the manifest (commit; the caller fsyncs the store's directory): a crash before leaves nothing
  * prune() keeps.
  */
@@ -261,8 +261,8 @@ export class TreePack {
     return this.fd;
   }
 
-  /** Syncs the pack and names it after the tree's manifest (a pack of the same tree there has the same bytes). */
-  async commit(treeSha256: string): Promise<void> {
+  /** Writes what is left and syncs the pack, once every file is appended: its manifest can be built meanwhile. */
+  async sync(): Promise<void> {
     try {
       // A tree without small files has an empty pack (flush makes it): every tree has one.
       const fd = await this.flush();
@@ -271,6 +271,10 @@ export class TreePack {
     } finally {
       this.closeFd();
     }
+  }
+
+  /** Names the synced pack after the tree's manifest (a pack of the same tree there has the same bytes). */
+  async commit(treeSha256: string): Promise<void> {
     await rename(this.temp, this.store.packPath(treeSha256));
   }
 

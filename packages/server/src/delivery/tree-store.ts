@@ -210,7 +210,11 @@ async function storeTree(store: ContentStore, tree: WalkedTree, progress?: Inges
     // Both run at once: the large copies wait on the thread pool while the loop packs small files.
     // Both are settled before the pack is discarded on a failure: no copy is left running.
     for (const outcome of await Promise.allSettled([packSmall(), storeLarge])) if (outcome.status === 'rejected') throw outcome.reason;
-    const { bytes, manifest } = await treeManifest(store, tree, stored);
+    // The disk takes the pack while the manifest is built.
+    const [synced, built] = await Promise.allSettled([pack.sync(), treeManifest(store, tree, stored)]);
+    if (synced.status === 'rejected') throw synced.reason;
+    if (built.status === 'rejected') throw built.reason;
+    const { bytes, manifest } = built.value;
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     await pack.commit(sha256);
     const temp = store.ingestPath();
