@@ -205,7 +205,7 @@ export class ContentStore {
 
 /**
  * Bytes of small files read into a tree pack's buffer before it is written: a few large writes instead
- * of one per file. Room for two of the largest (each read one byte past its size).
+ * of one per file. Room for four of the largest (each read one byte past its size).
  */
 const PACK_BATCH = 4 * (SMALL_FILE_BYTES + 1);
 
@@ -227,7 +227,7 @@ export class TreePack {
   /** Bytes at the batch's start not written yet: the pack's last ones. */
   private batched = 0;
   /** The source appended last: a write that fails is named by it. */
-  private lastSource = '';
+  private lastSource = "the tree's small files";
 
   constructor(private readonly store: ContentStore, private readonly temp: string) {}
 
