@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../packages/shared/src/errors.js';
-import { MAX_TREE_ENTRIES, MAX_TREE_PATH, treeProblems, validateTree, type TreePath } from '../../packages/shared/src/tree-paths.js';
+import { MAX_TREE_ENTRIES, MAX_TREE_PATH, sortTreePaths, treeProblems, validateTree, type TreePath } from '../../packages/shared/src/tree-paths.js';
 import { decodeManifest, encodeManifest, type Manifest, type ManifestEntry } from '../../packages/shared/src/wire/manifest.js';
 import { decodeFrame, encodeFrame, MAX_TREE_MANIFEST_BYTES } from '../../packages/shared/src/wire/frames.js';
 import { expectCode, plain } from './helpers.js';
@@ -69,7 +69,9 @@ describe('tree paths', () => {
 
   it('orders paths by their UTF-8 bytes, also where UTF-16 code units order them otherwise', () => {
     // U+E000 is EE 80 80 in UTF-8, before U+10000 (F0 90 80 80); in UTF-16 the surrogate D800 comes first.
-    expect(treeProblems([file('b'), file('\u00e9'), file('\ue000'), file('\u{10000}')])).toEqual([]);
+    const ordered = [dir('a'), file('a-b'), file('a/c'), file('b'), file('\u00e9'), file('\ue000'), file('\u{10000}')];
+    expect(treeProblems(ordered)).toEqual([]);
+    expect(sortTreePaths([...ordered].reverse())).toEqual(ordered);
   });
 
   it.each([

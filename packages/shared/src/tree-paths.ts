@@ -39,6 +39,13 @@ function byteOrder(a: string, aAscii: boolean, b: string, bAscii: boolean): numb
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+/** Entries in the order a tree lists them (treeProblems checks it): byte order of their paths' UTF-8. */
+export function sortTreePaths<T extends TreePath>(entries: readonly T[]): T[] {
+  const keyed = entries.map((entry) => ({ entry, ascii: ASCII.test(entry.path) }));
+  keyed.sort((a, b) => byteOrder(a.entry.path, a.ascii, b.entry.path, b.ascii));
+  return keyed.map(({ entry }) => entry);
+}
+
 /**
  * Why one path is unsafe on its own, or undefined. With `parentChecked` (its directory is an earlier
  * entry, which passed this check) only its last component is new.

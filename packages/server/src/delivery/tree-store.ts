@@ -4,7 +4,7 @@ import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   choosePieceSize, decodeManifest, encodeManifest, errnoCode, fsyncDir, ErrorCode, GroupcastError, hashFromHandle, MAX_TREE_ENTRIES, MAX_TREE_MANIFEST_BYTES,
-  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, treeProblems,
+  LoopTurns, MAX_TREE_PIECES, MIN_PIECE_SIZE, MAX_PIECE_SIZE, PieceHasher, pieceCount, SMALL_FILE_BYTES, sortTreePaths, treeProblems,
   type EntryKind, type Manifest, type ManifestEntry,
 } from '@groupcast/shared';
 import type { SourceFile } from './byte-source.js';
@@ -53,13 +53,6 @@ function refusedKind(info: { isSymbolicLink(): boolean; isFIFO(): boolean; isSoc
   return 'a device';
 }
 
-/** Sorts entries in byte order of their UTF-8 paths, each path encoded once (not twice per comparison). */
-function sortByBytes(entries: WalkedEntry[]): WalkedEntry[] {
-  const keyed = entries.map((entry) => ({ entry, key: Buffer.from(entry.path) }));
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-  return keyed.map(({ entry }) => entry);
-}
-
 /**
  * Lists a directory for distribution: regular files, directories (empty ones too) and their modes, in
  * byte order of their paths. Anything else inside (a symbolic link, a FIFO, a socket, a device) and any
@@ -104,7 +97,7 @@ export async function walkTree(root: string): Promise<WalkedTree> {
       }
     }
   }
-  const sorted = sortByBytes(entries);
+  const sorted = sortTreePaths(entries);
   const problems = [...refused, ...treeProblems(sorted)];
   if (problems.length > 0) {
     const more = problems.length > MAX_LISTED ? `\n  … and ${problems.length - MAX_LISTED} more` : '';
