@@ -33,7 +33,10 @@ describe('distribute a directory', () => {
     expect(result.transfers).toHaveLength(1);
     expect(result.transfers[0]).toMatchObject({ name: 'site', kind: 'tree', files: 6 });
     expect(result.deliveries.map((d) => [d.state, d.files])).toEqual([['delivered', 6], ['delivered', 6]]);
-    const transfer = String((await recorded).transfer);
+    const line = await recorded;
+    const transfer = String(line.transfer);
+    // How long walking, storing and recording the tree took, for the operator.
+    expect(line.storedMs).toEqual(expect.any(Number));
     const expected = underUmask(await listTree(source));
     for (const member of [alice, bob]) {
       const placed = finalPath(member, GROUP, 'site');

@@ -184,6 +184,7 @@ export class Distributor extends EventEmitter<DistributorEvents> {
     options: { rate?: number | undefined; to?: readonly PeerId[] | undefined; onStoring?: (path: string, position: number, size: number) => void } = {},
   ): Promise<{ transfers: TransferRecord[]; members: PeerId[] }> {
     const { membership, store, outbox, log } = this.options;
+    const started = performance.now();
     if (!membership.hasGroup(group)) throw new GroupcastError(ErrorCode.UNKNOWN_GROUP, `no group named "${group}"`);
     const names = paths.map((path) => validateFileName(basename(path)));
     const to = options.to && new Set(options.to);
@@ -225,6 +226,8 @@ export class Distributor extends EventEmitter<DistributorEvents> {
           transfers.push(transfer);
           log.info({
             transfer: transfer.id, group, file: transfer.name, bytes: transfer.size, members: members.length, ...(transfer.kind ? { files: transfer.files } : {}),
+            // Walking, storing and recording, from the operator's request: what the first delivery waited for.
+            storedMs: Math.round(performance.now() - started),
           }, 'distribution recorded');
         }
         // Sending starts with the first files recorded: storing the next ones overlaps delivering these.
