@@ -133,6 +133,29 @@ describe('precedence: flag > environment > file > default', () => {
     expect(await nameWith({ env: { GROUPCAST_NAME: 'from-env' } })).toMatchObject({ name: 'from-env' });
     expect(await nameWith({ env: { GROUPCAST_NAME: 'from-env' }, flags: ['--name', 'from-flag'] })).toMatchObject({ name: 'from-flag' });
   });
+
+  it('the member takes each setting from the highest layer that sets it; the file is found in $XDG_CONFIG_HOME', async () => {
+    const dir = await h.dir('client-layers');
+    await mkdir(join(dir, 'xdg', 'groupcast'), { recursive: true });
+    await writeFile(join(dir, 'xdg', 'groupcast', 'client.json'), JSON.stringify({ name: 'from-file', join: ['Developers'], trustFirstServer: true }));
+    const env = { XDG_CONFIG_HOME: join(dir, 'xdg') };
+    const settingsWith = async (layers: { env?: Record<string, string>; flags?: string[] }): Promise<{ name: string; groups: Array<{ name: string }> }> => {
+      const state = join(dir, `state-${Math.random().toString(36).slice(2)}`);
+      const client = h.spawn('client', CLIENT_BIN, [
+        '--state-dir', state, '--downloads', join(dir, 'downloads'), '--interface', '127.0.0.1', '--port', String(testPort()), '--peer-port', '0', ...(layers.flags ?? []),
+      ], { ...env, ...layers.env });
+      await client.waitForMsg('group-client running');
+      const status = await h.run(CLIENT_BIN, ['status', '--json', '--state-dir', state], 30_000, env);
+      await client.stop();
+      expect(status.code, status.stderr).toBe(0);
+      return (JSON.parse(status.stdout) as { status: { name: string; groups: Array<{ name: string }> } }).status;
+    };
+    const fromFile = await settingsWith({});
+    expect(fromFile.name).toBe('from-file');
+    expect(fromFile.groups.map((g) => g.name)).toEqual(['Developers']);
+    expect((await settingsWith({ env: { GROUPCAST_NAME: 'from-env' } })).name).toBe('from-env');
+    expect((await settingsWith({ env: { GROUPCAST_NAME: 'from-env' }, flags: ['--name', 'from-flag'] })).name).toBe('from-flag');
+  });
 });
 
 describe('bad flags: exit 2 with a clear message; --help has examples', () => {
