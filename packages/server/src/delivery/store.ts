@@ -233,8 +233,8 @@ export class TreePack {
 
   /**
    * Appends the file's bytes; undefined (nothing appended) when it is larger than a small file by now:
-   * ingest it as any file. All of it runs before the first await: a caller appending many in a row
-   * holds the loop (LoopTurns).
+   * ingest it as any file. Every call it makes is synchronous (a write only when the batch is full):
+   * a caller appending many in a row holds the loop, and gives it turns (LoopTurns).
    */
   async append(source: string): Promise<StoredFile | undefined> {
     this.lastSource = source;
