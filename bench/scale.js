@@ -7,6 +7,7 @@
 // The time runs, as in the throughput benchmark, from "distribution recorded" to the last "delivered"
 // on the server's log clock.
 
+import { availableParallelism } from 'node:os';
 import { cpuSeconds, deliveryBytes, MiB, SERVER_BIN } from './lib/lab.js';
 
 const round = (n, d = 2) => Number(n.toFixed(d));
@@ -133,6 +134,7 @@ export async function scale(lab, { file, size, memberCounts, mbit, wideConcurren
       fileBytes: size,
       ...(treeFiles === undefined ? {} : { treeFiles }),
       mbit,
+      cores: availableParallelism(),
       rows,
       ...(wideRow ? { wideConcurrency: wideRow } : {}),
       targets: {
@@ -147,11 +149,13 @@ export async function scale(lab, { file, size, memberCounts, mbit, wideConcurren
 
 const mib = (bytes) => (bytes / MiB).toFixed(1);
 
-export function scaleTables({ fileBytes, mbit, rows, wideConcurrency, treeFiles }) {
-  const header = ['members', 'peers', 'time s', 't(N)/t(1)', 'first done s', 'server sent MiB', 'server ÷ file', 'from peers MiB', 'CPU s (all)', 'CPU ÷ CPU(1)'];
+export function scaleTables({ fileBytes, mbit, rows, wideConcurrency, treeFiles, cores }) {
+  // How much of the machine's CPU the run kept busy: near 100%, the cores, not the shaped links, set its time.
+  const busy = (r) => (cores ? `${Math.round((100 * r.cpuSeconds) / (r.wallSeconds * cores))}%` : '—');
+  const header = ['members', 'peers', 'time s', 't(N)/t(1)', 'first done s', 'server sent MiB', 'server ÷ file', 'from peers MiB', 'CPU s (all)', 'CPU ÷ CPU(1)', 'cores busy'];
   const line = (r) => [
     `${r.members}${r.concurrency ? ` (--concurrency ${r.concurrency})` : ''}`, r.peers ? 'yes' : 'no', r.wallSeconds.toFixed(2), `${r.timeVsOne.toFixed(2)}×`,
-    r.firstDeliveredSeconds.toFixed(2), mib(r.serverBytes), `${r.serverCopies.toFixed(2)}×`, mib(r.peerBytes), r.cpuSeconds.toFixed(1), `${r.cpuVsOne.toFixed(2)}×`,
+    r.firstDeliveredSeconds.toFixed(2), mib(r.serverBytes), `${r.serverCopies.toFixed(2)}×`, mib(r.peerBytes), r.cpuSeconds.toFixed(1), `${r.cpuVsOne.toFixed(2)}×`, busy(r),
   ];
   return [{
     title: `Scale: ${treeFiles === undefined ? '' : `a tree of ${treeFiles} files, `}${mib(fileBytes)} MiB to N members, every host's link shaped to ${mbit} Mbit/s each way (tc tbf)`,
