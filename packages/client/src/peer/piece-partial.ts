@@ -6,6 +6,15 @@ import { openPartial, PartialFile } from '../receive/partial-file.js';
 import type { PieceStore } from './swarm.js';
 
 /**
+ * How far ahead of the prefix hash a piece may be and still be hashed from the buffers it arrived in:
+ * one further on waits for the hash to read back every held piece before it, so it is read back too
+ * rather than kept. Bounds the memory the hash holds to about this plus one piece, whatever the file's
+ * size: on one box a member whose low piece came late held every piece that arrived while the hash read
+ * back the run behind it (444 MiB for a 1 GiB file, 4 members).
+ */
+export const HASH_HOLD_BYTES = 2 * 1024 * 1024;
+
+/**
  * A transfer's partial when pieces arrive in any order, from the server and from peers: a file of the
  * full size (sparse until written) and the set of pieces it holds. Nothing is trusted from a previous
  * run: opening re-reads the partial and holds exactly the pieces whose bytes match the manifest, so a
@@ -88,12 +97,12 @@ export class PiecePartial extends PartialFile implements PieceStore {
   async write(piece: number, chunks: readonly Uint8Array[], release?: () => void): Promise<void> {
     await writeChunks(this.openHandle(), chunks, piece * this.pieces.pieceSize);
     this.held.set(piece);
-    // The buffers are kept for the hash only if the prefix will reach this piece without waiting for
-    // another: pieces that arrived ahead are read back later instead of held in memory. Decided here,
-    // not in the step: a step that named `chunks` would hold them until it ran, and steps queue up
-    // behind read-backs (on one CPU-bound box nearly every piece arrives ahead, and a member held
-    // ~1,000 queued 256 KiB pieces, 250 MiB, until its prefix caught up).
-    if (this.prefixReaches(piece)) this.queueHashStep({ piece, chunks }, release);
+    // The buffers are kept for the hash only if the prefix will reach this piece soon: without waiting
+    // for another piece, and within HASH_HOLD_BYTES of where the hash is. The others are read back
+    // later instead of held in memory. Decided here, not in the step: a step that named `chunks` would
+    // hold them until it ran, and steps queue up behind read-backs (on one CPU-bound box nearly every
+    // piece arrives ahead, and a member held ~1,000 queued 256 KiB pieces, 250 MiB, until its prefix caught up).
+    if (this.hashesSoon(piece)) this.queueHashStep({ piece, chunks }, release);
     else {
       release?.();
       this.queueHashStep(undefined, undefined);
@@ -109,7 +118,8 @@ export class PiecePartial extends PartialFile implements PieceStore {
       .finally(release);
   }
 
-  private prefixReaches(piece: number): boolean {
+  private hashesSoon(piece: number): boolean {
+    if ((piece - this.hashedPieces) * this.pieces.pieceSize > HASH_HOLD_BYTES) return false;
     for (let i = this.hashedPieces; i < piece; i++) if (!this.held.has(i)) return false;
     return true;
   }
