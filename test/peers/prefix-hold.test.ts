@@ -36,6 +36,21 @@ async function writeAhead(partial: PiecePartial): Promise<Array<WeakRef<Buffer>>
   return ahead;
 }
 
+/** Read-backs wait until the test calls `release`: the hash is stuck behind the first meanwhile (`blocked` says it got there). */
+function holdReadBacks(partial: PiecePartial): { blocked: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let readingBack!: () => void;
+  const blocked = new Promise<void>((resolve) => (readingBack = resolve));
+  const readInto = partial.readInto.bind(partial);
+  partial.readInto = async (position, into) => {
+    readingBack();
+    await released;
+    return readInto(position, into);
+  };
+  return { blocked, release };
+}
+
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
@@ -48,17 +63,7 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 describe('the prefix hash of a partial written in any order', () => {
   it('does not hold the buffers of pieces that arrived ahead while it reads back earlier ones', async () => {
     const partial = await PiecePartial.open(join(dir, 'file.part'), SIZE, { pieceSize: MIN_PIECE_SIZE, hashes }, new AbortController().signal);
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let readingBack!: () => void;
-    const blocked = new Promise<void>((resolve) => (readingBack = resolve));
-    const readInto = partial.readInto.bind(partial);
-    // The first read-back waits until the test lets it go: the hash is stuck behind it meanwhile.
-    partial.readInto = async (position, into) => {
-      readingBack();
-      await released;
-      return readInto(position, into);
-    };
+    const { blocked, release } = holdReadBacks(partial);
 
     await partial.write(1, [Buffer.from(piece(1))]);
     await partial.write(0, [Buffer.from(piece(0))]);
@@ -87,16 +92,7 @@ describe('the prefix hash of a partial written in any order', () => {
     const longHashes = Buffer.concat(Array.from({ length: count }, (_, i) => createHash('sha256').update(at(i)).digest()));
     const partial = await PiecePartial.open(join(dir, 'long.part'), count * MIN_PIECE_SIZE, { pieceSize: MIN_PIECE_SIZE, hashes: longHashes }, new AbortController().signal);
     for (let i = 1; i < 12; i++) await partial.write(i, [Buffer.from(at(i))]);
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let readingBack!: () => void;
-    const blocked = new Promise<void>((resolve) => (readingBack = resolve));
-    const readInto = partial.readInto.bind(partial);
-    partial.readInto = async (position, into) => {
-      readingBack();
-      await released;
-      return readInto(position, into);
-    };
+    const { blocked, release } = holdReadBacks(partial);
     await partial.write(0, [Buffer.from(at(0))]);
     await blocked;
     // The hash stands at piece 1: piece 12 is further ahead of it than the hash may hold.
