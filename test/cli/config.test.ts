@@ -113,6 +113,23 @@ describe('config errors name the file and the field, exit 2', () => {
   });
 });
 
+describe('the member\'s config file, named', () => {
+  it('a missing file named with --config is an error; GROUPCAST_CONFIG names the file read', async () => {
+    const dir = await h.dir('client-named');
+    const missing = await h.run(CLIENT_BIN, ['id', '--config', '/nonexistent/groupcast-client.json', '--state-dir', join(dir, 'state')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('cannot read config /nonexistent/groupcast-client.json: no such file');
+    const path = join(dir, 'client.json');
+    await writeFile(path, '{ "onReceiveJobs": 0 }');
+    const named = await h.run(CLIENT_BIN, ['id', '--state-dir', join(dir, 'state')], 30_000, { GROUPCAST_CONFIG: path });
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain(`config ${path}: onReceiveJobs: `);
+    const json = await h.run(CLIENT_BIN, ['status', '--json', '--config', path, '--state-dir', join(dir, 'state')]);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'GC_ERR_USAGE' } });
+  });
+});
+
 describe('precedence: flag > environment > file > default', () => {
   it('the server takes each setting from the highest layer that sets it; the file is found in $XDG_CONFIG_HOME', async () => {
     const dir = await h.dir('layers');

@@ -8,7 +8,7 @@ import {
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { readClientConfig, STARTER_CLIENT_CONFIG } from './config.js';
+import { parseArgs } from 'node:util';
 import { startClient } from './daemon.js';
 import { formatGroupListing } from './discovery/groups-table.js';
 import { listGroups } from './discovery/list-groups.js';
@@ -200,7 +200,7 @@ async function printStatus(argv: Args & { json: boolean; recent: number }): Prom
 async function init(argv: Args & { force: boolean; config?: string }): Promise<void> {
   try {
     const path = resolve(argv.config ?? defaultInitPath('client'));
-    await writeStarterConfig(path, STARTER_CLIENT_CONFIG, argv.force);
+    await writeStarterConfig(path, (await import('./config.js')).STARTER_CLIENT_CONFIG, argv.force);
     const found = configSearchPath('client').includes(path);
     process.stdout.write(`wrote ${path}\nnext: set "join" (and "serverId", or pass a join code once with --code), then start the member:\n  group-client${found ? '' : ` --config ${path}`}\n`);
   } catch (err) {
@@ -209,16 +209,40 @@ async function init(argv: Args & { force: boolean; config?: string }): Promise<v
 }
 
 const args = hideBin(process.argv);
-// `init` writes the file --config names, so that file is not read first (it may not exist yet).
-const initializing = args[0] === 'init';
+
+/** A command-line or config problem before a command runs: exit 2, as JSON when the command was asked for JSON. */
+function usageFailure(text: string): never {
+  if (wantsJson(args)) process.stdout.write(errorJson(ErrorCode.USAGE, text));
+  else process.stderr.write(`group-client: ${text}\nRun group-client --help for usage.\n`);
+  process.exit(2);
+}
+
+/**
+ * The config file's settings (--config, GROUPCAST_CONFIG or the first file of the search path), read
+ * before yargs parses: yargs' own loader must be synchronous, and the file's schema brings zod, which
+ * a member without a file (and `--version`, `status`) need not load. `init` writes the file --config
+ * names, so that file is not read (it may not exist yet).
+ */
+async function configFileSettings(): Promise<Record<string, unknown>> {
+  if (args[0] === 'init') return {};
+  const named = parseArgs({ args, options: { config: { type: 'string' } }, strict: false, allowPositionals: true }).values.config;
+  const path = findConfigFile('client', typeof named === 'string' ? resolve(named) : process.env.GROUPCAST_CONFIG);
+  if (path === undefined) return {};
+  try {
+    return await (await import('./config.js')).readClientConfig(path);
+  } catch (err) {
+    return usageFailure((err as Error).message);
+  }
+}
 
 await yargs(args)
   .scriptName('group-client')
   .usage('$0 [command] [options]\n\nThe groupcast member daemon: finds the server, joins groups, receives files.')
   .env('GROUPCAST')
   .options(OPTIONS)
-  .config('config', `config file (JSON with comments) [default: the first of ${configSearchPath('client').join(', ')} that exists]`, (path) => (initializing ? {} : readClientConfig(path)))
+  .option('config', { type: 'string', describe: `config file (JSON with comments) [default: the first of ${configSearchPath('client').join(', ')} that exists]` })
   .default('config', findConfigFile('client', undefined))
+  .config(await configFileSettings())
   .command(['start', '$0'], 'run the member daemon (default)', (y) => y
     .example('$0 --join Developers --code CODE', 'first start with a join code from "group-server invite Developers"')
     .example('$0 --join Developers --server-id ID --downloads ~/incoming', 'join with the server id pinned by hand')
@@ -267,10 +291,7 @@ await yargs(args)
   .fail((message, err) => {
     // Parsing and validation problems only; command handlers report their own errors.
     const text = message || (err instanceof Error ? err.message : String(err));
-    const hint = /^Unknown argument/.test(text) ? ' (from the command line or a GROUPCAST_* variable)' : '';
-    if (wantsJson(args)) process.stdout.write(errorJson(ErrorCode.USAGE, `${text}${hint}`));
-    else process.stderr.write(`group-client: ${text}${hint}\nRun group-client --help for usage.\n`);
-    process.exit(2);
+    usageFailure(`${text}${/^Unknown argument/.test(text) ? ' (from the command line or a GROUPCAST_* variable)' : ''}`);
   })
   .help()
   .alias('help', 'h')

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { MAX_KEEP_OLD } from './receive/versions.js';
 import { LOG_FORMATS, LOG_LEVELS, parseDuration, parseMetricsAddress, parseRate } from '@groupcast/shared';
-import { absolutePath, loadConfigFileSync } from '@groupcast/shared/config-schema';
+import { absolutePath, loadConfigFile } from '@groupcast/shared/config-schema';
 
 /** A string that one of shared's parsers accepts; kept as written, since the flag's own parsing applies after. */
 function parsed(check: (text: string) => unknown) {
@@ -41,9 +41,9 @@ export const clientConfigSchema = z.strictObject({
 
 export type ClientConfig = z.output<typeof clientConfigSchema>;
 
-/** yargs' config loader: errors are CONFIG and name the file and the field. */
-export function readClientConfig(path: string): ClientConfig {
-  return loadConfigFileSync(path, clientConfigSchema);
+/** The member's config file, read before its command line is parsed: errors are CONFIG and name the file and the field. */
+export function readClientConfig(path: string): Promise<ClientConfig> {
+  return loadConfigFile(path, clientConfigSchema);
 }
 
 /** What `group-client init` writes; a test uncomments every setting and checks it against the schema. */

@@ -1,7 +1,6 @@
 // The zod half of reading a config file, apart from config-file.ts so that a command which reads no
 // config file (most operator commands, `--version`) does not load zod: ~95 modules, a fifth of the
 // CLI's start. Imported as `@groupcast/shared/config-schema`.
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import stripJsonComments from 'strip-json-comments';
@@ -64,13 +63,3 @@ export async function loadConfigFile<S extends z.ZodType>(path: string, schema: 
   return parseConfigText(path, text, schema);
 }
 
-/** For yargs' `.config()`, which wants an answer at once. */
-export function loadConfigFileSync<S extends z.ZodType>(path: string, schema: S): z.output<S> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw unreadable(path, err);
-  }
-  return parseConfigText(path, text, schema);
-}
