@@ -217,17 +217,17 @@ function usageFailure(text: string): never {
   process.exit(2);
 }
 
+/** The config file: --config, else GROUPCAST_CONFIG, else the first file of the search path that exists. */
+const named = parseArgs({ args, options: { config: { type: 'string' } }, strict: false, allowPositionals: true }).values.config;
+const configPath = findConfigFile('client', typeof named === 'string' ? resolve(named) : process.env.GROUPCAST_CONFIG);
+
 /**
- * The config file's settings (--config, GROUPCAST_CONFIG or the first file of the search path), read
- * before yargs parses: yargs' own loader must be synchronous, and the file's schema brings zod, which
- * a member without a file (and `--version`, `status`) need not load. `init` writes the file --config
- * names, so that file is not read (it may not exist yet).
+ * The config file's settings, read before yargs parses: yargs' own loader must be synchronous, and the
+ * file's schema brings zod, which a member without a file (and `--version`, `status`) need not load.
+ * `init` writes the file --config names, so that file is not read (it may not exist yet).
  */
-async function configFileSettings(): Promise<Record<string, unknown>> {
-  if (args[0] === 'init') return {};
-  const named = parseArgs({ args, options: { config: { type: 'string' } }, strict: false, allowPositionals: true }).values.config;
-  const path = findConfigFile('client', typeof named === 'string' ? resolve(named) : process.env.GROUPCAST_CONFIG);
-  if (path === undefined) return {};
+async function configFileSettings(path: string | undefined): Promise<Record<string, unknown>> {
+  if (args[0] === 'init' || path === undefined) return {};
   try {
     return await (await import('./config.js')).readClientConfig(path);
   } catch (err) {
@@ -241,8 +241,8 @@ await yargs(args)
   .env('GROUPCAST')
   .options(OPTIONS)
   .option('config', { type: 'string', describe: `config file (JSON with comments) [default: the first of ${configSearchPath('client').join(', ')} that exists]` })
-  .default('config', findConfigFile('client', undefined))
-  .config(await configFileSettings())
+  .default('config', configPath)
+  .config(await configFileSettings(configPath))
   .command(['start', '$0'], 'run the member daemon (default)', (y) => y
     .example('$0 --join Developers --code CODE', 'first start with a join code from "group-server invite Developers"')
     .example('$0 --join Developers --server-id ID --downloads ~/incoming', 'join with the server id pinned by hand')

@@ -54,6 +54,16 @@ function refusedKind(info: { isSymbolicLink(): boolean; isFIFO(): boolean; isSoc
 }
 
 /**
+ * Waits for all of `work`, then throws the first failure or gives their values: work running at once is
+ * settled before anything it uses is discarded on a failure (the pack, its file), so none is left running.
+ */
+async function settleAll<T extends readonly unknown[] | []>(work: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const outcomes = await Promise.allSettled(work);
+  for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
+  return outcomes.map((outcome) => (outcome as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
+}
+
+/**
  * Lists a directory for distribution: regular files, directories (empty ones too) and their modes, in
  * byte order of their paths. Anything else inside (a symbolic link, a FIFO, a socket, a device) and any
  * path the tree rule refuses is listed in one USAGE error, before anything is stored.
@@ -201,13 +211,9 @@ async function storeTree(store: ContentStore, tree: WalkedTree, progress?: Inges
       stored[index] = await ingestLarge(files[index]!);
     });
     // Both run at once: the large copies wait on the thread pool while the loop packs small files.
-    // Both are settled before the pack is discarded on a failure: no copy is left running.
-    for (const outcome of await Promise.allSettled([packSmall(), storeLarge])) if (outcome.status === 'rejected') throw outcome.reason;
+    await settleAll([packSmall(), storeLarge]);
     // The disk takes the pack while the manifest is built.
-    const [synced, built] = await Promise.allSettled([pack.sync(), treeManifest(store, tree, stored)]);
-    if (synced.status === 'rejected') throw synced.reason;
-    if (built.status === 'rejected') throw built.reason;
-    const { bytes, manifest } = built.value;
+    const [, { bytes, manifest }] = await settleAll([pack.sync(), treeManifest(store, tree, stored)]);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     await pack.commit(sha256);
     const temp = store.ingestPath();
