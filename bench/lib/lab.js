@@ -8,7 +8,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { createTopology, netnsAvailable, waitForLine } from '../../test/harness/dist/netns.js';
-import { CLIENT_BIN, Daemon, SERVER_BIN } from '../../test/support/daemons.js';
+import { CLIENT_BIN, Daemon, nodeArgs, SERVER_BIN } from '../../test/support/daemons.js';
 
 export { CLIENT_BIN, SERVER_BIN };
 export const FANOUT = resolve(import.meta.dirname, '../baselines/fanout.js');
@@ -103,7 +103,7 @@ export class Lab {
     // (summarise with bench/lib/profile-summary.js, or open in Chrome DevTools).
     const profiled = process.env.BENCH_CPU_PROF && (name === 'server' || name === 'h1');
     const profile = profiled ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : [];
-    const proc = host.spawn(process.execPath, [...profile, bin, ...args, '--log-format', 'json'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = host.spawn(process.execPath, [...profile, ...nodeArgs(bin), ...args, '--log-format', 'json'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const daemon = new Daemon(name, proc);
     this.daemons.add(daemon);
     daemon.exited.then(() => this.daemons.delete(daemon));
@@ -112,7 +112,7 @@ export class Lab {
 
   /** A command inside a host, to completion. */
   async run(host, bin, args, timeoutMs = 600_000) {
-    return host.exec(process.execPath, [bin, ...args], { timeoutMs });
+    return host.exec(process.execPath, [...nodeArgs(bin), ...args], { timeoutMs });
   }
 
   async close() {

@@ -82,6 +82,8 @@ describe.skipIf(!PACKS || !PREFIX)('an installed groupcast', () => {
     const metrics = String(testPort());
     const server = daemon('server', 'group-server', ['--config', config, '--state-dir', serverState, '--tcp-port', '0', '--metrics', `127.0.0.1:${metrics}`, ...network], env);
     const serverId = String((await server.waitForMsg('group-server started')).id);
+    // The #! line's V8 option reaches node (env -S splits it): the young generation the daemons are measured with (bench/README.md).
+    expect((await readFile(`/proc/${server.proc.pid}/cmdline`, 'utf8')).split('\0')).toContain('--max-semi-space-size=1');
     // The web view's page comes from the installed package's assets.
     const page = await fetch(`http://127.0.0.1:${metrics}/`);
     expect(page.status).toBe(200);

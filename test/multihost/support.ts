@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { netnsAvailable, type ExecResult, type Host } from '../harness/netns.js';
-import { CLIENT_BIN, Daemon, SERVER_BIN } from '../support/daemons.js';
+import { CLIENT_BIN, Daemon, nodeArgs, SERVER_BIN } from '../support/daemons.js';
 
 export { CLIENT_BIN, SERVER_BIN };
 export { listFiles, sha256File } from '../support/files.js';
@@ -42,7 +42,7 @@ export class Lan {
 
   /** Starts a daemon (or any long-running command of a binary) inside a host. */
   spawn(host: Host, name: string, bin: string, args: readonly string[]): Daemon {
-    const proc = host.spawn(process.execPath, [bin, ...args, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = host.spawn(process.execPath, [...nodeArgs(bin), ...args, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const daemon = new Daemon(name, proc);
     this.daemons.push(daemon);
     return daemon;
@@ -56,7 +56,7 @@ export class Lan {
 
   /** Runs a command of a binary to completion inside a host. */
   run(host: Host, bin: string, args: readonly string[], timeoutMs = 30_000): Promise<ExecResult> {
-    return host.exec(process.execPath, [bin, ...args], { timeoutMs });
+    return host.exec(process.execPath, [...nodeArgs(bin), ...args], { timeoutMs });
   }
 
   async cleanup(): Promise<void> {

@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,6 +15,26 @@ const ROOT = resolve(import.meta.dirname, '../..');
 export const SERVER_BIN = join(ROOT, 'packages/server/bin/group-server.js');
 export const CLIENT_BIN = join(ROOT, 'packages/client/bin/group-client.js');
 const run = promisify(execFile);
+
+/** @type {Map<string, string[]>} */
+const shebangs = new Map();
+/**
+ * What node runs for `bin`: the V8 options of its #! line (`#!/usr/bin/env -S node --max-semi-space-size=1`),
+ * then the script. The installed command and the units run the bins through that line, so daemons
+ * started here with process.execPath run as they do. A script without a #! line (a test's own) gets none.
+ * @param {string} bin
+ */
+export function nodeArgs(bin) {
+  let flags = shebangs.get(bin);
+  if (!flags) {
+    const first = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
+    const match = first.startsWith('#!') ? /^#!\/usr\/bin\/env(?: -S)? node((?: --[\w-]+(?:=\S+)?)*)$/.exec(first) : ['', ''];
+    if (!match) throw new Error(`${bin}: the #! line does not run node: ${first}`);
+    flags = match[1]?.split(' ').filter(Boolean) ?? [];
+    shebangs.set(bin, flags);
+  }
+  return [...flags, bin];
+}
 
 /** @typedef {Record<string, unknown> & { msg?: string, level?: number }} LogLine */
 
@@ -115,7 +136,7 @@ export function harness() {
      * @param {{ uid: number, gid: number }} [user] run as this user (the test must be root)
      */
     spawn(name, bin, args, env = {}, user = undefined) {
-      const proc = spawn(process.execPath, [bin, ...args, '--log-format', 'json'], {
+      const proc = spawn(process.execPath, [...nodeArgs(bin), ...args, '--log-format', 'json'], {
         env: { ...process.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
         ...user,
@@ -130,7 +151,7 @@ export function harness() {
      */
     run(bin, args, timeoutMs = 60_000, env = {}) {
       return new Promise((resolveRun, reject) => {
-        const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        const proc = spawn(process.execPath, [...nodeArgs(bin), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
         running.add(proc);
         let stdout = '';
         let stderr = '';
