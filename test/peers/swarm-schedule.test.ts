@@ -4,7 +4,7 @@ import pino from 'pino';
 import { Bitfield, filePieces, peerIdFromRawPublicKey, type Frame, type PeerId } from '../../packages/shared/src/index.js';
 import type { PeerLink } from '../../packages/client/src/peer/peer-link.js';
 import type { PeerNode } from '../../packages/client/src/peer/peer-node.js';
-import { MemberSwarm, type PieceStore } from '../../packages/client/src/peer/swarm.js';
+import { MemberSwarm, WRITE_BACKLOG_BYTES, type PieceStore } from '../../packages/client/src/peer/swarm.js';
 
 /**
  * The scheduler of a member's swarm runs once per piece kept, not once per HAVE heard (a member hears
@@ -34,12 +34,12 @@ function fakeLink(id: PeerId, remote: Bitfield): PeerLink & { asked: number[]; o
 }
 
 /** A partial whose writes complete only when `finish` is called. */
-function heldPartial(): { partial: PieceStore; finish: () => void } {
-  const held = Bitfield.empty(PIECES);
+function heldPartial(pieces = PIECES): { partial: PieceStore; finish: () => void } {
+  const held = Bitfield.empty(pieces);
   let finish!: () => void;
   const gate = new Promise<void>((resolve) => (finish = resolve));
   const partial = {
-    layout: filePieces(PIECES * PIECE_SIZE, PIECE_SIZE), hashes: Buffer.alloc(32 * PIECES), held,
+    layout: filePieces(pieces * PIECE_SIZE, PIECE_SIZE), hashes: Buffer.alloc(32 * pieces), held,
     async write(piece: number) {
       await gate;
       held.set(piece);
@@ -62,7 +62,38 @@ function swarmWith(partial: PieceStore, peers: PeerId[]): MemberSwarm {
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** Hands the swarm every piece the link has been asked for and not brought, as a peer on a fast link would. */
+async function bringAsked(swarm: MemberSwarm, link: ReturnType<typeof fakeLink>): Promise<void> {
+  for (const piece of [...link.outstanding]) {
+    link.outstanding.delete(piece);
+    swarm.pieceArrived(link, piece, [Buffer.alloc(PIECE_SIZE)], () => undefined);
+  }
+  await turn();
+}
+
 describe('a member swarm\'s scheduling', () => {
+  it('a disk slower than the links: verified pieces waiting to be written stay bounded, and the rest follow once it catches up', async () => {
+    const pieces = 4 * (WRITE_BACKLOG_BYTES / PIECE_SIZE);
+    const all = Bitfield.empty(pieces);
+    for (let i = 0; i < pieces; i++) all.set(i);
+    const peer = randomId();
+    const link = fakeLink(peer, all);
+    const { partial, finish } = heldPartial(pieces);
+    const swarm = swarmWith(partial, [peer]);
+    swarm.attach(link);
+    // The link brings at once whatever it is asked; no write finishes. Before the bound every piece
+    // brought freed its slot for the next, until the member held the whole file in memory.
+    for (let round = 0; round < pieces && link.outstanding.size > 0; round++) await bringAsked(swarm, link);
+    expect(link.outstanding.size).toBe(0);
+    expect(link.asked.length).toBeGreaterThanOrEqual(WRITE_BACKLOG_BYTES / PIECE_SIZE);
+    expect(link.asked.length).toBeLessThanOrEqual(WRITE_BACKLOG_BYTES / PIECE_SIZE + LINK_REQUESTS);
+
+    finish();
+    for (let round = 0; round < pieces && new Set(link.asked).size < pieces; round++) await bringAsked(swarm, link);
+    expect(new Set(link.asked).size).toBe(pieces);
+    await swarm.close();
+  });
+
   it('asks a link for its next piece as soon as one arrives, before the piece is written', async () => {
     const all = Bitfield.empty(PIECES);
     for (let i = 0; i < PIECES; i++) all.set(i);

@@ -27,6 +27,13 @@ const FIRST_REDIAL_MS = 500;
 const REDIAL_MS = 10_000;
 /** Ring offsets a member dials (its overlay, see MemberSwarm.dialTargets): 4 dialed and 4 dialing it, 8 links, under MAX_PEER_LINKS. */
 const DIAL_OFFSETS = [1, 2, 4, 8];
+/**
+ * Bytes of verified pieces handed to the disk and not yet written: past this, no source is asked for
+ * more until writes finish (the requests already out still arrive). Pieces come at the network's pace
+ * and wait in libuv's queue at the disk's, each holding its buffers: unbounded, a member on a disk
+ * slower than its links (an SD card, a busy HDD, a full page cache) held every piece its links brought.
+ */
+export const WRITE_BACKLOG_BYTES = 8 * 1024 * 1024;
 /** In the endgame a missing piece may be asked of this many sources at once, so one slow peer cannot hold the end. */
 const ENDGAME_SOURCES = 2;
 /** The endgame starts when this few pieces are missing (each then may come twice: at most this many wasted). */
@@ -95,8 +102,9 @@ export class MemberSwarm implements SwarmHandle {
   private readonly askedOfServer = new Set<number>();
   /** Peers whose link was closed because both sides hold everything: not dialed again. */
   private readonly finishedPeers = new Set<PeerId>();
-  /** Pieces being written now. */
+  /** Pieces being written now, and their bytes. */
   private readonly writing = new Set<number>();
+  private writingBytes = 0;
   /**
    * Pieces neither held nor being written, in no order, and where each is in that list (-1: not in it):
    * what the scheduler looks through. A tree has many pieces (one per small file), most of them held
@@ -295,7 +303,7 @@ export class MemberSwarm implements SwarmHandle {
    * scanned every piece for every link with a free slot, on each of the ~8 HAVEs per piece kept.
    */
   changed(link: PeerLink, piece: number): void {
-    if (this.closeIfIdle(link) || this.scheduled || this.done || link.free <= 0) return;
+    if (this.closeIfIdle(link) || this.scheduled || this.done || this.backlogged || link.free <= 0) return;
     const next = this.kept(piece) || this.pending.has(piece) ? this.endgamePiece(link) : piece;
     if (next === undefined) return;
     link.request(next);
@@ -326,7 +334,9 @@ export class MemberSwarm implements SwarmHandle {
       this.schedule();
       return;
     }
+    const bytes = spanLength(this.layout, piece);
     this.writing.add(piece);
+    this.writingBytes += bytes;
     this.unmiss(piece);
     try {
       await this.options.partial.write(piece, chunks, release);
@@ -337,8 +347,9 @@ export class MemberSwarm implements SwarmHandle {
       return;
     } finally {
       this.writing.delete(piece);
+      this.writingBytes -= bytes;
     }
-    this.options.counters[source] += spanLength(this.layout, piece);
+    this.options.counters[source] += bytes;
     this.options.log.debug({ piece, from }, 'piece kept');
     this.pending.delete(piece);
     const have: Frame = { type: 'have', transfer: this.transfer, piece };
@@ -386,7 +397,8 @@ export class MemberSwarm implements SwarmHandle {
     // A finished member still dials its overlay peers listed after it finished: only one side of a
     // pair dials, so without this a later member it is that side for would never link to it.
     this.dialListed();
-    if (this.done) return;
+    // The disk is behind: asked again when a write finishes (keep() schedules).
+    if (this.done || this.backlogged) return;
     this.askPeers();
     this.askServer();
   }
@@ -478,6 +490,10 @@ export class MemberSwarm implements SwarmHandle {
       }
     }
     return best;
+  }
+
+  private get backlogged(): boolean {
+    return this.writingBytes >= WRITE_BACKLOG_BYTES;
   }
 
   /** Held, or verified and being written: not to be fetched again. */
