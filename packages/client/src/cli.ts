@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, ControlEndpoint, createLogger, defaultInitPath, defaultStateDir, DEFAULT_GROUP_ADDRESS, DEFAULT_UDP_PORT,
   ensurePrivateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError, loadOrCreateIdentity, parseMetricsAddress, parseRate,
-  checkedText, errorJson, hideOptions, LOG_FORMATS, LOG_LEVELS, NAK_REASON_NAMES, packageVersion, wantsJson, writeStarterConfig, type Logger,
+  checkedText, exitWithError, hideOptions, LOG_FORMATS, LOG_LEVELS, NAK_REASON_NAMES, packageVersion, writeStarterConfig, type Logger,
 } from '@groupcast/shared';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -91,9 +91,7 @@ function die(err: unknown): never {
     if (!parts.some((part) => part.includes(cause.message))) parts.push(cause.message);
   }
   const message = parts.length ? parts.join(': ') : String(err);
-  if (wantsJson(args)) process.stdout.write(errorJson(isGroupcastError(err) ? err.code : ErrorCode.INTERNAL, message));
-  else process.stderr.write(`group-client: ${message}\n`);
-  process.exit(isGroupcastError(err, ErrorCode.USAGE) ? 2 : 1);
+  exitWithError('group-client', isGroupcastError(err) ? err.code : ErrorCode.INTERNAL, message, isGroupcastError(err, ErrorCode.USAGE) ? 2 : 1);
 }
 
 /**
@@ -212,9 +210,7 @@ const args = hideBin(process.argv);
 
 /** A command-line or config problem before a command runs: exit 2, as JSON when the command was asked for JSON. */
 function usageFailure(text: string): never {
-  if (wantsJson(args)) process.stdout.write(errorJson(ErrorCode.USAGE, text));
-  else process.stderr.write(`group-client: ${text}\nRun group-client --help for usage.\n`);
-  process.exit(2);
+  exitWithError('group-client', ErrorCode.USAGE, text, 2, '\nRun group-client --help for usage.');
 }
 
 /** The config file: --config, else GROUPCAST_CONFIG, else the first file of the search path that exists. */

@@ -3,7 +3,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   configSearchPath, createLogger, defaultInitPath, defaultStateDir, ErrorCode, findConfigFile, integerOption, isGroupcastError,
-  checkedText, errorJson, formatDuration, GroupcastError, hideOptions, packageVersion, wantsJson, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
+  checkedText, exitWithError, formatDuration, GroupcastError, hideOptions, packageVersion, LOG_FORMATS, LOG_LEVELS, loadOrCreateIdentity, writeStarterConfig, parseDuration, parseMetricsAddress, parseRate, ensurePrivateDir, type LogFormat,
 } from '@groupcast/shared';
 import { MAX_OPEN_MEMBERS_LIMIT, resolveSettings, type ServerSettings } from './config.js';
 import type { ConfigFile } from './config-schema.js';
@@ -325,9 +325,7 @@ function exitCodeOf(err: unknown): number {
 
 /** Reports an error (as JSON on stdout with --json, see errorJson) and exits. */
 function fail(code: ErrorCode, message: string, exitCode: number, hint = ''): never {
-  if (wantsJson(process.argv.slice(2))) process.stdout.write(errorJson(code, message));
-  else process.stderr.write(`group-server: ${message}${hint}\n`);
-  process.exit(exitCode);
+  exitWithError('group-server', code, message, exitCode, hint);
 }
 
 try {

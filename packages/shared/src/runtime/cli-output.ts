@@ -20,6 +20,16 @@ export function errorJson(code: ErrorCode, message: string): string {
   return `${JSON.stringify({ error: { code, message } }, null, 2)}\n`;
 }
 
+/**
+ * How every command reports an error and stops: errorJson on stdout when JSON was asked for, else
+ * `<program>: <message>` (and `hint`) on stderr; then exits with `exitCode`.
+ */
+export function exitWithError(program: string, code: ErrorCode, message: string, exitCode: number, hint = ''): never {
+  if (wantsJson(process.argv.slice(2))) process.stdout.write(errorJson(code, message));
+  else process.stderr.write(`${program}: ${message}${hint}\n`);
+  process.exit(exitCode);
+}
+
 /** Keeps options that every command accepts (they may come from GROUPCAST_* variables) out of a command's help. */
 export function hideOptions<T>(argv: Argv<T>, keys: readonly string[]): Argv<T> {
   return keys.reduce((y, key) => y.hide(key), argv);
