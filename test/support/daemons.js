@@ -28,9 +28,12 @@ export function nodeArgs(bin) {
   let flags = shebangs.get(bin);
   if (!flags) {
     const first = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
-    const match = first.startsWith('#!') ? /^#!\/usr\/bin\/env(?: -S)? node((?: --[\w-]+(?:=\S+)?)*)$/.exec(first) : ['', ''];
-    if (!match) throw new Error(`${bin}: the #! line does not run node: ${first}`);
-    flags = match[1]?.split(' ').filter(Boolean) ?? [];
+    flags = [];
+    if (first.startsWith('#!')) {
+      const options = /^#!\/usr\/bin\/env(?: -S)? node((?: --[\w-]+(?:=\S+)?)*)$/.exec(first)?.[1];
+      if (options === undefined) throw new Error(`${bin}: the #! line does not run node: ${first}`);
+      flags = options.split(' ').filter(Boolean);
+    }
     shebangs.set(bin, flags);
   }
   return [...flags, bin];
