@@ -30,13 +30,16 @@ const SLOW_STRIKES = 2;
 const PROGRESS_BYTES = 16 * 1024;
 /**
  * DATA bodies a link keeps for reuse once their piece is written (and hashed, if from memory). Every
- * body taken fresh is an ArrayBuffer the collector only counts, and on one box members that took a
- * fresh one per frame ran a full collection every ~24 MiB of them (~30 per 256 MiB received, against 2
- * when streaming from the server); reused ones are not new. Each holds one DATA frame (≤ MAX_FRAME
- * bytes); a frame under half of that (a short last chunk, or a small frame split across TLS records)
- * gets a fresh buffer, so that small frames never take one of these.
+ * body taken fresh is an ArrayBuffer the collector only counts, and one held across a write outlives
+ * the young generation's collections (the daemons run a 1 MiB one, bench/README.md "Session 21"), so it
+ * is freed only by a full collection; reused ones are not new. A link has up to LINK_REQUESTS pieces
+ * arriving and more waiting on the disk (the swarm's WRITE_BACKLOG_BYTES), so 2 spares left a fresh
+ * body for one frame in five and a member receiving 1 GiB from peers ran 77–90 full collections; with 8,
+ * 1–20. Each holds one DATA frame (≤ MAX_FRAME bytes), so a link keeps at most ~2 MiB; a frame under half
+ * of that (a short last chunk, or a small frame split across TLS records) gets a fresh buffer, so that
+ * small frames never take one of these.
  */
-const SPARE_BODIES = 2;
+const SPARE_BODIES = 8;
 const BODY_BYTES = MAX_FRAME;
 
 /** What a link needs from the transfer's swarm. */
