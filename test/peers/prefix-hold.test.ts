@@ -17,13 +17,17 @@ import { HASH_HOLD_BYTES, PiecePartial } from '../../packages/client/src/peer/pi
  */
 const PIECES = 12;
 const SIZE = PIECES * MIN_PIECE_SIZE;
-const data = randomBytes(SIZE);
-const hashes = Buffer.concat(Array.from({ length: PIECES }, (_, i) => createHash('sha256').update(piece(i)).digest()));
 let dir: string;
 
-function piece(i: number): Buffer {
-  return data.subarray(i * MIN_PIECE_SIZE, (i + 1) * MIN_PIECE_SIZE);
+/** Random content of `count` pieces: its bytes, each piece, and the manifest's piece hashes. */
+function randomContent(count: number): { data: Buffer; piece: (i: number) => Buffer; hashes: Buffer } {
+  const data = randomBytes(count * MIN_PIECE_SIZE);
+  const piece = (i: number): Buffer => data.subarray(i * MIN_PIECE_SIZE, (i + 1) * MIN_PIECE_SIZE);
+  const hashes = Buffer.concat(Array.from({ length: count }, (_, i) => createHash('sha256').update(piece(i)).digest()));
+  return { data, piece, hashes };
 }
+
+const { data, piece, hashes } = randomContent(PIECES);
 
 /** Writes pieces 3.. each from a buffer of its own; returns weak references to the buffers (none held here). */
 async function writeAhead(partial: PiecePartial): Promise<Array<WeakRef<Buffer>>> {
@@ -87,9 +91,7 @@ describe('the prefix hash of a partial written in any order', () => {
     // the prefix reaches it, but only after 11 read-backs. On one box a member whose low piece came late
     // held every piece that arrived during such a run: 444 MiB for a 1 GiB file at 4 members.
     const count = 16;
-    const longData = randomBytes(count * MIN_PIECE_SIZE);
-    const at = (i: number): Buffer => longData.subarray(i * MIN_PIECE_SIZE, (i + 1) * MIN_PIECE_SIZE);
-    const longHashes = Buffer.concat(Array.from({ length: count }, (_, i) => createHash('sha256').update(at(i)).digest()));
+    const { data: longData, piece: at, hashes: longHashes } = randomContent(count);
     const partial = await PiecePartial.open(join(dir, 'long.part'), count * MIN_PIECE_SIZE, { pieceSize: MIN_PIECE_SIZE, hashes: longHashes }, new AbortController().signal);
     for (let i = 1; i < 12; i++) await partial.write(i, [Buffer.from(at(i))]);
     const { blocked, release } = holdReadBacks(partial);

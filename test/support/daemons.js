@@ -224,7 +224,7 @@ export async function installForUser(h, user) {
   await run('chmod', ['-R', 'a+rX', dir]);
   await chmod(dir, 0o755);
   const installed = { serverBin: join(dir, 'packages/server/bin/group-server.js'), clientBin: join(dir, 'packages/client/bin/group-client.js') };
-  const probe = await run(process.execPath, [installed.clientBin, '--help'], { ...user, env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } })
+  const probe = await run(process.execPath, [...nodeArgs(installed.clientBin), '--help'], { ...user, env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } })
     .then(() => undefined, (err) => firstError(String(err.stderr || err.message)));
   return probe === undefined ? installed : { unavailable: `uid ${user.uid} cannot run the daemons copied to ${dir}: ${probe}` };
 }

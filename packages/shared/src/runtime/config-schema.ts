@@ -62,4 +62,3 @@ export async function loadConfigFile<S extends z.ZodType>(path: string, schema: 
   });
   return parseConfigText(path, text, schema);
 }
-
